@@ -1,0 +1,49 @@
+import { spawn } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import test from "ava";
+import { XenstoreClient } from "../src/index.js";
+
+const main = fileURLToPath(new URL("../src/main.js", import.meta.url));
+
+test("xenroam-xenstored serves, logs JSON, and leaves nothing on SIGTERM", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "xr-xsd-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const [dom0, guest] = [join(dir, "d0.sock"), join(dir, "g5.sock")];
+  const child = spawn(process.execPath, [main, "--socket", dom0, "--guest", `5:${guest}`, "--introduce"], {
+    stdio: ["ignore", "ignore", "pipe"],
+  });
+  let log = "";
+  child.stderr.on("data", (c) => {
+    log += c;
+  });
+  for (let i = 0; i < 100 && !log.includes('"ready"'); i++) await new Promise((r) => setTimeout(r, 50));
+  const xs = await XenstoreClient.connect(guest);
+  await xs.write("data/hello", "1");
+  xs.close();
+  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  child.kill("SIGTERM");
+  t.is(await exited, 0);
+  t.false(existsSync(dom0));
+  t.false(existsSync(guest));
+  const lines = log
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { event: string });
+  t.deepEqual(lines.map((l) => l.event).slice(-2), ["stopping", "stopped"]);
+});
+
+test("xenroam-xenstored refuses bad arguments with a hint", async (t) => {
+  const child = spawn(process.execPath, [main, "--socket", "/tmp/x.sock", "--guest", "zero:/x"], {
+    stdio: "pipe",
+  });
+  let err = "";
+  child.stderr.on("data", (c) => {
+    err += c;
+  });
+  const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+  t.not(code, 0);
+  t.regex(err, /expected DOMID:\/abs\/path/);
+});
