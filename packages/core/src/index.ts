@@ -2,3 +2,4 @@
 export * from "./ipv6.js";
 export * from "./mac.js";
 export * from "./names.js";
+export * from "./radvd.js";

@@ -1,0 +1,346 @@
+// Bringing the namespace lab up and down. `up` records what it is about to make before making it, so `down`
+// removes everything even after a crash; `down` stops processes by recorded identity, never by name.
+
+import { spawn } from "node:child_process";
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import { renderRadvdConf } from "@xenroam/core";
+import { createNetlink } from "@xenroam/netlink";
+import { XenstoreClient } from "@xenroam/xenstore";
+import { NsWorker } from "./netns.js";
+import { type LabPlan, planLab } from "./plan.js";
+import { SERVICES_FILE, type ServiceSpec, SUPERVISOR_FILE, type SupervisorState } from "./supervisor.js";
+import {
+  identify,
+  isRunning,
+  netnsAdd,
+  netnsDel,
+  netnsList,
+  netnsPids,
+  type ProcessId,
+  stopProcess,
+} from "./system.js";
+import { parseTopology, type Topology } from "./topology.js";
+
+export const DEFAULT_STATE_ROOT = "/run/xenroam-lab";
+const STATE_FILE = "state.json";
+
+export class LabError extends Error {
+  override readonly name = "LabError";
+}
+
+export interface LabOptions {
+  /** Where each lab keeps its state directory; /run/xenroam-lab by default. */
+  readonly stateRoot?: string;
+  /** Progress lines for people (to stderr in the CLI). */
+  readonly progress?: (line: string) => void;
+}
+
+export interface LabState {
+  readonly version: 1;
+  readonly name: string;
+  readonly topology: Topology;
+  readonly phase: "creating" | "up";
+  readonly createdAt: string;
+  readonly namespaces: readonly string[];
+  readonly supervisor?: ProcessId;
+}
+
+export interface LabStatus {
+  readonly name: string;
+  readonly stateDir: string;
+  readonly phase: LabState["phase"] | "absent";
+  readonly namespaces: ReadonlyArray<{ readonly name: string; readonly present: boolean }>;
+  readonly supervisor: "running" | "stopped" | "absent";
+  readonly services: ReadonlyArray<{ readonly name: string; readonly state: string; readonly pid?: number }>;
+  readonly nodes: ReadonlyArray<{ readonly node: string; readonly netns: string; readonly role: string }>;
+}
+
+export const stateDirOf = (name: string, options: LabOptions = {}) =>
+  join(options.stateRoot ?? DEFAULT_STATE_ROOT, name);
+
+export function readState(stateDir: string): LabState | undefined {
+  const file = join(stateDir, STATE_FILE);
+  if (!existsSync(file)) return undefined;
+  try {
+    return JSON.parse(readFileSync(file, "utf8")) as LabState;
+  } catch (err) {
+    throw new LabError(
+      `${file} is unreadable (${(err as Error).message}); remove the lab with \`xenroam-lab down --force\``,
+    );
+  }
+}
+
+function writeState(stateDir: string, state: LabState): void {
+  writeFileSync(join(stateDir, `${STATE_FILE}.tmp`), JSON.stringify(state, null, 2));
+  // rename is atomic: a crash leaves the old state or the new one, never half of one.
+  renameSync(join(stateDir, `${STATE_FILE}.tmp`), join(stateDir, STATE_FILE));
+}
+
+function readSupervisor(stateDir: string): SupervisorState | undefined {
+  try {
+    return JSON.parse(readFileSync(join(stateDir, SUPERVISOR_FILE), "utf8")) as SupervisorState;
+  } catch {
+    return undefined;
+  }
+}
+
+const XENSTORED_MAIN = fileURLToPath(new URL("./main.js", import.meta.resolve("@xenroam/xenstore")));
+const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
+
+export function servicesOf(plan: LabPlan, stateDir: string): ServiceSpec[] {
+  return [
+    {
+      name: "radvd",
+      netns: plan.radvd.netns,
+      argv: [
+        "radvd",
+        "--nodaemon",
+        "-C",
+        join(stateDir, "radvd.conf"),
+        "-p",
+        join(stateDir, "radvd.pid"),
+        "-m",
+        "stderr",
+      ],
+    },
+    ...plan.xenstored.map((x) => ({
+      name: `xenstored-${x.host}`,
+      netns: x.netns,
+      argv: [
+        process.execPath,
+        XENSTORED_MAIN,
+        "--socket",
+        join(stateDir, x.dom0Socket),
+        ...x.guests.flatMap((g) => ["--guest", `${g.domid}:${join(stateDir, g.socket)}`]),
+        ...(x.guests.length > 0 ? ["--introduce"] : []),
+      ],
+    })),
+  ];
+}
+
+async function waitFor(
+  what: string,
+  timeoutMs: number,
+  check: () => boolean | Promise<boolean>,
+): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    if (await check()) return;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new LabError(`timed out after ${timeoutMs} ms waiting for ${what}`);
+}
+
+function requireRoot(): void {
+  if (process.getuid?.() !== 0) {
+    throw new LabError(
+      "the lab needs root (it creates network namespaces, bridges and runs radvd); run it with sudo",
+    );
+  }
+}
+
+/** Builds the lab. Idempotent: a lab already up with the same topology is left as it is. */
+export async function labUp(topology: Topology, options: LabOptions = {}): Promise<LabStatus> {
+  requireRoot();
+  const progress = options.progress ?? (() => {});
+  const stateDir = stateDirOf(topology.name, options);
+  const existing = readState(stateDir);
+  if (existing) {
+    if (existing.phase === "up" && JSON.stringify(existing.topology) === JSON.stringify(topology)) {
+      progress(`lab "${topology.name}" is already up`);
+      return labStatus(topology.name, options);
+    }
+    throw new LabError(
+      `a lab named "${topology.name}" is already ${existing.phase === "up" ? "up with another topology" : "half-built"}; run \`xenroam-lab down\` first`,
+    );
+  }
+  const plan = planLab(topology);
+  const namespaces = plan.namespaces.map((n) => n.netns);
+  const clash = (await netnsList()).filter((n) => namespaces.includes(n));
+  if (clash.length > 0) {
+    throw new LabError(
+      `network namespace(s) ${clash.join(", ")} already exist but no lab state records them; remove them (ip netns del NAME) or pick another topology name`,
+    );
+  }
+
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  let state: LabState = {
+    version: 1,
+    name: topology.name,
+    topology,
+    phase: "creating",
+    createdAt: new Date().toISOString(),
+    namespaces,
+  };
+  writeState(stateDir, state);
+
+  const workers: NsWorker[] = [];
+  try {
+    progress(`creating ${namespaces.length} network namespaces: ${namespaces.join(", ")}`);
+    for (const ns of namespaces) await netnsAdd(ns);
+
+    progress(`wiring ${plan.veths.length} veth pairs`);
+    const root = createNetlink();
+    try {
+      for (const v of plan.veths) {
+        await root.createVeth(v.name, v.peer, {
+          netns: { name: v.netns },
+          peerNetns: { name: v.peerNetns },
+          ...(v.mac ? { mac: v.mac } : {}),
+          ...(v.peerMac ? { peerMac: v.peerMac } : {}),
+        });
+      }
+    } finally {
+      root.close();
+    }
+
+    progress("configuring bridges, addresses and routes in each namespace");
+    const byNs = new Map<string, NsWorker>();
+    await Promise.all(
+      plan.namespaces.map(async (n) => {
+        const w = await NsWorker.start(n.netns);
+        workers.push(w);
+        byNs.set(n.netns, w);
+        await w.apply(n.ops);
+      }),
+    );
+
+    progress("starting the supervisor (radvd on the router, a xenstored per host)");
+    writeFileSync(join(stateDir, "radvd.conf"), renderRadvdConf(plan.radvd.interfaces));
+    const services = servicesOf(plan, stateDir);
+    writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify(services, null, 2));
+    const logFd = openSync(join(stateDir, "supervisor.log"), "a");
+    const child = spawn(process.execPath, [LAB_MAIN, "supervise", "--state-dir", stateDir], {
+      detached: true,
+      stdio: ["ignore", logFd, logFd],
+    });
+    closeSync(logFd);
+    child.unref();
+    const supervisor = child.pid === undefined ? undefined : identify(child.pid);
+    if (!supervisor)
+      throw new LabError(`the supervisor did not start; see ${join(stateDir, "supervisor.log")}`);
+    state = { ...state, supervisor };
+    writeState(stateDir, state);
+
+    await waitFor("radvd and every xenstored to run", 10_000, () => {
+      const s = readSupervisor(stateDir);
+      const running = services.every((svc) => s?.services[svc.name]?.state === "running");
+      const sockets = plan.xenstored.every(
+        (x) =>
+          existsSync(join(stateDir, x.dom0Socket)) &&
+          x.guests.every((g) => existsSync(join(stateDir, g.socket))),
+      );
+      return running && sockets && existsSync(join(stateDir, "radvd.pid"));
+    });
+
+    const vmHost = plan.xenstored.find((x) => x.guests.length > 0);
+    if (vmHost) {
+      const xs = await XenstoreClient.connect(join(stateDir, vmHost.dom0Socket));
+      try {
+        for (const [path, value] of Object.entries(plan.vmXenstore)) await xs.write(path, value);
+      } finally {
+        xs.close();
+      }
+    }
+
+    progress(
+      `bringing up the VM's primary interface; waiting for its SLAAC address ${plan.vmPrimary.expectedAddress}`,
+    );
+    const vm = byNs.get(plan.vmPrimary.netns);
+    if (!vm) throw new LabError("internal: no worker for the VM namespace");
+    await vm.netlink.setLink(plan.vmPrimary.ifname, { up: true });
+    await vm.netlink.waitAddress(plan.vmPrimary.ifname, plan.vmPrimary.expectedAddress, {
+      timeoutMs: 20_000,
+    });
+
+    state = { ...state, phase: "up" };
+    writeState(stateDir, state);
+    progress(`lab "${topology.name}" is up`);
+  } catch (err) {
+    progress(`bringing the lab up failed: ${(err as Error).message}; removing what was made`);
+    await Promise.all(workers.map((w) => w.close().catch(() => {})));
+    await labDown(topology.name, options).catch(() => {});
+    throw err;
+  } finally {
+    await Promise.all(workers.map((w) => w.close().catch(() => {})));
+  }
+  return labStatus(topology.name, options);
+}
+
+export interface DownResult {
+  readonly removedNamespaces: readonly string[];
+  readonly stoppedProcesses: number;
+  readonly hadState: boolean;
+}
+
+/** Removes everything the lab made: processes (by recorded identity), namespaces, the state directory. */
+export async function labDown(name: string, options: LabOptions = {}): Promise<DownResult> {
+  requireRoot();
+  const progress = options.progress ?? (() => {});
+  const stateDir = stateDirOf(name, options);
+  const state = readState(stateDir);
+  if (!state) {
+    if (existsSync(stateDir)) rmSync(stateDir, { recursive: true, force: true });
+    progress(`no lab named "${name}" is recorded; nothing to do`);
+    return { removedNamespaces: [], stoppedProcesses: 0, hadState: false };
+  }
+  let stopped = 0;
+  if (state.supervisor && isRunning(state.supervisor)) {
+    progress(`stopping the supervisor (pid ${state.supervisor.pid})`);
+    await stopProcess(state.supervisor, 5000);
+    stopped++;
+  }
+  // Children the supervisor may not have stopped (it crashed, or was killed).
+  for (const svc of Object.values(readSupervisor(stateDir)?.services ?? {})) {
+    if (svc.process && (await stopProcess(svc.process)) !== "gone") stopped++;
+  }
+  const present = new Set(await netnsList());
+  const removed: string[] = [];
+  for (const ns of state.namespaces) {
+    if (!present.has(ns)) continue;
+    for (const pid of await netnsPids(ns)) {
+      const id = identify(pid);
+      if (id && (await stopProcess(id)) !== "gone") stopped++;
+    }
+    await netnsDel(ns);
+    removed.push(ns);
+  }
+  rmSync(stateDir, { recursive: true, force: true });
+  progress(`removed ${removed.length} namespaces, stopped ${stopped} processes, deleted ${stateDir}`);
+  return { removedNamespaces: removed, stoppedProcesses: stopped, hadState: true };
+}
+
+export async function labStatus(name: string, options: LabOptions = {}): Promise<LabStatus> {
+  const stateDir = stateDirOf(name, options);
+  const state = readState(stateDir);
+  if (!state) {
+    return { name, stateDir, phase: "absent", namespaces: [], supervisor: "absent", services: [], nodes: [] };
+  }
+  const present = new Set(await netnsList());
+  const sup = readSupervisor(stateDir);
+  const plan = planLab(parseTopology(state.topology, join(stateDir, STATE_FILE)));
+  return {
+    name,
+    stateDir,
+    phase: state.phase,
+    namespaces: state.namespaces.map((n) => ({ name: n, present: present.has(n) })),
+    supervisor: state.supervisor ? (isRunning(state.supervisor) ? "running" : "stopped") : "absent",
+    services: Object.entries(sup?.services ?? {}).map(([svc, s]) => ({
+      name: svc,
+      state: s.process && isRunning(s.process) ? s.state : s.state === "failed" ? "failed" : "stopped",
+      ...(s.process ? { pid: s.process.pid } : {}),
+    })),
+    nodes: plan.namespaces.map((n) => ({ node: n.node, netns: n.netns, role: n.role })),
+  };
+}

@@ -1,0 +1,243 @@
+#!/usr/bin/env node
+// xenroam-lab: the paper's testbed in network namespaces on one Linux machine. Wires the adapters to the
+// lab operations; human output on stdout/stderr, --json for machines.
+
+import { spawn } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { Command, Option } from "commander";
+import {
+  LabError,
+  type LabOptions,
+  type LabStatus,
+  labDown,
+  labStatus,
+  labUp,
+  readState,
+  stateDirOf,
+} from "./lab.js";
+import { netnsName, routerAddressOf } from "./present.js";
+import { runSupervisor } from "./supervisor.js";
+import { DEFAULT_TOPOLOGY, parseTopology, type Topology, TopologyError } from "./topology.js";
+
+class UsageError extends Error {}
+
+function loadTopology(file: string | undefined): Topology {
+  if (!file) return parseTopology(DEFAULT_TOPOLOGY, "the default topology");
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`cannot read topology file ${file}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  return parseTopology(value, file);
+}
+
+const progress = (line: string) => process.stderr.write(`xenroam-lab: ${line}\n`);
+
+function labOptions(opts: { stateRoot?: string }): LabOptions {
+  return { progress, ...(opts.stateRoot ? { stateRoot: opts.stateRoot } : {}) };
+}
+
+function labName(opts: { name?: string; topology?: string }): string {
+  return opts.name ?? loadTopology(opts.topology).name;
+}
+
+function printStatus(s: LabStatus): void {
+  if (s.phase === "absent") {
+    console.log(`lab "${s.name}": not up (no state in ${s.stateDir}). Start it with: xenroam-lab up`);
+    return;
+  }
+  console.log(`lab "${s.name}": ${s.phase}   state: ${s.stateDir}   supervisor: ${s.supervisor}`);
+  console.log("nodes:");
+  for (const n of s.nodes) {
+    const present = s.namespaces.find((x) => x.name === n.netns)?.present ? "present" : "MISSING";
+    console.log(`  ${n.node.padEnd(9)} ${n.role.padEnd(13)} netns ${n.netns.padEnd(12)} ${present}`);
+  }
+  console.log("services:");
+  for (const svc of s.services)
+    console.log(`  ${svc.name.padEnd(18)} ${svc.state}${svc.pid ? ` (pid ${svc.pid})` : ""}`);
+}
+
+function describe(t: Topology): string {
+  const lines = [`topology "${t.name}" (the paper's Figure 3):`];
+  lines.push(`  ${t.correspondent.name}: ${t.correspondent.address} on ${t.correspondent.prefix}`);
+  lines.push(
+    `  ${t.router.name}: one LAN per site, gateway link-local and MAC per LAN, radvd on each site LAN`,
+  );
+  for (const s of t.sites) {
+    const hosts = t.hosts.filter((h) => h.site === s.name).map((h) => `${h.name} (${h.address})`);
+    lines.push(
+      `  site ${s.name}: ${s.prefix}, gateway ${s.gateway.linkLocal} ${s.gateway.mac}, RA every ${s.ra.minIntervalMs}-${s.ra.maxIntervalMs} ms; hosts: ${hosts.join(", ")}`,
+    );
+  }
+  lines.push(
+    `  ${t.vm.name} (domid ${t.vm.domid}) on ${t.vm.host}: eth0 ${t.vm.primaryMac} -> vif${t.vm.domid}.0 on ${t.bridges.real}; eth1 ${t.vm.secondaryMac} -> vif${t.vm.domid}.1 on ${t.bridges.parking}`,
+  );
+  return lines.join("\n");
+}
+
+function run(cmd: string, args: string[]): Promise<number> {
+  return new Promise((resolve) => {
+    const child = spawn(cmd, args, { stdio: "inherit" });
+    child.on("exit", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+    child.on("error", (err) => {
+      progress(`${cmd}: ${err.message}`);
+      resolve(127);
+    });
+  });
+}
+
+const program = new Command("xenroam-lab")
+  .description(
+    "The xenroam lab: the paper's testbed (correspondent, IPv6 router with one LAN per site, Xen-like hosts with\n" +
+      "xenbr0 and a parking bridge, a VM with two vifs) built from network namespaces, veth pairs and bridges,\n" +
+      "with radvd on the router and a xenstored per host. Needs root.",
+  )
+  .enablePositionalOptions()
+  .showHelpAfterError("(run with --help for usage)")
+  .addHelpText(
+    "after",
+    "\nExamples:\n" +
+      "  xenroam-lab up                      build the default lab (sites a and b, hosts hosta, hosta2, hostb)\n" +
+      "  xenroam-lab exec vm -- ping -6 -c 3 2001:db8:c::100\n" +
+      "  xenroam-lab status\n" +
+      "  xenroam-lab down                    remove everything the lab made\n" +
+      "  xenroam-lab topology > my.json      start your own topology from the default one\n",
+  );
+
+const stateRootOption = () =>
+  new Option("--state-root <dir>", "where lab state lives").default(undefined, "/run/xenroam-lab");
+
+program
+  .command("up")
+  .description("build the lab (idempotent: an identical lab already up is left alone)")
+  .option("--topology <file>", "a topology JSON file (default: the built-in Figure 3 topology)")
+  .addOption(stateRootOption())
+  .option("--json", "print the resulting status as JSON")
+  .action(async (opts: { topology?: string; stateRoot?: string; json?: boolean }) => {
+    const status = await labUp(loadTopology(opts.topology), labOptions(opts));
+    if (opts.json) console.log(JSON.stringify(status, null, 2));
+    else printStatus(status);
+  });
+
+program
+  .command("down")
+  .description("stop the lab's processes and remove its namespaces and state, even after a crash")
+  .option("--name <name>", "the lab's name (default: the default topology's)")
+  .option("--topology <file>", "take the name from this topology file")
+  .addOption(stateRootOption())
+  .action(async (opts: { name?: string; topology?: string; stateRoot?: string }) => {
+    await labDown(labName(opts), labOptions(opts));
+  });
+
+program
+  .command("status")
+  .description("show the lab's namespaces and services")
+  .option("--name <name>", "the lab's name")
+  .option("--topology <file>", "take the name from this topology file")
+  .addOption(stateRootOption())
+  .option("--json", "print JSON")
+  .action(async (opts: { name?: string; topology?: string; stateRoot?: string; json?: boolean }) => {
+    const status = await labStatus(labName(opts), labOptions(opts));
+    if (opts.json) console.log(JSON.stringify(status, null, 2));
+    else printStatus(status);
+  });
+
+program
+  .command("exec")
+  .description("run a command inside a lab node's namespace, e.g. exec vm -- ip -6 addr")
+  .argument("<node>", "a node name: the correspondent, the router, a host, or the VM")
+  .argument("<command...>", "the command and its arguments (put -- before it)")
+  .option("--name <name>", "the lab's name")
+  .addOption(stateRootOption())
+  .passThroughOptions()
+  .action(async (node: string, command: string[], opts: { name?: string; stateRoot?: string }) => {
+    const name = opts.name ?? loadTopology(undefined).name;
+    const state = readState(stateDirOf(name, labOptions(opts)));
+    if (!state) throw new UsageError(`lab "${name}" is not up; start it with: xenroam-lab up`);
+    const nodes = [
+      state.topology.router.name,
+      state.topology.correspondent.name,
+      state.topology.vm.name,
+      ...state.topology.hosts.map((h) => h.name),
+    ];
+    if (!nodes.includes(node))
+      throw new UsageError(`no node "${node}" in lab "${name}"; nodes: ${nodes.join(", ")}`);
+    const argv = command[0] === "--" ? command.slice(1) : command;
+    if (argv.length === 0)
+      throw new UsageError("give a command to run, e.g. xenroam-lab exec vm -- ip -6 addr");
+    process.exitCode = await run("ip", ["netns", "exec", netnsName(state.topology, node), ...argv]);
+  });
+
+program
+  .command("topology")
+  .description("print a topology (the default one, or a file's) after validation, as JSON")
+  .option("--topology <file>", "validate this file instead")
+  .option("--describe", "describe it in words instead of JSON")
+  .action((opts: { topology?: string; describe?: boolean }) => {
+    const t = loadTopology(opts.topology);
+    console.log(opts.describe ? describe(t) : JSON.stringify(t, null, 2));
+  });
+
+program
+  .command("demo")
+  .description(
+    "bring the lab up, show it, ping the correspondent from the VM across the router, take it down",
+  )
+  .option("--topology <file>", "a topology JSON file")
+  .option("--keep", "leave the lab up afterwards")
+  .addOption(stateRootOption())
+  .action(async (opts: { topology?: string; keep?: boolean; stateRoot?: string }) => {
+    const topology = loadTopology(opts.topology);
+    console.log(describe(topology));
+    const options = labOptions(opts);
+    let code = 1;
+    try {
+      printStatus(await labUp(topology, options));
+      const target = topology.correspondent.address;
+      console.log(
+        `\nping from ${topology.vm.name} (eth0, via ${topology.vm.host}'s ${topology.bridges.real} and the router ${routerAddressOf(topology)}) to ${topology.correspondent.name} ${target}:`,
+      );
+      code = await run("ip", [
+        "netns",
+        "exec",
+        netnsName(topology, topology.vm.name),
+        "ping",
+        "-6",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        target,
+      ]);
+      console.log(code === 0 ? "\nthe VM reaches the correspondent across the router." : "\nping failed.");
+    } finally {
+      if (!opts.keep) await labDown(topology.name, options);
+      else console.log("\nthe lab is still up; remove it with: xenroam-lab down");
+    }
+    process.exitCode = code;
+  });
+
+program
+  .command("supervise", { hidden: true })
+  .requiredOption("--state-dir <dir>")
+  .action((opts: { stateDir: string }) => runSupervisor(opts.stateDir));
+
+program.parseAsync().catch((err: unknown) => {
+  if (err instanceof TopologyError || err instanceof LabError || err instanceof UsageError) {
+    process.stderr.write(`xenroam-lab: ${err.message}\n`);
+  } else {
+    process.stderr.write(
+      `xenroam-lab: unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`,
+    );
+  }
+  process.exitCode = 1;
+});

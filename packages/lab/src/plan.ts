@@ -1,0 +1,270 @@
+// What `xenroam-lab up` builds, as data: namespaces, veth pairs between them, the network operations each
+// namespace applies through the Netlink port, and the services the supervisor runs. Pure.
+
+import { formatIpv6, parsePrefix, type RadvdInterface, slaacAddress } from "@xenroam/core";
+import type { AddAddressOptions, BridgeOptions, LinkChange, Netlink, RouteSpec } from "@xenroam/netlink";
+import { routerAddress } from "./addresses.js";
+import type { Topology } from "./topology.js";
+
+export type NetOp =
+  | { readonly op: "createBridge"; readonly name: string; readonly options: BridgeOptions }
+  | { readonly op: "setLink"; readonly name: string; readonly change: LinkChange }
+  | {
+      readonly op: "addAddress";
+      readonly name: string;
+      readonly cidr: string;
+      readonly options: AddAddressOptions;
+    }
+  | { readonly op: "addRoute"; readonly route: RouteSpec }
+  | {
+      readonly op: "writeSysctl";
+      readonly ifname: string;
+      readonly key: string;
+      readonly value: string | number;
+    };
+
+export type Role = "router" | "correspondent" | "host" | "vm";
+
+export interface NamespacePlan {
+  readonly node: string;
+  readonly role: Role;
+  readonly netns: string;
+  readonly ops: readonly NetOp[];
+}
+
+export interface VethPlan {
+  readonly name: string;
+  readonly netns: string;
+  readonly peer: string;
+  readonly peerNetns: string;
+  readonly mac?: string;
+  readonly peerMac?: string;
+}
+
+export interface ServicePlan {
+  /** Unique, stable name: "radvd", "xenstored-hosta". */
+  readonly name: string;
+  readonly netns: string;
+  readonly kind: "radvd" | "xenstored";
+}
+
+export interface XenstoredPlan {
+  readonly host: string;
+  readonly netns: string;
+  /** File names inside the state directory. */
+  readonly dom0Socket: string;
+  readonly guests: ReadonlyArray<{ readonly domid: number; readonly socket: string }>;
+}
+
+export interface LabPlan {
+  readonly namespaces: readonly NamespacePlan[];
+  readonly veths: readonly VethPlan[];
+  readonly radvd: { readonly netns: string; readonly interfaces: readonly RadvdInterface[] };
+  readonly xenstored: readonly XenstoredPlan[];
+  /** Brought up last, once radvd runs, so the VM's first router solicitation is answered. */
+  readonly vmPrimary: { readonly netns: string; readonly ifname: string; readonly expectedAddress: string };
+  readonly vmXenstore: Readonly<Record<string, string>>;
+}
+
+/** Xen's netback gives every vif this MAC on the Dom0 side. */
+export const XEN_VIF_MAC = "fe:ff:ff:ff:ff:ff";
+
+export const netnsName = (t: Topology, node: string) => `${t.name}-${node}`;
+export const lanBridge = (segment: string) => `lan-${segment}`;
+export const routerPort = (node: string) => `p-${node}`;
+export const vifName = (domid: number, devid: number) => `vif${domid}.${devid}`;
+export const dom0SocketFile = (host: string) => `xs-${host}.sock`;
+export const guestSocketFile = (vm: string) => `xenbus-${vm}.sock`;
+
+const sysctl = (ifname: string, key: string, value: string | number): NetOp => ({
+  op: "writeSysctl",
+  ifname,
+  key,
+  value,
+});
+const up = (name: string, extra: LinkChange = {}): NetOp => ({
+  op: "setLink",
+  name,
+  change: { ...extra, up: true },
+});
+/** A pure layer-2 port: no IPv6 of its own (no link-local, no DAD, no RS), like Xen's vifs and peths. */
+const l2Port = (name: string, master: string): NetOp[] => [
+  sysctl(name, "disable_ipv6", 1),
+  up(name, { master }),
+];
+
+export function planLab(t: Topology): LabPlan {
+  const ns = (node: string) => netnsName(t, node);
+  const router = ns(t.router.name);
+  const segments = [
+    ...t.sites.map((s) => ({ name: s.name, prefix: s.prefix, gateway: s.gateway })),
+    { name: t.correspondent.name, prefix: t.correspondent.prefix, gateway: t.correspondent.gateway },
+  ];
+  const siteOf = (hostName: string) => {
+    const host = t.hosts.find((h) => h.name === hostName);
+    const site = t.sites.find((s) => s.name === host?.site);
+    if (!host || !site) throw new Error(`topology was not validated: host ${hostName}`);
+    return { host, site };
+  };
+
+  const veths: VethPlan[] = [
+    {
+      name: routerPort(t.correspondent.name),
+      netns: router,
+      peer: "eth0",
+      peerNetns: ns(t.correspondent.name),
+    },
+    ...t.hosts.map((h) => ({
+      name: routerPort(h.name),
+      netns: router,
+      peer: "peth0",
+      peerNetns: ns(h.name),
+    })),
+    {
+      name: vifName(t.vm.domid, 0),
+      netns: ns(t.vm.host),
+      mac: XEN_VIF_MAC,
+      peer: "eth0",
+      peerNetns: ns(t.vm.name),
+      peerMac: t.vm.primaryMac,
+    },
+    {
+      name: vifName(t.vm.domid, 1),
+      netns: ns(t.vm.host),
+      mac: XEN_VIF_MAC,
+      peer: "eth1",
+      peerNetns: ns(t.vm.name),
+      peerMac: t.vm.secondaryMac,
+    },
+  ];
+
+  const routerOps: NetOp[] = [up("lo"), sysctl("all", "forwarding", 1), sysctl("default", "forwarding", 1)];
+  for (const seg of segments) {
+    const br = lanBridge(seg.name);
+    routerOps.push(
+      {
+        op: "createBridge",
+        name: br,
+        options: { mac: seg.gateway.mac, mtu: t.mtu, multicastSnooping: false },
+      },
+      // Only the gateway's configured link-local, so RAs and NAs come from exactly the address guests learn.
+      sysctl(br, "addr_gen_mode", 1),
+      sysctl(br, "accept_dad", 0),
+      up(br),
+      { op: "addAddress", name: br, cidr: `${seg.gateway.linkLocal}/64`, options: { nodad: true } },
+      { op: "addAddress", name: br, cidr: `${routerAddress(seg.prefix)}/64`, options: { nodad: true } },
+    );
+  }
+  routerOps.push(...l2Port(routerPort(t.correspondent.name), lanBridge(t.correspondent.name)));
+  for (const h of t.hosts) routerOps.push(...l2Port(routerPort(h.name), lanBridge(h.site)));
+
+  const cnOps: NetOp[] = [
+    up("lo"),
+    sysctl("eth0", "accept_ra", 0),
+    up("eth0", { mtu: t.mtu }),
+    { op: "addAddress", name: "eth0", cidr: `${t.correspondent.address}/64`, options: { nodad: true } },
+    { op: "addRoute", route: { dst: "default", gateway: t.correspondent.gateway.linkLocal, dev: "eth0" } },
+  ];
+
+  const hostPlans: NamespacePlan[] = t.hosts.map((h) => {
+    const { site } = siteOf(h.name);
+    const { real, parking } = t.bridges;
+    const ops: NetOp[] = [
+      up("lo"),
+      { op: "createBridge", name: real, options: { mtu: t.mtu, multicastSnooping: false } },
+      { op: "createBridge", name: parking, options: { mtu: t.mtu, multicastSnooping: false } },
+      sysctl(real, "accept_ra", 0),
+      sysctl(parking, "disable_ipv6", 1),
+      ...l2Port("peth0", real),
+    ];
+    if (t.vm.host === h.name) {
+      ops.push(...l2Port(vifName(t.vm.domid, 0), real), ...l2Port(vifName(t.vm.domid, 1), parking));
+    }
+    ops.push(
+      up(real),
+      up(parking),
+      { op: "addAddress", name: real, cidr: `${h.address}/64`, options: { nodad: true } },
+      { op: "addRoute", route: { dst: "default", gateway: site.gateway.linkLocal, dev: real } },
+    );
+    return { node: h.name, role: "host", netns: ns(h.name), ops };
+  });
+
+  // The VM: primary takes its address by SLAAC from the site's RAs; the secondary waits, down.
+  const vmOps: NetOp[] = [
+    up("lo"),
+    sysctl("eth0", "accept_ra", 1),
+    sysctl("eth0", "autoconf", 1),
+    sysctl("eth0", "addr_gen_mode", 0),
+    { op: "setLink", name: "eth1", change: { up: false } },
+  ];
+  const { site: vmSite } = siteOf(t.vm.host);
+
+  const xenstored: XenstoredPlan[] = t.hosts.map((h) => ({
+    host: h.name,
+    netns: ns(h.name),
+    dom0Socket: dom0SocketFile(h.name),
+    guests: h.name === t.vm.host ? [{ domid: t.vm.domid, socket: guestSocketFile(t.vm.name) }] : [],
+  }));
+
+  const dom = `/local/domain/${t.vm.domid}`;
+  return {
+    namespaces: [
+      { node: t.router.name, role: "router", netns: router, ops: routerOps },
+      { node: t.correspondent.name, role: "correspondent", netns: ns(t.correspondent.name), ops: cnOps },
+      ...hostPlans,
+      { node: t.vm.name, role: "vm", netns: ns(t.vm.name), ops: vmOps },
+    ],
+    veths,
+    radvd: {
+      netns: router,
+      interfaces: t.sites.map((s) => ({
+        ifname: lanBridge(s.name),
+        prefix: s.prefix,
+        minIntervalMs: s.ra.minIntervalMs,
+        maxIntervalMs: s.ra.maxIntervalMs,
+        sourceLinkLocal: s.gateway.linkLocal,
+        mtu: t.mtu,
+      })),
+    },
+    xenstored,
+    vmPrimary: {
+      netns: ns(t.vm.name),
+      ifname: "eth0",
+      expectedAddress: formatIpv6(slaacAddress(parsePrefix(vmSite.prefix), t.vm.primaryMac)),
+    },
+    vmXenstore: {
+      [`${dom}/name`]: t.vm.name,
+      [`${dom}/domid`]: String(t.vm.domid),
+      [`${dom}/device/vif/0/mac`]: t.vm.primaryMac,
+      [`${dom}/device/vif/1/mac`]: t.vm.secondaryMac,
+    },
+  };
+}
+
+/** Applies one namespace's operations through a Netlink port, in order. */
+export async function applyOps(netlink: Netlink, ops: readonly NetOp[]): Promise<void> {
+  for (const o of ops) {
+    switch (o.op) {
+      case "createBridge":
+        await netlink.createBridge(o.name, o.options);
+        break;
+      case "setLink":
+        await netlink.setLink(o.name, o.change);
+        break;
+      case "addAddress":
+        await netlink.addAddress(o.name, o.cidr, o.options);
+        break;
+      case "addRoute":
+        await netlink.addRoute(o.route);
+        break;
+      case "writeSysctl":
+        await netlink.writeSysctl(o.ifname, o.key, o.value);
+        break;
+    }
+  }
+}
+
+/** Every namespace the plan creates, in creation order. */
+export function plannedNamespaces(plan: LabPlan): string[] {
+  return plan.namespaces.map((n) => n.netns);
+}

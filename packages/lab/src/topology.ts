@@ -1,0 +1,246 @@
+// The lab topology: the paper's Figure 3 (a correspondent, an IPv6 router with one LAN per site, Xen-like
+// hosts, a VM with two vifs) as a validated value. Pure: parsing and checks only, no system access.
+
+import {
+  canonicalIpv6,
+  canonicalMac,
+  interfaceNameProblem,
+  isLinkLocal,
+  isUnicastMac,
+  parseIpv6,
+  parseMac,
+  parsePrefix,
+  prefixContains,
+  prefixesOverlap,
+  radvdIntervalProblem,
+} from "@xenroam/core";
+import { z } from "zod";
+import { routerAddress } from "./addresses.js";
+
+const nodeName = z
+  .string()
+  .regex(/^[a-z][a-z0-9]{0,7}$/, "must be 1-8 characters: a lower-case letter, then letters or digits");
+
+const ipv6 = (what: string) =>
+  z.string().transform((s, ctx) => {
+    try {
+      return canonicalIpv6(s);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: `${what}: ${(err as Error).message}` });
+      return z.NEVER;
+    }
+  });
+
+const prefix64 = z.string().transform((s, ctx) => {
+  try {
+    const p = parsePrefix(s);
+    if (p.length !== 64) ctx.addIssue({ code: "custom", message: `"${s}" must be a /64 (SLAAC needs one)` });
+    return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const mac = z.string().transform((s, ctx) => {
+  try {
+    const m = parseMac(s);
+    if (!isUnicastMac(m))
+      ctx.addIssue({ code: "custom", message: `${s} is a multicast MAC; use a unicast one` });
+    return canonicalMac(s);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const gateway = z.strictObject({
+  linkLocal: ipv6("gateway link-local").refine(
+    (a) => isLinkLocal(parseIpv6(a)),
+    "must be a link-local fe80::/10 address",
+  ),
+  mac,
+});
+
+const ra = z
+  .strictObject({
+    minIntervalMs: z.number().positive(),
+    maxIntervalMs: z.number().positive(),
+  })
+  .superRefine((r, ctx) => {
+    const problem = radvdIntervalProblem(r.minIntervalMs, r.maxIntervalMs);
+    if (problem) ctx.addIssue({ code: "custom", message: problem });
+  });
+
+const site = z.strictObject({
+  name: nodeName,
+  prefix: prefix64,
+  gateway,
+  ra: ra.default({ minIntervalMs: 3000, maxIntervalMs: 4000 }),
+});
+
+const host = z.strictObject({
+  name: nodeName,
+  site: nodeName,
+  address: ipv6("host address"),
+});
+
+const vm = z.strictObject({
+  name: nodeName,
+  domid: z.number().int().min(1).max(32_000),
+  host: nodeName,
+  primaryMac: mac,
+  secondaryMac: mac,
+});
+
+const correspondent = z.strictObject({
+  name: nodeName,
+  prefix: prefix64,
+  address: ipv6("correspondent address"),
+  gateway,
+});
+
+export const topologySchema = z.strictObject({
+  name: z
+    .string()
+    .regex(/^[a-z][a-z0-9]{0,5}$/, "must be 1-6 characters: a lower-case letter, then letters or digits"),
+  mtu: z.number().int().min(1280).max(9000).default(1500),
+  router: z.strictObject({ name: nodeName }).default({ name: "router" }),
+  correspondent,
+  sites: z.array(site).min(2, "needs at least two sites (a source and a destination subnet)"),
+  hosts: z.array(host).min(2, "needs at least two hosts"),
+  vm,
+  bridges: z
+    .strictObject({ real: z.string(), parking: z.string() })
+    .default({ real: "xenbr0", parking: "xrpark0" }),
+});
+
+export type Topology = z.output<typeof topologySchema>;
+export type TopologyInput = z.input<typeof topologySchema>;
+export type Site = Topology["sites"][number];
+export type Host = Topology["hosts"][number];
+
+export class TopologyError extends Error {
+  override readonly name = "TopologyError";
+  constructor(
+    readonly source: string,
+    readonly problems: readonly string[],
+  ) {
+    super(`${source} is not a valid lab topology:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+const pathText = (path: readonly PropertyKey[]) =>
+  path.reduce<string>(
+    (acc, k) => (typeof k === "number" ? `${acc}[${k}]` : acc ? `${acc}.${String(k)}` : String(k)),
+    "",
+  );
+
+/** Cross-field rules a schema cannot express: names unique, references resolve, addresses fit prefixes. */
+function semanticProblems(t: Topology): string[] {
+  const problems: string[] = [];
+  const names = [t.router.name, t.correspondent.name, t.vm.name, ...t.hosts.map((h) => h.name)];
+  for (const n of new Set(names)) {
+    if (names.filter((x) => x === n).length > 1) problems.push(`node name "${n}" is used twice`);
+  }
+  const siteNames = t.sites.map((s) => s.name);
+  for (const n of new Set(siteNames)) {
+    if (siteNames.filter((x) => x === n).length > 1) problems.push(`site name "${n}" is used twice`);
+  }
+  const segments = [
+    ...t.sites.map((s) => ({ what: `sites.${s.name}`, ...s })),
+    { what: "correspondent", ...t.correspondent },
+  ];
+  segments.forEach((a, i) => {
+    for (const b of segments.slice(i + 1)) {
+      if (prefixesOverlap(parsePrefix(a.prefix), parsePrefix(b.prefix))) {
+        problems.push(`${a.what}.prefix ${a.prefix} overlaps ${b.what}.prefix ${b.prefix}`);
+      }
+      if (a.gateway.mac === b.gateway.mac)
+        problems.push(`${a.what} and ${b.what} share gateway MAC ${a.gateway.mac}`);
+    }
+  });
+  t.hosts.forEach((h, i) => {
+    const s = t.sites.find((x) => x.name === h.site);
+    if (!s) {
+      problems.push(`hosts[${i}].site: no site named "${h.site}" (sites: ${siteNames.join(", ")})`);
+    } else if (!prefixContains(parsePrefix(s.prefix), parseIpv6(h.address))) {
+      problems.push(`hosts[${i}].address ${h.address} is not inside site ${s.name}'s prefix ${s.prefix}`);
+    }
+  });
+  for (const [what, addr, prefix] of [
+    ...t.hosts.map(
+      (h) => [`host ${h.name}`, h.address, t.sites.find((s) => s.name === h.site)?.prefix] as const,
+    ),
+    ["correspondent", t.correspondent.address, t.correspondent.prefix] as const,
+  ]) {
+    if (prefix && addr === routerAddress(prefix))
+      problems.push(`${what} address ${addr} is the router's (::1 of the prefix)`);
+  }
+  if (!prefixContains(parsePrefix(t.correspondent.prefix), parseIpv6(t.correspondent.address))) {
+    problems.push(`correspondent.address ${t.correspondent.address} is not inside ${t.correspondent.prefix}`);
+  }
+  if (!t.hosts.some((h) => h.name === t.vm.host)) problems.push(`vm.host: no host named "${t.vm.host}"`);
+  if (t.vm.primaryMac === t.vm.secondaryMac) problems.push("vm.primaryMac and vm.secondaryMac must differ");
+  if (new Set(t.hosts.map((h) => h.site)).size < 2) problems.push("hosts must span at least two sites");
+  for (const [key, name] of Object.entries(t.bridges)) {
+    const p = interfaceNameProblem(name);
+    if (p) problems.push(`bridges.${key} "${name}" ${p}`);
+  }
+  if (t.bridges.real === t.bridges.parking) problems.push("bridges.real and bridges.parking must differ");
+  return problems;
+}
+
+/** Validates a parsed JSON value; `source` names it in errors (a file path, "default topology"). */
+export function parseTopology(value: unknown, source = "topology"): Topology {
+  const result = topologySchema.safeParse(value);
+  if (!result.success) {
+    throw new TopologyError(
+      source,
+      result.error.issues.map((i) => `${pathText(i.path) || "(top level)"}: ${i.message}`),
+    );
+  }
+  const problems = semanticProblems(result.data);
+  if (problems.length > 0) throw new TopologyError(source, problems);
+  return result.data;
+}
+
+/** Paper Figure 3: CN — router — site A (hosta, hosta2) and site B (hostb); the VM starts on hosta. */
+export const DEFAULT_TOPOLOGY: TopologyInput = {
+  name: "xr",
+  mtu: 1500,
+  router: { name: "router" },
+  correspondent: {
+    name: "cn",
+    prefix: "2001:db8:c::/64",
+    address: "2001:db8:c::100",
+    gateway: { linkLocal: "fe80::c:1", mac: "02:00:00:00:0c:01" },
+  },
+  sites: [
+    {
+      name: "a",
+      prefix: "2001:db8:a::/64",
+      gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01" },
+      ra: { minIntervalMs: 3000, maxIntervalMs: 4000 },
+    },
+    {
+      name: "b",
+      prefix: "2001:db8:b::/64",
+      gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" },
+      ra: { minIntervalMs: 3000, maxIntervalMs: 4000 },
+    },
+  ],
+  hosts: [
+    { name: "hosta", site: "a", address: "2001:db8:a::a" },
+    { name: "hosta2", site: "a", address: "2001:db8:a::a2" },
+    { name: "hostb", site: "b", address: "2001:db8:b::b" },
+  ],
+  vm: {
+    name: "vm",
+    domid: 5,
+    host: "hosta",
+    primaryMac: "00:16:3e:00:00:01",
+    secondaryMac: "00:16:3e:00:00:02",
+  },
+  bridges: { real: "xenbr0", parking: "xrpark0" },
+};
