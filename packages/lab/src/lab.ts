@@ -302,17 +302,16 @@ export async function labDown(name: string, options: LabOptions = {}): Promise<D
     stopped++;
   }
   // Children the supervisor may not have stopped (it crashed, or was killed).
-  for (const svc of Object.values(readSupervisor(stateDir)?.services ?? {})) {
-    if (svc.process && (await stopProcess(svc.process)) !== "gone") stopped++;
-  }
+  const orphans = Object.values(readSupervisor(stateDir)?.services ?? {}).flatMap((s) =>
+    s.process ? [s.process] : [],
+  );
+  stopped += (await Promise.all(orphans.map((p) => stopProcess(p)))).filter((r) => r !== "gone").length;
   const present = new Set(await netnsList());
   const removed: string[] = [];
   for (const ns of state.namespaces) {
     if (!present.has(ns)) continue;
-    for (const pid of await netnsPids(ns)) {
-      const id = identify(pid);
-      if (id && (await stopProcess(id)) !== "gone") stopped++;
-    }
+    const ids = (await netnsPids(ns)).flatMap((pid) => identify(pid) ?? []);
+    stopped += (await Promise.all(ids.map((id) => stopProcess(id)))).filter((r) => r !== "gone").length;
     await netnsDel(ns);
     removed.push(ns);
   }

@@ -57,6 +57,8 @@ export function processStartTime(pid: number): number | undefined {
     const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
     // Field 2 (comm) may contain spaces and parentheses; fields after the last ')' are fixed.
     const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    // A zombie (Z) or dead (X) process has finished; only its parent's wait() is missing.
+    if (rest[0] === "Z" || rest[0] === "X") return undefined;
     const start = Number(rest[19]);
     return Number.isFinite(start) ? start : undefined;
   } catch {

@@ -167,9 +167,10 @@ export class FakeNetlink implements Netlink {
       mac ? ` address ${mac}` : "",
       options.mtu ? ` mtu ${options.mtu}` : "",
       options.netns ? ` netns ${nsName(options.netns)}` : "",
-      options.multicastSnooping === undefined ? "" : ` mcast_snooping ${options.multicastSnooping ? 1 : 0}`,
     ].join("");
-    this.effects.push(`link add ${name}${extra} type bridge`);
+    const snooping =
+      options.multicastSnooping === undefined ? "" : ` mcast_snooping ${options.multicastSnooping ? 1 : 0}`;
+    this.effects.push(`link add ${name}${extra} type bridge${snooping}`);
   }
 
   async createVeth(name: string, peer: string, options: VethOptions = {}): Promise<void> {

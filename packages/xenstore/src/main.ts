@@ -38,6 +38,8 @@ const program = new Command("xenroam-xenstored")
   );
 
 async function main(): Promise<void> {
+  // A supervisor that dies takes our stderr pipe with it; logging must never stop a clean shutdown.
+  process.stderr.on("error", () => {});
   program.parse();
   const opts = program.opts<{ socket: string; guest: GuestSocket[]; introduce?: boolean }>();
   if (!opts.socket.startsWith("/")) program.error("--socket must be an absolute path");

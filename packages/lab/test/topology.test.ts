@@ -1,0 +1,92 @@
+import test from "ava";
+import { DEFAULT_TOPOLOGY, parseTopology, TopologyError, type TopologyInput } from "../src/index.js";
+
+const clone = (): TopologyInput => structuredClone(DEFAULT_TOPOLOGY) as TopologyInput;
+
+function problems(value: unknown): string[] {
+  try {
+    parseTopology(value, "t.json");
+  } catch (err) {
+    if (err instanceof TopologyError) return [...err.problems];
+    throw err;
+  }
+  return [];
+}
+
+test("the default topology is valid and canonical", (t) => {
+  const topo = parseTopology(DEFAULT_TOPOLOGY);
+  t.is(topo.sites.length, 2);
+  t.is(topo.sites[0]?.gateway.mac, "02:00:00:00:0a:01");
+  t.is(topo.bridges.real, "xenbr0");
+});
+
+test("schema errors name the field and say what is expected", (t) => {
+  const bad = clone() as unknown as { sites: Array<Record<string, unknown>>; vm: Record<string, unknown> };
+  (bad.sites[1] as { prefix: string }).prefix = "2001:db8:b::1/64";
+  (bad.sites[0] as { gateway: { mac: string } }).gateway.mac = "01:00:5e:00:00:01";
+  bad.vm.domid = 0;
+  const p = problems(bad);
+  t.true(
+    p.some((x) => x.startsWith("sites[1].prefix:") && x.includes("host bits set")),
+    p.join("\n"),
+  );
+  t.true(
+    p.some((x) => x.startsWith("sites[0].gateway.mac:") && x.includes("multicast")),
+    p.join("\n"),
+  );
+  t.true(
+    p.some((x) => x.startsWith("vm.domid:")),
+    p.join("\n"),
+  );
+  t.true(problems({ ...clone(), extra: 1 }).some((x) => x.includes("extra")));
+});
+
+test("cross-field rules: references, prefixes, addresses, names", (t) => {
+  const c = clone() as unknown as {
+    hosts: Array<{ name: string; site: string; address: string }>;
+    sites: Array<{ name: string; prefix: string; ra: { minIntervalMs: number; maxIntervalMs: number } }>;
+    vm: { host: string; secondaryMac: string; primaryMac: string };
+  };
+  c.hosts[0] = { name: "hosta", site: "z", address: "2001:db8:a::a" };
+  c.hosts[1] = { name: "hostb", site: "a", address: "2001:db8:b::9" };
+  c.vm.host = "nowhere";
+  c.vm.secondaryMac = c.vm.primaryMac;
+  c.sites[1] = {
+    ...c.sites[1],
+    name: "b",
+    prefix: "2001:db8:a::/64",
+    ra: { minIntervalMs: 10, maxIntervalMs: 70 },
+  } as never;
+  const p = problems(c);
+  const has = (re: RegExp) =>
+    t.true(
+      p.some((x) => re.test(x)),
+      `${re} in:\n${p.join("\n")}`,
+    );
+  has(/^sites\[1\]\.ra: minimum interval 10 ms is below radvd's floor of 30 ms/);
+  // Schema problems stop before semantic checks; fix the interval and look again.
+  (c.sites[1] as { ra: { minIntervalMs: number } }).ra.minIntervalMs = 30;
+  const q = problems(c);
+  const has2 = (re: RegExp) =>
+    t.true(
+      q.some((x) => re.test(x)),
+      `${re} in:\n${q.join("\n")}`,
+    );
+  has2(/node name "hostb" is used twice/);
+  has2(/hosts\[0\]\.site: no site named "z" \(sites: a, b\)/);
+  has2(/hosts\[1\]\.address 2001:db8:b::9 is not inside site a's prefix/);
+  has2(/sites\.a\.prefix 2001:db8:a::\/64 overlaps sites\.b\.prefix/);
+  has2(/vm\.host: no host named "nowhere"/);
+  has2(/primaryMac and vm\.secondaryMac must differ/);
+});
+
+test("a host may not take the router's ::1", (t) => {
+  const c = clone() as unknown as { hosts: Array<{ address: string }> };
+  (c.hosts[0] as { address: string }).address = "2001:db8:a::1";
+  t.true(problems(c).some((x) => x.includes("is the router's")));
+});
+
+test("the error message lists every problem under the source name", (t) => {
+  const err = t.throws(() => parseTopology({ name: "X" }, "my.json"), { instanceOf: TopologyError });
+  t.regex(err.message, /^my\.json is not a valid lab topology:\n {2}- name: /);
+});

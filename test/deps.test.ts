@@ -1,0 +1,92 @@
+// Dependency direction (STYLE.md 1, 2, 9): packages never import the apps; the apps never import each other;
+// only packages/netlink imports the npm `netlink` package; the core imports nothing from Node.
+import { readdirSync, readFileSync, statSync } from "node:fs";
+import { join, relative } from "node:path";
+import { fileURLToPath } from "node:url";
+import test from "ava";
+
+const ROOT = fileURLToPath(new URL("../..", import.meta.url));
+
+function sources(dir: string): string[] {
+  const out: string[] = [];
+  const walk = (d: string) => {
+    for (const name of readdirSync(d)) {
+      if (name === "node_modules" || name === "dist") continue;
+      const p = join(d, name);
+      if (statSync(p).isDirectory()) walk(p);
+      else if (p.endsWith(".ts") && !p.endsWith(".d.ts")) out.push(p);
+    }
+  };
+  walk(join(ROOT, dir));
+  return out;
+}
+
+const IMPORT =
+  /(?:^|\n)\s*(?:import|export)\s[^;]*?from\s+["']([^"']+)["']|import\(\s*["']([^"']+)["']\s*\)/g;
+
+function importsOf(file: string): string[] {
+  const text = readFileSync(file, "utf8");
+  return [...text.matchAll(IMPORT)].map((m) => (m[1] ?? m[2]) as string);
+}
+
+const areas = {
+  packages: ["packages"],
+  guestAgent: ["guest-agent"],
+  hostPlugin: ["host-plugin"],
+};
+
+function violations(dirs: string[], forbidden: (spec: string, file: string) => boolean): string[] {
+  return dirs.flatMap((d) =>
+    sources(d).flatMap((f) =>
+      importsOf(f)
+        .filter((s) => forbidden(s, f))
+        .map((s) => `${relative(ROOT, f)} imports ${s}`),
+    ),
+  );
+}
+
+const reaches = (spec: string, file: string, target: string) =>
+  spec.startsWith("@xenroam/" + target) ||
+  (spec.startsWith(".") && join(file, "..", spec).includes(`/${target}/`));
+
+test("packages never import the apps", (t) => {
+  t.deepEqual(
+    violations(areas.packages, (s, f) => reaches(s, f, "guest-agent") || reaches(s, f, "host-plugin")),
+    [],
+  );
+});
+
+test("the host plugin and the guest agent never import each other", (t) => {
+  t.deepEqual(
+    violations(areas.hostPlugin, (s, f) => reaches(s, f, "guest-agent")),
+    [],
+  );
+  t.deepEqual(
+    violations(areas.guestAgent, (s, f) => reaches(s, f, "host-plugin")),
+    [],
+  );
+});
+
+test("only packages/netlink imports the npm netlink package", (t) => {
+  const all = [...areas.packages, ...areas.guestAgent, ...areas.hostPlugin, "test"];
+  t.deepEqual(
+    violations(
+      all,
+      (s, f) => s === "netlink" && !relative(ROOT, f).startsWith("packages/netlink/src/rtnetlink.ts"),
+    ),
+    [],
+  );
+});
+
+test("the core imports nothing from Node", (t) => {
+  t.deepEqual(
+    violations(["packages/core/src"], (s) => s.startsWith("node:") || !s.startsWith(".")),
+    [],
+  );
+});
+
+test("the dependency scanner sees imports at all (guards the guards)", (t) => {
+  const lab = sources("packages/lab/src").flatMap(importsOf);
+  t.true(lab.includes("@xenroam/netlink"));
+  t.true(lab.includes("node:child_process"));
+});

@@ -1,0 +1,50 @@
+// The lab CLI refuses bad input with a message that says what to do (no root needed for these).
+import { execFile } from "node:child_process";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import test from "ava";
+
+const LAB_MAIN = fileURLToPath(new URL("../../../packages/lab/dist/src/main.js", import.meta.url));
+
+function lab(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [LAB_MAIN, ...args], (err, stdout, stderr) =>
+      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+test("a missing topology file is named", async (t) => {
+  const r = await lab("up", "--topology", "/nonexistent/topo.json");
+  t.is(r.code, 1);
+  t.regex(r.stderr, /cannot read topology file \/nonexistent\/topo\.json/);
+});
+
+test("invalid JSON and invalid topologies list their problems", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "xr-cli-"));
+  writeFileSync(join(dir, "bad.json"), "{ nope");
+  const r1 = await lab("topology", "--topology", join(dir, "bad.json"));
+  t.regex(r1.stderr, /bad\.json is not valid JSON/);
+  writeFileSync(join(dir, "wrong.json"), JSON.stringify({ name: "x", sites: [] }));
+  const r2 = await lab("topology", "--topology", join(dir, "wrong.json"));
+  t.is(r2.code, 1);
+  t.regex(r2.stderr, /wrong\.json is not a valid lab topology:\n {2}- /);
+  t.regex(r2.stderr, /sites: needs at least two sites/);
+});
+
+test("help teaches with examples; unknown commands point to help", async (t) => {
+  const help = await lab("--help");
+  t.regex(help.stdout, /Examples:/);
+  t.regex(help.stdout, /xenroam-lab exec vm -- ping/);
+  const bad = await lab("frobnicate");
+  t.not(bad.code, 0);
+  t.regex(bad.stderr, /unknown command|--help/);
+});
+
+test("the default topology prints as valid JSON", async (t) => {
+  const r = await lab("topology");
+  t.is(r.code, 0);
+  t.is((JSON.parse(r.stdout) as { name: string }).name, "xr");
+});
