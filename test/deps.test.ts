@@ -46,7 +46,7 @@ function violations(dirs: string[], forbidden: (spec: string, file: string) => b
 }
 
 const reaches = (spec: string, file: string, target: string) =>
-  spec.startsWith("@xenroam/" + target) ||
+  spec.startsWith(`@xenroam/${target}`) ||
   (spec.startsWith(".") && join(file, "..", spec).includes(`/${target}/`));
 
 test("packages never import the apps", (t) => {
