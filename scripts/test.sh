@@ -9,7 +9,7 @@ if (( EUID != 0 )); then
 fi
 
 bash scripts/setup.sh
-npx biome check .
+npm run lint --silent
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

@@ -19,7 +19,7 @@ import {
   parseTopology,
   type Topology,
 } from "@xenroam/lab";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 
 const run = promisify(execFile);
 const LAB_MAIN = fileURLToPath(new URL("../../../packages/lab/dist/src/main.js", import.meta.url));
@@ -46,12 +46,7 @@ function recordedProcesses(stateDir: string): ProcessId[] {
   return [state.supervisor, ...Object.values(sup.services).flatMap((s) => (s.process ? [s.process] : []))];
 }
 
-async function assertNothingLeft(
-  t: import("ava").ExecutionContext,
-  name: string,
-  stateRoot: string,
-  procs: ProcessId[],
-) {
+async function assertNothingLeft(t: ExecutionContext, name: string, stateRoot: string, procs: ProcessId[]) {
   t.deepEqual(
     (await netnsList()).filter((n) => n.startsWith(`${name}-`)),
     [],

@@ -59,7 +59,7 @@ export function isIpv6(text: string): boolean {
 export function formatIpv6(addr: Ipv6): string {
   let bestStart = -1;
   let bestLen = 0;
-  for (let i = 0; i < 8; ) {
+  for (let i = 0; i < 8;) {
     if (addr[i] !== 0) {
       i++;
       continue;

@@ -31,16 +31,16 @@ export type WorkerMethod = (typeof WORKER_METHODS)[number];
 
 function main(): void {
   const netlink: Netlink = createNetlink();
-  const handlers: Record<WorkerMethod, (...args: unknown[]) => Promise<unknown>> = {
-    apply: (ops) => applyOps(netlink, ops as NetOp[]),
-    ...(Object.fromEntries(
-      WORKER_METHODS.filter((m) => m !== "apply").map((m) => [
-        m,
-        (...args: unknown[]) =>
-          (netlink[m as Exclude<WorkerMethod, "apply">] as (...a: unknown[]) => Promise<unknown>)(...args),
-      ]),
-    ) as Record<Exclude<WorkerMethod, "apply">, (...args: unknown[]) => Promise<unknown>>),
-  };
+  // Method calls on the port itself (never detached), so `this` stays the Netlink instance.
+  const port = netlink as unknown as Record<string, (...a: unknown[]) => Promise<unknown>>;
+  const handlers = new Map<string, (...args: unknown[]) => Promise<unknown>>(
+    WORKER_METHODS.map((m) => [
+      m,
+      m === "apply"
+        ? (ops: unknown) => applyOps(netlink, ops as NetOp[])
+        : (...args: unknown[]) => port[m]!(...args),
+    ]),
+  );
   const send = (msg: unknown) => process.stdout.write(`${JSON.stringify(msg)}\n`);
   const rl = createInterface({ input: process.stdin });
   rl.on("line", (line) => {
@@ -51,9 +51,7 @@ function main(): void {
       send({ id: 0, ok: false, error: { code: "EINVAL", message: "bad request line" } });
       return;
     }
-    const handler = (handlers as Record<string, ((...a: unknown[]) => Promise<unknown>) | undefined>)[
-      req.method
-    ];
+    const handler = handlers.get(req.method);
     if (!handler) {
       send({ id: req.id, ok: false, error: { code: "ENOSYS", message: `no method ${req.method}` } });
       return;

@@ -1,7 +1,7 @@
 import test from "ava";
 import { DEFAULT_TOPOLOGY, parseTopology, TopologyError, type TopologyInput } from "../src/index.js";
 
-const clone = (): TopologyInput => structuredClone(DEFAULT_TOPOLOGY) as TopologyInput;
+const clone = (): TopologyInput => structuredClone(DEFAULT_TOPOLOGY);
 
 function problems(value: unknown): string[] {
   try {
@@ -56,7 +56,7 @@ test("cross-field rules: references, prefixes, addresses, names", (t) => {
     name: "b",
     prefix: "2001:db8:a::/64",
     ra: { minIntervalMs: 10, maxIntervalMs: 70 },
-  } as never;
+  };
   const p = problems(c);
   const has = (re: RegExp) =>
     t.true(

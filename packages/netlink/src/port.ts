@@ -60,15 +60,7 @@ export interface RouteInfo {
 }
 
 export type NeighbourState =
-  | "incomplete"
-  | "reachable"
-  | "stale"
-  | "delay"
-  | "probe"
-  | "failed"
-  | "noarp"
-  | "permanent"
-  | "none";
+  "incomplete" | "reachable" | "stale" | "delay" | "probe" | "failed" | "noarp" | "permanent" | "none";
 
 export interface NeighbourInfo {
   readonly dev: string | undefined;

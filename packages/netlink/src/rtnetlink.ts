@@ -451,16 +451,14 @@ class RtNetlink implements Netlink {
     const msgs = await this.run("list neighbours", dev, () => this.sock.getNeighbors({ family: AF_INET6 }));
     return msgs
       .filter((m) => m.attrs.dst)
-      .map(
-        (m): NeighbourInfo => ({
-          dev: names.get(m.data.ifindex ?? 0),
-          index: m.data.ifindex ?? 0,
-          address: addrText(AF_INET6, m.attrs.dst),
-          mac: m.attrs.lladdr?.length === 6 ? [...m.attrs.lladdr].map(hex2).join(":") : undefined,
-          state: neighbourState(m.data.state),
-          router: m.data.flags?.router === true,
-        }),
-      )
+      .map((m): NeighbourInfo => ({
+        dev: names.get(m.data.ifindex ?? 0),
+        index: m.data.ifindex ?? 0,
+        address: addrText(AF_INET6, m.attrs.dst),
+        mac: m.attrs.lladdr?.length === 6 ? [...m.attrs.lladdr].map(hex2).join(":") : undefined,
+        state: neighbourState(m.data.state),
+        router: m.data.flags?.router === true,
+      }))
       .filter((n) => dev === undefined || n.dev === dev);
   }
 

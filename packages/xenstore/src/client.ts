@@ -183,7 +183,7 @@ export class XenstoreClient {
       try {
         frame = encodeFrame({ type, reqId, txId, payload });
       } catch (err) {
-        reject(err instanceof XenstoreError ? new XenstoreError(err.code, op, path) : err);
+        reject(err instanceof XenstoreError ? new XenstoreError(err.code, op, path) : (err as Error));
         return;
       }
       this.pending.set(reqId, { resolve, reject, op, path });

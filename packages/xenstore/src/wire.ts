@@ -67,7 +67,8 @@ export interface Frame {
 export class XenstoreError extends Error {
   override readonly name = "XenstoreError";
   constructor(
-    readonly code: XsErrorCode | string,
+    /** One of XS_ERRORS from a server, or a local code ("EIO" for a lost connection). */
+    readonly code: string,
     readonly operation: string,
     readonly path?: string,
   ) {

@@ -8,8 +8,8 @@ import { XenstoreClient, XenstoreServer } from "../src/index.js";
 export interface Rig {
   server: XenstoreServer;
   dir: string;
-  dom0(): Promise<XenstoreClient>;
-  guest(domid: number): Promise<XenstoreClient>;
+  dom0: () => Promise<XenstoreClient>;
+  guest: (domid: number) => Promise<XenstoreClient>;
 }
 
 export async function rig(t: ExecutionContext, guests: number[] = []): Promise<Rig> {
