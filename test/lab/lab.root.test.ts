@@ -1,6 +1,6 @@
 // Root-only: the namespace lab against the real kernel, radvd and the lab xenstored. Each test uses its own
 // lab name and state root, and asserts that `down` leaves no namespace, process or file behind.
-import { execFile } from "node:child_process";
+import { execFile, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { promisify } from "node:util";
 import {
   DEFAULT_TOPOLOGY,
+  identify,
   isRunning,
   LabError,
   labDown,
@@ -201,4 +202,26 @@ test("the supervisor restarts a service that dies", async (t) => {
   const procs = recordedProcesses(stateDir);
   await labDown(topology.name, { stateRoot });
   await assertNothingLeft(t, topology.name, stateRoot, [before, ...procs]);
+});
+
+test("down --force removes a lab whose state was lost, and what runs in its namespaces", async (t) => {
+  const { topology, stateRoot } = fresh(t);
+  const name = topology.name;
+  for (const n of ["x", "y"]) await run("ip", ["netns", "add", `${name}-${n}`]);
+  const sleeper = spawn("ip", ["netns", "exec", `${name}-x`, "sleep", "60"], { stdio: "ignore" });
+  await new Promise((r) => setTimeout(r, 100));
+  const id = identify(sleeper.pid ?? 0);
+  if (!id) throw new Error("sleeper did not start");
+  const lines: string[] = [];
+  const plain = await labDown(name, { stateRoot, progress: (l) => lines.push(l) });
+  t.false(plain.hadState);
+  t.regex(lines.join("\n"), /namespaces .*-[xy], .*-[xy] exist; remove them with `xenroam-lab down --force`/);
+  t.is(
+    (await netnsList()).filter((n) => n.startsWith(`${name}-`)).length,
+    2,
+    "without --force nothing is touched",
+  );
+  const forced = await labDown(name, { stateRoot, force: true });
+  t.deepEqual([...forced.removedNamespaces].sort(), [`${name}-x`, `${name}-y`]);
+  await assertNothingLeft(t, name, stateRoot, [id]);
 });

@@ -44,6 +44,8 @@ export interface LabOptions {
   readonly stateRoot?: string;
   /** Progress lines for people (to stderr in the CLI). */
   readonly progress?: (line: string) => void;
+  /** down only: with no readable state, remove every namespace named "<name>-*" and what runs in it. */
+  readonly force?: boolean;
 }
 
 export interface LabState {
@@ -289,11 +291,32 @@ export async function labDown(name: string, options: LabOptions = {}): Promise<D
   requireRoot();
   const progress = options.progress ?? (() => {});
   const stateDir = stateDirOf(name, options);
-  const state = readState(stateDir);
+  let state: LabState | undefined;
+  try {
+    state = readState(stateDir);
+  } catch (err) {
+    if (!options.force) throw err;
+  }
   if (!state) {
-    if (existsSync(stateDir)) rmSync(stateDir, { recursive: true, force: true });
-    progress(`no lab named "${name}" is recorded; nothing to do`);
-    return { removedNamespaces: [], stoppedProcesses: 0, hadState: false };
+    const strays = (await netnsList()).filter((n) => n.startsWith(`${name}-`));
+    if (!options.force) {
+      if (existsSync(stateDir)) rmSync(stateDir, { recursive: true, force: true });
+      progress(
+        strays.length > 0
+          ? `no lab named "${name}" is recorded, but namespaces ${strays.join(", ")} exist; remove them with \`xenroam-lab down --force\``
+          : `no lab named "${name}" is recorded; nothing to do`,
+      );
+      return { removedNamespaces: [], stoppedProcesses: 0, hadState: false };
+    }
+    state = {
+      version: 1,
+      name,
+      topology: undefined as never,
+      phase: "creating",
+      createdAt: "",
+      namespaces: strays,
+    };
+    progress(`--force: removing namespaces ${strays.join(", ") || "(none)"} and everything running in them`);
   }
   let stopped = 0;
   if (state.supervisor && isRunning(state.supervisor)) {
