@@ -233,6 +233,13 @@ export class FakeNetlink implements Netlink {
       this.linkMap.delete(name);
       this.addrs = this.addrs.filter((a) => a.index !== l.index);
       parts.push(`netns ${nsName(change.netns)}`);
+      if (change.name) parts.push(`name ${change.name}`);
+    } else if (change.name !== undefined) {
+      this.exists("rename link", change.name);
+      this.linkMap.delete(name);
+      l.name = change.name;
+      this.linkMap.set(change.name, l);
+      parts.push(`name ${change.name}`);
     }
     this.effects.push(`link set ${name} ${parts.join(" ")}`);
     this.emit({ type: "link", action: change.netns ? "del" : "new", link: this.info(l) });

@@ -97,6 +97,8 @@ export interface LinkChange {
   readonly master?: string | null;
   /** Move the link to another network namespace. */
   readonly netns?: NetnsRef;
+  /** New name; with netns, the name it takes in the target namespace (`ip link set X netns N name Y`). */
+  readonly name?: string;
 }
 
 export interface BridgePortChange {

@@ -303,7 +303,14 @@ class RtNetlink implements Netlink {
         await this.sock.setLink({ index, flags: change.up ? { up: true } : {}, change: { up: true } });
       }
       if (change.netns !== undefined) {
-        await withNetnsFd(change.netns, (fd) => this.sock.setLink({ index }, { netNsFd: fd as number }));
+        await withNetnsFd(change.netns, (fd) =>
+          this.sock.setLink(
+            { index },
+            { netNsFd: fd as number, ...(change.name ? { ifname: change.name } : {}) },
+          ),
+        );
+      } else if (change.name !== undefined) {
+        await this.sock.setLink({ index }, { ifname: change.name });
       }
     });
   }

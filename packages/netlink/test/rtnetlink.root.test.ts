@@ -40,10 +40,10 @@ test("bridge, veth, master, MAC and a move to another namespace", async (t) => {
   t.is(ip("-j", "-d", "link", "show", br).includes('"mcast_snooping":0'), true);
 
   const ns = withNetns(t);
-  await nl.setLink(b, { netns: { name: ns } });
+  await nl.setLink(b, { netns: { name: ns }, name: "vif7.1" });
   t.is(await nl.link(b), undefined, "moved away from this namespace");
-  const there = ipJson("-n", ns, "link", "show", b);
-  t.is(there[0]?.ifname, b, "present in the target namespace");
+  const there = ipJson("-n", ns, "link", "show", "vif7.1");
+  t.is(there[0]?.ifname, "vif7.1", "present in the target namespace under its new name");
 
   await nl.setLink(a, { master: null, up: false });
   t.is((await nl.link(a))?.master, undefined);

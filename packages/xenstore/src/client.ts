@@ -231,6 +231,11 @@ export class XenstoreClient {
     await this.request(XS.SET_PERMS, nulTerminated(path, ...formatPerms(perms)), txId, path);
   }
 
+  /** XS_CONTROL: a server-specific command (the lab's xenstored: introduce DOMID SOCKET, release DOMID). */
+  async control(...args: string[]): Promise<string> {
+    return splitNul((await this.request(XS.CONTROL, nulTerminated(...args))).payload)[0] ?? "";
+  }
+
   async getDomainPath(domid: number): Promise<string> {
     return splitNul((await this.request(XS.GET_DOMAIN_PATH, nulTerminated(String(domid)))).payload)[0] ?? "";
   }

@@ -107,7 +107,7 @@ export class XenstoreServer {
   private changeLog: Array<{ generation: number; path: string }> = [];
   private nextTx = 1;
   private readonly connections = new Set<Connection>();
-  private readonly servers: Array<{ server: Server; path: string }> = [];
+  private readonly servers: Array<{ server: Server; path: string; domid: number }> = [];
 
   constructor(readonly log: ServerLog = () => {}) {
     for (const p of ["/local", "/local/domain", "/tool", "/vm"]) this.tree.mkdir(p, 0);
@@ -123,7 +123,7 @@ export class XenstoreServer {
       server.listen(path, () => resolve());
     });
     chmodSync(path, options.mode ?? 0o600);
-    this.servers.push({ server, path });
+    this.servers.push({ server, path, domid });
     this.log("listening", { socket: path, domid });
   }
 
@@ -172,14 +172,60 @@ export class XenstoreServer {
   handle(conn: Connection, frame: Frame): void {
     const reply = (type: number, payload: Buffer) =>
       conn.send({ type, reqId: frame.reqId, txId: frame.txId, payload });
-    try {
-      const out = this.dispatch(conn, frame);
-      reply(frame.type, out);
-    } catch (err) {
+    const fail = (err: unknown) => {
       const code = isXenstoreError(err) ? err.code : "EIO";
       if (!isXenstoreError(err)) this.log("internal_error", { error: String(err) });
       reply(XS.ERROR, nulTerminated(code));
+    };
+    try {
+      if (frame.type === XS.CONTROL) {
+        this.control(conn, splitNul(frame.payload)).then((out) => reply(frame.type, out), fail);
+        return;
+      }
+      reply(frame.type, this.dispatch(conn, frame));
+    } catch (err) {
+      fail(err);
     }
+  }
+
+  /**
+   * XS_CONTROL, Dom0 only. The lab's toolstack uses it where Xen's uses XS_INTRODUCE/XS_RELEASE:
+   * "introduce DOMID SOCKET" serves a guest socket as that domain; "release DOMID" closes the domain's
+   * sockets and connections and removes its tree.
+   */
+  private async control(conn: Connection, args: string[]): Promise<Buffer> {
+    if (conn.domid !== 0) throw new XenstoreError("EACCES", "CONTROL");
+    const [cmd, id, socket] = args;
+    const domid = Number(id);
+    if (id === undefined || !/^\d{1,5}$/.test(id) || domid === 0)
+      throw new XenstoreError("EINVAL", "CONTROL", cmd);
+    if (cmd === "introduce" && socket?.startsWith("/")) {
+      await this.listen(socket, { domid });
+      if (!this.tree.lookup(domainPath(domid))) this.introduceDomain(domid);
+      else this.fireSpecial("@introduceDomain");
+      return OK;
+    }
+    if (cmd === "release" && socket === undefined) {
+      await this.releaseSockets(domid);
+      if (this.tree.lookup(domainPath(domid))) this.releaseDomain(domid);
+      return OK;
+    }
+    throw new XenstoreError("EINVAL", "CONTROL", cmd);
+  }
+
+  private async releaseSockets(domid: number): Promise<void> {
+    for (const c of [...this.connections]) if (c.domid === domid) c.close();
+    const mine = this.servers.filter((s) => s.domid === domid);
+    for (const s of mine) this.servers.splice(this.servers.indexOf(s), 1);
+    await Promise.all(
+      mine.map(
+        ({ server, path }) =>
+          new Promise<void>((resolve) => {
+            server.close(() => resolve());
+            if (existsSync(path)) unlinkSync(path);
+          }),
+      ),
+    );
   }
 
   private view(conn: Connection, txId: number, op: string): { tree: Tree; tx: Transaction | undefined } {

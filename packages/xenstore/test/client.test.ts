@@ -1,5 +1,5 @@
 import test from "ava";
-import { isXenstoreError, XenstoreError } from "../src/index.js";
+import { isXenstoreError, XenstoreClient, XenstoreError } from "../src/index.js";
 import { reader, rig } from "./helpers.js";
 
 test("client and server round-trip every operation", async (t) => {
@@ -145,4 +145,36 @@ test("transactions commit, abort, and retry on EAGAIN", async (t) => {
     await tx.write("/tool/counter", "12");
   });
   t.is(quietRuns, 1);
+});
+
+test("Dom0 introduces and releases a guest socket through XS_CONTROL", async (t) => {
+  const r = await rig(t);
+  const d0 = await r.dom0();
+  const path = `${r.dir}/dom7.sock`;
+  const intro = await d0.watch("@introduceDomain", "i");
+  const ir = reader(intro);
+  await ir.take(1);
+  await d0.control("introduce", "7", path);
+  t.deepEqual((await ir.take(1))[0]?.path, "@introduceDomain");
+  const g = await XenstoreClient.connect(path);
+  await g.write("data/x", "1");
+  t.is(await d0.read("/local/domain/7/data/x"), "1");
+  const closed = new Promise<void>((resolve) => {
+    void g.read("data/x").then(
+      () => g.watch("data/never").catch(() => resolve()),
+      () => resolve(),
+    );
+  });
+  await d0.control("release", "7");
+  await closed;
+  t.is(await d0.tryRead("/local/domain/7"), undefined, "the domain's tree is gone");
+  t.true(isXenstoreError(await t.throwsAsync(XenstoreClient.connect(path)), "ENOENT"), "socket removed");
+  const g2 = await r.dom0();
+  t.true(isXenstoreError(await t.throwsAsync(g2.control("introduce", "0", path)), "EINVAL"));
+});
+
+test("guests may not use XS_CONTROL", async (t) => {
+  const r = await rig(t, [5]);
+  const g = await r.guest(5);
+  t.true(isXenstoreError(await t.throwsAsync(g.control("release", "5")), "EACCES"));
 });

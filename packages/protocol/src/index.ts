@@ -1,0 +1,3 @@
+// @xenroam/protocol: contracts shared by the host plugin, the guest agent and the lab. Pure.
+export * from "./messages.js";
+export * from "./toolstack.js";

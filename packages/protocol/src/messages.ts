@@ -1,0 +1,176 @@
+// The Dom0 ↔ guest channel: versioned JSON messages under <domain>/data/xenroam (xl) or vm-data/xenroam
+// (XAPI), validated on both sides and capped in size. Anything malformed is refused with a reason.
+
+import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6, parsePrefix, utf8Length } from "@xenroam/core";
+import { z } from "zod";
+
+export const PROTOCOL_VERSION = 1;
+/** Larger than any valid message, well under xenstore's 4096-byte payload. */
+export const MESSAGE_MAX_BYTES = 2048;
+
+/** Keys under the xenroam directory of a domain. */
+export const KEYS = {
+  /** Dom0 → guest: a PrepareRequest or an AbortRequest. */
+  request: "request",
+  /** guest → Dom0: a PrepareAnswer. */
+  answer: "answer",
+  /** destination Dom0 → guest: an Arrival. */
+  arrived: "arrived",
+  /** guest → Dom0: an AgentStatus, rewritten as the agent's phase changes. */
+  status: "status",
+} as const;
+
+/** The xenroam directory relative to the guest's own domain path, per toolstack. */
+export const CHANNEL_DIR = { xl: "data/xenroam", xapi: "vm-data/xenroam" } as const;
+export type Channel = keyof typeof CHANNEL_DIR;
+
+const migrationId = z
+  .string()
+  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "must be 1-64 letters, digits, _ or -");
+
+const linkLocal = z.string().transform((s, ctx) => {
+  try {
+    const a = parseIpv6(s);
+    if (!isLinkLocal(a)) ctx.addIssue({ code: "custom", message: `${s} is not link-local` });
+    return canonicalIpv6(s);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const globalAddress = z.string().transform((s, ctx) => {
+  try {
+    const a = parseIpv6(s);
+    if (isLinkLocal(a))
+      ctx.addIssue({ code: "custom", message: `${s} is link-local, not a routable address` });
+    return canonicalIpv6(s);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const prefix64 = z.string().transform((s, ctx) => {
+  try {
+    const p = parsePrefix(s);
+    if (p.length !== 64) ctx.addIssue({ code: "custom", message: `${s} must be a /64` });
+    return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+const mac = z.string().transform((s, ctx) => {
+  try {
+    return canonicalMac(s);
+  } catch (err) {
+    ctx.addIssue({ code: "custom", message: (err as Error).message });
+    return z.NEVER;
+  }
+});
+
+export const prepareRequestSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  kind: z.literal("prepare"),
+  id: migrationId,
+  /** Destination site name, for logs. */
+  site: z.string().min(1).max(64),
+  prefix: prefix64,
+  gateway: z.strictObject({ linkLocal, mac }),
+  /** MAC of the vif the source Dom0 attached to the staging bridge. */
+  secondaryMac: mac,
+  /** How long the guest may take, in ms; it gives up and answers an error after that. */
+  timeoutMs: z.number().int().min(100).max(600_000),
+});
+
+export const abortRequestSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  kind: z.literal("abort"),
+  id: migrationId,
+});
+
+export const requestSchema = z.discriminatedUnion("kind", [prepareRequestSchema, abortRequestSchema]);
+
+export const prepareAnswerSchema = z.discriminatedUnion("status", [
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    id: migrationId,
+    status: z.literal("prepared"),
+    moa: globalAddress,
+    ifname: z.string().min(1).max(15),
+  }),
+  z.strictObject({
+    v: z.literal(PROTOCOL_VERSION),
+    id: migrationId,
+    status: z.literal("error"),
+    reason: z.string().min(1).max(512),
+  }),
+  z.strictObject({ v: z.literal(PROTOCOL_VERSION), id: migrationId, status: z.literal("aborted") }),
+]);
+
+export const arrivalSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  id: migrationId,
+  /** Destination host name. */
+  host: z.string().min(1).max(64),
+});
+
+export const agentStatusSchema = z.strictObject({
+  v: z.literal(PROTOCOL_VERSION),
+  phase: z.enum(["idle", "preparing", "prepared", "switching", "switched", "error"]),
+  id: migrationId.optional(),
+  primary: z.string().max(15).optional(),
+  secondary: z.string().max(15).optional(),
+  detail: z.string().max(512).optional(),
+});
+
+export type PrepareRequest = z.output<typeof prepareRequestSchema>;
+export type AbortRequest = z.output<typeof abortRequestSchema>;
+export type Request = z.output<typeof requestSchema>;
+export type PrepareAnswer = z.output<typeof prepareAnswerSchema>;
+export type Arrival = z.output<typeof arrivalSchema>;
+export type AgentStatus = z.output<typeof agentStatusSchema>;
+
+export type Parsed<T> =
+  { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
+
+function parseWith<T>(schema: z.ZodType<T>, what: string, text: string): Parsed<T> {
+  if (utf8Length(text) > MESSAGE_MAX_BYTES) {
+    return { ok: false, reason: `${what} is larger than ${MESSAGE_MAX_BYTES} bytes` };
+  }
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    return { ok: false, reason: `${what} is not JSON` };
+  }
+  if (typeof json === "object" && json !== null && "v" in json && json.v !== PROTOCOL_VERSION) {
+    return {
+      ok: false,
+      reason: `${what} has protocol version ${String(json.v)}; this side speaks ${PROTOCOL_VERSION}`,
+    };
+  }
+  const r = schema.safeParse(json);
+  if (r.success) return { ok: true, value: r.data };
+  const first = r.error.issues
+    .slice(0, 3)
+    .map((i) => `${i.path.join(".") || "(message)"}: ${i.message}`)
+    .join("; ");
+  return { ok: false, reason: `${what} is malformed: ${first}` };
+}
+
+export const parseRequest = (text: string) => parseWith(requestSchema, "request", text);
+export const parseAnswer = (text: string) => parseWith(prepareAnswerSchema, "answer", text);
+export const parseArrival = (text: string) => parseWith(arrivalSchema, "arrival", text);
+export const parseAgentStatus = (text: string) => parseWith(agentStatusSchema, "status", text);
+
+/** Serialises a message; refuses one that would exceed the cap. */
+export function encodeMessage(message: Request | PrepareAnswer | Arrival | AgentStatus): string {
+  const text = JSON.stringify(message);
+  if (utf8Length(text) > MESSAGE_MAX_BYTES) {
+    throw new Error(`message larger than ${MESSAGE_MAX_BYTES} bytes`);
+  }
+  return text;
+}

@@ -1,0 +1,43 @@
+// The Toolstack port: what the host plugin asks of xl, XAPI or the lab. Implementations live with their
+// adapters (packages/lab for the lab; host-plugin for xl and XAPI); the host plugin's core sees only this.
+
+export interface VifInfo {
+  readonly devid: number;
+  readonly mac: string;
+  /** The Dom0-side interface, e.g. "vif5.1". */
+  readonly ifname: string;
+  /** The bridge it is attached to now. */
+  readonly bridge: string;
+}
+
+export interface DomainInfo {
+  readonly vm: string;
+  readonly domid: number;
+  readonly host: string;
+  readonly vifs: readonly VifInfo[];
+}
+
+/** A named moment of a migration, milliseconds since the migration started. */
+export interface PhaseMark {
+  readonly phase: string;
+  readonly atMs: number;
+}
+
+export interface MigrateRequest {
+  readonly migrationId: string;
+  /** Bridge per vif devid at the destination: swapped for the method, unchanged for a plain migration. */
+  readonly bridges: Readonly<Record<number, string>>;
+  /**
+   * Runs on the destination after the vifs are attached and before the VM resumes (xl: between
+   * migrate-receive and unpause; XAPI: vm-post-migrate). Used to tell the guest it has arrived.
+   */
+  readonly beforeResume?: (destination: DomainInfo) => Promise<void>;
+  readonly mark?: (phase: string) => void;
+}
+
+export interface Toolstack {
+  /** The VM as it runs on this host now. */
+  domain(vm: string): Promise<DomainInfo>;
+  /** Live-migrates the VM to `destination`; resolves once it runs there. */
+  migrate(vm: string, destination: string, request: MigrateRequest): Promise<DomainInfo>;
+}
