@@ -28,10 +28,11 @@ export interface MigrateRequest {
   /** Bridge per vif devid at the destination: swapped for the method, unchanged for a plain migration. */
   readonly bridges: Readonly<Record<number, string>>;
   /**
-   * Runs on the destination after the vifs are attached and before the VM resumes (xl: between
-   * migrate-receive and unpause; XAPI: vm-post-migrate). Used to tell the guest it has arrived.
+   * Keys (relative to the guest's xenroam directory) the destination writes into the restored domain's
+   * xenstore after the vifs are attached and before the VM resumes (xl: between migrate-receive and
+   * unpause; XAPI: vm-post-migrate): how the guest learns, first thing, that it has arrived.
    */
-  readonly beforeResume?: (destination: DomainInfo) => Promise<void>;
+  readonly guestWrites?: Readonly<Record<string, string>>;
   readonly mark?: (phase: string) => void;
 }
 

@@ -1,0 +1,249 @@
+// The guest agent's core: steps 2 (MoA allocation) and 4 (interface switch) of the method. It converges the
+// guest's interfaces to what the channel (xenstore) says — request, arrival, its own last status — so any
+// event, a reconnection after resume, or a restart in any phase leads to the same result. Ports only.
+
+import { formatIpv6, parsePrefix, slaacAddress } from "@xenroam/core";
+import type { LinkInfo, Netlink } from "@xenroam/netlink";
+import {
+  type AgentStatus,
+  encodeMessage,
+  KEYS,
+  type PrepareAnswer,
+  type PrepareRequest,
+  parseAgentStatus,
+  parseAnswer,
+  parseArrival,
+  parseRequest,
+} from "@xenroam/protocol";
+
+/** Routes the agent installs; neither can equal the kernel's RA-learned metric (1024). */
+export const PRIMARY_METRIC = 1100;
+export const STANDBY_METRIC = 2100;
+
+/** The guest's side of the Dom0 channel: keys under its xenroam directory. */
+export interface GuestChannel {
+  read(key: string): Promise<string | undefined>;
+  write(key: string, value: string): Promise<void>;
+}
+
+export type Log = (event: string, fields?: Record<string, unknown>) => void;
+
+export interface AgentPorts {
+  readonly netlink: Netlink;
+  readonly channel: GuestChannel;
+  readonly log: Log;
+}
+
+interface Roles {
+  primary: LinkInfo;
+  secondary: LinkInfo;
+}
+
+export class AgentError extends Error {
+  override readonly name = "AgentError";
+}
+
+export class Agent {
+  private running: Promise<void> = Promise.resolve();
+  private again = false;
+  private busy = false;
+
+  constructor(private readonly ports: AgentPorts) {}
+
+  /**
+   * Looks at the channel and the interfaces and does what is missing. Calls while one runs are coalesced
+   * into one more run, so a burst of watch events costs one pass.
+   */
+  converge(reason: string): Promise<void> {
+    if (this.busy) {
+      this.again = true;
+      return this.running;
+    }
+    this.busy = true;
+    this.running = (async () => {
+      try {
+        do {
+          this.again = false;
+          await this.pass(reason);
+        } while (this.again);
+      } finally {
+        this.busy = false;
+      }
+    })();
+    return this.running;
+  }
+
+  private async status(): Promise<AgentStatus | undefined> {
+    const text = await this.ports.channel.read(KEYS.status);
+    if (text === undefined) return undefined;
+    const s = parseAgentStatus(text);
+    return s.ok ? s.value : undefined;
+  }
+
+  private async setStatus(status: AgentStatus): Promise<void> {
+    await this.ports.channel.write(KEYS.status, encodeMessage(status));
+  }
+
+  private async answer(a: PrepareAnswer): Promise<void> {
+    await this.ports.channel.write(KEYS.answer, encodeMessage(a));
+  }
+
+  /** Ethernet interfaces of the guest (no loopback), by name. */
+  private async nics(): Promise<LinkInfo[]> {
+    return (await this.ports.netlink.links()).filter((l) => l.name !== "lo" && l.mac !== undefined);
+  }
+
+  private async pass(reason: string): Promise<void> {
+    const { channel, log } = this.ports;
+    const requestText = await channel.read(KEYS.request);
+    if (requestText === undefined) return;
+    const parsed = parseRequest(requestText);
+    if (!parsed.ok) {
+      const previous = await channel.read(KEYS.answer);
+      const answer: PrepareAnswer = { v: 1, id: "invalid", status: "error", reason: parsed.reason };
+      if (previous !== encodeMessage(answer)) {
+        log("request_refused", { reason: parsed.reason });
+        await this.answer(answer);
+      }
+      return;
+    }
+    const request = parsed.value;
+    const status = await this.status();
+    const answerText = await channel.read(KEYS.answer);
+    const answer = answerText === undefined ? undefined : parseAnswer(answerText);
+    const answered = answer?.ok && answer.value.id === request.id ? answer.value : undefined;
+
+    if (request.kind === "abort") {
+      if (status?.id === request.id && status.phase !== "switched" && answered?.status !== "aborted") {
+        await this.abort(request.id, status);
+      }
+      return;
+    }
+
+    const arrivalText = await channel.read(KEYS.arrived);
+    const arrival = arrivalText === undefined ? undefined : parseArrival(arrivalText);
+    const arrived = arrival?.ok === true && arrival.value.id === request.id;
+
+    if (status?.id === request.id && status.phase === "switched") return;
+    if (arrived && answered?.status === "prepared") {
+      await this.switchOver(request, answered.ifname, reason);
+      return;
+    }
+    if (answered === undefined) await this.prepare(request);
+  }
+
+  /** Which interface is which: the secondary is the one with the MAC Dom0 staged. */
+  private async roles(request: PrepareRequest): Promise<Roles> {
+    const nics = await this.nics();
+    const secondary = nics.find((l) => l.mac === request.secondaryMac);
+    if (!secondary) {
+      throw new AgentError(
+        `no interface has MAC ${request.secondaryMac} (this guest has ${nics.map((n) => `${n.name} ${n.mac}`).join(", ")})`,
+      );
+    }
+    const others = nics.filter((l) => l !== secondary);
+    const primary = others.find((l) => l.up) ?? others[0];
+    if (!primary) throw new AgentError("the guest needs two interfaces; it has one");
+    return { primary, secondary };
+  }
+
+  /** Step 2: bring the secondary up on the staging bridge and take the MoA by SLAAC from its RA. */
+  private async prepare(request: PrepareRequest): Promise<void> {
+    const { netlink, log } = this.ports;
+    const started = Date.now();
+    log("prepare_started", { migration: request.id, site: request.site, prefix: request.prefix });
+    await this.setStatus({ v: 1, phase: "preparing", id: request.id });
+    try {
+      const { primary, secondary } = await this.roles(request);
+      if (secondary.up && (await this.hasDefaultRoute(secondary.name, PRIMARY_METRIC))) {
+        throw new AgentError(`${secondary.name} carries traffic now; Dom0 staged the wrong vif`);
+      }
+      const dev = secondary.name;
+      // SLAAC on this interface only; no RA-learned default route, which would compete with the primary's.
+      for (const [key, value] of [
+        ["disable_ipv6", 0],
+        ["accept_ra", 2],
+        ["autoconf", 1],
+        ["accept_ra_pinfo", 1],
+        ["accept_ra_defrtr", 0],
+        ["router_solicitations", 3],
+        ["router_solicitation_interval", 1],
+      ] as const) {
+        await netlink.writeSysctl(dev, key, value);
+      }
+      await netlink.setLink(dev, { up: true });
+      await this.replaceDefault(dev, request.gateway.linkLocal, STANDBY_METRIC);
+      const moa = formatIpv6(slaacAddress(parsePrefix(request.prefix), request.secondaryMac));
+      await netlink.waitAddress(dev, moa, { timeoutMs: Math.max(100, request.timeoutMs - (Date.now() - started)) });
+      await this.answer({ v: 1, id: request.id, status: "prepared", moa, ifname: dev });
+      await this.setStatus({ v: 1, phase: "prepared", id: request.id, primary: primary.name, secondary: dev });
+      log("prepared", { migration: request.id, moa, ifname: dev, ms: Date.now() - started });
+    } catch (err) {
+      const reason = err instanceof Error ? err.message : String(err);
+      log("prepare_failed", { migration: request.id, reason });
+      await this.answer({ v: 1, id: request.id, status: "error", reason: reason.slice(0, 500) });
+      await this.setStatus({ v: 1, phase: "error", id: request.id, detail: reason.slice(0, 500) });
+    }
+  }
+
+  /** Step 4: the secondary becomes the primary; the old primary goes down and becomes the next secondary. */
+  private async switchOver(request: PrepareRequest, newPrimary: string, reason: string): Promise<void> {
+    const { netlink, log } = this.ports;
+    const started = Date.now();
+    const { primary } = await this.roles(request);
+    const oldPrimary = primary.name === newPrimary ? undefined : primary.name;
+    log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
+    await this.setStatus({ v: 1, phase: "switching", id: request.id });
+    // The new primary's route first, so there is never a moment with no default route.
+    await this.replaceDefault(newPrimary, request.gateway.linkLocal, PRIMARY_METRIC);
+    if (oldPrimary) {
+      await netlink.setLink(oldPrimary, { up: false });
+      for (const r of await netlink.routes({ dev: oldPrimary })) {
+        if (r.dst === "default") await netlink.deleteRoute({ dst: "default", dev: oldPrimary, metric: r.metric }).catch(() => {});
+      }
+      await netlink.writeSysctl(oldPrimary, "accept_ra_defrtr", 0);
+    }
+    for (const r of await netlink.routes({ dev: newPrimary })) {
+      if (r.dst === "default" && r.metric !== PRIMARY_METRIC) {
+        await netlink.deleteRoute({ dst: "default", dev: newPrimary, metric: r.metric }).catch(() => {});
+      }
+    }
+    await this.setStatus({
+      v: 1,
+      phase: "switched",
+      id: request.id,
+      primary: newPrimary,
+      ...(oldPrimary ? { secondary: oldPrimary } : {}),
+    });
+    log("switched", { migration: request.id, primary: newPrimary, secondary: oldPrimary, ms: Date.now() - started });
+  }
+
+  private async abort(id: string, status: AgentStatus): Promise<void> {
+    const { netlink, log } = this.ports;
+    const dev = status.secondary;
+    if (dev && (await netlink.link(dev))) {
+      await netlink.setLink(dev, { up: false });
+      for (const r of await netlink.routes({ dev })) {
+        if (r.dst === "default") await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
+      }
+    }
+    await this.answer({ v: 1, id, status: "aborted" });
+    await this.setStatus({ v: 1, phase: "idle", ...(status.primary ? { primary: status.primary } : {}) });
+    log("aborted", { migration: id, secondary: dev });
+  }
+
+  private async hasDefaultRoute(dev: string, metric: number): Promise<boolean> {
+    return (await this.ports.netlink.routes({ dev })).some((r) => r.dst === "default" && r.metric === metric);
+  }
+
+  /** Exactly one default route of ours on `dev`, via the gateway, with this metric. */
+  private async replaceDefault(dev: string, gateway: string, metric: number): Promise<void> {
+    const { netlink } = this.ports;
+    const routes = await netlink.routes({ dev });
+    if (routes.some((r) => r.dst === "default" && r.metric === metric && r.gateway === gateway)) return;
+    for (const r of routes) {
+      if (r.dst === "default" && r.metric === metric) await netlink.deleteRoute({ dst: "default", dev, metric });
+    }
+    await netlink.addRoute({ dst: "default", gateway, dev, metric });
+  }
+}

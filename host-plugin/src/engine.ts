@@ -1,0 +1,333 @@
+// The host plugin's core: step 1 (gateway staging and the guest's preparation), step 3 (migration with the
+// vif attachments swapped, through the Toolstack port) and the cleanup after it, in the safe order. Every
+// step records state before acting, so abort and a re-run converge; the VM's primary path is never touched.
+
+import { renderRadvdConf } from "@xenroam/core";
+import {
+  type DomainInfo,
+  encodeMessage,
+  KEYS,
+  type PhaseMark,
+  parseAnswer,
+  type VifInfo,
+} from "@xenroam/protocol";
+import { apply } from "./ops.js";
+import type { HostPorts, HostState, VmState } from "./ports.js";
+import type { Site } from "./sites.js";
+import { planAttach, planDetach, planStagingBridge, radvdFor, stagingBridge } from "./staging.js";
+
+export type PrepareFailure = "silent" | "refused" | "malformed";
+
+export class PrepareError extends Error {
+  override readonly name = "PrepareError";
+  constructor(
+    readonly kind: PrepareFailure,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class PluginError extends Error {
+  override readonly name = "PluginError";
+}
+
+export type PrepareResult =
+  | { readonly kind: "same-site"; readonly site: string }
+  | {
+      readonly kind: "prepared";
+      readonly migrationId: string;
+      readonly site: string;
+      readonly moa: string;
+      readonly secondary: VifInfo;
+      readonly reused: boolean;
+    };
+
+export interface MigrationReport {
+  readonly migrationId: string;
+  readonly vm: string;
+  readonly from: string;
+  readonly to: string;
+  readonly method: "dual-interface" | "plain";
+  /** Why a plain migration was done instead, when the method was wanted. */
+  readonly fallback?: string;
+  readonly moa?: string;
+  readonly domid: number;
+  readonly timeline: readonly PhaseMark[];
+}
+
+export interface PrepareOptions {
+  readonly migrationId?: string;
+  /** How long the guest has to answer. */
+  readonly timeoutMs?: number;
+}
+
+export const DEFAULT_PREPARE_TIMEOUT_MS = 8000;
+
+export function newMigrationId(now: number, random: () => number = Math.random): string {
+  const stamp = new Date(now).toISOString().replace(/[-:]/g, "").replace(/\..*$/, "");
+  return `m${stamp}-${Math.floor(random() * 0xffffff)
+    .toString(16)
+    .padStart(6, "0")}`;
+}
+
+export class Engine {
+  constructor(private readonly p: HostPorts) {}
+
+  private async domain(vm: string): Promise<DomainInfo> {
+    const dom = await this.p.toolstack.domain(vm);
+    if (dom.host !== this.p.host) {
+      throw new PluginError(`${vm} runs on ${dom.host}, not on this host (${this.p.host}); run xenroam there`);
+    }
+    return dom;
+  }
+
+  private vifsOf(vm: string, dom: DomainInfo): { primary: VifInfo; secondary: VifInfo } {
+    const { real, parking } = this.p.bridges;
+    const primary = dom.vifs.find((v) => v.bridge === real);
+    const secondary = dom.vifs.find((v) => v.bridge === parking) ?? dom.vifs.find((v) => v.bridge.startsWith("xr-"));
+    if (!primary || !secondary) {
+      throw new PluginError(
+        `${vm} needs two vifs, one on ${real} and one on ${parking} (it has: ${dom.vifs.map((v) => `${v.ifname} on ${v.bridge}`).join(", ") || "none"}). ` +
+          `In xl.cfg: vif = [ 'mac=…,bridge=${real}', 'mac=…,bridge=${parking}' ]`,
+      );
+    }
+    return { primary, secondary };
+  }
+
+  /** Step 1 (and the wait for step 2): stage the destination gateway and have the guest take its MoA. */
+  async prepare(vm: string, destination: string, options: PrepareOptions = {}): Promise<PrepareResult> {
+    const { sites, state, channel, netlink, log } = this.p;
+    const here = sites.siteOfHost(this.p.host);
+    const site = sites.siteOfHost(destination);
+    if (site.name === here.name) return { kind: "same-site", site: site.name };
+    const dom = await this.domain(vm);
+    const timeoutMs = options.timeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS;
+
+    const existing = (await state.read()).vms[vm];
+    if (existing?.phase === "prepared" && existing.site === site.name && existing.domid === dom.domid && existing.moa) {
+      const answer = parseAnswer((await channel.read(dom.domid, KEYS.answer)) ?? "");
+      if (answer.ok && answer.value.id === existing.migrationId && answer.value.status === "prepared") {
+        const secondary = dom.vifs.find((v) => v.devid === existing.secondary.devid);
+        if (secondary) {
+          log("prepare_reused", { migration: existing.migrationId, vm, moa: existing.moa });
+          return { kind: "prepared", migrationId: existing.migrationId, site: site.name, moa: existing.moa, secondary, reused: true };
+        }
+      }
+    }
+    if (existing) await this.abort(vm);
+
+    const { secondary } = this.vifsOf(vm, dom);
+    const id = options.migrationId ?? newMigrationId(this.p.now());
+    const record: VmState = {
+      migrationId: id,
+      phase: "preparing",
+      site: site.name,
+      destination,
+      domid: dom.domid,
+      secondary: { devid: secondary.devid, ifname: secondary.ifname, mac: secondary.mac },
+      startedAt: new Date(this.p.now()).toISOString(),
+    };
+    // Record first: whatever happens next, abort knows what to undo.
+    await state.update((s) => ({ state: this.withUser(this.withVm(s, vm, record), site, vm), result: undefined }));
+    log("prepare_started", { migration: id, vm, site: site.name, secondary: secondary.ifname });
+    try {
+      await this.ensureStaging(site);
+      await apply(netlink, planAttach(secondary.ifname, stagingBridge(site.name)));
+      await channel.remove(dom.domid, KEYS.answer);
+      await channel.write(
+        dom.domid,
+        KEYS.request,
+        encodeMessage({
+          v: 1,
+          kind: "prepare",
+          id,
+          site: site.name,
+          prefix: site.prefix,
+          gateway: site.gateway,
+          secondaryMac: secondary.mac,
+          timeoutMs,
+        }),
+      );
+      const text = await channel.waitFor(
+        dom.domid,
+        KEYS.answer,
+        (t) => {
+          const a = parseAnswer(t);
+          return !a.ok || a.value.id === id;
+        },
+        timeoutMs,
+      );
+      if (text === undefined) {
+        throw new PrepareError("silent", `the guest agent in ${vm} did not answer within ${timeoutMs} ms; is xenroam-agent running there?`);
+      }
+      const answer = parseAnswer(text);
+      if (!answer.ok) throw new PrepareError("malformed", `refused the guest's answer: ${answer.reason}`);
+      if (answer.value.status === "error") throw new PrepareError("refused", `${vm} could not prepare: ${answer.value.reason}`);
+      if (answer.value.status !== "prepared") throw new PrepareError("refused", `${vm} answered ${answer.value.status}`);
+      const moa = answer.value.moa;
+      await state.update((s) => ({ state: this.withVm(s, vm, { ...record, phase: "prepared", moa }), result: undefined }));
+      log("prepared", { migration: id, vm, moa, site: site.name });
+      return { kind: "prepared", migrationId: id, site: site.name, moa, secondary, reused: false };
+    } catch (err) {
+      log("prepare_failed", { migration: id, vm, error: (err as Error).message });
+      await this.abort(vm);
+      throw err;
+    }
+  }
+
+  /** Undoes a preparation: the guest is told, the secondary goes back to parking, staging is released. */
+  async abort(vm: string): Promise<boolean> {
+    const { state, channel, netlink, log } = this.p;
+    const rec = (await state.read()).vms[vm];
+    if (!rec) return false;
+    await channel
+      .write(rec.domid, KEYS.request, encodeMessage({ v: 1, kind: "abort", id: rec.migrationId }))
+      .catch((err: unknown) => log("abort_notify_failed", { migration: rec.migrationId, error: String(err) }));
+    const vif = await netlink.link(rec.secondary.ifname);
+    if (vif) {
+      await netlink.setBridgePort(rec.secondary.ifname, { isolated: false }).catch(() => {});
+      await apply(netlink, planDetach(rec.secondary.ifname, this.p.bridges.parking));
+    }
+    await this.releaseStaging(rec.site, vm);
+    await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
+    log("aborted", { migration: rec.migrationId, vm });
+    return true;
+  }
+
+  /** Prepare (or reuse a preparation), migrate with the attachments swapped, clean up the source. */
+  async migrate(
+    vm: string,
+    destination: string,
+    options: PrepareOptions & { readonly method?: boolean } = {},
+  ): Promise<MigrationReport> {
+    const { toolstack, state, log, now } = this.p;
+    const started = now();
+    const id = options.migrationId ?? newMigrationId(started);
+    const timeline: PhaseMark[] = [];
+    const mark = (phase: string) => {
+      timeline.push({ phase, atMs: now() - started });
+      log("phase", { migration: id, vm, phase, atMs: now() - started });
+    };
+    mark("start");
+    let prepared: PrepareResult | undefined;
+    let fallback: string | undefined;
+    if (options.method !== false) {
+      try {
+        prepared = await this.prepare(vm, destination, { ...options, migrationId: id });
+        mark(prepared.kind === "prepared" ? "guest-prepared" : "same-site");
+      } catch (err) {
+        if (!(err instanceof PrepareError)) throw err;
+        fallback = err.message;
+        log("fallback_plain_migration", { migration: id, vm, reason: err.message });
+        mark("fallback");
+      }
+    }
+    const migrationId = prepared?.kind === "prepared" ? prepared.migrationId : id;
+    const dom = await this.domain(vm);
+    const staged = prepared?.kind === "prepared" ? prepared : undefined;
+    const useMethod = staged !== undefined;
+    const bridges: Record<number, string> = {};
+    for (const v of dom.vifs) {
+      const real = v.bridge === this.p.bridges.real;
+      // Step 3: the secondary lands on the real bridge, the primary on the parking one.
+      bridges[v.devid] = staged
+        ? v.devid === staged.secondary.devid
+          ? this.p.bridges.real
+          : this.p.bridges.parking
+        : real
+          ? v.bridge
+          : this.p.bridges.parking;
+    }
+    if (useMethod) {
+      await state.update((s) => {
+        const rec = s.vms[vm];
+        return { state: rec ? this.withVm(s, vm, { ...rec, phase: "migrating" }) : s, result: undefined };
+      });
+    }
+    let arrived: DomainInfo;
+    try {
+      arrived = await toolstack.migrate(vm, destination, {
+        migrationId,
+        bridges,
+        guestWrites: useMethod ? { [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) } : {},
+        mark,
+      });
+    } catch (err) {
+      log("migrate_failed", { migration: migrationId, vm, error: (err as Error).message });
+      if (useMethod) await this.abort(vm);
+      throw err;
+    }
+    mark("running-on-destination");
+    if (staged) {
+      // The secondary left the staging bridge with the VM; only now may radvd send its goodbye RA.
+      await this.releaseStaging(staged.site, vm);
+      await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
+      mark("source-cleaned");
+    }
+    return {
+      migrationId,
+      vm,
+      from: this.p.host,
+      to: destination,
+      method: useMethod ? "dual-interface" : "plain",
+      ...(fallback ? { fallback } : {}),
+      ...(staged ? { moa: staged.moa } : {}),
+      domid: arrived.domid,
+      timeline,
+    };
+  }
+
+  async status(): Promise<HostState> {
+    return this.p.state.read();
+  }
+
+  private async ensureStaging(site: Site): Promise<void> {
+    const { netlink, radvd, state, log } = this.p;
+    const bridge = stagingBridge(site.name);
+    if (!(await netlink.link(bridge))) {
+      await apply(netlink, planStagingBridge(site));
+      log("staging_bridge_created", { bridge, gateway: site.gateway.linkLocal, mac: site.gateway.mac });
+    }
+    const current = (await state.read()).staging[site.name];
+    if (current?.radvd && radvd.running(current.radvd)) return;
+    const ref = await radvd.start(bridge, renderRadvdConf([radvdFor(site)]));
+    await state.update((s) => {
+      const st = s.staging[site.name] ?? { bridge, users: [] };
+      return { state: { ...s, staging: { ...s.staging, [site.name]: { ...st, radvd: ref } } }, result: undefined };
+    });
+    log("radvd_started", { bridge, pid: ref.pid, prefix: site.prefix });
+  }
+
+  /** Drops one user of a staging bridge; the last one out stops radvd, then removes the bridge. */
+  private async releaseStaging(siteName: string, vm: string): Promise<void> {
+    const { netlink, radvd, state, log } = this.p;
+    const last = await state.update((s) => {
+      const st = s.staging[siteName];
+      if (!st) return { state: s, result: undefined };
+      const users = st.users.filter((u) => u !== vm);
+      if (users.length > 0) return { state: { ...s, staging: { ...s.staging, [siteName]: { ...st, users } } }, result: undefined };
+      const { [siteName]: _gone, ...rest } = s.staging;
+      return { state: { ...s, staging: rest }, result: st };
+    });
+    if (!last) return;
+    if (last.radvd) await radvd.stop(last.radvd);
+    if (await netlink.link(last.bridge)) await netlink.deleteLink(last.bridge);
+    log("staging_removed", { bridge: last.bridge });
+  }
+
+  private withVm(s: HostState, vm: string, rec: VmState): HostState {
+    return { ...s, vms: { ...s.vms, [vm]: rec } };
+  }
+
+  private withoutVm(s: HostState, vm: string): HostState {
+    const { [vm]: _gone, ...vms } = s.vms;
+    return { ...s, vms };
+  }
+
+  private withUser(s: HostState, site: Site, vm: string): HostState {
+    const st = s.staging[site.name] ?? { bridge: stagingBridge(site.name), users: [] };
+    const users = st.users.includes(vm) ? st.users : [...st.users, vm];
+    return { ...s, staging: { ...s.staging, [site.name]: { ...st, users } } };
+  }
+}

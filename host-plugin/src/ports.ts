@@ -1,0 +1,72 @@
+// The host plugin's ports: everything outside the core, each with a real adapter and a fake.
+
+import type { Netlink } from "@xenroam/netlink";
+import type { Toolstack } from "@xenroam/protocol";
+import type { SiteDirectory } from "./sites.js";
+
+/** Dom0's side of the guest channel: keys under a domain's xenroam directory. */
+export interface Dom0Channel {
+  read(domid: number, key: string): Promise<string | undefined>;
+  write(domid: number, key: string, value: string): Promise<void>;
+  remove(domid: number, key: string): Promise<void>;
+  /** Resolves with the key's value once `accept` takes it, or undefined when the deadline passes. */
+  waitFor(domid: number, key: string, accept: (value: string) => boolean, timeoutMs: number): Promise<string | undefined>;
+}
+
+/** An opaque handle on a process the plugin started (PID plus start time). */
+export interface ProcessRef {
+  readonly pid: number;
+  readonly startTime: number;
+}
+
+/** radvd, one process per staging bridge. The only thing in the plugin that starts radvd. */
+export interface RadvdControl {
+  start(name: string, config: string): Promise<ProcessRef>;
+  stop(ref: ProcessRef): Promise<void>;
+  running(ref: ProcessRef): boolean;
+}
+
+export interface StagingState {
+  readonly bridge: string;
+  readonly users: readonly string[];
+  readonly radvd?: ProcessRef;
+}
+
+export interface VmState {
+  readonly migrationId: string;
+  readonly phase: "preparing" | "prepared" | "migrating";
+  readonly site: string;
+  readonly destination: string;
+  readonly domid: number;
+  readonly secondary: { readonly devid: number; readonly ifname: string; readonly mac: string };
+  readonly moa?: string;
+  readonly startedAt: string;
+}
+
+export interface HostState {
+  readonly staging: Readonly<Record<string, StagingState>>;
+  readonly vms: Readonly<Record<string, VmState>>;
+}
+
+export const EMPTY_STATE: HostState = { staging: {}, vms: {} };
+
+/** Host-local state, read and changed under a lock so concurrent commands do not trample each other. */
+export interface StateStore {
+  read(): Promise<HostState>;
+  update<T>(fn: (s: HostState) => { state: HostState; result: T }): Promise<T>;
+}
+
+export type Log = (event: string, fields?: Record<string, unknown>) => void;
+
+export interface HostPorts {
+  readonly host: string;
+  readonly bridges: { readonly real: string; readonly parking: string };
+  readonly netlink: Netlink;
+  readonly radvd: RadvdControl;
+  readonly channel: Dom0Channel;
+  readonly toolstack: Toolstack;
+  readonly sites: SiteDirectory;
+  readonly state: StateStore;
+  readonly log: Log;
+  readonly now: () => number;
+}

@@ -1,0 +1,93 @@
+// Site data: which site each host is in, and each site's prefix and gateway (link-local and MAC). A file
+// validated with clear errors; the control server will serve the same data behind the same port.
+
+import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
+import { z } from "zod";
+
+export interface Site {
+  readonly name: string;
+  readonly prefix: string;
+  readonly gateway: { readonly linkLocal: string; readonly mac: string };
+  /** RA intervals radvd uses on this site's staging bridges. */
+  readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
+}
+
+export interface SiteDirectory {
+  siteOfHost(host: string): Site;
+  hosts(): readonly string[];
+}
+
+export class SitesError extends Error {
+  override readonly name = "SitesError";
+}
+
+const name = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, "must be 1-12 characters: a-z, 0-9, -");
+const text = <T>(fn: (s: string) => T) =>
+  z.string().transform((s, ctx) => {
+    try {
+      return fn(s);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+const schema = z.strictObject({
+  sites: z
+    .array(
+      z.strictObject({
+        name,
+        prefix: text((s) => {
+          const p = parsePrefix(s);
+          if (p.length !== 64) throw new Error(`${s} must be a /64`);
+          return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
+        }),
+        gateway: z.strictObject({
+          linkLocal: text((s) => {
+            if (!isLinkLocal(parseIpv6(s))) throw new Error(`${s} is not link-local (fe80::/10)`);
+            return canonicalIpv6(s);
+          }),
+          mac: text(canonicalMac),
+        }),
+        ra: z
+          .strictObject({ minIntervalMs: z.number().min(30), maxIntervalMs: z.number().min(70) })
+          .default({ minIntervalMs: 30, maxIntervalMs: 70 }),
+      }),
+    )
+    .min(1),
+  hosts: z.array(z.strictObject({ name: z.string().min(1).max(64), site: name, address: text(canonicalIpv6).optional() })).min(1),
+});
+
+export type SitesFile = z.input<typeof schema>;
+
+export function parseSites(value: unknown, source = "sites file"): SiteDirectory {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    throw new SitesError(
+      `${source} is not valid:\n${r.error.issues.map((i) => `  - ${i.path.join(".") || "(top)"}: ${i.message}`).join("\n")}`,
+    );
+  }
+  const problems: string[] = [];
+  const sites = new Map(r.data.sites.map((s) => [s.name, s]));
+  if (sites.size !== r.data.sites.length) problems.push("site names must be unique");
+  const hosts = new Map<string, Site>();
+  for (const h of r.data.hosts) {
+    const site = sites.get(h.site);
+    if (!site) problems.push(`host ${h.name}: no site named "${h.site}"`);
+    else {
+      if (h.address && !prefixContains(parsePrefix(site.prefix), parseIpv6(h.address))) {
+        problems.push(`host ${h.name}: address ${h.address} is outside site ${site.name}'s ${site.prefix}`);
+      }
+      hosts.set(h.name, site);
+    }
+  }
+  if (problems.length > 0) throw new SitesError(`${source} is not valid:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  return {
+    siteOfHost(host) {
+      const s = hosts.get(host);
+      if (!s) throw new SitesError(`host "${host}" is not in ${source} (hosts: ${[...hosts.keys()].join(", ")})`);
+      return s;
+    },
+    hosts: () => [...hosts.keys()],
+  };
+}

@@ -1,0 +1,43 @@
+// Plans for staging bridges (step 1): one per destination site, shared by every VM headed there. The bridge
+// impersonates that site's gateway — its link-local address and its MAC — and radvd on it advertises the
+// site's prefix. Ports are isolated so guests never see each other's preparation. Pure.
+
+import type { RadvdInterface } from "@xenroam/core";
+import type { NetOp } from "./ops.js";
+import type { Site } from "./sites.js";
+
+export const stagingBridge = (site: string) => `xr-${site}`;
+
+export function planStagingBridge(site: Site, mtu?: number): NetOp[] {
+  const br = stagingBridge(site.name);
+  return [
+    { op: "createBridge", name: br, options: { mac: site.gateway.mac, multicastSnooping: false, ...(mtu ? { mtu } : {}) } },
+    // Only the gateway's link-local: RAs must come from exactly the address the guest will keep using.
+    { op: "writeSysctl", ifname: br, key: "addr_gen_mode", value: 1 },
+    { op: "writeSysctl", ifname: br, key: "accept_dad", value: 0 },
+    { op: "writeSysctl", ifname: br, key: "accept_ra", value: 0 },
+    { op: "setLink", name: br, change: { up: true } },
+    { op: "addAddress", name: br, cidr: `${site.gateway.linkLocal}/64`, options: { nodad: true } },
+  ];
+}
+
+export function planAttach(vif: string, bridge: string): NetOp[] {
+  return [
+    { op: "setLink", name: vif, change: { master: bridge, up: true } },
+    { op: "setBridgePort", name: vif, change: { isolated: true } },
+  ];
+}
+
+export function planDetach(vif: string, parking: string): NetOp[] {
+  return [{ op: "setLink", name: vif, change: { master: parking } }];
+}
+
+export function radvdFor(site: Site): RadvdInterface {
+  return {
+    ifname: stagingBridge(site.name),
+    prefix: site.prefix,
+    minIntervalMs: site.ra.minIntervalMs,
+    maxIntervalMs: site.ra.maxIntervalMs,
+    sourceLinkLocal: site.gateway.linkLocal,
+  };
+}
