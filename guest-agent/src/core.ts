@@ -166,6 +166,8 @@ export class Agent {
         ["autoconf", 1],
         ["accept_ra_pinfo", 1],
         ["accept_ra_defrtr", 0],
+        // DAD on the isolated staging bridge proves nothing about the destination segment (and costs 1 s).
+        ["accept_dad", 0],
         ["router_solicitations", 3],
         ["router_solicitation_interval", 1],
       ] as const) {
@@ -174,9 +176,17 @@ export class Agent {
       await netlink.setLink(dev, { up: true });
       await this.replaceDefault(dev, request.gateway.linkLocal, STANDBY_METRIC);
       const moa = formatIpv6(slaacAddress(parsePrefix(request.prefix), request.secondaryMac));
-      await netlink.waitAddress(dev, moa, { timeoutMs: Math.max(100, request.timeoutMs - (Date.now() - started)) });
+      await netlink.waitAddress(dev, moa, {
+        timeoutMs: Math.max(100, request.timeoutMs - (Date.now() - started)),
+      });
       await this.answer({ v: 1, id: request.id, status: "prepared", moa, ifname: dev });
-      await this.setStatus({ v: 1, phase: "prepared", id: request.id, primary: primary.name, secondary: dev });
+      await this.setStatus({
+        v: 1,
+        phase: "prepared",
+        id: request.id,
+        primary: primary.name,
+        secondary: dev,
+      });
       log("prepared", { migration: request.id, moa, ifname: dev, ms: Date.now() - started });
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
@@ -194,15 +204,18 @@ export class Agent {
     const oldPrimary = primary.name === newPrimary ? undefined : primary.name;
     log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
     await this.setStatus({ v: 1, phase: "switching", id: request.id });
-    // The new primary's route first, so there is never a moment with no default route.
-    await this.replaceDefault(newPrimary, request.gateway.linkLocal, PRIMARY_METRIC);
+    // The old primary goes first: its vif sits on the parking bridge now, so every packet it takes is lost.
+    // The new primary's standby route (prepared in step 2) carries traffic from this moment on. The kernel
+    // refuses two default routes with one metric, so the primary metric moves only after the old one is gone.
     if (oldPrimary) {
       await netlink.setLink(oldPrimary, { up: false });
       for (const r of await netlink.routes({ dev: oldPrimary })) {
-        if (r.dst === "default") await netlink.deleteRoute({ dst: "default", dev: oldPrimary, metric: r.metric }).catch(() => {});
+        if (r.dst === "default")
+          await netlink.deleteRoute({ dst: "default", dev: oldPrimary, metric: r.metric }).catch(() => {});
       }
       await netlink.writeSysctl(oldPrimary, "accept_ra_defrtr", 0);
     }
+    await this.replaceDefault(newPrimary, request.gateway.linkLocal, PRIMARY_METRIC);
     for (const r of await netlink.routes({ dev: newPrimary })) {
       if (r.dst === "default" && r.metric !== PRIMARY_METRIC) {
         await netlink.deleteRoute({ dst: "default", dev: newPrimary, metric: r.metric }).catch(() => {});
@@ -215,7 +228,12 @@ export class Agent {
       primary: newPrimary,
       ...(oldPrimary ? { secondary: oldPrimary } : {}),
     });
-    log("switched", { migration: request.id, primary: newPrimary, secondary: oldPrimary, ms: Date.now() - started });
+    log("switched", {
+      migration: request.id,
+      primary: newPrimary,
+      secondary: oldPrimary,
+      ms: Date.now() - started,
+    });
   }
 
   private async abort(id: string, status: AgentStatus): Promise<void> {
@@ -224,7 +242,8 @@ export class Agent {
     if (dev && (await netlink.link(dev))) {
       await netlink.setLink(dev, { up: false });
       for (const r of await netlink.routes({ dev })) {
-        if (r.dst === "default") await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
+        if (r.dst === "default")
+          await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
       }
     }
     await this.answer({ v: 1, id, status: "aborted" });
@@ -242,7 +261,8 @@ export class Agent {
     const routes = await netlink.routes({ dev });
     if (routes.some((r) => r.dst === "default" && r.metric === metric && r.gateway === gateway)) return;
     for (const r of routes) {
-      if (r.dst === "default" && r.metric === metric) await netlink.deleteRoute({ dst: "default", dev, metric });
+      if (r.dst === "default" && r.metric === metric)
+        await netlink.deleteRoute({ dst: "default", dev, metric });
     }
     await netlink.addRoute({ dst: "default", gateway, dev, metric });
   }

@@ -9,7 +9,9 @@ import { GUEST_DEVICE, XenstoreClient } from "@xenroam/xenstore";
 import { Agent, type GuestChannel, type Log } from "./core.js";
 
 const log: Log = (event, fields = {}) =>
-  process.stdout.write(`${JSON.stringify({ ts: new Date().toISOString(), component: "xenroam-agent", event, ...fields })}\n`);
+  process.stdout.write(
+    `${JSON.stringify({ ts: new Date().toISOString(), component: "xenroam-agent", event, ...fields })}\n`,
+  );
 
 /** The guest channel over xenstore; read/write fail while the connection is being re-established. */
 class XenstoreChannel implements GuestChannel {
@@ -34,7 +36,9 @@ const program = new Command("xenroam-agent")
       "has arrived, it makes the secondary the primary. Talks to Dom0 only through xenstore.",
   )
   .option("--xenstore <path>", "xenbus device or xenstored socket", GUEST_DEVICE)
-  .addOption(new Option("--channel <toolstack>", "where Dom0 writes requests").choices(["xl", "xapi"]).default("xl"))
+  .addOption(
+    new Option("--channel <toolstack>", "where Dom0 writes requests").choices(["xl", "xapi"]).default("xl"),
+  )
   .addHelpText("after", "\nExample (in a DomU, as root):\n  xenroam-agent --channel xl\n");
 
 async function main(): Promise<void> {
@@ -48,8 +52,13 @@ async function main(): Promise<void> {
   const channel = new XenstoreChannel(dir);
   const agent = new Agent({ netlink, channel, log });
   const stop = new AbortController();
-  const kick = (reason: string) =>
-    void agent.converge(reason).catch((err: unknown) => log("converge_failed", { reason, error: String(err) }));
+  const kick = (reason: string) => {
+    // While xenstore reconnects there is nothing to read; the reconnection's own watch event will kick.
+    if (!channel.client) return;
+    void agent
+      .converge(reason)
+      .catch((err: unknown) => log("converge_failed", { reason, error: String(err) }));
+  };
 
   // A carrier change on a NIC is a hint that the VM moved: re-read the channel now. Never acted on alone.
   void (async () => {
@@ -65,7 +74,8 @@ async function main(): Promise<void> {
     try {
       client = await XenstoreClient.connect(opts.xenstore);
     } catch (err) {
-      if (delay === 5 || delay >= 500) log("xenstore_unavailable", { error: (err as Error).message, retryMs: delay });
+      if (delay === 5 || delay >= 500)
+        log("xenstore_unavailable", { error: (err as Error).message, retryMs: delay });
       await new Promise((r) => setTimeout(r, delay));
       delay = Math.min(500, delay * 2);
       continue;

@@ -53,6 +53,8 @@ export interface MigrationReport {
   readonly fallback?: string;
   readonly moa?: string;
   readonly domid: number;
+  /** How long the toolstack kept the VM paused, when it knows. */
+  readonly pausedMs?: number;
   readonly timeline: readonly PhaseMark[];
 }
 
@@ -77,7 +79,9 @@ export class Engine {
   private async domain(vm: string): Promise<DomainInfo> {
     const dom = await this.p.toolstack.domain(vm);
     if (dom.host !== this.p.host) {
-      throw new PluginError(`${vm} runs on ${dom.host}, not on this host (${this.p.host}); run xenroam there`);
+      throw new PluginError(
+        `${vm} runs on ${dom.host}, not on this host (${this.p.host}); run xenroam there`,
+      );
     }
     return dom;
   }
@@ -85,7 +89,8 @@ export class Engine {
   private vifsOf(vm: string, dom: DomainInfo): { primary: VifInfo; secondary: VifInfo } {
     const { real, parking } = this.p.bridges;
     const primary = dom.vifs.find((v) => v.bridge === real);
-    const secondary = dom.vifs.find((v) => v.bridge === parking) ?? dom.vifs.find((v) => v.bridge.startsWith("xr-"));
+    const secondary =
+      dom.vifs.find((v) => v.bridge === parking) ?? dom.vifs.find((v) => v.bridge.startsWith("xr-"));
     if (!primary || !secondary) {
       throw new PluginError(
         `${vm} needs two vifs, one on ${real} and one on ${parking} (it has: ${dom.vifs.map((v) => `${v.ifname} on ${v.bridge}`).join(", ") || "none"}). ` +
@@ -105,13 +110,25 @@ export class Engine {
     const timeoutMs = options.timeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS;
 
     const existing = (await state.read()).vms[vm];
-    if (existing?.phase === "prepared" && existing.site === site.name && existing.domid === dom.domid && existing.moa) {
+    if (
+      existing?.phase === "prepared" &&
+      existing.site === site.name &&
+      existing.domid === dom.domid &&
+      existing.moa
+    ) {
       const answer = parseAnswer((await channel.read(dom.domid, KEYS.answer)) ?? "");
       if (answer.ok && answer.value.id === existing.migrationId && answer.value.status === "prepared") {
         const secondary = dom.vifs.find((v) => v.devid === existing.secondary.devid);
         if (secondary) {
           log("prepare_reused", { migration: existing.migrationId, vm, moa: existing.moa });
-          return { kind: "prepared", migrationId: existing.migrationId, site: site.name, moa: existing.moa, secondary, reused: true };
+          return {
+            kind: "prepared",
+            migrationId: existing.migrationId,
+            site: site.name,
+            moa: existing.moa,
+            secondary,
+            reused: true,
+          };
         }
       }
     }
@@ -129,7 +146,10 @@ export class Engine {
       startedAt: new Date(this.p.now()).toISOString(),
     };
     // Record first: whatever happens next, abort knows what to undo.
-    await state.update((s) => ({ state: this.withUser(this.withVm(s, vm, record), site, vm), result: undefined }));
+    await state.update((s) => ({
+      state: this.withUser(this.withVm(s, vm, record), site, vm),
+      result: undefined,
+    }));
     log("prepare_started", { migration: id, vm, site: site.name, secondary: secondary.ifname });
     try {
       await this.ensureStaging(site);
@@ -159,14 +179,22 @@ export class Engine {
         timeoutMs,
       );
       if (text === undefined) {
-        throw new PrepareError("silent", `the guest agent in ${vm} did not answer within ${timeoutMs} ms; is xenroam-agent running there?`);
+        throw new PrepareError(
+          "silent",
+          `the guest agent in ${vm} did not answer within ${timeoutMs} ms; is xenroam-agent running there?`,
+        );
       }
       const answer = parseAnswer(text);
       if (!answer.ok) throw new PrepareError("malformed", `refused the guest's answer: ${answer.reason}`);
-      if (answer.value.status === "error") throw new PrepareError("refused", `${vm} could not prepare: ${answer.value.reason}`);
-      if (answer.value.status !== "prepared") throw new PrepareError("refused", `${vm} answered ${answer.value.status}`);
+      if (answer.value.status === "error")
+        throw new PrepareError("refused", `${vm} could not prepare: ${answer.value.reason}`);
+      if (answer.value.status !== "prepared")
+        throw new PrepareError("refused", `${vm} answered ${answer.value.status}`);
       const moa = answer.value.moa;
-      await state.update((s) => ({ state: this.withVm(s, vm, { ...record, phase: "prepared", moa }), result: undefined }));
+      await state.update((s) => ({
+        state: this.withVm(s, vm, { ...record, phase: "prepared", moa }),
+        result: undefined,
+      }));
       log("prepared", { migration: id, vm, moa, site: site.name });
       return { kind: "prepared", migrationId: id, site: site.name, moa, secondary, reused: false };
     } catch (err) {
@@ -183,7 +211,9 @@ export class Engine {
     if (!rec) return false;
     await channel
       .write(rec.domid, KEYS.request, encodeMessage({ v: 1, kind: "abort", id: rec.migrationId }))
-      .catch((err: unknown) => log("abort_notify_failed", { migration: rec.migrationId, error: String(err) }));
+      .catch((err: unknown) =>
+        log("abort_notify_failed", { migration: rec.migrationId, error: String(err) }),
+      );
     const vif = await netlink.link(rec.secondary.ifname);
     if (vif) {
       await netlink.setBridgePort(rec.secondary.ifname, { isolated: false }).catch(() => {});
@@ -250,7 +280,9 @@ export class Engine {
       arrived = await toolstack.migrate(vm, destination, {
         migrationId,
         bridges,
-        guestWrites: useMethod ? { [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) } : {},
+        guestWrites: useMethod
+          ? { [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
+          : {},
         mark,
       });
     } catch (err) {
@@ -274,6 +306,7 @@ export class Engine {
       ...(fallback ? { fallback } : {}),
       ...(staged ? { moa: staged.moa } : {}),
       domid: arrived.domid,
+      ...(arrived.pausedMs !== undefined ? { pausedMs: arrived.pausedMs } : {}),
       timeline,
     };
   }
@@ -294,7 +327,10 @@ export class Engine {
     const ref = await radvd.start(bridge, renderRadvdConf([radvdFor(site)]));
     await state.update((s) => {
       const st = s.staging[site.name] ?? { bridge, users: [] };
-      return { state: { ...s, staging: { ...s.staging, [site.name]: { ...st, radvd: ref } } }, result: undefined };
+      return {
+        state: { ...s, staging: { ...s.staging, [site.name]: { ...st, radvd: ref } } },
+        result: undefined,
+      };
     });
     log("radvd_started", { bridge, pid: ref.pid, prefix: site.prefix });
   }
@@ -306,7 +342,11 @@ export class Engine {
       const st = s.staging[siteName];
       if (!st) return { state: s, result: undefined };
       const users = st.users.filter((u) => u !== vm);
-      if (users.length > 0) return { state: { ...s, staging: { ...s.staging, [siteName]: { ...st, users } } }, result: undefined };
+      if (users.length > 0)
+        return {
+          state: { ...s, staging: { ...s.staging, [siteName]: { ...st, users } } },
+          result: undefined,
+        };
       const { [siteName]: _gone, ...rest } = s.staging;
       return { state: { ...s, staging: rest }, result: st };
     });

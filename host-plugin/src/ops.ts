@@ -1,15 +1,31 @@
 // Network operations as data, applied in order through the Netlink port. Plans are compared as the
 // `ip`-style text FakeNetlink records.
 
-import type { AddAddressOptions, BridgeOptions, BridgePortChange, LinkChange, Netlink } from "@xenroam/netlink";
+import type {
+  AddAddressOptions,
+  BridgeOptions,
+  BridgePortChange,
+  LinkChange,
+  Netlink,
+} from "@xenroam/netlink";
 
 export type NetOp =
   | { readonly op: "createBridge"; readonly name: string; readonly options: BridgeOptions }
   | { readonly op: "deleteLink"; readonly name: string }
   | { readonly op: "setLink"; readonly name: string; readonly change: LinkChange }
   | { readonly op: "setBridgePort"; readonly name: string; readonly change: BridgePortChange }
-  | { readonly op: "addAddress"; readonly name: string; readonly cidr: string; readonly options: AddAddressOptions }
-  | { readonly op: "writeSysctl"; readonly ifname: string; readonly key: string; readonly value: string | number };
+  | {
+      readonly op: "addAddress";
+      readonly name: string;
+      readonly cidr: string;
+      readonly options: AddAddressOptions;
+    }
+  | {
+      readonly op: "writeSysctl";
+      readonly ifname: string;
+      readonly key: string;
+      readonly value: string | number;
+    };
 
 export async function apply(netlink: Netlink, ops: readonly NetOp[]): Promise<void> {
   for (const o of ops) {

@@ -10,7 +10,12 @@ export interface Dom0Channel {
   write(domid: number, key: string, value: string): Promise<void>;
   remove(domid: number, key: string): Promise<void>;
   /** Resolves with the key's value once `accept` takes it, or undefined when the deadline passes. */
-  waitFor(domid: number, key: string, accept: (value: string) => boolean, timeoutMs: number): Promise<string | undefined>;
+  waitFor(
+    domid: number,
+    key: string,
+    accept: (value: string) => boolean,
+    timeoutMs: number,
+  ): Promise<string | undefined>;
 }
 
 /** An opaque handle on a process the plugin started (PID plus start time). */

@@ -1,7 +1,14 @@
 // Site data: which site each host is in, and each site's prefix and gateway (link-local and MAC). A file
 // validated with clear errors; the control server will serve the same data behind the same port.
 
-import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
+import {
+  canonicalIpv6,
+  canonicalMac,
+  isLinkLocal,
+  parseIpv6,
+  parsePrefix,
+  prefixContains,
+} from "@xenroam/core";
 import { z } from "zod";
 
 export interface Site {
@@ -55,7 +62,15 @@ const schema = z.strictObject({
       }),
     )
     .min(1),
-  hosts: z.array(z.strictObject({ name: z.string().min(1).max(64), site: name, address: text(canonicalIpv6).optional() })).min(1),
+  hosts: z
+    .array(
+      z.strictObject({
+        name: z.string().min(1).max(64),
+        site: name,
+        address: text(canonicalIpv6).optional(),
+      }),
+    )
+    .min(1),
 });
 
 export type SitesFile = z.input<typeof schema>;
@@ -81,11 +96,13 @@ export function parseSites(value: unknown, source = "sites file"): SiteDirectory
       hosts.set(h.name, site);
     }
   }
-  if (problems.length > 0) throw new SitesError(`${source} is not valid:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  if (problems.length > 0)
+    throw new SitesError(`${source} is not valid:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
   return {
     siteOfHost(host) {
       const s = hosts.get(host);
-      if (!s) throw new SitesError(`host "${host}" is not in ${source} (hosts: ${[...hosts.keys()].join(", ")})`);
+      if (!s)
+        throw new SitesError(`host "${host}" is not in ${source} (hosts: ${[...hosts.keys()].join(", ")})`);
       return s;
     },
     hosts: () => [...hosts.keys()],

@@ -11,7 +11,11 @@ export const stagingBridge = (site: string) => `xr-${site}`;
 export function planStagingBridge(site: Site, mtu?: number): NetOp[] {
   const br = stagingBridge(site.name);
   return [
-    { op: "createBridge", name: br, options: { mac: site.gateway.mac, multicastSnooping: false, ...(mtu ? { mtu } : {}) } },
+    {
+      op: "createBridge",
+      name: br,
+      options: { mac: site.gateway.mac, multicastSnooping: false, ...(mtu ? { mtu } : {}) },
+    },
     // Only the gateway's link-local: RAs must come from exactly the address the guest will keep using.
     { op: "writeSysctl", ifname: br, key: "addr_gen_mode", value: 1 },
     { op: "writeSysctl", ifname: br, key: "accept_dad", value: 0 },

@@ -5,3 +5,4 @@ export * from "./netns.js";
 export * from "./plan.js";
 export * from "./system.js";
 export * from "./topology.js";
+export * from "./toolstack.js";

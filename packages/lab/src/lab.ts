@@ -8,11 +8,12 @@ import {
   mkdirSync,
   openSync,
   readFileSync,
+  realpathSync,
   renameSync,
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { renderRadvdConf } from "@xenroam/core";
 import { createNetlink } from "@xenroam/netlink";
@@ -30,7 +31,21 @@ import {
   type ProcessId,
   stopProcess,
 } from "./system.js";
+import { writeVmLocation } from "./toolstack.js";
 import { parseTopology, type Topology } from "./topology.js";
+
+/** The host plugin's sites file for this lab: sites, gateways, and which host is where. */
+export function sitesFileOf(t: Topology) {
+  return {
+    sites: t.sites.map((s) => ({
+      name: s.name,
+      prefix: s.prefix,
+      gateway: s.gateway,
+      ra: { minIntervalMs: 30, maxIntervalMs: 70 },
+    })),
+    hosts: t.hosts.map((h) => ({ name: h.name, site: h.site, address: h.address })),
+  };
+}
 
 export const DEFAULT_STATE_ROOT = "/run/xenroam-lab";
 const STATE_FILE = "state.json";
@@ -46,6 +61,8 @@ export interface LabOptions {
   readonly progress?: (line: string) => void;
   /** down only: with no readable state, remove every namespace named "<name>-*" and what runs in it. */
   readonly force?: boolean;
+  /** up only: the guest agent's command ([node, script]); found in the workspace by default; false for none. */
+  readonly guestAgent?: readonly string[] | false;
 }
 
 export interface LabState {
@@ -100,8 +117,33 @@ function readSupervisor(stateDir: string): SupervisorState | undefined {
 const XENSTORED_MAIN = fileURLToPath(new URL("./main.js", import.meta.resolve("@xenroam/xenstore")));
 const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
-export function servicesOf(plan: LabPlan, stateDir: string): ServiceSpec[] {
+/**
+ * A command of this checkout's workspace (node_modules/.bin/NAME) as [node, script], found without importing
+ * the app (packages never import the apps); undefined when it is not installed.
+ */
+export function findWorkspaceCommand(name: string): string[] | undefined {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (;;) {
+    const bin = join(dir, "node_modules", ".bin", name);
+    if (existsSync(bin)) return [process.execPath, realpathSync(bin)];
+    const up = dirname(dir);
+    if (up === dir) return undefined;
+    dir = up;
+  }
+}
+
+export function servicesOf(plan: LabPlan, stateDir: string, agent?: readonly string[]): ServiceSpec[] {
+  const guest = plan.xenstored.flatMap((x) => x.guests)[0];
   return [
+    ...(agent && guest
+      ? [
+          {
+            name: "xenroam-agent",
+            netns: plan.vmPrimary.netns,
+            argv: [...agent, "--xenstore", join(stateDir, guest.socket), "--channel", "xl"],
+          },
+        ]
+      : []),
     {
       name: "radvd",
       netns: plan.radvd.netns,
@@ -220,7 +262,19 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
 
     progress("starting the supervisor (radvd on the router, a xenstored per host)");
     writeFileSync(join(stateDir, "radvd.conf"), renderRadvdConf(plan.radvd.interfaces));
-    const services = servicesOf(plan, stateDir);
+    writeFileSync(join(stateDir, "sites.json"), JSON.stringify(sitesFileOf(topology), null, 2));
+    writeVmLocation(stateDir, {
+      vm: topology.vm.name,
+      host: topology.vm.host,
+      domid: topology.vm.domid,
+      nextDomid: topology.vm.domid + 1,
+    });
+    const agent =
+      options.guestAgent === false
+        ? undefined
+        : (options.guestAgent ?? findWorkspaceCommand("xenroam-agent"));
+    if (!agent) progress("no xenroam-agent in this workspace: the VM runs without the guest agent");
+    const services = servicesOf(plan, stateDir, agent);
     writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify(services, null, 2));
     const logFd = openSync(join(stateDir, "supervisor.log"), "a");
     const child = spawn(process.execPath, [LAB_MAIN, "supervise", "--state-dir", stateDir], {

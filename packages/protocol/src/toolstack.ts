@@ -15,6 +15,8 @@ export interface DomainInfo {
   readonly domid: number;
   readonly host: string;
   readonly vifs: readonly VifInfo[];
+  /** After a migration: how long the VM was paused, when the toolstack knows. */
+  readonly pausedMs?: number;
 }
 
 /** A named moment of a migration, milliseconds since the migration started. */

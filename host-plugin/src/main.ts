@@ -1,0 +1,218 @@
+#!/usr/bin/env node
+// xenroam: the Dom0 command. Builds the adapters (rtnetlink, xenstore, radvd, state file, toolstack) from
+// the command line and hands them to the engine. Human output on stdout; --log-json for JSON log lines.
+
+import { mkdirSync, readFileSync } from "node:fs";
+import { hostname } from "node:os";
+import { join } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { LabToolstack, readState as readLabState } from "@xenroam/lab";
+import { createNetlink } from "@xenroam/netlink";
+import { CHANNEL_DIR, type Toolstack } from "@xenroam/protocol";
+import { XenstoreClient } from "@xenroam/xenstore";
+import { createDom0Channel } from "./adapters/channel.js";
+import { createRadvdControl } from "./adapters/radvd.js";
+import { createStateStore } from "./adapters/state.js";
+import { Engine, type MigrationReport, PluginError, PrepareError } from "./engine.js";
+import type { Log } from "./ports.js";
+import { parseSites, type SiteDirectory, SitesError } from "./sites.js";
+
+interface GlobalOptions {
+  host?: string;
+  sites?: string;
+  stateDir?: string;
+  xenstore?: string;
+  toolstack: "xl" | "xapi" | "lab";
+  lab?: string;
+  logJson?: boolean;
+}
+
+class UsageError extends Error {}
+
+const positiveInt = (v: string) => {
+  const n = Number(v);
+  if (!Number.isInteger(n) || n <= 0)
+    throw new InvalidArgumentError("expected a positive whole number of milliseconds");
+  return n;
+};
+
+function makeLog(json: boolean): Log {
+  return (event, fields = {}) => {
+    if (json) {
+      process.stderr.write(
+        `${JSON.stringify({ ts: new Date().toISOString(), component: "xenroam", event, ...fields })}\n`,
+      );
+      return;
+    }
+    const detail = Object.entries(fields)
+      .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
+      .join(" ");
+    process.stderr.write(`xenroam: ${event}${detail ? ` ${detail}` : ""}\n`);
+  };
+}
+
+function loadSites(file: string): SiteDirectory {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(
+      `cannot read the sites file ${file}: ${(err as Error).message} (give one with --sites FILE)`,
+    );
+  }
+  try {
+    return parseSites(JSON.parse(text), file);
+  } catch (err) {
+    if (err instanceof SyntaxError) throw new UsageError(`${file} is not valid JSON: ${err.message}`);
+    throw err;
+  }
+}
+
+async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
+  let { host, sites, stateDir, xenstore } = opts;
+  let toolstack: Toolstack;
+  if (opts.toolstack === "lab" || opts.lab) {
+    const labDir = opts.lab ?? "/run/xenroam-lab/xr";
+    const lab = readLabState(labDir);
+    if (!lab) throw new UsageError(`no lab state in ${labDir}; start one with: xenroam-lab up`);
+    host ??= (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;
+    sites ??= join(labDir, "sites.json");
+    stateDir ??= join(labDir, `host-${host}`);
+    xenstore ??= join(labDir, `xs-${host}.sock`);
+    toolstack = new LabToolstack(labDir, lab.topology);
+  } else {
+    throw new UsageError(
+      `the ${opts.toolstack} toolstack adapter is not built yet; this version drives the namespace lab (--lab DIR)`,
+    );
+  }
+  host ??= hostname();
+  stateDir ??= "/run/xenroam";
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const siteDir = loadSites(sites ?? "/etc/xenroam/sites.json");
+  const xs = await XenstoreClient.connect(xenstore);
+  const netlink = createNetlink();
+  try {
+    const engine = new Engine({
+      host,
+      bridges: { real: "xenbr0", parking: "xrpark0" },
+      netlink,
+      radvd: createRadvdControl(stateDir),
+      channel: createDom0Channel(xs, CHANNEL_DIR.xl),
+      toolstack,
+      sites: siteDir,
+      state: createStateStore(stateDir),
+      log: makeLog(opts.logJson === true),
+      now: () => Date.now(),
+    });
+    return await fn(engine);
+  } finally {
+    xs.close();
+    netlink.close();
+  }
+}
+
+function printReport(r: MigrationReport): void {
+  console.log(
+    `migration ${r.migrationId}: ${r.vm} ${r.from} -> ${r.to} (${r.method}${r.moa ? `, MoA ${r.moa}` : ""}), now domid ${r.domid}`,
+  );
+  if (r.fallback) console.log(`  fell back to a plain migration: ${r.fallback}`);
+  for (const m of r.timeline) console.log(`  ${String(m.atMs).padStart(7)} ms  ${m.phase}`);
+}
+
+const program = new Command("xenroam")
+  .description(
+    "Live-migrate Xen VMs across IPv6 subnets with the downtime of a same-subnet migration.\n" +
+      "prepare: stage the destination gateway on a bridge and have the guest take its destination address (MoA);\n" +
+      "migrate: prepare, migrate with the vif attachments swapped, clean up; abort: undo a prepare.",
+  )
+  .option("--host <name>", "this host's name in the sites file (default: hostname)")
+  .option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)")
+  .option("--state-dir <dir>", "where xenroam keeps host state (default: /run/xenroam)")
+  .option("--xenstore <path>", "xenstored socket (default: the usual Dom0 socket)")
+  .addOption(
+    new Option("--toolstack <name>", "which toolstack drives migrations")
+      .choices(["xl", "xapi", "lab"])
+      .default("xl"),
+  )
+  .option("--lab <dir>", "drive the namespace lab whose state is in DIR (implies --toolstack lab)")
+  .option("--log-json", "log JSON lines to stderr")
+  .showHelpAfterError("(run with --help for usage)")
+  .addHelpText(
+    "after",
+    "\nExamples (in the lab):\n" +
+      "  xenroam-lab exec hosta -- xenroam --lab /run/xenroam-lab/xr migrate vm hostb\n" +
+      "  xenroam --lab /run/xenroam-lab/xr prepare vm --to hostb   then   xenroam --lab … abort vm\n",
+  );
+
+program
+  .command("prepare")
+  .description("step 1: stage the destination's gateway and wait for the guest to take its MoA")
+  .argument("<vm>")
+  .requiredOption("--to <host>", "destination host")
+  .option("--timeout <ms>", "how long the guest may take", positiveInt, 8000)
+  .action(async (vm: string, o: { to: string; timeout: number }) => {
+    const r = await withEngine(program.opts<GlobalOptions>(), (e) =>
+      e.prepare(vm, o.to, { timeoutMs: o.timeout }),
+    );
+    console.log(
+      r.kind === "same-site"
+        ? `${o.to} is in the same site (${r.site}); nothing to prepare`
+        : `${vm} prepared for site ${r.site}: MoA ${r.moa} on its vif ${r.secondary.ifname}${r.reused ? " (reused)" : ""}; migration id ${r.migrationId}`,
+    );
+  });
+
+program
+  .command("migrate")
+  .description("prepare (or reuse a prepare), migrate with the vifs swapped, clean up the source")
+  .argument("<vm>")
+  .argument("<host>", "destination host")
+  .option("--timeout <ms>", "how long the guest may take to prepare", positiveInt, 8000)
+  .option("--no-method", "a plain migration, without staging (the baseline)")
+  .option("--json", "print the report as JSON")
+  .action(async (vm: string, host: string, o: { timeout: number; method: boolean; json?: boolean }) => {
+    const r = await withEngine(program.opts<GlobalOptions>(), (e) =>
+      e.migrate(vm, host, { timeoutMs: o.timeout, method: o.method }),
+    );
+    if (o.json) console.log(JSON.stringify(r));
+    else printReport(r);
+  });
+
+program
+  .command("abort")
+  .description("undo a prepare: the guest is told, the secondary is parked, staging is released")
+  .argument("<vm>")
+  .action(async (vm: string) => {
+    const done = await withEngine(program.opts<GlobalOptions>(), (e) => e.abort(vm));
+    console.log(done ? `${vm}: preparation undone` : `${vm}: nothing prepared; nothing to do`);
+  });
+
+program
+  .command("status")
+  .description("what this host has prepared: staging bridges, their users, VMs and phases")
+  .option("--json", "print JSON")
+  .action(async (o: { json?: boolean }) => {
+    const s = await withEngine(program.opts<GlobalOptions>(), (e) => e.status());
+    if (o.json) {
+      console.log(JSON.stringify(s, null, 2));
+      return;
+    }
+    const vms = Object.entries(s.vms);
+    if (vms.length === 0 && Object.keys(s.staging).length === 0) console.log("nothing prepared on this host");
+    for (const [site, st] of Object.entries(s.staging)) {
+      console.log(
+        `staging ${st.bridge} (site ${site}): users ${st.users.join(", ") || "none"}, radvd pid ${st.radvd?.pid ?? "-"}`,
+      );
+    }
+    for (const [vm, v] of vms)
+      console.log(
+        `${vm}: ${v.phase} for ${v.destination} (site ${v.site}), migration ${v.migrationId}${v.moa ? `, MoA ${v.moa}` : ""}`,
+      );
+  });
+
+program.parseAsync().catch((err: unknown) => {
+  const known = [UsageError, PluginError, PrepareError, SitesError].some((k) => err instanceof k);
+  process.stderr.write(
+    `xenroam: ${known ? (err as Error).message : `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`}\n`,
+  );
+  process.exitCode = 1;
+});

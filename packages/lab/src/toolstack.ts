@@ -1,0 +1,187 @@
+// The lab's Toolstack: live migration the way Xen does it, in namespaces. Pause the VM (every process in its
+// namespace stopped), move its vifs' Dom0 ends to the destination host under the new domid's names, attach
+// them to the bridges the request names (swapped, for the method), move the VM's xenstore tree to the
+// destination's xenstored, write the destination's notes into it, resume.
+
+import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createNetlink, type Netlink } from "@xenroam/netlink";
+import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import { type Perm, XenstoreClient } from "@xenroam/xenstore";
+import { NsWorker } from "./netns.js";
+import { dom0SocketFile, guestSocketFile, netnsName, vifName } from "./plan.js";
+import { netnsPids } from "./system.js";
+import type { Topology } from "./topology.js";
+
+/** Where the lab's VM runs now; rewritten by every migration. */
+export interface VmLocation {
+  readonly vm: string;
+  readonly host: string;
+  readonly domid: number;
+  /** Next domid to hand out (Xen never reuses one soon). */
+  readonly nextDomid: number;
+}
+
+export const VM_FILE = "vm.json";
+/** The channel directory under the domain path (the lab behaves like xl). */
+export const LAB_CHANNEL_DIR = "data/xenroam";
+
+export function readVmLocation(stateDir: string): VmLocation {
+  return JSON.parse(readFileSync(join(stateDir, VM_FILE), "utf8")) as VmLocation;
+}
+
+export function writeVmLocation(stateDir: string, loc: VmLocation): void {
+  writeFileSync(join(stateDir, `${VM_FILE}.tmp`), JSON.stringify(loc, null, 2));
+  renameSync(join(stateDir, `${VM_FILE}.tmp`), join(stateDir, VM_FILE));
+}
+
+/** True when this process already lives in the named namespace. */
+export function inNetns(name: string): boolean {
+  try {
+    return statSync("/proc/self/ns/net").ino === statSync(`/run/netns/${name}`).ino;
+  } catch {
+    return false;
+  }
+}
+
+interface TreeNode {
+  value: string;
+  perms: Perm[];
+  children: Record<string, TreeNode>;
+}
+
+async function exportTree(xs: XenstoreClient, path: string): Promise<TreeNode> {
+  const [value, perms, names] = await Promise.all([xs.read(path), xs.getPerms(path), xs.directory(path)]);
+  const children: Record<string, TreeNode> = {};
+  await Promise.all(
+    names.map(async (n) => {
+      children[n] = await exportTree(xs, `${path}/${n}`);
+    }),
+  );
+  return { value, perms, children };
+}
+
+async function importTree(
+  xs: XenstoreClient,
+  path: string,
+  node: TreeNode,
+  remap: (p: Perm) => Perm,
+): Promise<void> {
+  await xs.write(path, node.value);
+  await xs.setPerms(path, node.perms.map(remap));
+  await Promise.all(Object.entries(node.children).map(([n, c]) => importTree(xs, `${path}/${n}`, c, remap)));
+}
+
+type NetlinkLike = Pick<Netlink, "link" | "setLink" | "writeSysctl">;
+
+export class LabToolstack implements Toolstack {
+  constructor(
+    private readonly stateDir: string,
+    private readonly topology: Topology,
+  ) {}
+
+  private async netlinkIn(netns: string): Promise<{ nl: NetlinkLike; close: () => Promise<void> }> {
+    if (inNetns(netns)) {
+      const nl = createNetlink();
+      return { nl, close: async () => nl.close() };
+    }
+    const w = await NsWorker.start(netns);
+    return { nl: w.netlink, close: () => w.close() };
+  }
+
+  private vifs(loc: VmLocation, links: Map<string, string | undefined>): VifInfo[] {
+    return [this.topology.vm.primaryMac, this.topology.vm.secondaryMac].map((mac, devid) => {
+      const ifname = vifName(loc.domid, devid);
+      return { devid, mac, ifname, bridge: links.get(ifname) ?? "" };
+    });
+  }
+
+  async domain(vm: string): Promise<DomainInfo> {
+    if (vm !== this.topology.vm.name) throw new Error(`no VM named "${vm}" in lab "${this.topology.name}"`);
+    const loc = readVmLocation(this.stateDir);
+    const { nl, close } = await this.netlinkIn(netnsName(this.topology, loc.host));
+    try {
+      const masters = new Map<string, string | undefined>();
+      const all = await (nl as Netlink).links();
+      const byIndex = new Map(all.map((l) => [l.index, l.name]));
+      for (const l of all) masters.set(l.name, l.master === undefined ? undefined : byIndex.get(l.master));
+      return { vm, domid: loc.domid, host: loc.host, vifs: this.vifs(loc, masters) };
+    } finally {
+      await close();
+    }
+  }
+
+  async migrate(vm: string, destination: string, req: MigrateRequest): Promise<DomainInfo> {
+    const mark = req.mark ?? (() => {});
+    const t = this.topology;
+    if (!t.hosts.some((h) => h.name === destination))
+      throw new Error(`no host named "${destination}" in the lab`);
+    const loc = readVmLocation(this.stateDir);
+    if (loc.host === destination) throw new Error(`${vm} already runs on ${destination}`);
+    const [srcNs, dstNs, vmNs] = [netnsName(t, loc.host), netnsName(t, destination), netnsName(t, vm)];
+    const domid = loc.nextDomid;
+    const devids = [0, 1];
+    for (const d of devids) {
+      if (!req.bridges[d]) throw new Error(`no destination bridge given for vif devid ${d}`);
+    }
+
+    // Before the pause, as Xen does during pre-copy: connect to both Dom0s and open the destination.
+    const [src, dst] = await Promise.all([this.netlinkIn(srcNs), this.netlinkIn(dstNs)]);
+    const [xsSrc, xsDst] = await Promise.all([
+      XenstoreClient.connect(join(this.stateDir, dom0SocketFile(loc.host))),
+      XenstoreClient.connect(join(this.stateDir, dom0SocketFile(destination))),
+    ]);
+    const pids = await netnsPids(vmNs);
+    mark("pre-copy-done");
+    try {
+      for (const pid of pids) process.kill(pid, "SIGSTOP");
+      const pausedAt = Date.now();
+      mark("paused");
+      const tree = await exportTree(xsSrc, `/local/domain/${loc.domid}`);
+      await xsSrc.control("release", String(loc.domid));
+      for (const d of devids) {
+        await src.nl.setLink(vifName(loc.domid, d), { netns: { name: dstNs }, name: vifName(domid, d) });
+      }
+      mark("vifs-moved");
+      for (const d of devids) {
+        const ifname = vifName(domid, d);
+        await dst.nl.writeSysctl(ifname, "disable_ipv6", 1);
+        await dst.nl.setLink(ifname, { master: req.bridges[d] ?? null, up: true });
+      }
+      mark("vifs-attached");
+      const remap = (p: Perm): Perm => (p.domid === loc.domid ? { ...p, domid } : p);
+      await importTree(xsDst, `/local/domain/${domid}`, tree, remap);
+      await xsDst.write(`/local/domain/${domid}/domid`, String(domid));
+      await xsDst.control("introduce", String(domid), join(this.stateDir, guestSocketFile(vm)));
+      for (const [key, value] of Object.entries(req.guestWrites ?? {})) {
+        await xsDst.write(`/local/domain/${domid}/${LAB_CHANNEL_DIR}/${key}`, value);
+      }
+      mark("guest-notified");
+      writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
+      for (const pid of pids) process.kill(pid, "SIGCONT");
+      mark("resumed");
+      const pausedMs = Date.now() - pausedAt;
+      const vifs: VifInfo[] = devids.map((d) => ({
+        devid: d,
+        mac: d === 0 ? t.vm.primaryMac : t.vm.secondaryMac,
+        ifname: vifName(domid, d),
+        bridge: req.bridges[d] ?? "",
+      }));
+      return { vm, domid, host: destination, vifs, pausedMs };
+    } catch (err) {
+      // Never leave the VM frozen.
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGCONT");
+        } catch {
+          /* gone */
+        }
+      }
+      throw err;
+    } finally {
+      xsSrc.close();
+      xsDst.close();
+      await Promise.all([src.close(), dst.close()]);
+    }
+  }
+}
