@@ -73,13 +73,6 @@ export class Agent {
     return this.running;
   }
 
-  private async status(): Promise<AgentStatus | undefined> {
-    const text = await this.ports.channel.read(KEYS.status);
-    if (text === undefined) return undefined;
-    const s = parseAgentStatus(text);
-    return s.ok ? s.value : undefined;
-  }
-
   private async setStatus(status: AgentStatus): Promise<void> {
     await this.ports.channel.write(KEYS.status, encodeMessage(status));
   }
@@ -95,7 +88,13 @@ export class Agent {
 
   private async pass(reason: string): Promise<void> {
     const { channel, log } = this.ports;
-    const requestText = await channel.read(KEYS.request);
+    // One round trip for everything the decision needs: after a resume, this is on the critical path.
+    const [requestText, statusText, answerText, arrivalText] = await Promise.all([
+      channel.read(KEYS.request),
+      channel.read(KEYS.status),
+      channel.read(KEYS.answer),
+      channel.read(KEYS.arrived),
+    ]);
     if (requestText === undefined) return;
     const parsed = parseRequest(requestText);
     if (!parsed.ok) {
@@ -108,8 +107,8 @@ export class Agent {
       return;
     }
     const request = parsed.value;
-    const status = await this.status();
-    const answerText = await channel.read(KEYS.answer);
+    const statusParsed = statusText === undefined ? undefined : parseAgentStatus(statusText);
+    const status = statusParsed?.ok ? statusParsed.value : undefined;
     const answer = answerText === undefined ? undefined : parseAnswer(answerText);
     const answered = answer?.ok && answer.value.id === request.id ? answer.value : undefined;
 
@@ -120,13 +119,12 @@ export class Agent {
       return;
     }
 
-    const arrivalText = await channel.read(KEYS.arrived);
     const arrival = arrivalText === undefined ? undefined : parseArrival(arrivalText);
     const arrived = arrival?.ok === true && arrival.value.id === request.id;
 
     if (status?.id === request.id && status.phase === "switched") return;
     if (arrived && answered?.status === "prepared") {
-      await this.switchOver(request, answered.ifname, reason);
+      await this.switchOver(request, answered.ifname, status, reason);
       return;
     }
     if (answered === undefined) await this.prepare(request);
@@ -197,18 +195,25 @@ export class Agent {
   }
 
   /** Step 4: the secondary becomes the primary; the old primary goes down and becomes the next secondary. */
-  private async switchOver(request: PrepareRequest, newPrimary: string, reason: string): Promise<void> {
+  private async switchOver(
+    request: PrepareRequest,
+    newPrimary: string,
+    status: AgentStatus | undefined,
+    reason: string,
+  ): Promise<void> {
     const { netlink, log } = this.ports;
     const started = Date.now();
-    const { primary } = await this.roles(request);
-    const oldPrimary = primary.name === newPrimary ? undefined : primary.name;
-    log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
-    await this.setStatus({ v: 1, phase: "switching", id: request.id });
+    // The prepare recorded which interface was primary; ask the kernel only when that record is missing.
+    const recorded = status?.id === request.id && status.primary ? status.primary : undefined;
+    const primaryName = recorded ?? (await this.roles(request)).primary.name;
+    const oldPrimary = primaryName === newPrimary ? undefined : primaryName;
     // The old primary goes first: its vif sits on the parking bridge now, so every packet it takes is lost.
     // The new primary's standby route (prepared in step 2) carries traffic from this moment on. The kernel
     // refuses two default routes with one metric, so the primary metric moves only after the old one is gone.
     if (oldPrimary) {
       await netlink.setLink(oldPrimary, { up: false });
+      log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
+      await this.setStatus({ v: 1, phase: "switching", id: request.id });
       for (const r of await netlink.routes({ dev: oldPrimary })) {
         if (r.dst === "default")
           await netlink.deleteRoute({ dst: "default", dev: oldPrimary, metric: r.metric }).catch(() => {});

@@ -55,9 +55,10 @@ async function main(): Promise<void> {
   const kick = (reason: string) => {
     // While xenstore reconnects there is nothing to read; the reconnection's own watch event will kick.
     if (!channel.client) return;
-    void agent
-      .converge(reason)
-      .catch((err: unknown) => log("converge_failed", { reason, error: String(err) }));
+    void agent.converge(reason).catch((err: unknown) => {
+      // A lost connection is expected right after a resume; reconnecting kicks again.
+      if (channel.client) log("converge_failed", { reason, error: String(err) });
+    });
   };
 
   // A carrier change on a NIC is a hint that the VM moved: re-read the channel now. Never acted on alone.
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
 
   log("started", { pid: process.pid, xenstore: opts.xenstore, dir });
   let delay = 5;
+  let madeDir = false;
   while (!stop.signal.aborted) {
     let client: XenstoreClient;
     try {
@@ -84,7 +86,12 @@ async function main(): Promise<void> {
     channel.client = client;
     stop.signal.addEventListener("abort", () => client.close(), { once: true });
     try {
-      await client.mkdir(dir).catch(() => {});
+      if (!madeDir) {
+        await client.mkdir(dir).catch(() => {});
+        madeDir = true;
+      }
+      // Look at once (a resume is the moment that matters), while the watch is being registered.
+      kick("connected");
       const watch = await client.watch(dir, "xenroam-agent");
       log("connected", { xenstore: opts.xenstore });
       // Every watch fires once on registration, and again after a resume: each event is a reason to look.

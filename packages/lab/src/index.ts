@@ -6,3 +6,6 @@ export * from "./plan.js";
 export * from "./system.js";
 export * from "./topology.js";
 export * from "./toolstack.js";
+export * from "./bench.js";
+export * from "./probe.js";
+export * from "./stats.js";

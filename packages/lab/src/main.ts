@@ -16,7 +16,10 @@ import {
   stateDirOf,
 } from "./lab.js";
 import { netnsName, routerAddressOf } from "./present.js";
+import { markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
+import { runEchoServer, runProbeSender } from "./probe.js";
 import { runSupervisor } from "./supervisor.js";
+import { runTunedGuest } from "./tuned.js";
 import { DEFAULT_TOPOLOGY, parseTopology, type Topology, TopologyError } from "./topology.js";
 
 class UsageError extends Error {}
@@ -225,6 +228,45 @@ program
     }
     process.exitCode = code;
   });
+
+program
+  .command("bench")
+  .description("run N migrations per scenario with a 10 ms echo probe; the method beside its baselines")
+  .option(
+    "--runs <n>",
+    "migrations per scenario",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 1000)
+        throw new UsageError("--runs takes a whole number from 1 to 1000");
+      return n;
+    },
+    10,
+  )
+  .option("--json <file>", "write the results as JSON to FILE")
+  .option("--scenarios <list>", `comma-separated subset of: ${SCENARIOS.map((s) => s.name).join(", ")}`)
+  .addOption(stateRootOption())
+  .action(async (opts: { runs: number; json?: string; scenarios?: string; stateRoot?: string }) => {
+    const results = await runBench({
+      ...labOptions(opts),
+      runs: opts.runs,
+      ...(opts.scenarios ? { scenarios: opts.scenarios.split(",").map((s) => s.trim()) } : {}),
+    });
+    if (opts.json) writeBenchJson(opts.json, results);
+    console.log(markdownTable(results));
+  });
+
+program.command("probe-echo", { hidden: true }).action(() => runEchoServer());
+
+program
+  .command("probe-send", { hidden: true })
+  .requiredOption("--to <address>")
+  .action((opts: { to: string }) => runProbeSender(opts.to));
+
+program
+  .command("tuned-guest", { hidden: true })
+  .requiredOption("--dev <ifname>")
+  .action((opts: { dev: string }) => runTunedGuest(opts.dev));
 
 program
   .command("supervise", { hidden: true })

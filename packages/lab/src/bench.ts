@@ -1,0 +1,269 @@
+// The benchmark: N migrations per scenario with a 10 ms VM→CN echo probe, the method side by side with its
+// baselines in one run. Each scenario gets a fresh lab; migrations alternate between its two hosts and are
+// driven through the real `xenroam` command, the real guest agent and the lab toolstack.
+
+import { type ChildProcess, execFile, spawn } from "node:child_process";
+import { writeFileSync } from "node:fs";
+import { createInterface } from "node:readline";
+import { fileURLToPath } from "node:url";
+import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
+import { netnsName } from "./plan.js";
+import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
+import { percentile } from "./stats.js";
+import { readVmLocation } from "./toolstack.js";
+import { DEFAULT_TOPOLOGY, parseTopology, type TopologyInput } from "./topology.js";
+
+const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
+
+export interface Scenario {
+  readonly name: string;
+  readonly description: string;
+  readonly hosts: readonly [string, string];
+  readonly method: boolean;
+  readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
+  readonly tunedGuest: boolean;
+}
+
+const STANDARD_RA = { minIntervalMs: 3000, maxIntervalMs: 4000 };
+const FAST_RA = { minIntervalMs: 30, maxIntervalMs: 70 };
+
+export const SCENARIOS: readonly Scenario[] = [
+  {
+    name: "same-subnet",
+    description: "migration inside site a (hosta <-> hosta2): the reference",
+    hosts: ["hosta", "hosta2"],
+    method: false,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+  },
+  {
+    name: "slaac-standard",
+    description: "across sites, no method, radvd 3-4 s intervals",
+    hosts: ["hosta", "hostb"],
+    method: false,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+  },
+  {
+    name: "slaac-fast",
+    description: "across sites, no method, radvd 30-70 ms intervals",
+    hosts: ["hosta", "hostb"],
+    method: false,
+    ra: FAST_RA,
+    tunedGuest: false,
+  },
+  {
+    name: "slaac-tuned",
+    description:
+      "across sites, no method, best-tuned guest (RS at once, old route dropped, no DAD), 30-70 ms RAs",
+    hosts: ["hosta", "hostb"],
+    method: false,
+    ra: FAST_RA,
+    tunedGuest: true,
+  },
+  {
+    name: "method",
+    description: "across sites with xenroam's dual-interface method (site RAs at standard 3-4 s)",
+    hosts: ["hosta", "hostb"],
+    method: true,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+  },
+];
+
+export interface RunResult {
+  readonly from: string;
+  readonly to: string;
+  readonly gapMs: number;
+  readonly pausedMs: number;
+  readonly networkMs: number;
+  readonly lost: number;
+  readonly method: string;
+}
+
+export interface ScenarioResult {
+  readonly name: string;
+  readonly description: string;
+  readonly runs: number;
+  readonly gapMs: { readonly p50: number; readonly p95: number; readonly max: number };
+  readonly pausedMs: { readonly p50: number };
+  readonly networkMs: { readonly p50: number; readonly p95: number };
+  readonly lost: number;
+  readonly samples: readonly RunResult[];
+}
+
+export interface BenchOptions extends LabOptions {
+  readonly runs: number;
+  readonly scenarios?: readonly string[];
+  readonly labName?: string;
+}
+
+function runCommand(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(argv[0] ?? "false", argv.slice(1), { maxBuffer: 1 << 22 }, (err, stdout, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
+  });
+}
+
+function startIn(netns: string, args: string[]): ChildProcess {
+  return spawn("ip", ["netns", "exec", netns, process.execPath, LAB_MAIN, ...args], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+}
+
+async function stop(child: ChildProcess | undefined): Promise<void> {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((r) => child.once("exit", () => r()));
+  child.kill("SIGTERM");
+  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
+  await exited;
+  clearTimeout(timer);
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+async function waitUntil(what: string, ms: number, check: () => boolean): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error(`timed out after ${ms} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]): Promise<ScenarioResult> {
+  const progress = options.progress ?? (() => {});
+  const base = structuredClone(DEFAULT_TOPOLOGY) as TopologyInput & { sites: Array<{ ra?: unknown }> };
+  const input = {
+    ...base,
+    name: options.labName ?? "xb",
+    sites: base.sites.map((site) => ({ ...site, ra: s.ra })),
+  };
+  const topology = parseTopology(input, `scenario ${s.name}`);
+  const stateDir = stateDirOf(topology.name, options);
+  await labDown(topology.name, { ...options, progress: () => {} });
+  await labUp(topology, { ...options, progress: () => {} });
+  const children: ChildProcess[] = [];
+  const log: ProbeLog = newProbeLog();
+  try {
+    children.push(startIn(netnsName(topology, topology.correspondent.name), ["probe-echo"]));
+    if (s.tunedGuest)
+      children.push(startIn(netnsName(topology, topology.vm.name), ["tuned-guest", "--dev", "eth0"]));
+    await sleep(300);
+    const sender = startIn(netnsName(topology, topology.vm.name), [
+      "probe-send",
+      "--to",
+      topology.correspondent.address,
+    ]);
+    children.push(sender);
+    if (sender.stdout) createInterface({ input: sender.stdout }).on("line", (l) => ingestProbeLine(log, l));
+    await waitUntil("the probe to get replies", 15_000, () => log.replies.length > 10);
+
+    const samples: RunResult[] = [];
+    for (let i = 0; i < options.runs; i++) {
+      const here = readVmLocation(stateDir).host;
+      const there = here === s.hosts[0] ? s.hosts[1] : s.hosts[0];
+      const t0 = Date.now();
+      const r = await runCommand([
+        "ip",
+        "netns",
+        "exec",
+        netnsName(topology, here),
+        ...xenroam,
+        "--lab",
+        stateDir,
+        "migrate",
+        topology.vm.name,
+        there,
+        "--json",
+        ...(s.method ? [] : ["--no-method"]),
+      ]);
+      const t1 = Date.now();
+      if (r.code !== 0)
+        throw new Error(
+          `migration ${i + 1} of ${s.name} failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`,
+        );
+      const report = JSON.parse(r.stdout) as { pausedMs?: number; method: string };
+      await waitUntil(
+        `replies after migration ${i + 1} of ${s.name}`,
+        30_000,
+        () => firstReplyAfter(log, t1) !== undefined,
+      );
+      const end = (firstReplyAfter(log, t1) ?? t1) + 100;
+      await sleep(Math.max(0, end - Date.now()));
+      const o = outage(log, t0, end);
+      const pausedMs = report.pausedMs ?? 0;
+      samples.push({
+        from: here,
+        to: there,
+        gapMs: o.gapMs,
+        pausedMs,
+        networkMs: Math.max(0, o.gapMs - pausedMs),
+        lost: o.lost,
+        method: report.method,
+      });
+      progress(
+        `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)`,
+      );
+      // Let the network settle into a steady state before the next run (router NUD, RA cycle).
+      await sleep(s.method || s.name === "same-subnet" ? 300 : 1500);
+    }
+    const gaps = samples.map((x) => x.gapMs);
+    const nets = samples.map((x) => x.networkMs);
+    return {
+      name: s.name,
+      description: s.description,
+      runs: samples.length,
+      gapMs: { p50: percentile(gaps, 50), p95: percentile(gaps, 95), max: Math.max(...gaps) },
+      pausedMs: {
+        p50: percentile(
+          samples.map((x) => x.pausedMs),
+          50,
+        ),
+      },
+      networkMs: { p50: percentile(nets, 50), p95: percentile(nets, 95) },
+      lost: samples.reduce((n, x) => n + x.lost, 0),
+      samples,
+    };
+  } finally {
+    for (const c of children.reverse()) await stop(c);
+    await labDown(topology.name, { ...options, progress: () => {} });
+  }
+}
+
+export function markdownTable(results: readonly ScenarioResult[]): string {
+  const rows = results.map(
+    (r) =>
+      `| ${r.name} | ${r.runs} | ${r.gapMs.p50} | ${r.gapMs.p95} | ${r.gapMs.max} | ${r.pausedMs.p50} | ${r.networkMs.p50} | ${r.networkMs.p95} | ${r.lost} |`,
+  );
+  return [
+    "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost |",
+    "|---|---|---|---|---|---|---|---|---|",
+    ...rows,
+  ].join("\n");
+}
+
+export async function runBench(options: BenchOptions): Promise<ScenarioResult[]> {
+  const xenroam = findWorkspaceCommand("xenroam");
+  if (!xenroam) throw new Error("the xenroam command is not installed in this workspace; run npm run setup");
+  const wanted = options.scenarios ?? SCENARIOS.map((s) => s.name);
+  const unknown = wanted.filter((w) => !SCENARIOS.some((s) => s.name === w));
+  if (unknown.length > 0) {
+    throw new Error(
+      `unknown scenario(s) ${unknown.join(", ")}; scenarios: ${SCENARIOS.map((s) => s.name).join(", ")}`,
+    );
+  }
+  const results: ScenarioResult[] = [];
+  for (const s of SCENARIOS.filter((x) => wanted.includes(x.name))) {
+    options.progress?.(`scenario ${s.name}: ${s.description}`);
+    results.push(await runScenario(s, options, xenroam));
+  }
+  return results;
+}
+
+export function writeBenchJson(file: string, results: readonly ScenarioResult[]): void {
+  writeFileSync(
+    file,
+    `${JSON.stringify({ generatedAt: new Date().toISOString(), scenarios: results }, null, 2)}\n`,
+  );
+}
