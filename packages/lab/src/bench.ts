@@ -7,6 +7,7 @@ import { writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
+import { NsWorker } from "./netns.js";
 import { netnsName } from "./plan.js";
 import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
 import { percentile } from "./stats.js";
@@ -79,6 +80,8 @@ export interface RunResult {
   readonly networkMs: number;
   readonly lost: number;
   readonly method: string;
+  /** False when no reply came back within the deadline; gapMs then counts up to the deadline. */
+  readonly recovered: boolean;
 }
 
 export interface ScenarioResult {
@@ -89,7 +92,34 @@ export interface ScenarioResult {
   readonly pausedMs: { readonly p50: number };
   readonly networkMs: { readonly p50: number; readonly p95: number };
   readonly lost: number;
+  /** Runs that never recovered within RECOVERY_DEADLINE_MS. */
+  readonly unrecovered: number;
   readonly samples: readonly RunResult[];
+}
+
+/** A run with no reply this long after the migration returned counts as not recovered. */
+export const RECOVERY_DEADLINE_MS = 20_000;
+
+/** Removes what a long stay at the current site would have expired: other sites' addresses and routers. */
+async function settleGuest(vm: NsWorker, prefix: string, gateway: string): Promise<void> {
+  const nl = vm.netlink;
+  const net = prefix.split("::")[0] ?? prefix;
+  for (const a of await nl.addresses("eth0")) {
+    if (a.scope === "global" && !a.address.startsWith(`${net}:`))
+      await nl.deleteAddress("eth0", `${a.address}/${a.prefixLength}`).catch(() => {});
+  }
+  for (const r of await nl.routes({ dev: "eth0" })) {
+    if (r.dst === "default" && r.gateway !== gateway) {
+      await nl
+        .deleteRoute({
+          dst: "default",
+          dev: "eth0",
+          metric: r.metric,
+          ...(r.gateway ? { gateway: r.gateway } : {}),
+        })
+        .catch(() => {});
+    }
+  }
 }
 
 export interface BenchOptions extends LabOptions {
@@ -160,53 +190,73 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     await waitUntil("the probe to get replies", 15_000, () => log.replies.length > 10);
 
     const samples: RunResult[] = [];
-    for (let i = 0; i < options.runs; i++) {
-      const here = readVmLocation(stateDir).host;
-      const there = here === s.hosts[0] ? s.hosts[1] : s.hosts[0];
-      const t0 = Date.now();
-      const r = await runCommand([
-        "ip",
-        "netns",
-        "exec",
-        netnsName(topology, here),
-        ...xenroam,
-        "--lab",
-        stateDir,
-        "migrate",
-        topology.vm.name,
-        there,
-        "--json",
-        ...(s.method ? [] : ["--no-method"]),
-      ]);
-      const t1 = Date.now();
-      if (r.code !== 0)
-        throw new Error(
-          `migration ${i + 1} of ${s.name} failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`,
+    const vmWorker =
+      s.method || s.name === "same-subnet"
+        ? undefined
+        : await NsWorker.start(netnsName(topology, topology.vm.name));
+    try {
+      for (let i = 0; i < options.runs; i++) {
+        const here = readVmLocation(stateDir).host;
+        const there = here === s.hosts[0] ? s.hosts[1] : s.hosts[0];
+        const t0 = Date.now();
+        const r = await runCommand([
+          "ip",
+          "netns",
+          "exec",
+          netnsName(topology, here),
+          ...xenroam,
+          "--lab",
+          stateDir,
+          "migrate",
+          topology.vm.name,
+          there,
+          "--json",
+          ...(s.method ? [] : ["--no-method"]),
+        ]);
+        const t1 = Date.now();
+        if (r.code !== 0) {
+          throw new Error(
+            `migration ${i + 1} of ${s.name} failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`,
+          );
+        }
+        const report = JSON.parse(r.stdout) as { pausedMs?: number; method: string };
+        const deadline = t1 + RECOVERY_DEADLINE_MS;
+        while (firstReplyAfter(log, t1) === undefined && Date.now() < deadline) await sleep(20);
+        const recoveredAt = firstReplyAfter(log, t1);
+        const end = (recoveredAt ?? Date.now()) + 100;
+        await sleep(Math.max(0, end - Date.now()));
+        const measured = outage(log, t0, end);
+        // Without recovery, the silence runs from the last reply before the migration to the deadline.
+        const lastBefore = log.replies.filter((x) => x < t0).at(-1) ?? t0;
+        const o = recoveredAt === undefined ? { ...measured, gapMs: end - lastBefore } : measured;
+        const pausedMs = report.pausedMs ?? 0;
+        samples.push({
+          from: here,
+          to: there,
+          gapMs: o.gapMs,
+          pausedMs,
+          networkMs: Math.max(0, o.gapMs - pausedMs),
+          lost: o.lost,
+          method: report.method,
+          recovered: recoveredAt !== undefined,
+        });
+        progress(
+          `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)${recoveredAt === undefined ? " NOT RECOVERED" : ""}`,
         );
-      const report = JSON.parse(r.stdout) as { pausedMs?: number; method: string };
-      await waitUntil(
-        `replies after migration ${i + 1} of ${s.name}`,
-        30_000,
-        () => firstReplyAfter(log, t1) !== undefined,
-      );
-      const end = (firstReplyAfter(log, t1) ?? t1) + 100;
-      await sleep(Math.max(0, end - Date.now()));
-      const o = outage(log, t0, end);
-      const pausedMs = report.pausedMs ?? 0;
-      samples.push({
-        from: here,
-        to: there,
-        gapMs: o.gapMs,
-        pausedMs,
-        networkMs: Math.max(0, o.gapMs - pausedMs),
-        lost: o.lost,
-        method: report.method,
-      });
-      progress(
-        `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)`,
-      );
-      // Let the network settle into a steady state before the next run (router NUD, RA cycle).
-      await sleep(s.method || s.name === "same-subnet" ? 300 : 1500);
+        if (vmWorker) {
+          // Baselines start each run from a clean steady state, as if the VM had lived at its site for days:
+          // the other site's address and router are gone. This favours the baselines.
+          const site = topology.sites.find(
+            (x) => x.name === topology.hosts.find((h) => h.name === there)?.site,
+          );
+          if (site) await settleGuest(vmWorker, site.prefix, site.gateway.linkLocal);
+          await sleep(1500);
+        } else {
+          await sleep(300);
+        }
+      }
+    } finally {
+      await vmWorker?.close();
     }
     const gaps = samples.map((x) => x.gapMs);
     const nets = samples.map((x) => x.networkMs);
@@ -223,6 +273,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
       },
       networkMs: { p50: percentile(nets, 50), p95: percentile(nets, 95) },
       lost: samples.reduce((n, x) => n + x.lost, 0),
+      unrecovered: samples.filter((x) => !x.recovered).length,
       samples,
     };
   } finally {
@@ -234,11 +285,11 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
 export function markdownTable(results: readonly ScenarioResult[]): string {
   const rows = results.map(
     (r) =>
-      `| ${r.name} | ${r.runs} | ${r.gapMs.p50} | ${r.gapMs.p95} | ${r.gapMs.max} | ${r.pausedMs.p50} | ${r.networkMs.p50} | ${r.networkMs.p95} | ${r.lost} |`,
+      `| ${r.name} | ${r.runs} | ${r.gapMs.p50} | ${r.gapMs.p95} | ${r.gapMs.max} | ${r.pausedMs.p50} | ${r.networkMs.p50} | ${r.networkMs.p95} | ${r.lost} | ${r.unrecovered} |`,
   );
   return [
-    "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost |",
-    "|---|---|---|---|---|---|---|---|---|",
+    "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost | not recovered |",
+    "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
   ].join("\n");
 }

@@ -1,0 +1,138 @@
+import test from "ava";
+import { FakeNetlink } from "@xenroam/netlink";
+import { encodeMessage, type PrepareRequest } from "@xenroam/protocol";
+import { Agent, type GuestChannel } from "../src/index.js";
+
+const MOA = "2001:db8:b:0:216:3eff:fe00:2";
+const request: PrepareRequest = {
+  v: 1,
+  kind: "prepare",
+  id: "m1",
+  site: "b",
+  prefix: "2001:db8:b::/64",
+  gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" },
+  secondaryMac: "00:16:3e:00:00:02",
+  timeoutMs: 2000,
+};
+
+class MemoryChannel implements GuestChannel {
+  readonly keys = new Map<string, string>();
+  async read(key: string) {
+    return this.keys.get(key);
+  }
+  async write(key: string, value: string) {
+    this.keys.set(key, value);
+  }
+  json(key: string): Record<string, unknown> | undefined {
+    const v = this.keys.get(key);
+    return v === undefined ? undefined : (JSON.parse(v) as Record<string, unknown>);
+  }
+}
+
+function guest() {
+  const netlink = new FakeNetlink(["lo"]);
+  netlink.seedLink("eth0", { mac: "00:16:3e:00:00:01", up: true });
+  netlink.seedLink("eth1", { mac: "00:16:3e:00:00:02", up: false });
+  netlink.seedRoute({
+    dst: "default",
+    dev: "eth0",
+    gateway: "fe80::a:1",
+    metric: 1024,
+    table: 254,
+    protocol: "ra",
+  });
+  const channel = new MemoryChannel();
+  const events: string[] = [];
+  const agent = new Agent({ netlink, channel, log: (e) => events.push(e) });
+  // SLAAC: the staging bridge's RA gives eth1 its MoA shortly after it comes up.
+  const slaac = () => setTimeout(() => netlink.seedAddress("eth1", `${MOA}/64`), 5);
+  return { netlink, channel, agent, events, slaac };
+}
+
+test("step 2: the secondary comes up with SLAAC only, a standby route, and the MoA is answered", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  t.deepEqual(g.netlink.effects, [
+    "sysctl -w net.ipv6.conf.eth1.disable_ipv6=0",
+    "sysctl -w net.ipv6.conf.eth1.accept_ra=2",
+    "sysctl -w net.ipv6.conf.eth1.autoconf=1",
+    "sysctl -w net.ipv6.conf.eth1.accept_ra_pinfo=1",
+    "sysctl -w net.ipv6.conf.eth1.accept_ra_defrtr=0",
+    "sysctl -w net.ipv6.conf.eth1.accept_dad=0",
+    "sysctl -w net.ipv6.conf.eth1.router_solicitations=3",
+    "sysctl -w net.ipv6.conf.eth1.router_solicitation_interval=1",
+    "link set eth1 up",
+    "route add default via fe80::b:1 dev eth1 metric 2100",
+  ]);
+  t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "prepared", moa: MOA, ifname: "eth1" });
+  t.like(g.channel.json("status"), { phase: "prepared", id: "m1", primary: "eth0", secondary: "eth1" });
+});
+
+test("step 4: on arrival the old primary goes down first, then the routes move; applying again changes nothing", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  g.netlink.effects.length = 0;
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  await g.agent.converge("xenstore");
+  t.deepEqual(g.netlink.effects, [
+    "link set eth0 down",
+    "route del default dev eth0 metric 1024",
+    "sysctl -w net.ipv6.conf.eth0.accept_ra_defrtr=0",
+    "route add default via fe80::b:1 dev eth1 metric 1100",
+    "route del default dev eth1 metric 2100",
+  ]);
+  t.like(g.channel.json("status"), { phase: "switched", id: "m1", primary: "eth1", secondary: "eth0" });
+  g.netlink.effects.length = 0;
+  await g.agent.converge("again");
+  await new Agent({ netlink: g.netlink, channel: g.channel, log: () => {} }).converge("restarted agent");
+  t.deepEqual(g.netlink.effects, [], "idempotent, also for a restarted agent");
+});
+
+test("an arrival for another migration is ignored", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  g.netlink.effects.length = 0;
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "other", host: "hostb" }));
+  await g.agent.converge("xenstore");
+  t.deepEqual(g.netlink.effects, []);
+});
+
+test("refusals carry a reason: wrong MAC, malformed request, no RA in time", async (t) => {
+  const wrongMac = guest();
+  wrongMac.channel.keys.set("request", encodeMessage({ ...request, secondaryMac: "00:16:3e:00:00:99" }));
+  await wrongMac.agent.converge("test");
+  t.like(wrongMac.channel.json("answer"), { status: "error", id: "m1" });
+  t.regex(String(wrongMac.channel.json("answer")?.reason), /no interface has MAC 00:16:3e:00:00:99/);
+
+  const malformed = guest();
+  malformed.channel.keys.set("request", '{"v":1,"kind":"prepare"}');
+  await malformed.agent.converge("test");
+  t.like(malformed.channel.json("answer"), { status: "error", id: "invalid" });
+  t.regex(String(malformed.channel.json("answer")?.reason), /request is malformed/);
+  t.deepEqual(malformed.netlink.effects, [], "nothing touched");
+
+  const noRa = guest();
+  noRa.channel.keys.set("request", encodeMessage({ ...request, timeoutMs: 100 }));
+  await noRa.agent.converge("test");
+  t.like(noRa.channel.json("answer"), { status: "error" });
+  t.regex(String(noRa.channel.json("answer")?.reason), /ETIMEDOUT/);
+});
+
+test("abort takes the secondary down again and says so", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  g.netlink.effects.length = 0;
+  g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await g.agent.converge("xenstore");
+  t.deepEqual(g.netlink.effects, ["link set eth1 down", "route del default dev eth1 metric 2100"]);
+  t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "aborted" });
+  t.like(g.channel.json("status"), { phase: "idle", primary: "eth0" });
+});

@@ -1,0 +1,190 @@
+import test from "ava";
+import { FakeNetlink } from "@xenroam/netlink";
+import { encodeMessage, parseRequest } from "@xenroam/protocol";
+import {
+  Engine,
+  FakeDom0Channel,
+  FakeRadvd,
+  FakeToolstack,
+  type Journal,
+  MemoryState,
+  parseSites,
+  PrepareError,
+} from "../src/index.js";
+
+const SITES = parseSites({
+  sites: [
+    { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01" } },
+    { name: "b", prefix: "2001:db8:b::/64", gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" } },
+  ],
+  hosts: [
+    { name: "hosta", site: "a" },
+    { name: "hosta2", site: "a" },
+    { name: "hostb", site: "b" },
+  ],
+});
+
+type GuestMode = "answers" | "silent" | "malformed" | "refuses";
+
+function host(mode: GuestMode = "answers") {
+  const journal: Journal = [];
+  const netlink = new FakeNetlink(["lo"]);
+  netlink.seedLink("xenbr0", { kind: "bridge", up: true });
+  netlink.seedLink("xrpark0", { kind: "bridge", up: true });
+  const toolstack = new FakeToolstack(journal);
+  for (const [vm, domid] of [
+    ["vm", 5],
+    ["vm2", 8],
+  ] as const) {
+    netlink.seedLink(`vif${domid}.0`, { kind: "veth", up: true, master: "xenbr0" });
+    netlink.seedLink(`vif${domid}.1`, { kind: "veth", up: true, master: "xrpark0" });
+    toolstack.addVm(vm, "hosta", domid, [
+      { devid: 0, mac: `00:16:3e:00:0${domid}:01`, ifname: `vif${domid}.0`, bridge: "xenbr0" },
+      { devid: 1, mac: `00:16:3e:00:0${domid}:02`, ifname: `vif${domid}.1`, bridge: "xrpark0" },
+    ]);
+  }
+  const channel = new FakeDom0Channel(journal);
+  channel.guest = (domid, key, value) => {
+    if (key !== "request" || mode === "silent") return;
+    const r = parseRequest(value);
+    if (!r.ok || r.value.kind !== "prepare") return;
+    const id = r.value.id;
+    const answer =
+      mode === "malformed"
+        ? '{"v":1,"status":"prepared","moa":"not-an-address"}'
+        : mode === "refuses"
+          ? encodeMessage({ v: 1, id, status: "error", reason: "no interface has MAC x" })
+          : encodeMessage({
+              v: 1,
+              id,
+              status: "prepared",
+              moa: "2001:db8:b:0:216:3eff:fe00:502",
+              ifname: "eth1",
+            });
+    setTimeout(() => channel.guestWrite(domid, "answer", answer), 5);
+  };
+  const radvd = new FakeRadvd(journal);
+  const state = new MemoryState();
+  const engine = new Engine({
+    host: "hosta",
+    bridges: { real: "xenbr0", parking: "xrpark0" },
+    netlink,
+    radvd,
+    channel,
+    toolstack,
+    sites: SITES,
+    state,
+    log: () => {},
+    now: () => Date.now(),
+  });
+  return { engine, netlink, toolstack, channel, radvd, state, journal };
+}
+
+test("migrate with the method: staging bridge impersonates the gateway, vifs swapped, cleanup after the move", async (t) => {
+  const h = host();
+  const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
+  t.is(report.method, "dual-interface");
+  t.is(report.moa, "2001:db8:b:0:216:3eff:fe00:502");
+  t.is(report.pausedMs, 50);
+  t.deepEqual(h.netlink.effects, [
+    "link add xr-b address 02:00:00:00:0b:01 type bridge mcast_snooping 0",
+    "sysctl -w net.ipv6.conf.xr-b.addr_gen_mode=1",
+    "sysctl -w net.ipv6.conf.xr-b.accept_dad=0",
+    "sysctl -w net.ipv6.conf.xr-b.accept_ra=0",
+    "link set xr-b up",
+    "addr add fe80::b:1/64 dev xr-b nodad",
+    "link set vif5.1 master xr-b up",
+    "link set dev vif5.1 type bridge_slave isolated on",
+    "link del xr-b",
+  ]);
+  const conf = h.radvd.configs.get(1000) ?? "";
+  t.regex(conf, /interface xr-b/);
+  t.regex(conf, /prefix 2001:db8:b::\/64/);
+  t.regex(conf, /AdvRASrcAddress \{\n {4}fe80::b:1;/);
+  const req = h.toolstack.requests[0];
+  t.deepEqual(
+    req?.bridges,
+    { 0: "xrpark0", 1: "xenbr0" },
+    "step 3: secondary on the real bridge, primary parked",
+  );
+  t.deepEqual(req?.guestWrites, { arrived: encodeMessage({ v: 1, id: "m1", host: "hostb" }) });
+  // radvd's goodbye RA must not reach the guest: it stops only after the VM (and its vif) left.
+  const migrated = h.journal.findIndex((j) => j.startsWith("toolstack migrate"));
+  const stopped = h.journal.findIndex((j) => j.startsWith("radvd stop"));
+  t.true(migrated >= 0 && stopped > migrated, h.journal.join("\n"));
+  t.deepEqual(h.state.state, { staging: {}, vms: {} }, "no prepare state left");
+  t.is(h.radvd.count, 0);
+});
+
+test("a silent guest: plain migration within the deadline, nothing of the prepare left", async (t) => {
+  const h = host("silent");
+  const started = Date.now();
+  const report = await h.engine.migrate("vm", "hostb", { migrationId: "m2", timeoutMs: 300 });
+  t.true(Date.now() - started < 300 + 3000);
+  t.is(report.method, "plain");
+  t.regex(report.fallback ?? "", /did not answer within 300 ms/);
+  t.deepEqual(h.toolstack.requests[0]?.bridges, { 0: "xenbr0", 1: "xrpark0" });
+  t.deepEqual(h.toolstack.requests[0]?.guestWrites, {});
+  t.deepEqual(h.state.state, { staging: {}, vms: {} });
+  t.is(h.radvd.count, 0);
+  t.is(await h.netlink.link("xr-b"), undefined);
+  t.is(
+    (await h.netlink.link("vif5.1"))?.master,
+    (await h.netlink.link("xrpark0"))?.index,
+    "secondary parked again",
+  );
+  const abort = parseRequest((await h.channel.read(5, "request")) ?? "");
+  t.like(abort.ok ? abort.value : {}, { kind: "abort", id: "m2" }, "a late agent is told to stand down");
+});
+
+test("a malformed or refusing answer is refused with the reason, then plain migration", async (t) => {
+  const bad = host("malformed");
+  const r1 = await bad.engine.migrate("vm", "hostb", { migrationId: "m3", timeoutMs: 1000 });
+  t.is(r1.method, "plain");
+  t.regex(r1.fallback ?? "", /refused the guest's answer: answer is malformed/);
+  const no = host("refuses");
+  await t.throwsAsync(no.engine.prepare("vm", "hostb", { migrationId: "m4" }), {
+    instanceOf: PrepareError,
+    message: /vm could not prepare: no interface has MAC x/,
+  });
+  t.deepEqual(no.state.state, { staging: {}, vms: {} });
+});
+
+test("same site: nothing to stage, a plain migration", async (t) => {
+  const h = host();
+  const r = await h.engine.migrate("vm", "hosta2");
+  t.is(r.method, "plain");
+  t.is(r.fallback, undefined);
+  t.deepEqual(h.netlink.effects, []);
+});
+
+test("one staging bridge per site, shared and reference-counted; prepare is reused, abort is idempotent", async (t) => {
+  const h = host();
+  const p1 = await h.engine.prepare("vm", "hostb");
+  await h.engine.prepare("vm2", "hostb");
+  t.is(h.netlink.effects.filter((e) => e.startsWith("link add xr-b")).length, 1);
+  t.is(h.radvd.count, 1);
+  t.deepEqual(h.state.state.staging.b?.users, ["vm", "vm2"]);
+  const again = await h.engine.prepare("vm", "hostb");
+  t.like(again, {
+    kind: "prepared",
+    reused: true,
+    migrationId: p1.kind === "prepared" ? p1.migrationId : "",
+  });
+  t.true(await h.engine.abort("vm"));
+  t.truthy(await h.netlink.link("xr-b"), "still used by vm2");
+  t.true(await h.engine.abort("vm2"));
+  t.is(await h.netlink.link("xr-b"), undefined);
+  t.is(h.radvd.count, 0);
+  t.false(await h.engine.abort("vm2"), "nothing to undo the second time");
+});
+
+test("a VM without a parked second vif is refused with what to write in xl.cfg", async (t) => {
+  const h = host();
+  h.toolstack.addVm("solo", "hosta", 9, [
+    { devid: 0, mac: "00:16:3e:00:09:01", ifname: "vif9.0", bridge: "xenbr0" },
+  ]);
+  await t.throwsAsync(h.engine.prepare("solo", "hostb"), {
+    message: /needs two vifs.*vif = \[ 'mac=…,bridge=xenbr0', 'mac=…,bridge=xrpark0' \]/,
+  });
+});
