@@ -88,7 +88,7 @@ export function outage(log: ProbeLog, from: number, to: number): Outage {
   let gap = 0;
   for (let i = 1; i < points.length; i++) gap = Math.max(gap, (points[i] ?? 0) - (points[i - 1] ?? 0));
   let lost = 0;
-  for (const [seq, at] of log.sent) if (at >= from && at <= to - 500 && !log.answered.has(seq)) lost++;
+  for (const [seq, at] of log.sent) if (at >= from && at <= to - 50 && !log.answered.has(seq)) lost++;
   return { gapMs: gap, lost };
 }
 
