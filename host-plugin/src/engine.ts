@@ -11,7 +11,7 @@ import {
   parseAnswer,
   type VifInfo,
 } from "@xenroam/protocol";
-import { apply } from "./ops.js";
+import { applyOps as apply } from "@xenroam/netlink";
 import type { HostPorts, HostState, VmState } from "./ports.js";
 import type { Site } from "./sites.js";
 import { planAttach, planDetach, planStagingBridge, radvdFor, stagingBridge } from "./staging.js";
@@ -152,7 +152,7 @@ export class Engine {
     }));
     log("prepare_started", { migration: id, vm, site: site.name, secondary: secondary.ifname });
     try {
-      await this.ensureStaging(site);
+      await this.ensureStaging(site, id);
       await apply(netlink, planAttach(secondary.ifname, stagingBridge(site.name)));
       await channel.remove(dom.domid, KEYS.answer);
       await channel.write(
@@ -219,7 +219,7 @@ export class Engine {
       await netlink.setBridgePort(rec.secondary.ifname, { isolated: false }).catch(() => {});
       await apply(netlink, planDetach(rec.secondary.ifname, this.p.bridges.parking));
     }
-    await this.releaseStaging(rec.site, vm);
+    await this.releaseStaging(rec.site, vm, rec.migrationId);
     await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
     log("aborted", { migration: rec.migrationId, vm });
     return true;
@@ -293,7 +293,7 @@ export class Engine {
     mark("running-on-destination");
     if (staged) {
       // The secondary left the staging bridge with the VM; only now may radvd send its goodbye RA.
-      await this.releaseStaging(staged.site, vm);
+      await this.releaseStaging(staged.site, vm, staged.migrationId);
       await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
       mark("source-cleaned");
     }
@@ -315,12 +315,17 @@ export class Engine {
     return this.p.state.read();
   }
 
-  private async ensureStaging(site: Site): Promise<void> {
+  private async ensureStaging(site: Site, migration: string): Promise<void> {
     const { netlink, radvd, state, log } = this.p;
     const bridge = stagingBridge(site.name);
     if (!(await netlink.link(bridge))) {
       await apply(netlink, planStagingBridge(site));
-      log("staging_bridge_created", { bridge, gateway: site.gateway.linkLocal, mac: site.gateway.mac });
+      log("staging_bridge_created", {
+        migration,
+        bridge,
+        gateway: site.gateway.linkLocal,
+        mac: site.gateway.mac,
+      });
     }
     const current = (await state.read()).staging[site.name];
     if (current?.radvd && radvd.running(current.radvd)) return;
@@ -332,11 +337,11 @@ export class Engine {
         result: undefined,
       };
     });
-    log("radvd_started", { bridge, pid: ref.pid, prefix: site.prefix });
+    log("radvd_started", { migration, bridge, pid: ref.pid, prefix: site.prefix });
   }
 
   /** Drops one user of a staging bridge; the last one out stops radvd, then removes the bridge. */
-  private async releaseStaging(siteName: string, vm: string): Promise<void> {
+  private async releaseStaging(siteName: string, vm: string, migration: string): Promise<void> {
     const { netlink, radvd, state, log } = this.p;
     const last = await state.update((s) => {
       const st = s.staging[siteName];
@@ -353,7 +358,7 @@ export class Engine {
     if (!last) return;
     if (last.radvd) await radvd.stop(last.radvd);
     if (await netlink.link(last.bridge)) await netlink.deleteLink(last.bridge);
-    log("staging_removed", { bridge: last.bridge });
+    log("staging_removed", { migration, bridge: last.bridge });
   }
 
   private withVm(s: HostState, vm: string, rec: VmState): HostState {

@@ -211,8 +211,10 @@ program
 
 program.parseAsync().catch((err: unknown) => {
   const known = [UsageError, PluginError, PrepareError, SitesError].some((k) => err instanceof k);
+  const message = err instanceof Error ? err.message : String(err);
+  const debug = process.env.XENROAM_DEBUG === "1" && err instanceof Error ? `\n${err.stack ?? ""}` : "";
   process.stderr.write(
-    `xenroam: ${known ? (err as Error).message : `unexpected error: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`}\n`,
+    `xenroam: ${known ? message : `${message} (set XENROAM_DEBUG=1 for a stack trace)`}${debug}\n`,
   );
   process.exitCode = 1;
 });

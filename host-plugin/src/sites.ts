@@ -1,14 +1,8 @@
 // Site data: which site each host is in, and each site's prefix and gateway (link-local and MAC). A file
 // validated with clear errors; the control server will serve the same data behind the same port.
 
-import {
-  canonicalIpv6,
-  canonicalMac,
-  isLinkLocal,
-  parseIpv6,
-  parsePrefix,
-  prefixContains,
-} from "@xenroam/core";
+import { parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
+import { ipv6Field, linkLocalField, macField, prefix64Field } from "@xenroam/protocol";
 import { z } from "zod";
 
 export interface Site {
@@ -29,33 +23,13 @@ export class SitesError extends Error {
 }
 
 const name = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, "must be 1-12 characters: a-z, 0-9, -");
-const text = <T>(fn: (s: string) => T) =>
-  z.string().transform((s, ctx) => {
-    try {
-      return fn(s);
-    } catch (err) {
-      ctx.addIssue({ code: "custom", message: (err as Error).message });
-      return z.NEVER;
-    }
-  });
-
 const schema = z.strictObject({
   sites: z
     .array(
       z.strictObject({
         name,
-        prefix: text((s) => {
-          const p = parsePrefix(s);
-          if (p.length !== 64) throw new Error(`${s} must be a /64`);
-          return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
-        }),
-        gateway: z.strictObject({
-          linkLocal: text((s) => {
-            if (!isLinkLocal(parseIpv6(s))) throw new Error(`${s} is not link-local (fe80::/10)`);
-            return canonicalIpv6(s);
-          }),
-          mac: text(canonicalMac),
-        }),
+        prefix: prefix64Field,
+        gateway: z.strictObject({ linkLocal: linkLocalField, mac: macField }),
         ra: z
           .strictObject({ minIntervalMs: z.number().min(30), maxIntervalMs: z.number().min(70) })
           .default({ minIntervalMs: 30, maxIntervalMs: 70 }),
@@ -67,7 +41,7 @@ const schema = z.strictObject({
       z.strictObject({
         name: z.string().min(1).max(64),
         site: name,
-        address: text(canonicalIpv6).optional(),
+        address: ipv6Field("host address").optional(),
       }),
     )
     .min(1),

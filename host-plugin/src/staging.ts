@@ -3,7 +3,7 @@
 // site's prefix. Ports are isolated so guests never see each other's preparation. Pure.
 
 import type { RadvdInterface } from "@xenroam/core";
-import type { NetOp } from "./ops.js";
+import type { NetOp } from "@xenroam/netlink";
 import type { Site } from "./sites.js";
 
 export const stagingBridge = (site: string) => `xr-${site}`;

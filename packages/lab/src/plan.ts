@@ -2,26 +2,11 @@
 // namespace applies through the Netlink port, and the services the supervisor runs. Pure.
 
 import { formatIpv6, parsePrefix, type RadvdInterface, slaacAddress } from "@xenroam/core";
-import type { AddAddressOptions, BridgeOptions, LinkChange, Netlink, RouteSpec } from "@xenroam/netlink";
+import { applyOps, type LinkChange, type NetOp } from "@xenroam/netlink";
 import { routerAddress } from "./addresses.js";
-import type { Topology } from "./topology.js";
 
-export type NetOp =
-  | { readonly op: "createBridge"; readonly name: string; readonly options: BridgeOptions }
-  | { readonly op: "setLink"; readonly name: string; readonly change: LinkChange }
-  | {
-      readonly op: "addAddress";
-      readonly name: string;
-      readonly cidr: string;
-      readonly options: AddAddressOptions;
-    }
-  | { readonly op: "addRoute"; readonly route: RouteSpec }
-  | {
-      readonly op: "writeSysctl";
-      readonly ifname: string;
-      readonly key: string;
-      readonly value: string | number;
-    };
+export { applyOps, type NetOp };
+import type { Topology } from "./topology.js";
 
 export type Role = "router" | "correspondent" | "host" | "vm";
 
@@ -239,29 +224,6 @@ export function planLab(t: Topology): LabPlan {
       [`${dom}/device/vif/1/mac`]: t.vm.secondaryMac,
     },
   };
-}
-
-/** Applies one namespace's operations through a Netlink port, in order. */
-export async function applyOps(netlink: Netlink, ops: readonly NetOp[]): Promise<void> {
-  for (const o of ops) {
-    switch (o.op) {
-      case "createBridge":
-        await netlink.createBridge(o.name, o.options);
-        break;
-      case "setLink":
-        await netlink.setLink(o.name, o.change);
-        break;
-      case "addAddress":
-        await netlink.addAddress(o.name, o.cidr, o.options);
-        break;
-      case "addRoute":
-        await netlink.addRoute(o.route);
-        break;
-      case "writeSysctl":
-        await netlink.writeSysctl(o.ifname, o.key, o.value);
-        break;
-    }
-  }
 }
 
 /** Every namespace the plan creates, in creation order. */

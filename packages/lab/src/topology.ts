@@ -2,18 +2,14 @@
 // hosts, a VM with two vifs) as a validated value. Pure: parsing and checks only, no system access.
 
 import {
-  canonicalIpv6,
-  canonicalMac,
   interfaceNameProblem,
-  isLinkLocal,
-  isUnicastMac,
   parseIpv6,
-  parseMac,
   parsePrefix,
   prefixContains,
   prefixesOverlap,
   radvdIntervalProblem,
 } from "@xenroam/core";
+import { ipv6Field, linkLocalField, prefix64Field, unicastMacField } from "@xenroam/protocol";
 import { z } from "zod";
 import { routerAddress } from "./addresses.js";
 
@@ -21,44 +17,12 @@ const nodeName = z
   .string()
   .regex(/^[a-z][a-z0-9]{0,7}$/, "must be 1-8 characters: a lower-case letter, then letters or digits");
 
-const ipv6 = (what: string) =>
-  z.string().transform((s, ctx) => {
-    try {
-      return canonicalIpv6(s);
-    } catch (err) {
-      ctx.addIssue({ code: "custom", message: `${what}: ${(err as Error).message}` });
-      return z.NEVER;
-    }
-  });
-
-const prefix64 = z.string().transform((s, ctx) => {
-  try {
-    const p = parsePrefix(s);
-    if (p.length !== 64) ctx.addIssue({ code: "custom", message: `"${s}" must be a /64 (SLAAC needs one)` });
-    return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const mac = z.string().transform((s, ctx) => {
-  try {
-    const m = parseMac(s);
-    if (!isUnicastMac(m))
-      ctx.addIssue({ code: "custom", message: `${s} is a multicast MAC; use a unicast one` });
-    return canonicalMac(s);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const ipv6 = ipv6Field;
+const prefix64 = prefix64Field;
+const mac = unicastMacField;
 
 const gateway = z.strictObject({
-  linkLocal: ipv6("gateway link-local").refine(
-    (a) => isLinkLocal(parseIpv6(a)),
-    "must be a link-local fe80::/10 address",
-  ),
+  linkLocal: linkLocalField,
   mac,
 });
 

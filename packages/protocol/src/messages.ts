@@ -1,8 +1,9 @@
 // The Dom0 ↔ guest channel: versioned JSON messages under <domain>/data/xenroam (xl) or vm-data/xenroam
 // (XAPI), validated on both sides and capped in size. Anything malformed is refused with a reason.
 
-import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6, parsePrefix, utf8Length } from "@xenroam/core";
+import { utf8Length } from "@xenroam/core";
 import { z } from "zod";
+import { globalAddressField, linkLocalField, macField, prefix64Field } from "./fields.js";
 
 export const PROTOCOL_VERSION = 1;
 /** Larger than any valid message, well under xenstore's 4096-byte payload. */
@@ -28,48 +29,10 @@ const migrationId = z
   .string()
   .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "must be 1-64 letters, digits, _ or -");
 
-const linkLocal = z.string().transform((s, ctx) => {
-  try {
-    const a = parseIpv6(s);
-    if (!isLinkLocal(a)) ctx.addIssue({ code: "custom", message: `${s} is not link-local` });
-    return canonicalIpv6(s);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const globalAddress = z.string().transform((s, ctx) => {
-  try {
-    const a = parseIpv6(s);
-    if (isLinkLocal(a))
-      ctx.addIssue({ code: "custom", message: `${s} is link-local, not a routable address` });
-    return canonicalIpv6(s);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const prefix64 = z.string().transform((s, ctx) => {
-  try {
-    const p = parsePrefix(s);
-    if (p.length !== 64) ctx.addIssue({ code: "custom", message: `${s} must be a /64` });
-    return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
-
-const mac = z.string().transform((s, ctx) => {
-  try {
-    return canonicalMac(s);
-  } catch (err) {
-    ctx.addIssue({ code: "custom", message: (err as Error).message });
-    return z.NEVER;
-  }
-});
+const linkLocal = linkLocalField;
+const globalAddress = globalAddressField;
+const prefix64 = prefix64Field;
+const mac = macField;
 
 export const prepareRequestSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),

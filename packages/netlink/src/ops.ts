@@ -1,5 +1,5 @@
-// Network operations as data, applied in order through the Netlink port. Plans are compared as the
-// `ip`-style text FakeNetlink records.
+// Netlink operations as data: plans are lists of these, applied in order through the port, and compared in
+// tests as the `ip`-style text FakeNetlink records.
 
 import type {
   AddAddressOptions,
@@ -7,7 +7,8 @@ import type {
   BridgePortChange,
   LinkChange,
   Netlink,
-} from "@xenroam/netlink";
+  RouteSpec,
+} from "./port.js";
 
 export type NetOp =
   | { readonly op: "createBridge"; readonly name: string; readonly options: BridgeOptions }
@@ -20,6 +21,7 @@ export type NetOp =
       readonly cidr: string;
       readonly options: AddAddressOptions;
     }
+  | { readonly op: "addRoute"; readonly route: RouteSpec }
   | {
       readonly op: "writeSysctl";
       readonly ifname: string;
@@ -27,7 +29,7 @@ export type NetOp =
       readonly value: string | number;
     };
 
-export async function apply(netlink: Netlink, ops: readonly NetOp[]): Promise<void> {
+export async function applyOps(netlink: Netlink, ops: readonly NetOp[]): Promise<void> {
   for (const o of ops) {
     switch (o.op) {
       case "createBridge":
@@ -44,6 +46,9 @@ export async function apply(netlink: Netlink, ops: readonly NetOp[]): Promise<vo
         break;
       case "addAddress":
         await netlink.addAddress(o.name, o.cidr, o.options);
+        break;
+      case "addRoute":
+        await netlink.addRoute(o.route);
         break;
       case "writeSysctl":
         await netlink.writeSysctl(o.ifname, o.key, o.value);

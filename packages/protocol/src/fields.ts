@@ -1,0 +1,57 @@
+// Validated fields shared by every schema xenroam reads (messages, the lab topology, the sites file): each
+// parses text into canonical form or reports, in words, what is wrong with it.
+
+import {
+  canonicalIpv6,
+  canonicalMac,
+  isLinkLocal,
+  isUnicastMac,
+  parseIpv6,
+  parseMac,
+  parsePrefix,
+} from "@xenroam/core";
+import { z } from "zod";
+
+/** Runs a parser inside zod; its error message becomes the issue. */
+export const parsed = <T>(parse: (s: string) => T) =>
+  z.string().transform((s, ctx) => {
+    try {
+      return parse(s);
+    } catch (err) {
+      ctx.addIssue({ code: "custom", message: (err as Error).message });
+      return z.NEVER;
+    }
+  });
+
+export const ipv6Field = (what: string) =>
+  parsed((s) => {
+    try {
+      return canonicalIpv6(s);
+    } catch (err) {
+      throw new Error(`${what}: ${(err as Error).message}`);
+    }
+  });
+
+export const linkLocalField = parsed((s) => {
+  if (!isLinkLocal(parseIpv6(s))) throw new Error(`${s} is not link-local (fe80::/10)`);
+  return canonicalIpv6(s);
+});
+
+export const globalAddressField = parsed((s) => {
+  if (isLinkLocal(parseIpv6(s))) throw new Error(`${s} is link-local, not a routable address`);
+  return canonicalIpv6(s);
+});
+
+/** A /64 (what SLAAC needs), canonical. */
+export const prefix64Field = parsed((s) => {
+  const p = parsePrefix(s);
+  if (p.length !== 64) throw new Error(`"${s}" must be a /64 (SLAAC needs one)`);
+  return `${canonicalIpv6(s.split("/")[0] ?? "")}/64`;
+});
+
+export const macField = parsed(canonicalMac);
+
+export const unicastMacField = parsed((s) => {
+  if (!isUnicastMac(parseMac(s))) throw new Error(`${s} is a multicast MAC; use a unicast one`);
+  return canonicalMac(s);
+});
