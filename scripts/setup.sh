@@ -34,3 +34,5 @@ fi
 
 say "building (tsc -b)"
 npx tsc -b
+# npm links a workspace's bin only once its target exists, i.e. after the build.
+npm rebuild --ignore-scripts --loglevel=error >/dev/null

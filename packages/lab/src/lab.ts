@@ -7,6 +7,7 @@ import {
   existsSync,
   mkdirSync,
   openSync,
+  readdirSync,
   readFileSync,
   realpathSync,
   renameSync,
@@ -118,14 +119,28 @@ const XENSTORED_MAIN = fileURLToPath(new URL("./main.js", import.meta.resolve("@
 const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
 /**
- * A command of this checkout's workspace (node_modules/.bin/NAME) as [node, script], found without importing
- * the app (packages never import the apps); undefined when it is not installed.
+ * A command of this checkout's workspace as [node, script], found through the `bin` fields of the
+ * @xenroam/* packages (their bin links are made by npm only if the build came first), without importing
+ * the app (packages never import the apps). Undefined when no workspace package provides it.
  */
 export function findWorkspaceCommand(name: string): string[] | undefined {
   let dir = dirname(fileURLToPath(import.meta.url));
   for (;;) {
-    const bin = join(dir, "node_modules", ".bin", name);
-    if (existsSync(bin)) return [process.execPath, realpathSync(bin)];
+    const scope = join(dir, "node_modules", "@xenroam");
+    if (existsSync(scope)) {
+      for (const pkg of readdirSync(scope)) {
+        const root = realpathSync(join(scope, pkg));
+        try {
+          const manifest = JSON.parse(readFileSync(join(root, "package.json"), "utf8")) as {
+            bin?: Record<string, string>;
+          };
+          const script = manifest.bin?.[name];
+          if (script && existsSync(join(root, script))) return [process.execPath, join(root, script)];
+        } catch {
+          /* not a package */
+        }
+      }
+    }
     const up = dirname(dir);
     if (up === dir) return undefined;
     dir = up;
