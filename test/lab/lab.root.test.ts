@@ -65,6 +65,7 @@ test("up, ping the correspondent from the VM across the router, down leaves noth
   t.deepEqual(
     status.services.map((s) => [s.name, s.state]),
     [
+      ["xenroam-agent", "running"],
       ["radvd", "running"],
       ["xenstored-hosta", "running"],
       ["xenstored-hosta2", "running"],
