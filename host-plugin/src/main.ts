@@ -188,25 +188,31 @@ program
 
 program
   .command("status")
-  .description("what this host has prepared: staging bridges, their users, VMs and phases")
+  .description("what this host has prepared: staging bridges, their users, and each VM's phase")
+  .argument("[vm]", "only this VM")
   .option("--json", "print JSON")
-  .action(async (o: { json?: boolean }) => {
+  .action(async (vm: string | undefined, o: { json?: boolean }) => {
     const s = await withEngine(program.opts<GlobalOptions>(), (e) => e.status());
+    const vms = Object.entries(s.vms).filter(([name]) => vm === undefined || name === vm);
+    const staging = Object.entries(s.staging).filter(([, st]) => vm === undefined || st.users.includes(vm));
     if (o.json) {
-      console.log(JSON.stringify(s, null, 2));
+      console.log(
+        JSON.stringify({ staging: Object.fromEntries(staging), vms: Object.fromEntries(vms) }, null, 2),
+      );
       return;
     }
-    const vms = Object.entries(s.vms);
-    if (vms.length === 0 && Object.keys(s.staging).length === 0) console.log("nothing prepared on this host");
-    for (const [site, st] of Object.entries(s.staging)) {
+    if (vm !== undefined && vms.length === 0) console.log(`${vm}: idle (nothing prepared on this host)`);
+    else if (vms.length === 0 && staging.length === 0) console.log("nothing prepared on this host");
+    for (const [site, st] of staging) {
       console.log(
         `staging ${st.bridge} (site ${site}): users ${st.users.join(", ") || "none"}, radvd pid ${st.radvd?.pid ?? "-"}`,
       );
     }
-    for (const [vm, v] of vms)
+    for (const [name, v] of vms) {
       console.log(
-        `${vm}: ${v.phase} for ${v.destination} (site ${v.site}), migration ${v.migrationId}${v.moa ? `, MoA ${v.moa}` : ""}`,
+        `${name}: ${v.phase} for ${v.destination} (site ${v.site}), migration ${v.migrationId}${v.moa ? `, MoA ${v.moa}` : ""}`,
       );
+    }
   });
 
 program.parseAsync().catch((err: unknown) => {

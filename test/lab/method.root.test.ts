@@ -156,3 +156,44 @@ test("guest agent absent: plain migration within 3 s of the deadline, no prepare
   );
   t.is(vif?.master, "xrpark0", "the secondary stays parked: nothing was swapped");
 });
+
+test("the guest agent killed after prepare: its restart converges and the migration still uses the method", async (t) => {
+  const { topology, stateRoot, stateDir } = fresh(t);
+  await labUp(topology, { stateRoot });
+  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
+  const prep = await run("ip", [
+    "netns",
+    "exec",
+    `${topology.name}-hosta`,
+    ...XENROAM,
+    "--lab",
+    stateDir,
+    "prepare",
+    topology.vm.name,
+    "--to",
+    "hostb",
+  ]);
+  t.regex(prep.stdout, /prepared for site b: MoA 2001:db8:b:/);
+  const sup = () =>
+    JSON.parse(readFileSync(join(stateDir, "supervisor.json"), "utf8")) as {
+      services: Record<string, { process?: { pid: number }; state: string }>;
+    };
+  const before = sup().services["xenroam-agent"]?.process?.pid;
+  if (!before) throw new Error("no agent recorded");
+  process.kill(before, "SIGKILL");
+  for (let i = 0; i < 100; i++) {
+    const now = sup().services["xenroam-agent"];
+    if (now?.state === "running" && now.process?.pid !== before) break;
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  await new Promise((r) => setTimeout(r, 500));
+  const r = await migrate(topology, stateDir, "hostb");
+  t.is(r.method, "dual-interface", r.fallback ?? "");
+  await new Promise((res) => setTimeout(res, 300));
+  t.true(await pingCn(topology));
+  const routes = await json(`${topology.name}-vm`, "-6", "route", "show", "default");
+  t.deepEqual(
+    routes.map((x) => [x.dev, x.gateway]),
+    [["eth1", "fe80::b:1"]],
+  );
+});
