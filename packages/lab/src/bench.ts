@@ -8,7 +8,7 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { NsWorker } from "./netns.js";
-import { netnsName } from "./plan.js";
+import { netnsName, planLab } from "./plan.js";
 import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
 import { percentile } from "./stats.js";
 import { readVmLocation } from "./toolstack.js";
@@ -23,6 +23,8 @@ export interface Scenario {
   readonly method: boolean;
   readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
   readonly tunedGuest: boolean;
+  /** Also probe CN→VM: only where the VM keeps an address the CN can reach (no HoA before the mobility layer). */
+  readonly reverse?: boolean;
 }
 
 const STANDARD_RA = { minIntervalMs: 3000, maxIntervalMs: 4000 };
@@ -36,6 +38,7 @@ export const SCENARIOS: readonly Scenario[] = [
     method: false,
     ra: STANDARD_RA,
     tunedGuest: false,
+    reverse: true,
   },
   {
     name: "slaac-standard",
@@ -82,6 +85,8 @@ export interface RunResult {
   readonly method: string;
   /** False when no reply came back within the deadline; gapMs then counts up to the deadline. */
   readonly recovered: boolean;
+  /** CN→VM, where measured. */
+  readonly reverse?: { readonly gapMs: number; readonly networkMs: number; readonly lost: number };
 }
 
 export interface ScenarioResult {
@@ -94,6 +99,12 @@ export interface ScenarioResult {
   readonly lost: number;
   /** Runs that never recovered within RECOVERY_DEADLINE_MS. */
   readonly unrecovered: number;
+  /** The same statistics CN→VM, for scenarios where the VM keeps a reachable address. */
+  readonly cnToVm?: {
+    readonly gapMs: { readonly p50: number; readonly p95: number; readonly max: number };
+    readonly networkMs: { readonly p50: number; readonly p95: number };
+    readonly lost: number;
+  };
   readonly samples: readonly RunResult[];
 }
 
@@ -175,6 +186,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
   await labUp(topology, { ...options, progress: () => {} });
   const children: ChildProcess[] = [];
   const log: ProbeLog = newProbeLog();
+  const back: ProbeLog = newProbeLog();
   try {
     children.push(startIn(netnsName(topology, topology.correspondent.name), ["probe-echo"]));
     if (s.tunedGuest)
@@ -187,7 +199,16 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     ]);
     children.push(sender);
     if (sender.stdout) createInterface({ input: sender.stdout }).on("line", (l) => ingestProbeLine(log, l));
+    if (s.reverse) {
+      const vmAddress = planLab(topology).vmPrimary.expectedAddress;
+      children.push(startIn(netnsName(topology, topology.vm.name), ["probe-echo"]));
+      await sleep(300);
+      const cn = startIn(netnsName(topology, topology.correspondent.name), ["probe-send", "--to", vmAddress]);
+      children.push(cn);
+      if (cn.stdout) createInterface({ input: cn.stdout }).on("line", (l) => ingestProbeLine(back, l));
+    }
     await waitUntil("the probe to get replies", 15_000, () => log.replies.length > 10);
+    if (s.reverse) await waitUntil("the CN→VM probe to get replies", 15_000, () => back.replies.length > 10);
 
     const samples: RunResult[] = [];
     const vmWorker =
@@ -230,6 +251,14 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
         const lastBefore = log.replies.filter((x) => x < t0).at(-1) ?? t0;
         const o = recoveredAt === undefined ? { ...measured, gapMs: end - lastBefore } : measured;
         const pausedMs = report.pausedMs ?? 0;
+        let reverse: RunResult["reverse"];
+        if (s.reverse) {
+          while (firstReplyAfter(back, t1) === undefined && Date.now() < deadline) await sleep(20);
+          const backEnd = (firstReplyAfter(back, t1) ?? Date.now()) + 100;
+          await sleep(Math.max(0, backEnd - Date.now()));
+          const b = outage(back, t0, backEnd);
+          reverse = { gapMs: b.gapMs, networkMs: Math.max(0, b.gapMs - pausedMs), lost: b.lost };
+        }
         samples.push({
           from: here,
           to: there,
@@ -239,6 +268,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
           lost: o.lost,
           method: report.method,
           recovered: recoveredAt !== undefined,
+          ...(reverse ? { reverse } : {}),
         });
         progress(
           `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)${recoveredAt === undefined ? " NOT RECOVERED" : ""}`,
@@ -274,6 +304,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
       networkMs: { p50: percentile(nets, 50), p95: percentile(nets, 95) },
       lost: samples.reduce((n, x) => n + x.lost, 0),
       unrecovered: samples.filter((x) => !x.recovered).length,
+      ...(s.reverse ? { cnToVm: reverseStats(samples) } : {}),
       samples,
     };
   } finally {
@@ -282,16 +313,35 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
   }
 }
 
+function reverseStats(samples: readonly RunResult[]): NonNullable<ScenarioResult["cnToVm"]> {
+  const r = samples.flatMap((x) => (x.reverse ? [x.reverse] : []));
+  const gaps = r.map((x) => x.gapMs);
+  const nets = r.map((x) => x.networkMs);
+  return {
+    gapMs: { p50: percentile(gaps, 50), p95: percentile(gaps, 95), max: Math.max(...gaps) },
+    networkMs: { p50: percentile(nets, 50), p95: percentile(nets, 95) },
+    lost: r.reduce((n, x) => n + x.lost, 0),
+  };
+}
+
 export function markdownTable(results: readonly ScenarioResult[]): string {
-  const rows = results.map(
-    (r) =>
-      `| ${r.name} | ${r.runs} | ${r.gapMs.p50} | ${r.gapMs.p95} | ${r.gapMs.max} | ${r.pausedMs.p50} | ${r.networkMs.p50} | ${r.networkMs.p95} | ${r.lost} | ${r.unrecovered} |`,
-  );
+  const rows = results.flatMap((r) => [
+    row(r),
+    ...(r.cnToVm
+      ? [
+          `| ${r.name} (CN→VM) | ${r.runs} | ${r.cnToVm.gapMs.p50} | ${r.cnToVm.gapMs.p95} | ${r.cnToVm.gapMs.max} | ${r.pausedMs.p50} | ${r.cnToVm.networkMs.p50} | ${r.cnToVm.networkMs.p95} | ${r.cnToVm.lost} | |`,
+        ]
+      : []),
+  ]);
   return [
     "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost | not recovered |",
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
   ].join("\n");
+}
+
+function row(r: ScenarioResult): string {
+  return `| ${r.name} | ${r.runs} | ${r.gapMs.p50} | ${r.gapMs.p95} | ${r.gapMs.max} | ${r.pausedMs.p50} | ${r.networkMs.p50} | ${r.networkMs.p95} | ${r.lost} | ${r.unrecovered} |`;
 }
 
 export async function runBench(options: BenchOptions): Promise<ScenarioResult[]> {
