@@ -166,11 +166,14 @@ export class Agent {
         ["accept_ra_defrtr", 0],
         // DAD on the isolated staging bridge proves nothing about the destination segment (and costs 1 s).
         ["accept_dad", 0],
+        // At the destination the old primary is restored unplugged; the kernel must route around it at once.
+        ["ignore_routes_with_linkdown", 1],
         ["router_solicitations", 3],
         ["router_solicitation_interval", 1],
       ] as const) {
         await netlink.writeSysctl(dev, key, value);
       }
+      await netlink.writeSysctl(primary.name, "ignore_routes_with_linkdown", 1);
       await netlink.setLink(dev, { up: true });
       await this.replaceDefault(dev, request.gateway.linkLocal, STANDBY_METRIC);
       const moa = formatIpv6(slaacAddress(parsePrefix(request.prefix), request.secondaryMac));

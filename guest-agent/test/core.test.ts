@@ -61,8 +61,10 @@ test("step 2: the secondary comes up with SLAAC only, a standby route, and the M
     "sysctl -w net.ipv6.conf.eth1.accept_ra_pinfo=1",
     "sysctl -w net.ipv6.conf.eth1.accept_ra_defrtr=0",
     "sysctl -w net.ipv6.conf.eth1.accept_dad=0",
+    "sysctl -w net.ipv6.conf.eth1.ignore_routes_with_linkdown=1",
     "sysctl -w net.ipv6.conf.eth1.router_solicitations=3",
     "sysctl -w net.ipv6.conf.eth1.router_solicitation_interval=1",
+    "sysctl -w net.ipv6.conf.eth0.ignore_routes_with_linkdown=1",
     "link set eth1 up",
     "route add default via fe80::b:1 dev eth1 metric 2100",
   ]);

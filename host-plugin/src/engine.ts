@@ -8,6 +8,7 @@ import {
   encodeMessage,
   KEYS,
   type PhaseMark,
+  parseAgentStatus,
   parseAnswer,
   type VifInfo,
 } from "@xenroam/protocol";
@@ -65,6 +66,8 @@ export interface PrepareOptions {
 }
 
 export const DEFAULT_PREPARE_TIMEOUT_MS = 8000;
+/** How long the destination keeps the old primary unplugged waiting for the guest's switch. */
+export const HOLD_TIMEOUT_MS = 10_000;
 
 export function newMigrationId(now: number, random: () => number = Math.random): string {
   const stamp = new Date(now).toISOString().replace(/[-:]/g, "").replace(/\..*$/, "");
@@ -283,6 +286,19 @@ export class Engine {
         guestWrites: useMethod
           ? { [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
           : {},
+        ...(staged
+          ? {
+              hold: {
+                devids: dom.vifs.filter((v) => v.devid !== staged.secondary.devid).map((v) => v.devid),
+                key: KEYS.status,
+                released: (value: string) => {
+                  const s = parseAgentStatus(value);
+                  return s.ok && s.value.id === migrationId && s.value.phase === "switched";
+                },
+                timeoutMs: HOLD_TIMEOUT_MS,
+              },
+            }
+          : {}),
         mark,
       });
     } catch (err) {

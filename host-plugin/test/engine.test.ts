@@ -108,6 +108,12 @@ test("migrate with the method: staging bridge impersonates the gateway, vifs swa
     "step 3: secondary on the real bridge, primary parked",
   );
   t.deepEqual(req?.guestWrites, { arrived: encodeMessage({ v: 1, id: "m1", host: "hostb" }) });
+  // The old primary stays unplugged at the destination until the guest reports the switch for this migration.
+  t.deepEqual(req?.hold?.devids, [0]);
+  t.is(req?.hold?.key, "status");
+  t.true(req?.hold?.released(encodeMessage({ v: 1, phase: "switched", id: "m1", primary: "eth1" })));
+  t.false(req?.hold?.released(encodeMessage({ v: 1, phase: "switched", id: "older", primary: "eth1" })));
+  t.false(req?.hold?.released(encodeMessage({ v: 1, phase: "prepared", id: "m1" })));
   // radvd's goodbye RA must not reach the guest: it stops only after the VM (and its vif) left.
   const migrated = h.journal.findIndex((j) => j.startsWith("toolstack migrate"));
   const stopped = h.journal.findIndex((j) => j.startsWith("radvd stop"));
@@ -125,6 +131,7 @@ test("a silent guest: plain migration within the deadline, nothing of the prepar
   t.regex(report.fallback ?? "", /did not answer within 300 ms/);
   t.deepEqual(h.toolstack.requests[0]?.bridges, { 0: "xenbr0", 1: "xrpark0" });
   t.deepEqual(h.toolstack.requests[0]?.guestWrites, {});
+  t.is(h.toolstack.requests[0]?.hold, undefined, "a plain migration holds nothing back");
   t.deepEqual(h.state.state, { staging: {}, vms: {} });
   t.is(h.radvd.count, 0);
   t.is(await h.netlink.link("xr-b"), undefined);

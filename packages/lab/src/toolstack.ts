@@ -143,10 +143,12 @@ export class LabToolstack implements Toolstack {
         await src.nl.setLink(vifName(loc.domid, d), { netns: { name: dstNs }, name: vifName(domid, d) });
       }
       mark("vifs-moved");
+      const held = new Set(req.hold?.devids ?? []);
       for (const d of devids) {
         const ifname = vifName(domid, d);
         await dst.nl.writeSysctl(ifname, "disable_ipv6", 1);
-        await dst.nl.setLink(ifname, { master: req.bridges[d] ?? null, up: true });
+        // A held vif is attached but not plugged: no carrier in the guest until the hold is released.
+        await dst.nl.setLink(ifname, { master: req.bridges[d] ?? null, up: !held.has(d) });
       }
       mark("vifs-attached");
       const remap = (p: Perm): Perm => (p.domid === loc.domid ? { ...p, domid } : p);
@@ -158,9 +160,28 @@ export class LabToolstack implements Toolstack {
       }
       mark("guest-notified");
       writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
+      // Watch for the hold's release before the guest can answer it.
+      const hold = req.hold;
+      const releasePath = hold ? `/local/domain/${domid}/${LAB_CHANNEL_DIR}/${hold.key}` : undefined;
+      const releaseWatch = releasePath ? await xsDst.watch(releasePath) : undefined;
       for (const pid of pids) process.kill(pid, "SIGCONT");
       mark("resumed");
       const pausedMs = Date.now() - pausedAt;
+      if (hold && releaseWatch && releasePath) {
+        const deadline = Date.now() + hold.timeoutMs;
+        const it = releaseWatch[Symbol.asyncIterator]();
+        for (;;) {
+          const value = await xsDst.tryRead(releasePath);
+          if (value !== undefined && hold.released(value)) break;
+          const left = deadline - Date.now();
+          if (left <= 0) break;
+          const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), left));
+          if ((await Promise.race([it.next(), timer])) === "timeout") break;
+        }
+        await releaseWatch.close();
+        for (const d of hold.devids) await dst.nl.setLink(vifName(domid, d), { up: true });
+        mark("held-vifs-plugged");
+      }
       const vifs: VifInfo[] = devids.map((d) => ({
         devid: d,
         mac: d === 0 ? t.vm.primaryMac : t.vm.secondaryMac,

@@ -35,6 +35,18 @@ export interface MigrateRequest {
    * unpause; XAPI: vm-post-migrate): how the guest learns, first thing, that it has arrived.
    */
   readonly guestWrites?: Readonly<Record<string, string>>;
+  /**
+   * Vifs (devids) the destination restores unplugged — the guest sees no carrier on them — and plugs once
+   * `release` is satisfied or its timeout passes. For the method: the old primary, held until the guest has
+   * switched, so that from the first instant after resume the guest's kernel routes around it.
+   */
+  readonly hold?: {
+    readonly devids: readonly number[];
+    /** A key of the guest's xenroam directory, and the value that releases the hold. */
+    readonly key: string;
+    readonly released: (value: string) => boolean;
+    readonly timeoutMs: number;
+  };
   readonly mark?: (phase: string) => void;
 }
 
