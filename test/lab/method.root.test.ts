@@ -110,7 +110,10 @@ test("50 consecutive method migrations A→B→A…: all complete, nothing left 
   await labUp(topology, { stateRoot } satisfies LabOptions);
   for (let i = 0; i < 50; i++) {
     const to = i % 2 === 0 ? "hostb" : "hosta";
+    const started = Date.now();
     const r = await migrate(topology, stateDir, to);
+    // Not a benchmark: a hang check. A migration takes ~2 s here; nothing may keep the command alive.
+    t.true(Date.now() - started < 8000, `migration ${i + 1} took ${Date.now() - started} ms`);
     t.is(r.method, "dual-interface", `migration ${i + 1} used the method (${r.fallback ?? ""})`);
     if (i % 10 === 9) t.true(await pingCn(topology), `the CN is reachable after migration ${i + 1}`);
   }

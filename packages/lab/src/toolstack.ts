@@ -175,8 +175,13 @@ export class LabToolstack implements Toolstack {
           if (value !== undefined && hold.released(value)) break;
           const left = deadline - Date.now();
           if (left <= 0) break;
-          const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), left));
-          if ((await Promise.race([it.next(), timer])) === "timeout") break;
+          let timer: NodeJS.Timeout | undefined;
+          const timeout = new Promise<"timeout">((r) => {
+            timer = setTimeout(() => r("timeout"), left);
+          });
+          const next = await Promise.race([it.next(), timeout]);
+          clearTimeout(timer);
+          if (next === "timeout") break;
         }
         await releaseWatch.close();
         for (const d of hold.devids) await dst.nl.setLink(vifName(domid, d), { up: true });
