@@ -49,6 +49,16 @@ function guest() {
   return { netlink, channel, agent, events, slaac };
 }
 
+/** A guest that has done step 2 for `request`, with its effects so far cleared. */
+async function prepared() {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  g.netlink.effects.length = 0;
+  return g;
+}
+
 test("step 2: the secondary comes up with SLAAC only, a standby route, and the MoA is answered", async (t) => {
   const g = guest();
   g.channel.keys.set("request", encodeMessage(request));
@@ -73,11 +83,7 @@ test("step 2: the secondary comes up with SLAAC only, a standby route, and the M
 });
 
 test("step 4: on arrival the old primary goes down first, then the routes move; applying again changes nothing", async (t) => {
-  const g = guest();
-  g.channel.keys.set("request", encodeMessage(request));
-  g.slaac();
-  await g.agent.converge("test");
-  g.netlink.effects.length = 0;
+  const g = await prepared();
   g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
   await g.agent.converge("xenstore");
   t.deepEqual(g.netlink.effects, [
@@ -95,11 +101,7 @@ test("step 4: on arrival the old primary goes down first, then the routes move; 
 });
 
 test("an arrival for another migration is ignored", async (t) => {
-  const g = guest();
-  g.channel.keys.set("request", encodeMessage(request));
-  g.slaac();
-  await g.agent.converge("test");
-  g.netlink.effects.length = 0;
+  const g = await prepared();
   g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "other", host: "hostb" }));
   await g.agent.converge("xenstore");
   t.deepEqual(g.netlink.effects, []);
@@ -127,11 +129,7 @@ test("refusals carry a reason: wrong MAC, malformed request, no RA in time", asy
 });
 
 test("abort takes the secondary down again and says so", async (t) => {
-  const g = guest();
-  g.channel.keys.set("request", encodeMessage(request));
-  g.slaac();
-  await g.agent.converge("test");
-  g.netlink.effects.length = 0;
+  const g = await prepared();
   g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
   await g.agent.converge("xenstore");
   t.deepEqual(g.netlink.effects, ["link set eth1 down", "route del default dev eth1 metric 2100"]);

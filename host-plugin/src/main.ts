@@ -44,6 +44,8 @@ function makeLog(json: boolean): Log {
       );
       return;
     }
+    // Phases reach people as the timeline printed at the end; JSON logs keep them line by line.
+    if (event === "phase") return;
     const detail = Object.entries(fields)
       .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
       .join(" ");

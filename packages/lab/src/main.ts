@@ -6,6 +6,7 @@ import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { Command, Option } from "commander";
 import {
+  findWorkspaceCommand,
   LabError,
   type LabOptions,
   type LabStatus,
@@ -191,7 +192,8 @@ program
 program
   .command("demo")
   .description(
-    "bring the lab up, show it, ping the correspondent from the VM across the router, take it down",
+    "bring the lab up, ping the correspondent from the VM, migrate the VM to the other site and back with\n" +
+      "xenroam (printing each migration's timeline), ping after each move, take the lab down",
   )
   .option("--topology <file>", "a topology JSON file")
   .option("--keep", "leave the lab up afterwards")
@@ -200,14 +202,10 @@ program
     const topology = loadTopology(opts.topology);
     console.log(describe(topology));
     const options = labOptions(opts);
-    let code = 1;
-    try {
-      printStatus(await labUp(topology, options));
-      const target = topology.correspondent.address;
-      console.log(
-        `\nping from ${topology.vm.name} (eth0, via ${topology.vm.host}'s ${topology.bridges.real} and the router ${routerAddressOf(topology)}) to ${topology.correspondent.name} ${target}:`,
-      );
-      code = await run("ip", [
+    const stateDir = stateDirOf(topology.name, options);
+    const target = topology.correspondent.address;
+    const ping = () =>
+      run("ip", [
         "netns",
         "exec",
         netnsName(topology, topology.vm.name),
@@ -221,7 +219,47 @@ program
         "2",
         target,
       ]);
-      console.log(code === 0 ? "\nthe VM reaches the correspondent across the router." : "\nping failed.");
+    let code = 1;
+    try {
+      printStatus(await labUp(topology, options));
+      console.log(
+        `\nping from ${topology.vm.name} (via ${topology.vm.host}'s ${topology.bridges.real} and the router ${routerAddressOf(topology)}) to ${topology.correspondent.name} ${target}:`,
+      );
+      code = await ping();
+      const xenroam = findWorkspaceCommand("xenroam");
+      const home = topology.vm.host;
+      const homeSite = topology.hosts.find((h) => h.name === home)?.site;
+      const away = topology.hosts.find((h) => h.site !== homeSite)?.name;
+      if (code === 0 && xenroam && away) {
+        for (const [from, to] of [
+          [home, away],
+          [away, home],
+        ] as const) {
+          console.log(
+            `\nxenroam migrate ${topology.vm.name} ${to}   (on ${from}; the dual-interface method)`,
+          );
+          code = await run("ip", [
+            "netns",
+            "exec",
+            netnsName(topology, from),
+            ...xenroam,
+            "--lab",
+            stateDir,
+            "migrate",
+            topology.vm.name,
+            to,
+          ]);
+          if (code !== 0) break;
+          console.log(`ping from ${topology.vm.name}, now on ${to}:`);
+          code = await ping();
+          if (code !== 0) break;
+        }
+      } else if (!xenroam) {
+        console.log("\n(xenroam is not built in this workspace: skipping the migrations; run npm run setup)");
+      }
+      console.log(
+        code === 0 ? "\ndemo done: the VM kept reaching the correspondent across sites." : "\ndemo failed.",
+      );
     } finally {
       if (!opts.keep) await labDown(topology.name, options);
       else console.log("\nthe lab is still up; remove it with: xenroam-lab down");

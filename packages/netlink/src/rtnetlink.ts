@@ -184,6 +184,22 @@ function sysctlPath(ifname: string, key: string, family: 4 | 6): string {
   return `/proc/sys/net/ipv${family}/conf/${ifname}/${key}`;
 }
 
+/** Attributes of RTM_NEWLINK for a new link: name, kind, and the optional MAC, MTU and namespace. */
+function newLinkAttrs(
+  name: string,
+  linkinfo: Buffer,
+  options: { readonly mac?: string; readonly mtu?: number },
+  netnsFd: number | undefined,
+): IflaT.LinkAttrs {
+  return {
+    ifname: name,
+    linkinfo,
+    ...(options.mac ? { address: Buffer.from(macToBytes(options.mac)) } : {}),
+    ...(options.mtu ? { mtu: options.mtu } : {}),
+    ...(netnsFd !== undefined ? { netNsFd: netnsFd } : {}),
+  };
+}
+
 /** Opens a namespace reference for the duration of fn. */
 function withNetnsFd<T>(ref: NetnsRef | undefined, fn: (fd: number | undefined) => Promise<T>): Promise<T> {
   if (!ref) return fn(undefined);
@@ -238,17 +254,7 @@ class RtNetlink implements Netlink {
     const linkinfo = Buffer.concat([nlaString(IFLA_INFO.KIND, "bridge"), ...data]);
     await this.run("create bridge", name, () =>
       withNetnsFd(options.netns, (fd) =>
-        this.sock.newLink(
-          {},
-          {
-            ifname: name,
-            linkinfo,
-            ...(options.mac ? { address: Buffer.from(macToBytes(options.mac)) } : {}),
-            ...(options.mtu ? { mtu: options.mtu } : {}),
-            ...(fd !== undefined ? { netNsFd: fd } : {}),
-          },
-          { flags: CREATE_EXCL },
-        ),
+        this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: CREATE_EXCL }),
       ),
     );
   }
@@ -268,17 +274,7 @@ class RtNetlink implements Netlink {
             nlaString(IFLA_INFO.KIND, "veth"),
             nla(IFLA_INFO.DATA, nla(VETH_INFO_PEER, peerAttrs)),
           ]);
-          return this.sock.newLink(
-            {},
-            {
-              ifname: name,
-              linkinfo,
-              ...(options.mac ? { address: Buffer.from(macToBytes(options.mac)) } : {}),
-              ...(options.mtu ? { mtu: options.mtu } : {}),
-              ...(fd !== undefined ? { netNsFd: fd } : {}),
-            },
-            { flags: CREATE_EXCL },
-          );
+          return this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: CREATE_EXCL });
         }),
       ),
     );
