@@ -1,0 +1,56 @@
+import test from "ava";
+import { MobilityError, renderCorrespondent, renderMobileNode, renderRemoval } from "../src/index.js";
+
+test("mobile node: one transaction that replaces the table; NDP accepted before any rewrite", (t) => {
+  const script = renderMobileNode({ hoa: "FD00:1::5", moa: "2001:db8:b:0:216:3eff:fe00:2" });
+  const lines = script.split("\n");
+  t.deepEqual(lines.slice(0, 3), ["table ip6 xenroam {}", "delete table ip6 xenroam", "table ip6 xenroam {"]);
+  t.true(script.includes("ip6 daddr 2001:db8:b:0:216:3eff:fe00:2 notrack ip6 daddr set fd00:1::5"));
+  t.true(script.includes("ip6 saddr fd00:1::5 notrack ip6 saddr set 2001:db8:b:0:216:3eff:fe00:2"));
+  for (const chain of ["ingress", "egress"]) {
+    const body = script.slice(script.indexOf(`chain ${chain}`));
+    t.true(body.indexOf("nd-neighbor-solicit") < body.indexOf("notrack"), `NDP first in ${chain}`);
+  }
+  t.is(
+    renderMobileNode({ hoa: "fd00:1::5", moa: undefined }),
+    "table ip6 xenroam {}\ndelete table ip6 xenroam\ntable ip6 xenroam {\n}\n",
+  );
+});
+
+test("correspondent: maps HoA to the active locator, every locator back to its HoA", (t) => {
+  const script = renderCorrespondent([
+    { hoa: "fd00:1::5", active: "2001:db8:b::2", locators: ["2001:db8:a::1", "2001:db8:b::2"] },
+  ]);
+  t.true(
+    script.includes(
+      "map hoa_to_locator { type ipv6_addr : ipv6_addr; elements = { fd00:1::5 : 2001:db8:b::2 }; }",
+    ),
+  );
+  t.true(
+    script.includes(
+      "map locator_to_hoa { type ipv6_addr : ipv6_addr; elements = { 2001:db8:b::2 : fd00:1::5, 2001:db8:a::1 : fd00:1::5 }; }",
+    ),
+  );
+  t.true(script.includes("ip6 daddr set ip6 daddr map @hoa_to_locator"));
+  t.true(renderCorrespondent([]).includes("map hoa_to_locator { type ipv6_addr : ipv6_addr; }"));
+});
+
+test("bad bindings are refused with the reason", (t) => {
+  t.throws(() => renderMobileNode({ hoa: "fe80::1", moa: "2001:db8::2" }), {
+    instanceOf: MobilityError,
+    message: /link-local/,
+  });
+  t.throws(() => renderMobileNode({ hoa: "fd00::1", moa: "fd00::1" }), { message: /must differ/ });
+  t.throws(() => renderMobileNode({ hoa: "nope", moa: undefined }), {
+    message: /HoA: "nope" is not an IPv6 address/,
+  });
+  t.throws(
+    () =>
+      renderCorrespondent([
+        { hoa: "fd00::1", active: "2001:db8::9", locators: [] },
+        { hoa: "fd00::2", active: "2001:db8::9", locators: [] },
+      ]),
+    { message: /locator 2001:db8::9 is claimed by fd00::1 and fd00::2/ },
+  );
+  t.is(renderRemoval(), "table ip6 xenroam {}\ndelete table ip6 xenroam\n");
+});
