@@ -90,3 +90,24 @@ test("the dependency scanner sees imports at all (guards the guards)", (t) => {
   t.true(lab.includes("@xenroam/netlink"));
   t.true(lab.includes("node:child_process"));
 });
+
+test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)", (t) => {
+  const allowed = new Set([
+    "host-plugin/src/adapters/radvd.ts",
+    "packages/mobility/src/nft.ts",
+    "packages/lab/src/system.ts",
+    "packages/lab/src/netns.ts",
+    "packages/lab/src/supervisor.ts",
+    "packages/lab/src/lab.ts",
+    "packages/lab/src/bench.ts",
+    "packages/lab/src/main.ts",
+  ]);
+  const spawners = [...areas.packages, ...areas.guestAgent, ...areas.hostPlugin]
+    .flatMap((d) => sources(d))
+    .filter((f) => f.includes("/src/") && importsOf(f).includes("node:child_process"))
+    .map((f) => relative(ROOT, f));
+  t.deepEqual(
+    spawners.filter((f) => !allowed.has(f)),
+    [],
+  );
+});
