@@ -33,7 +33,7 @@ function fresh(t: { teardown(fn: () => Promise<void> | void): void }): {
   const stateRoot = mkdtempSync(join(tmpdir(), "xr-lab-"));
   const topology = parseTopology({ ...DEFAULT_TOPOLOGY, name });
   t.teardown(async () => {
-    await labDown(name, { stateRoot }).catch(() => {});
+    await labDown(name, { stateRoot, force: true }).catch(() => {});
     rmSync(stateRoot, { recursive: true, force: true });
   });
   return { topology, stateRoot };

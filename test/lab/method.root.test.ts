@@ -27,7 +27,7 @@ function fresh(t: ExecutionContext): { topology: Topology; stateRoot: string; st
   const stateRoot = mkdtempSync(join(tmpdir(), "xr-method-"));
   const topology = parseTopology({ ...DEFAULT_TOPOLOGY, name });
   t.teardown(async () => {
-    await labDown(name, { stateRoot }).catch(() => {});
+    await labDown(name, { stateRoot, force: true }).catch(() => {});
     rmSync(stateRoot, { recursive: true, force: true });
   });
   return { topology, stateRoot, stateDir: join(stateRoot, name) };
