@@ -1,6 +1,6 @@
 // The lab CLI refuses bad input with a message that says what to do (no root needed for these).
 import { execFile } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,6 +24,7 @@ test("a missing topology file is named", async (t) => {
 
 test("invalid JSON and invalid topologies list their problems", async (t) => {
   const dir = mkdtempSync(join(tmpdir(), "xr-cli-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   writeFileSync(join(dir, "bad.json"), "{ nope");
   const r1 = await lab("topology", "--topology", join(dir, "bad.json"));
   t.regex(r1.stderr, /bad\.json is not valid JSON/);
