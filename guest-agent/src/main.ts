@@ -31,9 +31,7 @@ class XenstoreChannel implements GuestChannel {
 
 const program = new Command("xenroam-agent")
   .description(
-    "The xenroam guest agent. Runs in the DomU: on a prepare request from Dom0 it brings up the secondary\n" +
-      "interface and takes its address in the destination subnet (MoA); when the destination Dom0 says the VM\n" +
-      "has arrived, it makes the secondary the primary. Talks to Dom0 only through xenstore.",
+    "The xenroam guest agent. Runs in the DomU: on a prepare request from Dom0 it brings up the secondary interface and takes its address in the destination subnet (MoA); when the destination Dom0 says the VM has arrived, it makes the secondary the primary. Talks to Dom0 only through xenstore.",
   )
   .option("--xenstore <path>", "xenbus device or xenstored socket", GUEST_DEVICE)
   .addOption(

@@ -123,9 +123,7 @@ function printReport(r: MigrationReport): void {
 
 const program = new Command("xenroam")
   .description(
-    "Live-migrate Xen VMs across IPv6 subnets with the downtime of a same-subnet migration.\n" +
-      "prepare: stage the destination gateway on a bridge and have the guest take its destination address (MoA);\n" +
-      "migrate: prepare, migrate with the vif attachments swapped, clean up; abort: undo a prepare.",
+    "Live-migrate Xen VMs across IPv6 subnets with the downtime of a same-subnet migration. prepare: stage the destination gateway on a bridge and have the guest take its destination address (MoA); migrate: prepare, migrate with the vif attachments swapped, clean up; abort: undo a prepare.",
   )
   .option("--host <name>", "this host's name in the sites file (default: hostname)")
   .option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)")
@@ -141,15 +139,20 @@ const program = new Command("xenroam")
   .showHelpAfterError("(run with --help for usage)")
   .addHelpText(
     "after",
-    "\nExamples (in the lab):\n" +
-      "  xenroam-lab exec hosta -- xenroam --lab /run/xenroam-lab/xr migrate vm hostb\n" +
-      "  xenroam --lab /run/xenroam-lab/xr prepare vm --to hostb   then   xenroam --lab … abort vm\n",
+    [
+      "",
+      "Examples (in the lab):",
+      "  xenroam-lab exec hosta -- xenroam --lab /run/xenroam-lab/xr migrate vm hostb",
+      "  xenroam --lab /run/xenroam-lab/xr prepare vm --to hostb       (step 1 alone)",
+      "  xenroam --lab /run/xenroam-lab/xr abort vm                    (undo it)",
+      "",
+    ].join("\n"),
   );
 
 program
   .command("prepare")
   .description("step 1: stage the destination's gateway and wait for the guest to take its MoA")
-  .argument("<vm>")
+  .argument("<vm>", "the VM, by its toolstack name")
   .requiredOption("--to <host>", "destination host")
   .option("--timeout <ms>", "how long the guest may take", positiveInt, 8000)
   .action(async (vm: string, o: { to: string; timeout: number }) => {
@@ -166,7 +169,7 @@ program
 program
   .command("migrate")
   .description("prepare (or reuse a prepare), migrate with the vifs swapped, clean up the source")
-  .argument("<vm>")
+  .argument("<vm>", "the VM, by its toolstack name")
   .argument("<host>", "destination host")
   .option("--timeout <ms>", "how long the guest may take to prepare", positiveInt, 8000)
   .option("--no-method", "a plain migration, without staging (the baseline)")
@@ -182,7 +185,7 @@ program
 program
   .command("abort")
   .description("undo a prepare: the guest is told, the secondary is parked, staging is released")
-  .argument("<vm>")
+  .argument("<vm>", "the VM, by its toolstack name")
   .action(async (vm: string) => {
     const done = await withEngine(program.opts<GlobalOptions>(), (e) => e.abort(vm));
     console.log(done ? `${vm}: preparation undone` : `${vm}: nothing prepared; nothing to do`);

@@ -99,20 +99,24 @@ function run(cmd: string, args: string[]): Promise<number> {
 
 const program = new Command("xenroam-lab")
   .description(
-    "The xenroam lab: the paper's testbed (correspondent, IPv6 router with one LAN per site, Xen-like hosts with\n" +
-      "xenbr0 and a parking bridge, a VM with two vifs) built from network namespaces, veth pairs and bridges,\n" +
-      "with radvd on the router and a xenstored per host. Needs root.",
+    "The xenroam lab: the paper's testbed (correspondent, IPv6 router with one LAN per site, Xen-like hosts with xenbr0 and a parking bridge, a VM with two vifs) built from network namespaces, veth pairs and bridges, with radvd on the router and a xenstored per host. Needs root.",
   )
   .enablePositionalOptions()
   .showHelpAfterError("(run with --help for usage)")
   .addHelpText(
     "after",
-    "\nExamples:\n" +
-      "  xenroam-lab up                      build the default lab (sites a and b, hosts hosta, hosta2, hostb)\n" +
-      "  xenroam-lab exec vm -- ping -6 -c 3 2001:db8:c::100\n" +
-      "  xenroam-lab status\n" +
-      "  xenroam-lab down                    remove everything the lab made\n" +
-      "  xenroam-lab topology > my.json      start your own topology from the default one\n",
+    [
+      "",
+      "Examples:",
+      "  xenroam-lab up                      build the default lab (sites a and b, hosts hosta, hosta2, hostb)",
+      "  xenroam-lab exec vm -- ping -6 -c 3 2001:db8:c::100",
+      "  xenroam-lab exec hosta -- xenroam --lab /run/xenroam-lab/xr migrate vm hostb",
+      "  xenroam-lab status",
+      "  xenroam-lab down                    remove everything the lab made",
+      "  xenroam-lab topology > my.json      start your own topology from the default one",
+      "  xenroam-lab bench --runs 10 --json bench.json",
+      "",
+    ].join("\n"),
   );
 
 const stateRootOption = () =>
@@ -192,8 +196,7 @@ program
 program
   .command("demo")
   .description(
-    "bring the lab up, ping the correspondent from the VM, migrate the VM to the other site and back with\n" +
-      "xenroam (printing each migration's timeline), ping after each move, take the lab down",
+    "bring the lab up, ping the correspondent from the VM, migrate the VM to the other site and back with xenroam (printing each migration's timeline), ping after each move, take the lab down",
   )
   .option("--topology <file>", "a topology JSON file")
   .option("--keep", "leave the lab up afterwards")

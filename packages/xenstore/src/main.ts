@@ -25,9 +25,7 @@ const log = (event: string, fields: Record<string, unknown> = {}) =>
 
 const program = new Command("xenroam-xenstored")
   .description(
-    "A small xenstored speaking the real xenstore wire protocol over unix sockets, for the xenroam lab and tests.\n" +
-      "Connections on --socket act as Dom0 (privileged); connections on each --guest socket act as that domain,\n" +
-      "with xenstored's permission rules (a guest writes only where it is allowed).",
+    "A small xenstored speaking the real xenstore wire protocol over unix sockets, for the xenroam lab and tests. Connections on --socket act as Dom0 (privileged); connections on each --guest socket act as that domain, with xenstored's permission rules (a guest writes only where it is allowed).",
   )
   .requiredOption("--socket <path>", "Dom0 socket path (absolute)")
   .option("--guest <domid:path>", "a guest socket bound to a domain id (repeatable)", guestSocket, [])
