@@ -327,8 +327,15 @@ export class Engine {
     };
   }
 
-  async status(): Promise<HostState> {
-    return this.p.state.read();
+  async status(): Promise<HostState & { readonly radvdRunning: Readonly<Record<string, boolean>> }> {
+    const s = await this.p.state.read();
+    const radvdRunning = Object.fromEntries(
+      Object.entries(s.staging).map(([site, st]) => [
+        site,
+        st.radvd !== undefined && this.p.radvd.running(st.radvd),
+      ]),
+    );
+    return { ...s, radvdRunning };
   }
 
   private async ensureStaging(site: Site, migration: string): Promise<void> {

@@ -210,7 +210,7 @@ program
     else if (vms.length === 0 && staging.length === 0) console.log("nothing prepared on this host");
     for (const [site, st] of staging) {
       console.log(
-        `staging ${st.bridge} (site ${site}): users ${st.users.join(", ") || "none"}, radvd pid ${st.radvd?.pid ?? "-"}`,
+        `staging ${st.bridge} (site ${site}): users ${st.users.join(", ") || "none"}, radvd ${st.radvd ? `pid ${st.radvd.pid} (${s.radvdRunning[site] ? "running" : "NOT RUNNING: the next prepare restarts it"})` : "-"}`,
       );
     }
     for (const [name, v] of vms) {

@@ -32,7 +32,7 @@ import {
   type ProcessId,
   stopProcess,
 } from "./system.js";
-import { writeVmLocation } from "./toolstack.js";
+import { readVmLocation, writeVmLocation } from "./toolstack.js";
 import { parseTopology, type Topology } from "./topology.js";
 
 /** The host plugin's sites file for this lab: sites, gateways, and which host is where. */
@@ -84,6 +84,8 @@ export interface LabStatus {
   readonly supervisor: "running" | "stopped" | "absent";
   readonly services: ReadonlyArray<{ readonly name: string; readonly state: string; readonly pid?: number }>;
   readonly nodes: ReadonlyArray<{ readonly node: string; readonly netns: string; readonly role: string }>;
+  /** Where the VM runs now (it moves with every migration). */
+  readonly vm?: { readonly name: string; readonly host: string; readonly domid: number };
 }
 
 export const stateDirOf = (name: string, options: LabOptions = {}) =>
@@ -412,6 +414,15 @@ export async function labDown(name: string, options: LabOptions = {}): Promise<D
   return { removedNamespaces: removed, stoppedProcesses: stopped, hadState: true };
 }
 
+function vmLocation(stateDir: string): { vm?: { name: string; host: string; domid: number } } {
+  try {
+    const loc = readVmLocation(stateDir);
+    return { vm: { name: loc.vm, host: loc.host, domid: loc.domid } };
+  } catch {
+    return {};
+  }
+}
+
 export async function labStatus(name: string, options: LabOptions = {}): Promise<LabStatus> {
   const stateDir = stateDirOf(name, options);
   const state = readState(stateDir);
@@ -433,5 +444,6 @@ export async function labStatus(name: string, options: LabOptions = {}): Promise
       ...(s.process ? { pid: s.process.pid } : {}),
     })),
     nodes: plan.namespaces.map((n) => ({ node: n.node, netns: n.netns, role: n.role })),
+    ...vmLocation(stateDir),
   };
 }

@@ -63,6 +63,7 @@ function printStatus(s: LabStatus): void {
     const present = s.namespaces.find((x) => x.name === n.netns)?.present ? "present" : "MISSING";
     console.log(`  ${n.node.padEnd(9)} ${n.role.padEnd(13)} netns ${n.netns.padEnd(12)} ${present}`);
   }
+  if (s.vm) console.log(`the VM: ${s.vm.name} runs on ${s.vm.host} as domid ${s.vm.domid}`);
   console.log("services:");
   for (const svc of s.services)
     console.log(`  ${svc.name.padEnd(18)} ${svc.state}${svc.pid ? ` (pid ${svc.pid})` : ""}`);
