@@ -120,6 +120,15 @@ export class BindingBook {
     return { ok: true };
   }
 
+  /** Loads a binding already accepted earlier (from storage), so that older ones count as replays. */
+  seed(b: ActiveBinding): void {
+    this.active.set(canonicalIpv6(b.hoa), {
+      ...b,
+      hoa: canonicalIpv6(b.hoa),
+      locator: canonicalIpv6(b.locator),
+    });
+  }
+
   get(hoa: string): ActiveBinding | undefined {
     return this.active.get(canonicalIpv6(hoa));
   }
