@@ -151,12 +151,17 @@ export class Agent {
     const started = Date.now();
     log("prepare_started", { migration: request.id, site: request.site, prefix: request.prefix });
     await this.setStatus({ v: 1, phase: "preparing", id: request.id });
+    // Set once this interface is being changed: only then is there anything to undo on failure.
+    let touched: string | undefined;
+    let primaryName: string | undefined;
     try {
       const { primary, secondary } = await this.roles(request);
+      primaryName = primary.name;
       if (secondary.up && (await this.hasDefaultRoute(secondary.name, PRIMARY_METRIC))) {
         throw new AgentError(`${secondary.name} carries traffic now; Dom0 staged the wrong vif`);
       }
       const dev = secondary.name;
+      touched = dev;
       // SLAAC on this interface only; no RA-learned default route, which would compete with the primary's.
       for (const [key, value] of [
         ["disable_ipv6", 0],
@@ -192,8 +197,17 @@ export class Agent {
     } catch (err) {
       const reason = err instanceof Error ? err.message : String(err);
       log("prepare_failed", { migration: request.id, reason });
+      // Leave the guest as it was: the secondary down again, without the standby route.
+      if (touched) await this.standDown(touched).catch(() => {});
       await this.answer({ v: 1, id: request.id, status: "error", reason: reason.slice(0, 500) });
-      await this.setStatus({ v: 1, phase: "error", id: request.id, detail: reason.slice(0, 500) });
+      await this.setStatus({
+        v: 1,
+        phase: "error",
+        id: request.id,
+        detail: reason.slice(0, 500),
+        ...(primaryName ? { primary: primaryName } : {}),
+        ...(touched ? { secondary: touched } : {}),
+      });
     }
   }
 
@@ -245,18 +259,23 @@ export class Agent {
   }
 
   private async abort(id: string, status: AgentStatus): Promise<void> {
-    const { netlink, log } = this.ports;
+    const { log } = this.ports;
     const dev = status.secondary;
-    if (dev && (await netlink.link(dev))) {
-      await netlink.setLink(dev, { up: false });
-      for (const r of await netlink.routes({ dev })) {
-        if (r.dst === "default")
-          await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
-      }
-    }
+    if (dev) await this.standDown(dev);
     await this.answer({ v: 1, id, status: "aborted" });
     await this.setStatus({ v: 1, phase: "idle", ...(status.primary ? { primary: status.primary } : {}) });
     log("aborted", { migration: id, secondary: dev });
+  }
+
+  /** The secondary back to how it waits between migrations: down, with no default route of ours. */
+  private async standDown(dev: string): Promise<void> {
+    const { netlink } = this.ports;
+    if (!(await netlink.link(dev))) return;
+    await netlink.setLink(dev, { up: false });
+    for (const r of await netlink.routes({ dev })) {
+      if (r.dst === "default")
+        await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
+    }
   }
 
   private async hasDefaultRoute(dev: string, metric: number): Promise<boolean> {

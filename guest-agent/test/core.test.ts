@@ -126,6 +126,9 @@ test("refusals carry a reason: wrong MAC, malformed request, no RA in time", asy
   await noRa.agent.converge("test");
   t.like(noRa.channel.json("answer"), { status: "error" });
   t.regex(String(noRa.channel.json("answer")?.reason), /ETIMEDOUT/);
+  t.false((await noRa.netlink.link("eth1"))?.up, "a failed prepare leaves the secondary down again");
+  t.deepEqual(await noRa.netlink.routes({ dev: "eth1" }), [], "and without the standby route");
+  t.like(noRa.channel.json("status"), { phase: "error", secondary: "eth1" }, "an abort can find it");
 });
 
 test("abort takes the secondary down again and says so", async (t) => {
