@@ -73,6 +73,7 @@ function loadSites(file: string): SiteDirectory {
 async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
   let toolstack: Toolstack;
+  let bridges = { real: "xenbr0", parking: "xrpark0" };
   if (opts.toolstack === "lab" || opts.lab) {
     const labDir = opts.lab ?? "/run/xenroam-lab/xr";
     const lab = readLabState(labDir);
@@ -82,6 +83,7 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
     stateDir ??= join(labDir, `host-${host}`);
     xenstore ??= join(labDir, `xs-${host}.sock`);
     toolstack = new LabToolstack(labDir, lab.topology);
+    bridges = lab.topology.bridges;
   } else {
     throw new UsageError(
       `the ${opts.toolstack} toolstack adapter is not built yet; this version drives the namespace lab (--lab DIR)`,
@@ -96,7 +98,7 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
   try {
     const engine = new Engine({
       host,
-      bridges: { real: "xenbr0", parking: "xrpark0" },
+      bridges,
       netlink,
       radvd: createRadvdControl(stateDir),
       channel: createDom0Channel(xs, CHANNEL_DIR.xl),

@@ -6,7 +6,13 @@
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNetlink, type Netlink } from "@xenroam/netlink";
-import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import {
+  CHANNEL_DIR,
+  type DomainInfo,
+  type MigrateRequest,
+  type Toolstack,
+  type VifInfo,
+} from "@xenroam/protocol";
 import { type Perm, XenstoreClient } from "@xenroam/xenstore";
 import { NsWorker } from "./netns.js";
 import { dom0SocketFile, guestSocketFile, netnsName, vifName } from "./plan.js";
@@ -23,8 +29,6 @@ export interface VmLocation {
 }
 
 export const VM_FILE = "vm.json";
-/** The channel directory under the domain path (the lab behaves like xl). */
-export const LAB_CHANNEL_DIR = "data/xenroam";
 
 export function readVmLocation(stateDir: string): VmLocation {
   return JSON.parse(readFileSync(join(stateDir, VM_FILE), "utf8")) as VmLocation;
@@ -72,7 +76,7 @@ async function importTree(
   await Promise.all(Object.entries(node.children).map(([n, c]) => importTree(xs, `${path}/${n}`, c, remap)));
 }
 
-type NetlinkLike = Pick<Netlink, "link" | "setLink" | "writeSysctl">;
+type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl">;
 
 export class LabToolstack implements Toolstack {
   constructor(
@@ -102,7 +106,7 @@ export class LabToolstack implements Toolstack {
     const { nl, close } = await this.netlinkIn(netnsName(this.topology, loc.host));
     try {
       const masters = new Map<string, string | undefined>();
-      const all = await (nl as Netlink).links();
+      const all = await nl.links();
       const byIndex = new Map(all.map((l) => [l.index, l.name]));
       for (const l of all) masters.set(l.name, l.master === undefined ? undefined : byIndex.get(l.master));
       return { vm, domid: loc.domid, host: loc.host, vifs: this.vifs(loc, masters) };
@@ -156,13 +160,13 @@ export class LabToolstack implements Toolstack {
       await xsDst.write(`/local/domain/${domid}/domid`, String(domid));
       await xsDst.control("introduce", String(domid), join(this.stateDir, guestSocketFile(vm)));
       for (const [key, value] of Object.entries(req.guestWrites ?? {})) {
-        await xsDst.write(`/local/domain/${domid}/${LAB_CHANNEL_DIR}/${key}`, value);
+        await xsDst.write(`/local/domain/${domid}/${CHANNEL_DIR.xl}/${key}`, value);
       }
       mark("guest-notified");
       writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
       // Watch for the hold's release before the guest can answer it.
       const hold = req.hold;
-      const releasePath = hold ? `/local/domain/${domid}/${LAB_CHANNEL_DIR}/${hold.key}` : undefined;
+      const releasePath = hold ? `/local/domain/${domid}/${CHANNEL_DIR.xl}/${hold.key}` : undefined;
       const releaseWatch = releasePath ? await xsDst.watch(releasePath) : undefined;
       for (const pid of pids) process.kill(pid, "SIGCONT");
       mark("resumed");
