@@ -23,7 +23,8 @@ test("xenroam-xenstored serves, logs JSON, and leaves nothing on SIGTERM", async
   const xs = await XenstoreClient.connect(guest);
   await xs.write("data/hello", "1");
   xs.close();
-  const exited = new Promise<number | null>((r) => child.on("exit", (code) => r(code)));
+  // "close", not "exit": the last log lines may still be in the pipe when the process has exited.
+  const exited = new Promise<number | null>((r) => child.on("close", (code) => r(code)));
   child.kill("SIGTERM");
   t.is(await exited, 0);
   t.false(existsSync(dom0));
@@ -43,7 +44,7 @@ test("xenroam-xenstored refuses bad arguments with a hint", async (t) => {
   child.stderr.on("data", (c) => {
     err += c;
   });
-  const code = await new Promise<number | null>((r) => child.on("exit", (c) => r(c)));
+  const code = await new Promise<number | null>((r) => child.on("close", (c) => r(c)));
   t.not(code, 0);
   t.regex(err, /expected DOMID:\/abs\/path/);
 });
