@@ -78,6 +78,22 @@ test("only packages/netlink imports the npm netlink package", (t) => {
   );
 });
 
+test("only the SQLite store imports better-sqlite3, and only the control server's daemon imports the store", (t) => {
+  const all = [...areas.packages, ...areas.guestAgent, ...areas.hostPlugin, "test"];
+  t.deepEqual(
+    violations(
+      all,
+      (s, f) => s === "better-sqlite3" && relative(ROOT, f) !== "packages/control/src/sqlite.ts",
+    ),
+    [],
+  );
+  // The agents and the host plugin use @xenroam/control without loading the database's native module.
+  t.deepEqual(
+    violations([...areas.guestAgent, ...areas.hostPlugin], (s) => s === "@xenroam/control/sqlite"),
+    [],
+  );
+});
+
 test("the core imports nothing from Node", (t) => {
   t.deepEqual(
     violations(["packages/core/src"], (s) => s.startsWith("node:") || !s.startsWith(".")),

@@ -10,11 +10,11 @@ import {
   type PhaseMark,
   parseAgentStatus,
   parseAnswer,
+  type Site,
   type VifInfo,
 } from "@xenroam/protocol";
 import { applyOps as apply } from "@xenroam/netlink";
 import type { HostPorts, HostState, VmState } from "./ports.js";
-import type { Site } from "./sites.js";
 import { planAttach, planDetach, planStagingBridge, radvdFor, stagingBridge } from "./staging.js";
 
 export type PrepareFailure = "silent" | "refused" | "malformed";

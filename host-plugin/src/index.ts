@@ -1,5 +1,5 @@
 export * from "./engine.js";
 export * from "./fakes.js";
 export * from "./ports.js";
-export * from "./sites.js";
+
 export * from "./staging.js";

@@ -8,14 +8,13 @@ import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { LabToolstack, readState as readLabState } from "@xenroam/lab";
 import { createNetlink } from "@xenroam/netlink";
-import { CHANNEL_DIR, type Toolstack } from "@xenroam/protocol";
+import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
 import { createRadvdControl } from "./adapters/radvd.js";
 import { createStateStore } from "./adapters/state.js";
 import { Engine, type MigrationReport, PluginError, PrepareError } from "./engine.js";
 import type { Log } from "./ports.js";
-import { parseSites, type SiteDirectory, SitesError } from "./sites.js";
 
 interface GlobalOptions {
   host?: string;

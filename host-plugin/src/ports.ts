@@ -2,7 +2,7 @@
 
 import type { Netlink } from "@xenroam/netlink";
 import type { Toolstack } from "@xenroam/protocol";
-import type { SiteDirectory } from "./sites.js";
+import type { SiteDirectory } from "@xenroam/protocol";
 
 /** Dom0's side of the guest channel: keys under a domain's xenroam directory. */
 export interface Dom0Channel {

@@ -4,7 +4,7 @@
 
 import type { RadvdInterface } from "@xenroam/core";
 import type { NetOp } from "@xenroam/netlink";
-import type { Site } from "./sites.js";
+import type { Site } from "@xenroam/protocol";
 
 export const stagingBridge = (site: string) => `xr-${site}`;
 

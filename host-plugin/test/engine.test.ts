@@ -1,6 +1,6 @@
 import test from "ava";
 import { FakeNetlink } from "@xenroam/netlink";
-import { encodeMessage, parseRequest } from "@xenroam/protocol";
+import { encodeMessage, parseRequest, parseSites } from "@xenroam/protocol";
 import {
   Engine,
   FakeDom0Channel,
@@ -8,7 +8,6 @@ import {
   FakeToolstack,
   type Journal,
   MemoryState,
-  parseSites,
   PrepareError,
 } from "../src/index.js";
 

@@ -1,38 +1,33 @@
-// The control server's HTTP+JSON API over ControlService. Every request but the public key is
+// The control server's HTTP+JSON API over ControlService. Every request but the public key and health is
 // authenticated with a bearer token: admin tokens manage the registry; a VM's token may register standby
-// locators only for that VM; host and correspondent tokens may watch. Bad input gets a 4xx with a reason.
+// locators and activate bindings only for that VM; host and correspondent (peer) tokens may read the sites,
+// watch, and relay signed bindings. Bad input gets a 4xx with a reason and changes nothing.
 
-import { timingSafeEqual } from "node:crypto";
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import type { SignedBinding } from "./bindings.js";
 import { ControlError, type ControlService } from "./service.js";
+import type { Principal } from "./store.js";
 
-export interface Credentials {
-  readonly admin: readonly string[];
-  /** VM name -> token. */
-  readonly vms: Readonly<Record<string, string>>;
-  /** Host or correspondent name -> token (may watch and relay signed bindings). */
-  readonly peers: Readonly<Record<string, string>>;
-}
-
-type Principal = { kind: "admin" } | { kind: "vm"; name: string } | { kind: "peer"; name: string };
+/** Every route, for the 404 answer and the docs. */
+export const ROUTES = [
+  "GET  /v1/health",
+  "GET  /v1/public-key",
+  "GET  /v1/sites                 (admin, peer)",
+  "PUT  /v1/sites                 (admin)",
+  "GET  /v1/vms                   (admin)",
+  "POST /v1/vms                   (admin) {name, hoa, macs}",
+  "GET  /v1/vms/:vm               (admin, peer, the VM)",
+  "POST /v1/peers                 (admin) {name}",
+  "POST /v1/vms/:vm/standby       (admin, the VM) {locator}",
+  "POST /v1/bindings              (anyone with a token; the VM only its own) signed binding",
+  "GET  /v1/bindings?since=R&wait=MS (admin, peer)",
+  "GET  /v1/bindings/:hoa         (admin, peer)",
+] as const;
 
 const MAX_BODY = 16 * 1024;
 
-function same(a: string, b: string): boolean {
-  const x = Buffer.from(a);
-  const y = Buffer.from(b);
-  return x.length === y.length && timingSafeEqual(x, y);
-}
-
-function principalOf(req: IncomingMessage, creds: Credentials): Principal | undefined {
-  const m = /^Bearer (\S+)$/.exec(req.headers.authorization ?? "");
-  const token = m?.[1];
-  if (!token) return undefined;
-  if (creds.admin.some((t) => same(t, token))) return { kind: "admin" };
-  for (const [name, t] of Object.entries(creds.vms)) if (same(t, token)) return { kind: "vm", name };
-  for (const [name, t] of Object.entries(creds.peers)) if (same(t, token)) return { kind: "peer", name };
-  return undefined;
+function bearer(req: IncomingMessage): string | undefined {
+  return /^Bearer (\S+)$/.exec(req.headers.authorization ?? "")?.[1];
 }
 
 async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
@@ -75,61 +70,122 @@ function signedBinding(o: Record<string, unknown>): SignedBinding {
   };
 }
 
+function need(who: Principal, ok: boolean, what: string): void {
+  if (!ok) throw new ControlError(403, `this token (${who.kind}) may not ${what}`);
+}
+
+export type HttpLog = (event: string, fields: Record<string, unknown>) => void;
+
 export function createControlServer(
   service: ControlService,
-  creds: Credentials,
   publicKeyPem: string,
+  log: HttpLog = () => {},
 ): Server {
   const send = (res: ServerResponse, status: number, value: unknown) => {
-    res.writeHead(status, { "content-type": "application/json" });
+    // Once the server is closing, answers end their connection so shutdown does not wait for keep-alive.
+    res.writeHead(status, {
+      "content-type": "application/json",
+      ...(server.listening ? {} : { connection: "close" }),
+    });
     res.end(JSON.stringify(value));
   };
-  return createServer((req, res) => {
+  const server = createServer((req, res) => {
     void (async () => {
       const url = new URL(req.url ?? "/", "http://control");
       const path = url.pathname;
-      if (req.method === "GET" && path === "/v1/public-key") {
+      const route = `${req.method ?? ""} ${path}`;
+      if (route === "GET /v1/public-key") {
         res.writeHead(200, { "content-type": "application/x-pem-file" });
         res.end(publicKeyPem);
         return;
       }
-      const who = principalOf(req, creds);
-      if (!who) throw new ControlError(403, "missing or unknown bearer token");
+      if (route === "GET /v1/health") {
+        send(res, 200, { ok: true, revision: (await service.changes(Number.MAX_SAFE_INTEGER)).revision });
+        return;
+      }
+      const token = bearer(req);
+      if (!token) throw new ControlError(401, "missing bearer token (Authorization: Bearer TOKEN)");
+      const who = await service.authenticate(token);
+      if (!who) throw new ControlError(401, "unknown bearer token");
+      const admin = who.kind === "admin";
+      const peer = who.kind === "peer";
+      const vmPath = /^\/v1\/vms\/([^/]+)$/.exec(path);
       const standby = /^\/v1\/vms\/([^/]+)\/standby$/.exec(path);
-      if (req.method === "POST" && path === "/v1/vms") {
-        if (who.kind !== "admin") throw new ControlError(403, "only an admin may register VMs");
+      const bindingPath = /^\/v1\/bindings\/([^/]+)$/.exec(path);
+      if (route === "GET /v1/sites") {
+        need(who, admin || peer, "read the sites");
+        send(res, 200, await service.sites());
+      } else if (route === "PUT /v1/sites") {
+        need(who, admin, "change the sites");
+        send(res, 200, await service.putSites(await body(req)));
+      } else if (route === "GET /v1/vms") {
+        need(who, admin, "list VMs");
+        send(res, 200, await service.vms());
+      } else if (route === "POST /v1/vms") {
+        need(who, admin, "register VMs");
         const b = await body(req);
-        send(res, 200, await service.registerVm(str(b, "name"), str(b, "hoa")));
+        const macs = b.macs ?? [];
+        if (!Array.isArray(macs) || macs.some((m) => typeof m !== "string") || macs.length > 8) {
+          throw new ControlError(400, '"macs" must be a list of at most 8 MAC addresses');
+        }
+        send(res, 200, await service.registerVm(str(b, "name"), str(b, "hoa"), macs as string[]));
+      } else if (req.method === "GET" && vmPath) {
+        const vm = decodeURIComponent(vmPath[1] ?? "");
+        need(who, admin || peer || (who.kind === "vm" && who.name === vm), `read VM ${vm}`);
+        send(res, 200, await service.vm(vm));
+      } else if (route === "POST /v1/peers") {
+        need(who, admin, "register peers");
+        send(res, 200, await service.registerPeer(str(await body(req), "name")));
       } else if (req.method === "POST" && standby) {
         const vm = decodeURIComponent(standby[1] ?? "");
-        if (!(who.kind === "admin" || (who.kind === "vm" && who.name === vm))) {
-          throw new ControlError(403, `this token may not register locators for ${vm}`);
-        }
-        const b = await body(req);
-        send(res, 200, await service.registerStandby(vm, str(b, "locator")));
-      } else if (req.method === "POST" && path === "/v1/bindings") {
+        need(who, admin || (who.kind === "vm" && who.name === vm), `register locators for ${vm}`);
+        const activation = await service.registerStandby(vm, str(await body(req), "locator"));
+        log("standby", { vm, hoa: activation.hoa, locator: activation.locator, seq: activation.seq });
+        send(res, 200, activation);
+      } else if (route === "POST /v1/bindings") {
         const signed = signedBinding(await body(req));
-        if (who.kind === "vm" && who.name !== signed.vm) {
-          throw new ControlError(403, `this token may not activate bindings of ${signed.vm}`);
-        }
+        need(who, who.kind !== "vm" || who.name === signed.vm, `activate bindings of ${signed.vm}`);
         const verdict = await service.activate(signed);
-        if (verdict.ok) send(res, 200, { revision: verdict.revision });
-        else send(res, 409, { error: verdict.reason });
-      } else if (req.method === "GET" && path === "/v1/bindings") {
-        if (who.kind === "vm") throw new ControlError(403, "VMs may not watch bindings");
+        const fields = {
+          by: who.kind,
+          vm: signed.vm,
+          hoa: signed.hoa,
+          locator: signed.locator,
+          seq: signed.seq,
+        };
+        if (verdict.ok) {
+          log("activated", { ...fields, revision: verdict.revision });
+          send(res, 200, { revision: verdict.revision });
+        } else {
+          log("refused", { ...fields, reason: verdict.reason });
+          send(res, 409, { error: verdict.reason });
+        }
+      } else if (route === "GET /v1/bindings") {
+        need(who, admin || peer, "watch bindings");
         const since = Number(url.searchParams.get("since") ?? "0");
-        const wait = Math.min(30_000, Number(url.searchParams.get("wait") ?? "0"));
-        if (!Number.isInteger(since) || since < 0 || !Number.isFinite(wait) || wait < 0) {
+        const wait = Number(url.searchParams.get("wait") ?? "0");
+        if (!Number.isSafeInteger(since) || since < 0 || !Number.isInteger(wait) || wait < 0) {
           throw new ControlError(400, "since and wait must be non-negative whole numbers");
         }
-        send(res, 200, await service.changes(since, wait));
+        send(res, 200, await service.changes(since, Math.min(wait, 30_000)));
+      } else if (req.method === "GET" && bindingPath) {
+        need(who, admin || peer, "read bindings");
+        send(res, 200, await service.binding(decodeURIComponent(bindingPath[1] ?? "")));
       } else {
-        throw new ControlError(404, `no route ${req.method ?? ""} ${path}`);
+        throw new ControlError(404, `no route ${route}; the routes are:\n${ROUTES.join("\n")}`);
       }
     })().catch((err: unknown) => {
       if (res.headersSent) return;
       if (err instanceof ControlError) send(res, err.status, { error: err.message });
-      else send(res, 500, { error: "internal error" });
+      else {
+        log("error", {
+          method: req.method,
+          url: req.url,
+          error: err instanceof Error ? err.message : String(err),
+        });
+        send(res, 500, { error: "internal error" });
+      }
     });
   });
+  return server;
 }

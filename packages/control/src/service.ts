@@ -1,76 +1,17 @@
-// The control server's core, without HTTP: VMs and their HoAs, each HoA's active and standby locators with
-// sequence numbers, a revisioned change log for watchers, and the signing of activations. Storage is a port
-// (MemoryStore here; a database later), so nothing of a backend leaks into the API.
+// The control server's core, without HTTP: the registry (sites and hosts, VMs with their HoA and vif MACs,
+// credentials), each HoA's active and standby locators with sequence numbers, a revisioned change stream for
+// watchers, and the signing of activations. Storage is the Store port (SQLite by default).
 
-import type { KeyObject } from "node:crypto";
-import { canonicalIpv6, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import { createHash, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
+import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import { parseSites, SitesError, type SitesDocument } from "@xenroam/protocol";
 import { BindingBook, type SignedBinding, signBinding, type Verdict } from "./bindings.js";
-
-export interface VmRecord {
-  readonly name: string;
-  readonly hoa: string;
-}
-
-export interface BindingRecord {
-  readonly hoa: string;
-  readonly vm: string;
-  readonly active: string | undefined;
-  /** Sequence number of the active binding (0: none yet). */
-  readonly seq: number;
-  /** Every locator registered for the HoA (the active one included): correspondents accept packets from all. */
-  readonly locators: readonly string[];
-}
-
-export interface Change {
-  readonly revision: number;
-  readonly binding: BindingRecord;
-}
-
-/** Storage port. Every write returns the revision it produced; revisions only grow. */
-export interface Store {
-  vm(name: string): Promise<VmRecord | undefined>;
-  vmByHoa(hoa: string): Promise<VmRecord | undefined>;
-  putVm(vm: VmRecord): Promise<void>;
-  binding(hoa: string): Promise<BindingRecord | undefined>;
-  putBinding(b: BindingRecord): Promise<number>;
-  changesSince(revision: number, limit: number): Promise<Change[]>;
-  revision(): Promise<number>;
-}
-
-export class MemoryStore implements Store {
-  private readonly vms = new Map<string, VmRecord>();
-  private readonly bindings = new Map<string, BindingRecord>();
-  private readonly log: Change[] = [];
-  async vm(name: string) {
-    return this.vms.get(name);
-  }
-  async vmByHoa(hoa: string) {
-    return [...this.vms.values()].find((v) => v.hoa === hoa);
-  }
-  async putVm(vm: VmRecord) {
-    this.vms.set(vm.name, vm);
-  }
-  async binding(hoa: string) {
-    return this.bindings.get(hoa);
-  }
-  async putBinding(b: BindingRecord) {
-    this.bindings.set(b.hoa, b);
-    const revision = this.log.length + 1;
-    this.log.push({ revision, binding: b });
-    return revision;
-  }
-  async changesSince(revision: number, limit: number) {
-    return this.log.filter((c) => c.revision > revision).slice(0, limit);
-  }
-  async revision() {
-    return this.log.length;
-  }
-}
+import type { BindingRecord, Change, Principal, Store, VmRecord } from "./store.js";
 
 export class ControlError extends Error {
   override readonly name = "ControlError";
   constructor(
-    readonly status: 400 | 403 | 404 | 409,
+    readonly status: 400 | 401 | 403 | 404 | 409,
     message: string,
   ) {
     super(message);
@@ -93,36 +34,123 @@ export interface ServiceOptions {
   readonly store: Store;
   readonly privateKey: KeyObject;
   readonly publicKey: KeyObject;
+  /** Admin bearer tokens (from the server's configuration, never from the database). */
+  readonly adminTokens?: readonly string[];
   readonly now?: () => number;
   /** How long a pre-signed activation stays valid. */
   readonly activationTtlMs?: number;
+}
+
+const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+
+export const hashToken = (token: string): string => createHash("sha256").update(token).digest("hex");
+const newToken = (): string => randomBytes(24).toString("base64url");
+
+function checkName(what: string, name: string): string {
+  if (!NAME.test(name)) {
+    throw new ControlError(400, `bad ${what} name "${name}": 1-64 characters, letters, digits, _ . -`);
+  }
+  return name;
 }
 
 export class ControlService {
   private readonly store: Store;
   private readonly now: () => number;
   private readonly ttl: number;
+  private readonly adminHashes: Buffer[];
   private readonly waiters = new Set<() => void>();
+  /** Writes are serialised: each reads, decides and writes without another in between. */
+  private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ServiceOptions) {
     this.store = options.store;
     this.now = options.now ?? Date.now;
     this.ttl = options.activationTtlMs ?? 10 * 60_000;
+    this.adminHashes = (options.adminTokens ?? []).map((t) => Buffer.from(hashToken(t), "hex"));
   }
 
-  /** Registers (or re-registers) a VM and its HoA. A HoA belongs to one VM. */
-  async registerVm(name: string, hoaText: string): Promise<VmRecord> {
-    if (!/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/.test(name)) throw new ControlError(400, `bad VM name "${name}"`);
-    const hoa = routable("HoA", hoaText);
-    const owner = await this.store.vmByHoa(hoa);
-    if (owner && owner.name !== name)
-      throw new ControlError(409, `HoA ${hoa} already belongs to ${owner.name}`);
-    const vm = { name, hoa };
-    await this.store.putVm(vm);
-    if (!(await this.store.binding(hoa))) {
-      await this.commit({ hoa, vm: name, active: undefined, seq: 0, locators: [] });
+  /** Who a bearer token belongs to, if anyone. */
+  async authenticate(token: string): Promise<Principal | undefined> {
+    const h = hashToken(token);
+    const hb = Buffer.from(h, "hex");
+    if (this.adminHashes.some((a) => timingSafeEqual(a, hb))) return { kind: "admin" };
+    return this.store.principal(h);
+  }
+
+  /** Replaces the sites document (sites, their gateways, and the hosts in each), validated first. */
+  async putSites(value: unknown): Promise<SitesDocument> {
+    let doc: SitesDocument;
+    try {
+      doc = parseSites(value, "the sites document").document();
+    } catch (err) {
+      if (err instanceof SitesError) throw new ControlError(400, err.message);
+      throw err;
     }
+    await this.serial(() => this.store.putSites(doc));
+    return doc;
+  }
+
+  async sites(): Promise<SitesDocument> {
+    const doc = await this.store.sites();
+    if (!doc)
+      throw new ControlError(404, "no sites registered yet: PUT /v1/sites (xenroam-control sites FILE)");
+    return doc;
+  }
+
+  /**
+   * Registers (or re-registers) a VM with its HoA and vif MACs, and issues its token (re-registering issues
+   * a new one and revokes the old). A HoA belongs to one VM.
+   */
+  async registerVm(
+    nameText: string,
+    hoaText: string,
+    macTexts: readonly string[] = [],
+  ): Promise<VmRecord & { token: string }> {
+    const name = checkName("VM", nameText);
+    const hoa = routable("HoA", hoaText);
+    const macs = macTexts.map((m) => {
+      try {
+        return canonicalMac(m);
+      } catch (err) {
+        throw new ControlError(400, `MAC ${m}: ${(err as Error).message}`);
+      }
+    });
+    return this.serial(async () => {
+      const owner = await this.store.vmByHoa(hoa);
+      if (owner && owner.name !== name) {
+        throw new ControlError(409, `HoA ${hoa} already belongs to ${owner.name}`);
+      }
+      const holder = await this.store.hoaOfLocator(hoa);
+      if (holder && holder !== hoa) throw new ControlError(409, `${hoa} is a locator of HoA ${holder}`);
+      const previous = await this.store.vm(name);
+      const vm = { name, hoa, macs };
+      await this.store.putVm(vm);
+      const current = await this.store.binding(hoa);
+      if (!current || current.vm !== name || previous?.hoa !== hoa) {
+        await this.commit({ hoa, vm: name, active: undefined, seq: current?.seq ?? 0, locators: [] });
+      }
+      const token = newToken();
+      await this.store.putCredential(hashToken(token), { kind: "vm", name });
+      return { ...vm, token };
+    });
+  }
+
+  async vm(name: string): Promise<VmRecord> {
+    const vm = await this.store.vm(name);
+    if (!vm) throw new ControlError(404, `no VM named ${name}`);
     return vm;
+  }
+
+  async vms(): Promise<VmRecord[]> {
+    return this.store.vms();
+  }
+
+  /** Issues a token for a host or a correspondent (re-issuing revokes the old one). */
+  async registerPeer(nameText: string): Promise<{ name: string; token: string }> {
+    const name = checkName("peer", nameText);
+    const token = newToken();
+    await this.serial(() => this.store.putCredential(hashToken(token), { kind: "peer", name }));
+    return { name, token };
   }
 
   /**
@@ -131,55 +159,65 @@ export class ControlService {
    * round trip to this server.
    */
   async registerStandby(vmName: string, locatorText: string): Promise<SignedBinding> {
-    const vm = await this.store.vm(vmName);
-    if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
     const locator = routable("locator", locatorText);
-    const current = await this.store.binding(vm.hoa);
-    const locators = [...new Set([...(current?.locators ?? []), locator])];
-    await this.commit({
-      hoa: vm.hoa,
-      vm: vm.name,
-      active: current?.active,
-      seq: current?.seq ?? 0,
-      locators,
-    });
-    return signBinding(this.options.privateKey, {
-      vm: vm.name,
-      hoa: vm.hoa,
-      locator,
-      seq: (current?.seq ?? 0) + 1,
-      expiresAt: this.now() + this.ttl,
+    return this.serial(async () => {
+      const vm = await this.store.vm(vmName);
+      if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
+      if (locator === vm.hoa) throw new ControlError(400, `the locator must differ from the HoA ${vm.hoa}`);
+      const holder = (await this.store.hoaOfLocator(locator)) ?? (await this.store.vmByHoa(locator))?.hoa;
+      if (holder !== undefined && holder !== vm.hoa) {
+        throw new ControlError(409, `locator ${locator} is already claimed by HoA ${holder}`);
+      }
+      const current = await this.store.binding(vm.hoa);
+      const seq = current?.seq ?? 0;
+      const locators = [...new Set([...(current?.locators ?? []), locator])];
+      if (!current || current.locators.length !== locators.length) {
+        await this.commit({ hoa: vm.hoa, vm: vm.name, active: current?.active, seq, locators });
+      }
+      return signBinding(this.options.privateKey, {
+        vm: vm.name,
+        hoa: vm.hoa,
+        locator,
+        seq: seq + 1,
+        expiresAt: this.now() + this.ttl,
+      });
     });
   }
 
   /** Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule. */
   async activate(b: SignedBinding): Promise<Verdict & { revision?: number }> {
-    const current = await this.store.binding(canonicalIpv6Safe(b.hoa));
-    const book = new BindingBook(
-      this.options.publicKey,
-      (hoa) => (current?.hoa === hoa ? current.vm : undefined),
-      this.now,
-    );
-    if (current && current.seq > 0 && current.active) {
-      // Seed the book with what is active, so replays of older bindings are refused.
-      book.seed({
-        vm: current.vm,
-        hoa: current.hoa,
-        locator: current.active,
-        seq: current.seq,
-        expiresAt: Infinity,
-      });
-    }
-    const verdict = book.accept(b);
-    if (!verdict.ok || !current) return verdict.ok ? { ok: false, reason: "HoA is not registered" } : verdict;
-    const locator = canonicalIpv6(b.locator);
-    const locators = [...new Set([...current.locators, locator])];
-    const revision = await this.commit({ ...current, active: locator, seq: b.seq, locators });
-    return { ok: true, revision };
+    return this.serial(async () => {
+      const current = await this.store.binding(canonicalIpv6Safe(b.hoa));
+      const book = new BindingBook(
+        this.options.publicKey,
+        (hoa) => (current?.hoa === hoa ? current.vm : undefined),
+        this.now,
+      );
+      if (current && current.seq > 0 && current.active) {
+        // Seed the book with what is active, so replays of older bindings are refused.
+        book.seed({
+          vm: current.vm,
+          hoa: current.hoa,
+          locator: current.active,
+          seq: current.seq,
+          expiresAt: Infinity,
+        });
+      }
+      const verdict = book.accept(b);
+      if (!verdict.ok || !current)
+        return verdict.ok ? { ok: false, reason: "HoA is not registered" } : verdict;
+      const locator = canonicalIpv6(b.locator);
+      // The active locator, the one before it (packets still in flight), and no older ones.
+      const locators = [locator, ...(current.active && current.active !== locator ? [current.active] : [])];
+      const revision = await this.commit({ ...current, active: locator, seq: b.seq, locators });
+      return { ok: true, revision };
+    });
   }
 
-  async binding(hoa: string): Promise<BindingRecord | undefined> {
-    return this.store.binding(routable("HoA", hoa));
+  async binding(hoa: string): Promise<BindingRecord> {
+    const b = await this.store.binding(routable("HoA", hoa));
+    if (!b) throw new ControlError(404, `no binding for ${hoa}`);
+    return b;
   }
 
   /** Changes after `since`; waits up to `waitMs` for one when there are none yet (long poll). */
@@ -197,13 +235,26 @@ export class ControlService {
       });
       changes = await this.store.changesSince(since, limit);
     }
-    return { revision: await this.store.revision(), changes };
+    const last = changes.at(-1)?.revision;
+    // With a full page, the watcher resumes after its last change; otherwise it is up to date.
+    return { revision: changes.length === limit && last ? last : await this.store.revision(), changes };
+  }
+
+  /** Wakes every long poll (shutdown): they answer with what they have. */
+  wakeWatchers(): void {
+    for (const w of [...this.waiters]) w();
   }
 
   private async commit(b: BindingRecord): Promise<number> {
     const revision = await this.store.putBinding(b);
-    for (const w of [...this.waiters]) w();
+    this.wakeWatchers();
     return revision;
+  }
+
+  private serial<T>(work: () => Promise<T>): Promise<T> {
+    const run = this.queue.then(work, work);
+    this.queue = run.catch(() => undefined);
+    return run;
   }
 }
 

@@ -13,15 +13,11 @@ import {
 
 const keys = generateSigningKeys();
 const intruder = generateSigningKeys();
-const TOKENS = { admin: "adm-secret", vm: "vm-secret", vm2: "vm2-secret", cn: "cn-secret" };
+const ADMIN = "adm-secret";
 
 async function server(t: ExecutionContext) {
-  const service = new ControlService({ store: new MemoryStore(), ...keys });
-  const srv = createControlServer(
-    service,
-    { admin: [TOKENS.admin], vms: { vm: TOKENS.vm, vm2: TOKENS.vm2 }, peers: { cn: TOKENS.cn } },
-    exportPublicKey(keys.publicKey),
-  );
+  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
+  const srv = createControlServer(service, exportPublicKey(keys.publicKey));
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
   const base = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
@@ -42,34 +38,59 @@ async function server(t: ExecutionContext) {
     }
     return { status: res.status, json: json as Record<string, unknown> };
   };
-  return { call, service };
+  // Tokens are issued by the server: VMs at registration, correspondents as peers.
+  const TOKENS = {
+    admin: ADMIN,
+    vm: (await service.registerVm("vm", "fd00:1::5")).token,
+    vm2: (await service.registerVm("vm2", "fd00:1::6")).token,
+    cn: (await service.registerPeer("cn")).token,
+  };
+  return { call, service, TOKENS };
 }
 
 test("registry: admins register VMs; bad input and wrong principals get a 4xx with a reason", async (t) => {
-  const { call } = await server(t);
-  t.is((await call("POST", "/v1/vms", TOKENS.admin, { name: "vm", hoa: "FD00:1::5" })).status, 200);
+  const { call, TOKENS } = await server(t);
+  const reg = await call("POST", "/v1/vms", TOKENS.admin, {
+    name: "vm3",
+    hoa: "FD00:1::7",
+    macs: ["00:16:3E:00:00:07", "00:16:3e:00:01:07"],
+  });
+  t.like(reg.json, { name: "vm3", hoa: "fd00:1::7", macs: ["00:16:3e:00:00:07", "00:16:3e:00:01:07"] });
+  const token3 = String(reg.json.token);
+  t.like((await call("GET", "/v1/vms/vm3", token3)).json, { hoa: "fd00:1::7" }, "a VM reads its own record");
+  t.is((await call("GET", "/v1/vms/vm", token3)).status, 403, "but not another's");
+  const again = await call("POST", "/v1/vms", TOKENS.admin, { name: "vm3", hoa: "fd00:1::7" });
+  t.is((await call("GET", "/v1/vms/vm3", token3)).status, 401, "re-registering revokes the old token");
+  t.is((await call("GET", "/v1/vms/vm3", String(again.json.token))).status, 200);
+  t.regex(
+    String(
+      (await call("POST", "/v1/vms", TOKENS.admin, { name: "v", hoa: "fd00::9", macs: ["zz"] })).json.error,
+    ),
+    /MAC zz/,
+  );
   t.like((await call("POST", "/v1/vms", TOKENS.vm, { name: "x", hoa: "fd00:1::9" })).json, {
-    error: "only an admin may register VMs",
+    error: "this token (vm) may not register VMs",
   });
   const bad = await call("POST", "/v1/vms", TOKENS.admin, { name: "vm2", hoa: "fe80::1" });
   t.is(bad.status, 400);
   t.regex(String(bad.json.error), /link-local/);
-  const taken = await call("POST", "/v1/vms", TOKENS.admin, { name: "vm2", hoa: "fd00:1::5" });
+  const taken = await call("POST", "/v1/vms", TOKENS.admin, { name: "vm4", hoa: "fd00:1::5" });
   t.is(taken.status, 409);
   t.regex(String(taken.json.error), /already belongs to vm/);
-  t.is((await call("POST", "/v1/vms", "nope", { name: "a", hoa: "fd00::1" })).status, 403);
+  t.is((await call("POST", "/v1/vms", "nope", { name: "a", hoa: "fd00::1" })).status, 401);
+  t.is((await call("POST", "/v1/vms", undefined, { name: "a", hoa: "fd00::1" })).status, 401);
   t.is((await call("POST", "/v1/vms", TOKENS.admin, "not json")).status, 400);
   t.is((await call("POST", "/v1/vms", TOKENS.admin, { name: "big", hoa: "x".repeat(20_000) })).status, 400);
-  t.is((await call("GET", "/v1/nothing", TOKENS.admin)).status, 404);
+  const none = await call("GET", "/v1/nothing", TOKENS.admin);
+  t.is(none.status, 404);
+  t.regex(String(none.json.error), /POST \/v1\/vms\/:vm\/standby/, "a 404 lists the routes");
   const pem = await call("GET", "/v1/public-key");
   t.is(typeof pem.json, "string");
   t.regex(pem.json as unknown as string, /BEGIN PUBLIC KEY/);
 });
 
 test("standby registration, pre-signed activation, and the refusals: replay, forgery, expiry, other VM", async (t) => {
-  const { call } = await server(t);
-  await call("POST", "/v1/vms", TOKENS.admin, { name: "vm", hoa: "fd00:1::5" });
-  await call("POST", "/v1/vms", TOKENS.admin, { name: "vm2", hoa: "fd00:1::6" });
+  const { call, TOKENS } = await server(t);
   t.is((await call("POST", "/v1/vms/vm/standby", TOKENS.vm2, { locator: "2001:db8:b::2" })).status, 403);
   const reg = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::2" });
   t.is(reg.status, 200);
@@ -99,8 +120,7 @@ test("standby registration, pre-signed activation, and the refusals: replay, for
 });
 
 test("the watch stream resumes from a revision and long-polls for the next change", async (t) => {
-  const { call } = await server(t);
-  await call("POST", "/v1/vms", TOKENS.admin, { name: "vm", hoa: "fd00:1::5" });
+  const { call, TOKENS } = await server(t);
   const first = await call("GET", "/v1/bindings?since=0", TOKENS.cn);
   const rev = Number(first.json.revision);
   t.true(rev >= 1);
@@ -125,4 +145,43 @@ test("the watch stream resumes from a revision and long-polls for the next chang
     0,
   );
   t.is((await call("GET", "/v1/bindings?since=-1", TOKENS.cn)).status, 400);
+});
+
+test("sites: admins upload the sites document, validated as the host plugin validates its file; peers read it", async (t) => {
+  const { call, TOKENS } = await server(t);
+  t.is((await call("GET", "/v1/sites", TOKENS.cn)).status, 404);
+  const doc = {
+    sites: [
+      { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01" } },
+    ],
+    hosts: [{ name: "hosta", site: "a" }],
+  };
+  t.is((await call("PUT", "/v1/sites", TOKENS.cn, doc)).status, 403);
+  const bad = await call("PUT", "/v1/sites", TOKENS.admin, { ...doc, hosts: [{ name: "h", site: "z" }] });
+  t.is(bad.status, 400);
+  t.regex(String(bad.json.error), /no site named "z"/);
+  t.is((await call("PUT", "/v1/sites", TOKENS.admin, doc)).status, 200);
+  t.like((await call("GET", "/v1/sites", TOKENS.cn)).json, {
+    sites: [{ name: "a", ra: { minIntervalMs: 30, maxIntervalMs: 70 } }],
+  });
+  t.is((await call("GET", "/v1/sites", TOKENS.vm)).status, 403, "VMs do not read the site plan");
+});
+
+test("a locator belongs to one HoA; the locator list keeps only the active, the previous and new standbys", async (t) => {
+  const { call, TOKENS } = await server(t);
+  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
+  const taken = await call("POST", "/v1/vms/vm2/standby", TOKENS.vm2, { locator: "2001:db8:a::5" });
+  t.is(taken.status, 409);
+  t.regex(String(taken.json.error), /already claimed by HoA fd00:1::5/);
+  t.is((await call("POST", "/v1/vms/vm2/standby", TOKENS.vm2, { locator: "fd00:1::5" })).status, 409);
+  for (const l of ["2001:db8:b::5", "2001:db8:a::15", "2001:db8:b::25"]) {
+    const s = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: l });
+    t.is((await call("POST", "/v1/bindings", TOKENS.vm, s.json)).status, 200);
+  }
+  t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
+    active: "2001:db8:b::25",
+    seq: 4,
+    locators: ["2001:db8:b::25", "2001:db8:a::15"],
+  });
 });

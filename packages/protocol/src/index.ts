@@ -2,3 +2,4 @@
 export * from "./messages.js";
 export * from "./toolstack.js";
 export * from "./fields.js";
+export * from "./sites.js";

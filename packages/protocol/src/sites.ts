@@ -1,8 +1,9 @@
-// Site data: which site each host is in, and each site's prefix and gateway (link-local and MAC). A file
-// validated with clear errors; the control server will serve the same data behind the same port.
+// Site data: which site each host is in, and each site's prefix and gateway (link-local and MAC). One
+// document, validated with clear errors: the host plugin reads it from a file or from the control server,
+// and the control server validates what an admin uploads with the same rules.
 
 import { parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
-import { ipv6Field, linkLocalField, macField, prefix64Field } from "@xenroam/protocol";
+import { ipv6Field, linkLocalField, macField, prefix64Field } from "./fields.js";
 import { z } from "zod";
 
 export interface Site {
@@ -16,6 +17,8 @@ export interface Site {
 export interface SiteDirectory {
   siteOfHost(host: string): Site;
   hosts(): readonly string[];
+  /** The validated document, normalised (defaults filled in). */
+  document(): SitesDocument;
 }
 
 export class SitesError extends Error {
@@ -48,6 +51,7 @@ const schema = z.strictObject({
 });
 
 export type SitesFile = z.input<typeof schema>;
+export type SitesDocument = z.output<typeof schema>;
 
 export function parseSites(value: unknown, source = "sites file"): SiteDirectory {
   const r = schema.safeParse(value);
@@ -80,5 +84,6 @@ export function parseSites(value: unknown, source = "sites file"): SiteDirectory
       return s;
     },
     hosts: () => [...hosts.keys()],
+    document: () => r.data,
   };
 }

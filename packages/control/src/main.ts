@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+// xenroam-control: the control server daemon (`serve`), its one-time setup (`init`), and the admin's
+// commands against a running server (`put-sites`, `add-vm`, `add-peer`, `show`). JSON logs on stderr;
+// SIGTERM/SIGINT answer open long polls, close the listener and the database, and exit 0.
+
+import { createPublicKey } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { dirname } from "node:path";
+import { Command, InvalidArgumentError } from "commander";
+import { exportPrivateKey, exportPublicKey, generateSigningKeys, importPrivateKey } from "./bindings.js";
+import { ControlClient, ControlClientError } from "./client.js";
+import { createControlServer, ROUTES } from "./http.js";
+import { ControlError, ControlService } from "./service.js";
+import { SqliteStore, StoreError } from "./sqlite.js";
+
+const DEFAULTS = {
+  listen: "[::]:7360",
+  database: "/var/lib/xenroam/control.db",
+  key: "/var/lib/xenroam/control.key",
+  adminTokenFile: "/etc/xenroam/admin.token",
+  server: "http://[::1]:7360",
+};
+
+class UsageError extends Error {}
+
+const log = (event: string, fields: Record<string, unknown> = {}) =>
+  process.stderr.write(
+    `${JSON.stringify({ ts: new Date().toISOString(), component: "control", event, ...fields })}\n`,
+  );
+
+export function parseListen(text: string): { host: string; port: number } {
+  const m = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(text) ?? /^([0-9.]+|localhost):(\d{1,5})$/.exec(text);
+  const port = Number(m?.[2]);
+  if (!m || !(port >= 0 && port <= 65535)) {
+    throw new InvalidArgumentError(
+      `expected [IPV6]:PORT (e.g. [::]:7360 or [2001:db8:c::1]:7360), got "${text}"`,
+    );
+  }
+  return { host: m[1] as string, port };
+}
+
+function readSecret(file: string, what: string, fix: string): string[] {
+  if (!existsSync(file)) throw new UsageError(`${what} ${file} does not exist; ${fix}`);
+  const tokens = readFileSync(file, "utf8")
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l && !l.startsWith("#"));
+  if (tokens.length === 0) throw new UsageError(`${what} ${file} holds no token; ${fix}`);
+  if (tokens.some((t) => t.length < 16 || /\s/.test(t))) {
+    throw new UsageError(`${what} ${file}: a token must be at least 16 characters, no spaces`);
+  }
+  return tokens;
+}
+
+function writeSecret(file: string, text: string): boolean {
+  if (existsSync(file)) return false;
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileSync(file, text, { mode: 0o600, flag: "wx" });
+  chmodSync(file, 0o600);
+  return true;
+}
+
+interface ServeOptions {
+  listen: { host: string; port: number };
+  database: string;
+  key: string;
+  adminTokenFile: string;
+}
+
+async function serve(o: ServeOptions): Promise<void> {
+  process.stderr.on("error", () => {});
+  const init = "run `xenroam-control init` first (it creates the key and an admin token)";
+  if (!existsSync(o.key)) throw new UsageError(`signing key ${o.key} does not exist; ${init}`);
+  const privateKey = importPrivateKey(readFileSync(o.key, "utf8"));
+  const publicKey = createPublicKey(privateKey);
+  const adminTokens = readSecret(o.adminTokenFile, "admin token file", init);
+  mkdirSync(dirname(o.database), { recursive: true });
+  const store = new SqliteStore(o.database);
+  const service = new ControlService({ store, privateKey, publicKey, adminTokens });
+  const server = createControlServer(service, exportPublicKey(publicKey), (event, fields) =>
+    log(event, fields),
+  );
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(o.listen.port, o.listen.host, () => resolve());
+  });
+  const addr = server.address() as AddressInfo;
+  log("ready", {
+    pid: process.pid,
+    address: addr.address,
+    port: addr.port,
+    database: o.database,
+    revision: (await service.changes(Number.MAX_SAFE_INTEGER)).revision,
+  });
+  const stop = (signal: string) => {
+    log("stopping", { signal });
+    server.close(() => {
+      void store.close().then(() => {
+        log("stopped");
+        process.exit(0);
+      });
+    });
+    service.wakeWatchers();
+    server.closeIdleConnections();
+    // Long polls were just answered; anything still open after 2 s is cut.
+    setTimeout(() => server.closeAllConnections(), 2000).unref();
+  };
+  process.once("SIGTERM", () => stop("SIGTERM"));
+  process.once("SIGINT", () => stop("SIGINT"));
+}
+
+function client(o: { server: string; tokenFile: string }): ControlClient {
+  const [token] = readSecret(o.tokenFile, "token file", "pass --token-file with the admin token");
+  return new ControlClient(o.server, { token: token as string });
+}
+
+const print = (v: unknown): void => {
+  process.stdout.write(`${JSON.stringify(v, null, 2)}\n`);
+};
+
+const program = new Command("xenroam-control")
+  .description(
+    "The xenroam control server: the registry (sites and their gateways, hosts, VMs with their home address), the bindings of each home address to its locators, signed activations, and a watch stream for correspondents. One SQLite file holds everything; the signing key is an Ed25519 PEM file.",
+  )
+  .showHelpAfterError()
+  .addHelpText(
+    "after",
+    `
+First start:
+  xenroam-control init                      # key + admin token under /var/lib/xenroam and /etc/xenroam
+  xenroam-control serve --listen '[2001:db8:c::1]:7360'
+  xenroam-control put-sites /etc/xenroam/sites.json
+  xenroam-control add-vm web1 --hoa 2001:db8:f::10 --mac 00:16:3e:00:00:10 --mac 00:16:3e:00:01:10
+  xenroam-control add-peer cn1               # a correspondent's token
+
+API routes:
+  ${ROUTES.join("\n  ")}`,
+  );
+
+program
+  .command("init")
+  .description("create the signing key and an admin token if they do not exist (idempotent)")
+  .option("--key <file>", "signing key (Ed25519, PEM)", DEFAULTS.key)
+  .option("--admin-token-file <file>", "admin token file", DEFAULTS.adminTokenFile)
+  .action((o: { key: string; adminTokenFile: string }) => {
+    const made = writeSecret(o.key, exportPrivateKey(generateSigningKeys().privateKey));
+    process.stdout.write(`${made ? "created" : "kept existing"} signing key ${o.key}\n`);
+    const token = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("base64url");
+    const madeToken = writeSecret(o.adminTokenFile, `${token}\n`);
+    process.stdout.write(`${madeToken ? "created" : "kept existing"} admin token ${o.adminTokenFile}\n`);
+  });
+
+program
+  .command("serve")
+  .description("run the control server (JSON logs on stderr; SIGTERM stops it cleanly)")
+  .option("--listen <[addr]:port>", "where to listen", parseListen, parseListen(DEFAULTS.listen))
+  .option("--database <file>", "SQLite database file (created if missing)", DEFAULTS.database)
+  .option("--key <file>", "signing key made by init", DEFAULTS.key)
+  .option("--admin-token-file <file>", "admin tokens, one a line", DEFAULTS.adminTokenFile)
+  .action(async (o: ServeOptions) => serve(o));
+
+const admin = (cmd: Command) =>
+  cmd
+    .option("--server <url>", "control server", DEFAULTS.server)
+    .option("--token-file <file>", "admin token file", DEFAULTS.adminTokenFile);
+
+admin(
+  program
+    .command("put-sites")
+    .argument("<file>", "sites document (the host plugin's sites.json format)")
+    .description("upload the sites document (sites, gateways, hosts); replaces the previous one"),
+).action(async (file: string, o: { server: string; tokenFile: string }) => {
+  let doc: unknown;
+  try {
+    doc = JSON.parse(readFileSync(file, "utf8"));
+  } catch (err) {
+    throw new UsageError(`${file}: ${(err as Error).message}`);
+  }
+  print(await client(o).putSites(doc));
+});
+
+const collect = (v: string, prev: string[] = []) => [...prev, v];
+admin(
+  program
+    .command("add-vm")
+    .argument("<name>", "the VM's name (as the toolstack knows it)")
+    .requiredOption("--hoa <address>", "the VM's home address (routable IPv6)")
+    .option("--mac <mac>", "a vif MAC, primary first (repeatable)", collect, [])
+    .description(
+      "register a VM and print its token (give it to the guest agent); re-adding rotates the token",
+    ),
+).action(async (name: string, o: { hoa: string; mac: string[]; server: string; tokenFile: string }) => {
+  print(await client(o).registerVm(name, o.hoa, o.mac));
+});
+
+admin(
+  program
+    .command("add-peer")
+    .argument("<name>", "a host or correspondent name")
+    .description("issue a token for a host or a correspondent (watch stream, sites); re-adding rotates it"),
+).action(async (name: string, o: { server: string; tokenFile: string }) => {
+  print(await client(o).registerPeer(name));
+});
+
+admin(
+  program
+    .command("show")
+    .argument("[hoa]", "one home address")
+    .description("print one binding, or every binding changed since revision 0"),
+).action(async (hoa: string | undefined, o: { server: string; tokenFile: string }) => {
+  const c = client(o);
+  print(hoa ? await c.binding(hoa) : await c.changes(0, 0));
+});
+
+program.parseAsync().catch((err: unknown) => {
+  const known = [UsageError, ControlClientError, ControlError, StoreError].some((k) => err instanceof k);
+  if (program.args[0] === "serve") log("fatal", { error: err instanceof Error ? err.message : String(err) });
+  process.stderr.write(`xenroam-control: ${err instanceof Error ? err.message : String(err)}\n`);
+  if (!known && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);
+  process.exit(known ? 2 : 1);
+});

@@ -1,0 +1,118 @@
+// The control server's storage port and its in-memory implementation (tests, `--database :memory:`).
+// SQLite (sqlite.ts) is the default backend; a distributed one can follow behind the same port. Nothing here
+// leaks a backend into the service or the HTTP API.
+
+import type { SitesDocument } from "@xenroam/protocol";
+
+export interface VmRecord {
+  readonly name: string;
+  readonly hoa: string;
+  /** The MACs of the VM's vifs (primary first), as the admin registered them; informational. */
+  readonly macs: readonly string[];
+}
+
+export interface BindingRecord {
+  readonly hoa: string;
+  readonly vm: string;
+  readonly active: string | undefined;
+  /** Sequence number of the active binding (0: none yet). */
+  readonly seq: number;
+  /**
+   * Locators correspondents accept packets from for this HoA: the active one, the one before it (packets
+   * still in flight after a move), and standbys registered since.
+   */
+  readonly locators: readonly string[];
+}
+
+export interface Change {
+  /** The revision of the HoA's latest change: a watcher resumes after the highest one it has seen. */
+  readonly revision: number;
+  readonly binding: BindingRecord;
+}
+
+export type Principal =
+  | { readonly kind: "admin" }
+  | { readonly kind: "vm"; readonly name: string }
+  | { readonly kind: "peer"; readonly name: string };
+
+/**
+ * Storage port. `putBinding` returns the revision it produced; revisions only grow and survive restarts.
+ * `changesSince` is compacted: the newest record of each HoA changed after the revision, in revision order.
+ */
+export interface Store {
+  vm(name: string): Promise<VmRecord | undefined>;
+  vmByHoa(hoa: string): Promise<VmRecord | undefined>;
+  vms(): Promise<VmRecord[]>;
+  putVm(vm: VmRecord): Promise<void>;
+  sites(): Promise<SitesDocument | undefined>;
+  putSites(doc: SitesDocument): Promise<void>;
+  binding(hoa: string): Promise<BindingRecord | undefined>;
+  /** The HoA whose binding lists this locator, if any. */
+  hoaOfLocator(locator: string): Promise<string | undefined>;
+  putBinding(b: BindingRecord): Promise<number>;
+  changesSince(revision: number, limit: number): Promise<Change[]>;
+  revision(): Promise<number>;
+  /** Credentials are stored hashed (SHA-256 of the token); a token itself is never kept. */
+  putCredential(tokenHash: string, who: Exclude<Principal, { kind: "admin" }>): Promise<void>;
+  principal(tokenHash: string): Promise<Principal | undefined>;
+  close(): Promise<void>;
+}
+
+export class MemoryStore implements Store {
+  private readonly vmsByName = new Map<string, VmRecord>();
+  private readonly bindings = new Map<string, Change>();
+  private readonly credentials = new Map<string, Principal>();
+  private siteDoc: SitesDocument | undefined;
+  private rev = 0;
+
+  async vm(name: string) {
+    return this.vmsByName.get(name);
+  }
+  async vmByHoa(hoa: string) {
+    return [...this.vmsByName.values()].find((v) => v.hoa === hoa);
+  }
+  async vms() {
+    return [...this.vmsByName.values()].sort((a, b) => a.name.localeCompare(b.name));
+  }
+  async putVm(vm: VmRecord) {
+    this.vmsByName.set(vm.name, vm);
+  }
+  async sites() {
+    return this.siteDoc;
+  }
+  async putSites(doc: SitesDocument) {
+    this.siteDoc = doc;
+  }
+  async binding(hoa: string) {
+    return this.bindings.get(hoa)?.binding;
+  }
+  async hoaOfLocator(locator: string) {
+    for (const { binding } of this.bindings.values())
+      if (binding.locators.includes(locator)) return binding.hoa;
+    return undefined;
+  }
+  async putBinding(binding: BindingRecord) {
+    this.rev += 1;
+    this.bindings.set(binding.hoa, { revision: this.rev, binding });
+    return this.rev;
+  }
+  async changesSince(revision: number, limit: number) {
+    return [...this.bindings.values()]
+      .filter((c) => c.revision > revision)
+      .sort((a, b) => a.revision - b.revision)
+      .slice(0, limit);
+  }
+  async revision() {
+    return this.rev;
+  }
+  async putCredential(tokenHash: string, who: Exclude<Principal, { kind: "admin" }>) {
+    for (const [h, p] of this.credentials) {
+      if (p.kind === who.kind && p.name === who.name) this.credentials.delete(h);
+    }
+    this.credentials.set(tokenHash, who);
+  }
+  async principal(tokenHash: string) {
+    return this.credentials.get(tokenHash);
+  }
+  async close() {}
+}

@@ -1,0 +1,99 @@
+// The Store contract, run against every backend: MemoryStore and SqliteStore (a real database file).
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import test from "ava";
+import { MemoryStore, type Store } from "../src/index.js";
+import { SqliteStore, StoreError } from "../src/sqlite.js";
+
+const backends: Array<[string, () => { store: Store; reopen?: () => Store }]> = [
+  ["memory", () => ({ store: new MemoryStore() })],
+  [
+    "sqlite",
+    () => {
+      const dir = mkdtempSync(join(tmpdir(), "xr-store-"));
+      const file = join(dir, "control.db");
+      process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+      return { store: new SqliteStore(file), reopen: () => new SqliteStore(file) };
+    },
+  ],
+];
+
+const B = (hoa: string, active: string | undefined, seq: number, locators: string[]) => ({
+  hoa,
+  vm: `vm-${hoa}`,
+  active,
+  seq,
+  locators,
+});
+
+for (const [name, make] of backends) {
+  test(`${name}: VMs, sites and credentials round-trip`, async (t) => {
+    const { store } = make();
+    await store.putVm({ name: "web", hoa: "fd00::1", macs: ["00:16:3e:00:00:01"] });
+    await store.putVm({ name: "db", hoa: "fd00::2", macs: [] });
+    t.deepEqual(await store.vm("web"), { name: "web", hoa: "fd00::1", macs: ["00:16:3e:00:00:01"] });
+    t.is((await store.vmByHoa("fd00::2"))?.name, "db");
+    t.deepEqual(
+      (await store.vms()).map((v) => v.name),
+      ["db", "web"],
+    );
+    t.is(await store.sites(), undefined);
+    const doc = {
+      sites: [
+        {
+          name: "a",
+          prefix: "2001:db8:a::/64",
+          gateway: { linkLocal: "fe80::1", mac: "02:00:00:00:00:01" },
+          ra: { minIntervalMs: 30, maxIntervalMs: 70 },
+        },
+      ],
+      hosts: [{ name: "h", site: "a" }],
+    };
+    await store.putSites(doc);
+    t.deepEqual(await store.sites(), doc);
+    await store.putCredential("h1", { kind: "vm", name: "web" });
+    await store.putCredential("h2", { kind: "vm", name: "web" });
+    t.is(await store.principal("h1"), undefined, "a new credential replaces the old one");
+    t.deepEqual(await store.principal("h2"), { kind: "vm", name: "web" });
+    await store.close();
+  });
+
+  test(`${name}: revisions grow; the change stream is compacted per HoA and resumes from a revision`, async (t) => {
+    const { store, reopen } = make();
+    t.is(await store.revision(), 0);
+    t.is(await store.putBinding(B("fd00::1", undefined, 0, [])), 1);
+    t.is(await store.putBinding(B("fd00::2", "2001:db8::2", 1, ["2001:db8::2"])), 2);
+    t.is(await store.putBinding(B("fd00::1", "2001:db8::1", 1, ["2001:db8::1"])), 3);
+    t.deepEqual(
+      (await store.changesSince(0, 10)).map((c) => [c.revision, c.binding.hoa]),
+      [
+        [2, "fd00::2"],
+        [3, "fd00::1"],
+      ],
+    );
+    t.deepEqual(
+      (await store.changesSince(2, 10)).map((c) => c.revision),
+      [3],
+    );
+    t.is((await store.changesSince(0, 1)).length, 1, "a page");
+    t.is(await store.hoaOfLocator("2001:db8::1"), "fd00::1");
+    t.is(await store.hoaOfLocator("2001:db8::9"), undefined);
+    t.deepEqual(await store.binding("fd00::1"), B("fd00::1", "2001:db8::1", 1, ["2001:db8::1"]));
+    if (reopen) {
+      await store.close();
+      const again = reopen();
+      t.is(await again.revision(), 3, "the revision survives a reopen");
+      t.deepEqual(await again.binding("fd00::2"), B("fd00::2", "2001:db8::2", 1, ["2001:db8::2"]));
+      t.is(await again.putBinding(B("fd00::2", "2001:db8::3", 2, ["2001:db8::3"])), 4);
+      await again.close();
+    } else await store.close();
+  });
+}
+
+test("sqlite: a database file that is not one is refused with its name", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "xr-store-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const err = t.throws(() => new SqliteStore(join(dir, "missing-dir", "x.db")), { instanceOf: StoreError });
+  t.regex(err.message, /cannot open database .*missing-dir/);
+});
