@@ -8,6 +8,7 @@ import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { LabToolstack, readState as readLabState } from "@xenroam/lab";
 import { createNetlink } from "@xenroam/netlink";
+import { ControlClient, ControlClientError } from "@xenroam/control";
 import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
@@ -23,6 +24,8 @@ interface GlobalOptions {
   xenstore?: string;
   toolstack: "xl" | "xapi" | "lab";
   lab?: string;
+  control?: string;
+  controlTokenFile?: string;
   logJson?: boolean;
 }
 
@@ -69,6 +72,21 @@ function loadSites(file: string): SiteDirectory {
   }
 }
 
+/** The sites document from the control server, validated as a file would be; read once per command. */
+async function sitesFromControl(url: string, tokenFile: string | undefined): Promise<SiteDirectory> {
+  const file = tokenFile ?? "/etc/xenroam/host.token";
+  let token: string;
+  try {
+    token = readFileSync(file, "utf8").trim();
+  } catch (err) {
+    throw new UsageError(
+      `cannot read the control token ${file}: ${(err as Error).message} (issue one with \`xenroam-control add-peer HOST\` and give it with --control-token-file FILE)`,
+    );
+  }
+  const client = new ControlClient(url, { token });
+  return parseSites(await client.sites(), `the sites document of ${client.base}`);
+}
+
 async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
   let toolstack: Toolstack;
@@ -91,7 +109,10 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
   host ??= hostname();
   stateDir ??= "/run/xenroam";
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const siteDir = loadSites(sites ?? "/etc/xenroam/sites.json");
+  if (opts.control && opts.sites) throw new UsageError("give either --sites or --control, not both");
+  const siteDir = opts.control
+    ? await sitesFromControl(opts.control, opts.controlTokenFile)
+    : loadSites(sites ?? "/etc/xenroam/sites.json");
   const xs = await XenstoreClient.connect(xenstore);
   const netlink = createNetlink();
   try {
@@ -128,6 +149,8 @@ const program = new Command("xenroam")
   )
   .option("--host <name>", "this host's name in the sites file (default: hostname)")
   .option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)")
+  .option("--control <url>", "read the sites from this control server instead of a file")
+  .option("--control-token-file <file>", "this host's control token (default: /etc/xenroam/host.token)")
   .option("--state-dir <dir>", "where xenroam keeps host state (default: /run/xenroam)")
   .option("--xenstore <path>", "xenstored socket (default: the usual Dom0 socket)")
   .addOption(
@@ -222,7 +245,9 @@ program
   });
 
 program.parseAsync().catch((err: unknown) => {
-  const known = [UsageError, PluginError, PrepareError, SitesError].some((k) => err instanceof k);
+  const known = [UsageError, PluginError, PrepareError, SitesError, ControlClientError].some(
+    (k) => err instanceof k,
+  );
   const message = err instanceof Error ? err.message : String(err);
   const debug = process.env.XENROAM_DEBUG === "1" && err instanceof Error ? `\n${err.stack ?? ""}` : "";
   process.stderr.write(

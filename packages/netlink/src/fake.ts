@@ -353,6 +353,7 @@ export class FakeNetlink implements Netlink {
       r.dst,
       r.gateway ? `via ${canonicalIpv6(r.gateway)}` : "",
       `dev ${r.dev}`,
+      r.prefsrc ? `src ${canonicalIpv6(r.prefsrc)}` : "",
       r.metric !== undefined ? `metric ${r.metric}` : "",
       r.table !== undefined ? `table ${r.table}` : "",
     ]
@@ -383,6 +384,7 @@ export class FakeNetlink implements Netlink {
       dst: route.dst,
       dev: route.dev,
       gateway: route.gateway ? canonicalIpv6(route.gateway) : undefined,
+      ...(route.prefsrc ? { prefsrc: canonicalIpv6(route.prefsrc) } : {}),
       metric: route.metric ?? 1024,
       table: route.table ?? 254,
       protocol: "static",

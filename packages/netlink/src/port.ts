@@ -47,12 +47,15 @@ export interface RouteSpec {
   readonly metric?: number;
   /** Routing table id; main (254) when omitted. */
   readonly table?: number;
+  /** Preferred source address for traffic that takes this route (must be local). */
+  readonly prefsrc?: string;
 }
 
 export interface RouteInfo {
   readonly dst: string;
   readonly dev: string | undefined;
   readonly gateway: string | undefined;
+  readonly prefsrc?: string | undefined;
   readonly metric: number;
   readonly table: number;
   /** "kernel", "boot", "static", "ra", or the numeric protocol. */

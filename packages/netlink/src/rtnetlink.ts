@@ -411,6 +411,7 @@ class RtNetlink implements Netlink {
           dst: dstLen === 0 ? "default" : `${addrText(AF_INET6, m.attrs.dst)}/${dstLen}`,
           dev: m.attrs.oif === undefined ? undefined : names.get(m.attrs.oif),
           gateway: m.attrs.gateway ? addrText(AF_INET6, m.attrs.gateway) : undefined,
+          ...(m.attrs.prefsrc ? { prefsrc: addrText(AF_INET6, m.attrs.prefsrc) } : {}),
           metric: m.attrs.priority ?? 0,
           table: t,
           protocol: PROTOCOL_NAMES[proto as number] ?? String(proto),
@@ -434,6 +435,7 @@ class RtNetlink implements Netlink {
     const attrs: RtT.RouteAttrs = { oif, table, priority: spec.metric ?? 1024 };
     if (bytes) attrs.dst = bytes;
     if (spec.gateway) attrs.gateway = Buffer.from(ipv6ToBytes(parseIpv6(spec.gateway)));
+    if (spec.prefsrc) attrs.prefsrc = Buffer.from(ipv6ToBytes(parseIpv6(spec.prefsrc)));
     return { data, attrs };
   }
 

@@ -147,6 +147,16 @@ test("a route with metric and table, listed and deleted", async (t) => {
   t.truthy(main.find((r) => r.dst === "default" && r.metric === 5 && r.gateway === "fe80::b:1"));
   const dup = await t.throwsAsync(nl.addRoute(route));
   t.true(isNetlinkError(dup, "EEXIST"));
+  // A preferred source (the guest agent's home address): it must be local, and it is listed back.
+  await nl.addAddress(dev, "2001:db8:f::5/128", { nodad: true });
+  const withSrc = { dst: "2001:db8:77::/64", gateway: "fe80::1", dev, metric: 9, prefsrc: "2001:db8:f::5" };
+  await nl.addRoute(withSrc);
+  t.like(
+    (await nl.routes({ dev })).find((r) => r.dst === "2001:db8:77::/64"),
+    { prefsrc: "2001:db8:f::5" },
+  );
+  t.regex(ip("-6", "route", "show", "dev", dev), /2001:db8:77::\/64 via fe80::1 .*src 2001:db8:f::5/);
+  await nl.deleteRoute(withSrc);
   await nl.deleteRoute(route);
   t.false((await nl.routes({ table: 100 })).some((r) => r.dst === "2001:db8:99::/64"));
 });
