@@ -2,7 +2,7 @@
 // the home address (HoA); on the wire the VM uses its current locator (MoA). Stateless (notrack), both
 // directions, neighbour discovery and router messages never rewritten. Pure: text in, text out.
 
-import { canonicalIpv6, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import { canonicalIpv6, interfaceNameProblem, isLinkLocal, parseIpv6 } from "@xenroam/core";
 
 export const TABLE = "xenroam";
 
@@ -41,28 +41,53 @@ function replaceTable(body: string[]): string {
   ].join("\n");
 }
 
-export interface MobileNodeState {
-  readonly hoa: string;
-  /** The active locator; undefined while the VM has none (no rewrite: the HoA is used as it is). */
-  readonly moa: string | undefined;
+export interface Locator {
+  /** The interface this locator lives on. */
+  readonly ifname: string;
+  /** The MoA: a SLAAC address in the subnet that interface is attached to. */
+  readonly moa: string;
 }
 
-/** The mobile node (the guest): egress source HoA→MoA, ingress destination MoA→HoA. */
+export interface MobileNodeState {
+  readonly hoa: string;
+  /** The guest's locators: the active interface's and a prepared standby's. Empty: no rewrite at all. */
+  readonly locators: readonly Locator[];
+}
+
+/**
+ * The mobile node (the guest): egress source HoA→the MoA of the interface the packet leaves by, ingress
+ * destination any own MoA→HoA. Keyed by the outgoing interface, the rewrite follows the kernel's routing:
+ * when the agent moves the default route to the new primary at step 4, packets carry the new MoA from the
+ * first one on, with no nftables change on the critical path.
+ */
 export function renderMobileNode(state: MobileNodeState): string {
   const hoa = routable("HoA", state.hoa);
-  if (state.moa === undefined) return replaceTable([]);
-  const moa = routable("MoA", state.moa);
-  if (moa === hoa) throw new MobilityError("the MoA must differ from the HoA");
+  if (state.locators.length === 0) return replaceTable([]);
+  const byIf = new Map<string, string>();
+  const moas = new Set<string>();
+  for (const l of state.locators) {
+    const problem = interfaceNameProblem(l.ifname);
+    if (problem) throw new MobilityError(`interface "${l.ifname}": ${problem}`);
+    const moa = routable(`MoA of ${l.ifname}`, l.moa);
+    if (moa === hoa) throw new MobilityError("the MoA must differ from the HoA");
+    if (byIf.has(l.ifname)) throw new MobilityError(`two locators for interface ${l.ifname}`);
+    if (moas.has(moa)) throw new MobilityError(`MoA ${moa} is given for two interfaces`);
+    byIf.set(l.ifname, moa);
+    moas.add(moa);
+  }
+  const egress = [...byIf].map(([i, m]) => `"${i}" : ${m}`).join(", ");
   return replaceTable([
     "  chain ingress {",
     "    type filter hook prerouting priority raw; policy accept;",
     `    ${NDP}`,
-    `    ip6 daddr ${moa} notrack ip6 daddr set ${hoa}`,
+    `    ip6 daddr { ${[...moas].join(", ")} } notrack ip6 daddr set ${hoa}`,
     "  }",
     "  chain egress {",
     "    type route hook output priority raw; policy accept;",
     `    ${NDP}`,
-    `    ip6 saddr ${hoa} notrack ip6 saddr set ${moa}`,
+    // A packet from the HoA leaving by an interface without a locator (lo: the VM talking to itself) is
+    // left as it is: the failed map lookup ends the rule.
+    `    ip6 saddr ${hoa} notrack ip6 saddr set oifname map { ${egress} }`,
     "  }",
   ]);
 }

@@ -30,8 +30,9 @@ test("the CN reaches the VM's HoA through both rewrites; NDP is never rewritten;
   );
 
   const [nftMn, nftCn] = [createNft({ netns: mn }), createNft({ netns: cn })];
-  await nftMn.apply(renderMobileNode({ hoa: HOA, moa: MOA }));
-  await nftMn.apply(renderMobileNode({ hoa: HOA, moa: MOA })); // idempotent
+  const state = { hoa: HOA, locators: [{ ifname: "eth0", moa: MOA }] };
+  await nftMn.apply(renderMobileNode(state));
+  await nftMn.apply(renderMobileNode(state)); // idempotent
   await nftCn.apply(renderCorrespondent([{ hoa: HOA, active: MOA, locators: [MOA] }]));
   t.deepEqual(await nftMn.tables(), ["xenroam"]);
 

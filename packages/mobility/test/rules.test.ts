@@ -2,17 +2,33 @@ import test from "ava";
 import { MobilityError, renderCorrespondent, renderMobileNode, renderRemoval } from "../src/index.js";
 
 test("mobile node: one transaction that replaces the table; NDP accepted before any rewrite", (t) => {
-  const script = renderMobileNode({ hoa: "FD00:1::5", moa: "2001:db8:b:0:216:3eff:fe00:2" });
+  const script = renderMobileNode({
+    hoa: "FD00:1::5",
+    locators: [
+      { ifname: "eth0", moa: "2001:db8:a::5" },
+      { ifname: "eth1", moa: "2001:db8:b:0:216:3eff:fe00:2" },
+    ],
+  });
   const lines = script.split("\n");
   t.deepEqual(lines.slice(0, 3), ["table ip6 xenroam {}", "delete table ip6 xenroam", "table ip6 xenroam {"]);
-  t.true(script.includes("ip6 daddr 2001:db8:b:0:216:3eff:fe00:2 notrack ip6 daddr set fd00:1::5"));
-  t.true(script.includes("ip6 saddr fd00:1::5 notrack ip6 saddr set 2001:db8:b:0:216:3eff:fe00:2"));
+  t.true(
+    script.includes(
+      "ip6 daddr { 2001:db8:a::5, 2001:db8:b:0:216:3eff:fe00:2 } notrack ip6 daddr set fd00:1::5",
+    ),
+    "both own locators are accepted: the standby before the switch, the old one for packets in flight",
+  );
+  t.true(
+    script.includes(
+      'ip6 saddr fd00:1::5 notrack ip6 saddr set oifname map { "eth0" : 2001:db8:a::5, "eth1" : 2001:db8:b:0:216:3eff:fe00:2 }',
+    ),
+    "the source follows the interface the kernel routes by",
+  );
   for (const chain of ["ingress", "egress"]) {
     const body = script.slice(script.indexOf(`chain ${chain}`));
     t.true(body.indexOf("nd-neighbor-solicit") < body.indexOf("notrack"), `NDP first in ${chain}`);
   }
   t.is(
-    renderMobileNode({ hoa: "fd00:1::5", moa: undefined }),
+    renderMobileNode({ hoa: "fd00:1::5", locators: [] }),
     "table ip6 xenroam {}\ndelete table ip6 xenroam\ntable ip6 xenroam {\n}\n",
   );
 });
@@ -36,14 +52,28 @@ test("correspondent: maps HoA to the active locator, every locator back to its H
 });
 
 test("bad bindings are refused with the reason", (t) => {
-  t.throws(() => renderMobileNode({ hoa: "fe80::1", moa: "2001:db8::2" }), {
+  const one = (ifname: string, moa: string) => [{ ifname, moa }];
+  t.throws(() => renderMobileNode({ hoa: "fe80::1", locators: one("eth0", "2001:db8::2") }), {
     instanceOf: MobilityError,
     message: /link-local/,
   });
-  t.throws(() => renderMobileNode({ hoa: "fd00::1", moa: "fd00::1" }), { message: /must differ/ });
-  t.throws(() => renderMobileNode({ hoa: "nope", moa: undefined }), {
+  t.throws(() => renderMobileNode({ hoa: "fd00::1", locators: one("eth0", "fd00::1") }), {
+    message: /must differ/,
+  });
+  t.throws(() => renderMobileNode({ hoa: "nope", locators: [] }), {
     message: /HoA: "nope" is not an IPv6 address/,
   });
+  t.throws(() => renderMobileNode({ hoa: "fd00::1", locators: one('eth0" accept', "2001:db8::2") }), {
+    message: /interface "eth0" accept"/,
+  });
+  t.throws(
+    () =>
+      renderMobileNode({
+        hoa: "fd00::1",
+        locators: [...one("eth0", "2001:db8::2"), ...one("eth1", "2001:db8::2")],
+      }),
+    { message: /given for two interfaces/ },
+  );
   t.throws(
     () =>
       renderCorrespondent([
