@@ -3,7 +3,7 @@
 // event, a reconnection after resume, or a restart in any phase leads to the same result. Ports only.
 
 import { formatIpv6, parsePrefix, slaacAddress } from "@xenroam/core";
-import type { LinkInfo, Netlink } from "@xenroam/netlink";
+import type { LinkInfo, Netlink, RouteInfo } from "@xenroam/netlink";
 import {
   type AgentStatus,
   encodeMessage,
@@ -28,10 +28,20 @@ export interface GuestChannel {
 
 export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
+/** The mobility layer as the core sees it (MobileNode in mobile.ts); absent when the VM has no HoA. */
+export interface MobilityHooks {
+  readonly hoa: string;
+  /** Step 2, the MoA is up on the standby interface. */
+  prepared(migration: string, primary: string, standby: { ifname: string; moa: string }): Promise<void>;
+  /** Step 4, the routes moved to `primary`: hand out the activation. Idempotent per migration. */
+  switched(migration: string, primary: string): Promise<void>;
+}
+
 export interface AgentPorts {
   readonly netlink: Netlink;
   readonly channel: GuestChannel;
   readonly log: Log;
+  readonly mobility?: MobilityHooks;
 }
 
 interface Roles {
@@ -122,7 +132,11 @@ export class Agent {
     const arrival = arrivalText === undefined ? undefined : parseArrival(arrivalText);
     const arrived = arrival?.ok === true && arrival.value.id === request.id;
 
-    if (status?.id === request.id && status.phase === "switched") return;
+    if (status?.id === request.id && status.phase === "switched") {
+      // A restart right after the switch: make sure the binding went out (a no-op when it did).
+      if (status.primary) await this.ports.mobility?.switched(request.id, status.primary);
+      return;
+    }
     if (arrived && answered?.status === "prepared") {
       await this.switchOver(request, answered.ifname, status, reason);
       return;
@@ -185,6 +199,7 @@ export class Agent {
       await netlink.waitAddress(dev, moa, {
         timeoutMs: Math.max(100, request.timeoutMs - (Date.now() - started)),
       });
+      await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
       await this.answer({ v: 1, id: request.id, status: "prepared", moa, ifname: dev });
       await this.setStatus({
         v: 1,
@@ -238,6 +253,8 @@ export class Agent {
       await netlink.writeSysctl(oldPrimary, "accept_ra_defrtr", 0);
     }
     await this.replaceDefault(newPrimary, request.gateway.linkLocal, PRIMARY_METRIC);
+    // Traffic flows by the new primary from here: correspondents learn the new locator first.
+    await this.ports.mobility?.switched(request.id, newPrimary);
     for (const r of await netlink.routes({ dev: newPrimary })) {
       if (r.dst === "default" && r.metric !== PRIMARY_METRIC) {
         await netlink.deleteRoute({ dst: "default", dev: newPrimary, metric: r.metric }).catch(() => {});
@@ -282,15 +299,41 @@ export class Agent {
     return (await this.ports.netlink.routes({ dev })).some((r) => r.dst === "default" && r.metric === metric);
   }
 
-  /** Exactly one default route of ours on `dev`, via the gateway, with this metric. */
+  /**
+   * With a HoA: the interface that carries the default route now becomes the agent's primary (its route
+   * replaced by one of ours that prefers the HoA as source, RA no longer installing default routes on it).
+   * Returns that interface's name, or undefined when the guest has no default route yet.
+   */
+  async adoptPrimary(): Promise<string | undefined> {
+    const { netlink, log } = this.ports;
+    const nics = new Set((await this.nics()).filter((n) => n.up).map((n) => n.name));
+    const defaults = (await netlink.routes())
+      .filter((r) => r.dst === "default" && r.dev !== undefined && nics.has(r.dev) && r.gateway)
+      .sort((a, b) => a.metric - b.metric);
+    const best = defaults[0];
+    if (!best?.dev || !best.gateway) return undefined;
+    await netlink.writeSysctl(best.dev, "accept_ra_defrtr", 0);
+    await this.replaceDefault(best.dev, best.gateway, PRIMARY_METRIC);
+    for (const r of defaults) {
+      if (r.dev === best.dev && r.metric !== PRIMARY_METRIC)
+        await netlink.deleteRoute({ dst: "default", dev: best.dev, metric: r.metric }).catch(() => {});
+    }
+    log("primary_adopted", { primary: best.dev, gateway: best.gateway });
+    return best.dev;
+  }
+
+  /** Exactly one default route of ours on `dev`, via the gateway, with this metric (and the HoA as source). */
   private async replaceDefault(dev: string, gateway: string, metric: number): Promise<void> {
     const { netlink } = this.ports;
+    const prefsrc = this.ports.mobility?.hoa;
     const routes = await netlink.routes({ dev });
-    if (routes.some((r) => r.dst === "default" && r.metric === metric && r.gateway === gateway)) return;
+    const want = (r: RouteInfo) =>
+      r.dst === "default" && r.metric === metric && r.gateway === gateway && r.prefsrc === prefsrc;
+    if (routes.some(want)) return;
     for (const r of routes) {
       if (r.dst === "default" && r.metric === metric)
         await netlink.deleteRoute({ dst: "default", dev, metric });
     }
-    await netlink.addRoute({ dst: "default", gateway, dev, metric });
+    await netlink.addRoute({ dst: "default", gateway, dev, metric, ...(prefsrc ? { prefsrc } : {}) });
   }
 }

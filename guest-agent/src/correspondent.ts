@@ -1,0 +1,204 @@
+// The correspondent node: keeps the nftables maps HoA→active locator (egress) and locator→HoA (ingress) of
+// every VM it talks to. Two feeds: the control server's watch stream (authoritative: the registry's owner of
+// each HoA, standby locators before they are active, resumable from a revision), and signed bindings sent
+// straight by mobile nodes at step 4 (verified with the server's public key; stale, replayed, expired, forged
+// and other-VM bindings refused). Ports only; main.ts wires HTTP, UDP and nft.
+
+import type { KeyObject } from "node:crypto";
+import { canonicalIpv6 } from "@xenroam/core";
+import {
+  BindingBook,
+  type BindingRecord,
+  type Change,
+  type SignedBinding,
+  signatureValid,
+  type Verdict,
+} from "@xenroam/control";
+import { type Binding, type Nft, renderCorrespondent, renderRemoval } from "@xenroam/mobility";
+import type { Log } from "./core.js";
+
+export interface WatchApi {
+  changes(since: number, waitMs: number, signal?: AbortSignal): Promise<{ revision: number; changes: Change[] }>;
+}
+
+export interface CorrespondentPorts {
+  readonly nft: Nft;
+  readonly watch: WatchApi;
+  readonly publicKey: KeyObject;
+  readonly log: Log;
+  readonly now?: () => number;
+  /** Long-poll length and the back-off after a failed poll (tests make them short). */
+  readonly pollMs?: number;
+  readonly retryMs?: number;
+}
+
+interface Entry {
+  /** When this entry last changed (a counter): the newer claim on a locator wins. */
+  touched: number;
+  vm: string;
+  active: string | undefined;
+  seq: number;
+  locators: string[];
+}
+
+export class Correspondent {
+  private readonly entries = new Map<string, Entry>();
+  private readonly book: BindingBook;
+  private revision = 0;
+  private applying: Promise<void> = Promise.resolve();
+  private dirty = false;
+  private rendered = "";
+  private clock = 0;
+
+  constructor(private readonly ports: CorrespondentPorts) {
+    this.book = new BindingBook(ports.publicKey, (hoa) => this.entries.get(hoa)?.vm, ports.now);
+  }
+
+  /** The revision of the last change seen from the server; a reconnect resumes after it. */
+  get lastRevision(): number {
+    return this.revision;
+  }
+
+  /** Bindings as the maps hold them (HoAs with an active locator). */
+  bindings(): Binding[] {
+    return [...this.entries]
+      .filter(([, e]) => e.active !== undefined)
+      .map(([hoa, e]) => ({ hoa, active: e.active as string, locators: e.locators }));
+  }
+
+  /** A batch from the watch stream. The server is authoritative, except that a newer direct binding wins. */
+  async onChanges(changes: readonly Change[]): Promise<void> {
+    for (const { revision, binding } of changes) {
+      this.revision = Math.max(this.revision, revision);
+      this.merge(binding);
+    }
+    if (changes.length > 0) await this.apply();
+  }
+
+  /** A signed binding received from a mobile node (or relayed). Applied at once when it passes every rule. */
+  async onSigned(b: SignedBinding): Promise<Verdict> {
+    // Mobile nodes repeat each binding (datagrams get lost): a copy of the active one is no news.
+    const current = this.book.get(b.hoa);
+    if (
+      current &&
+      current.seq === b.seq &&
+      current.locator === canonicalOrSelf(b.locator) &&
+      signatureValid(this.ports.publicKey, b)
+    ) {
+      return { ok: true };
+    }
+    const verdict = this.book.accept(b);
+    if (!verdict.ok) {
+      this.ports.log("binding_refused", { hoa: b.hoa, locator: b.locator, seq: b.seq, reason: verdict.reason });
+      return verdict;
+    }
+    const accepted = this.book.get(b.hoa);
+    const entry = accepted && this.entries.get(accepted.hoa);
+    if (!accepted || !entry) return verdict;
+    const previous = entry.active;
+    entry.active = accepted.locator;
+    entry.seq = accepted.seq;
+    entry.touched = ++this.clock;
+    entry.locators = unique([accepted.locator, ...(previous ? [previous] : []), ...entry.locators]);
+    const started = Date.now();
+    await this.apply();
+    this.ports.log("binding_accepted", {
+      hoa: accepted.hoa,
+      locator: accepted.locator,
+      seq: accepted.seq,
+      applyMs: Date.now() - started,
+    });
+    return verdict;
+  }
+
+  /** Follows the watch stream until `signal` aborts; reconnects with back-off, resuming after the last revision. */
+  async follow(signal: AbortSignal): Promise<void> {
+    const { watch, log } = this.ports;
+    let failures = 0;
+    while (!signal.aborted) {
+      try {
+        const { changes } = await watch.changes(this.revision, this.ports.pollMs ?? 25_000, signal);
+        if (failures > 0) log("watch_resumed", { revision: this.revision });
+        failures = 0;
+        await this.onChanges(changes);
+      } catch (err) {
+        if (signal.aborted) break;
+        if (failures === 0) log("watch_lost", { revision: this.revision, error: (err as Error).message });
+        failures += 1;
+        const wait = Math.min(5000, (this.ports.retryMs ?? 200) * 2 ** Math.min(failures, 5));
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
+
+  /** Shutdown: the maps go with the table. */
+  async stop(): Promise<void> {
+    await this.applying;
+    await this.ports.nft.apply(renderRemoval());
+    this.ports.log("correspondent_stopped", { bindings: this.entries.size });
+  }
+
+  private merge(b: BindingRecord): void {
+    const entry = this.entries.get(b.hoa);
+    if (!entry || b.seq >= entry.seq) {
+      this.entries.set(b.hoa, {
+        touched: ++this.clock,
+        vm: b.vm,
+        active: b.active,
+        seq: b.seq,
+        locators: [...b.locators],
+      });
+      if (b.active && b.seq > 0) {
+        this.book.seed({ vm: b.vm, hoa: b.hoa, locator: b.active, seq: b.seq, expiresAt: Infinity });
+      }
+    } else {
+      // We already hold a newer direct binding; keep it, and learn the server's standby locators.
+      entry.locators = unique([...entry.locators, ...b.locators]);
+    }
+  }
+
+  /** One nft transaction at a time, always of the latest state; bursts coalesce. */
+  private apply(): Promise<void> {
+    this.dirty = true;
+    const run = this.applying.then(async () => {
+      if (!this.dirty) return;
+      this.dirty = false;
+      const script = renderCorrespondent(this.consistent());
+      if (script === this.rendered) return;
+      try {
+        await this.ports.nft.apply(script);
+      } catch (err) {
+        this.dirty = true; // the next change tries again with the whole state
+        throw err;
+      }
+      this.rendered = script;
+    });
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  /** A locator claimed by two HoAs (an address reused before the stream caught up) goes to the newer claim. */
+  private consistent(): Binding[] {
+    const owner = new Map<string, string>();
+    const out: Binding[] = [];
+    const touched = (hoa: string) => this.entries.get(hoa)?.touched ?? 0;
+    const sorted = this.bindings().sort((a, b) => touched(b.hoa) - touched(a.hoa));
+    for (const b of sorted) {
+      if (owner.has(b.active)) continue;
+      const locators = b.locators.filter((l) => !owner.has(l));
+      for (const l of [b.active, ...locators]) owner.set(l, b.hoa);
+      out.push({ ...b, locators });
+    }
+    return out;
+  }
+}
+
+const unique = (xs: readonly string[]) => [...new Set(xs)];
+
+function canonicalOrSelf(text: string): string {
+  try {
+    return canonicalIpv6(text);
+  } catch {
+    return text;
+  }
+}

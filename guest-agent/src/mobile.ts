@@ -1,0 +1,216 @@
+// The mobile node: the guest keeps its home address (HoA) across migrations. The HoA sits on lo; the
+// agent's routes prefer it as source; one nftables table rewrites HoA<->MoA statelessly (packages/mobility).
+// Step 2 registers the new MoA as a standby locator with the control server and keeps the pre-signed
+// activation it gets back; step 4 hands that activation to the known correspondents directly (UDP), then to
+// the server — no round trip before traffic flows again. Ports only; main.ts wires the real ones.
+
+import { canonicalIpv6, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import type { SignedBinding } from "@xenroam/control";
+import { type Locator, type Nft, renderMobileNode, renderRemoval } from "@xenroam/mobility";
+import type { Netlink } from "@xenroam/netlink";
+import type { Log, MobilityHooks } from "./core.js";
+
+/** What the mobile node needs of the control server. */
+export interface ControlApi {
+  registerStandby(vm: string, locator: string): Promise<SignedBinding>;
+  activate(b: SignedBinding): Promise<{ revision: number }>;
+}
+
+/** Sends a signed binding to every known correspondent (UDP datagrams; best effort, repeated). */
+export type Announce = (b: SignedBinding) => Promise<void>;
+
+/** Survives an agent restart: what the nftables table and the next activation are built from. */
+export interface MobileState {
+  readonly locators: readonly Locator[];
+  /** The pre-signed activation for a prepared standby, per migration. */
+  readonly pending?: { readonly migration: string; readonly binding: SignedBinding } | undefined;
+  /** The highest sequence number this node has activated. */
+  readonly seq: number;
+  /** The last migration whose activation was handed out (switched() is idempotent per migration). */
+  readonly done?: string | undefined;
+}
+
+export interface StateFile {
+  load(): MobileState | undefined;
+  save(state: MobileState): void;
+  remove(): void;
+}
+
+export interface MobilePorts {
+  readonly netlink: Netlink;
+  readonly nft: Nft;
+  readonly control: ControlApi;
+  readonly announce: Announce;
+  readonly state: StateFile;
+  readonly log: Log;
+  /** Retry timing for the server activation (tests make it short). */
+  readonly retryMs?: readonly number[];
+}
+
+export interface MobileConfig {
+  readonly vm: string;
+  readonly hoa: string;
+}
+
+const globalAddressesOf = async (netlink: Netlink, ifname: string, hoa: string) =>
+  (await netlink.addresses(ifname)).filter(
+    (a) =>
+      a.family === 6 &&
+      a.scope === "global" &&
+      !a.tentative &&
+      !a.dadFailed &&
+      a.address !== hoa &&
+      !isLinkLocal(parseIpv6(a.address)),
+  );
+
+export class MobileNode implements MobilityHooks {
+  readonly hoa: string;
+  private state: MobileState;
+  private activating: Promise<void> = Promise.resolve();
+
+  constructor(
+    private readonly config: MobileConfig,
+    private readonly ports: MobilePorts,
+  ) {
+    this.hoa = canonicalIpv6(config.hoa);
+    this.state = ports.state.load() ?? { locators: [], seq: 0 };
+  }
+
+  /**
+   * Start: the HoA on lo, the primary's routes adopted (`adoptPrimary`, from the agent core), the rewrite for
+   * the current locators, and — on a first start — the primary's address registered and activated as the
+   * HoA's locator. Idempotent: a restart converges.
+   */
+  async start(adoptPrimary: () => Promise<string | undefined>): Promise<void> {
+    const { netlink, log } = this.ports;
+    const onLo = (await netlink.addresses("lo")).some((a) => a.address === this.hoa);
+    if (!onLo) await netlink.addAddress("lo", `${this.hoa}/128`, { nodad: true });
+    // Routes may prefer the HoA as source only once it is a local address.
+    const primary = await adoptPrimary();
+    if (this.state.locators.length === 0 && primary) {
+      const [addr] = await globalAddressesOf(netlink, primary, this.hoa);
+      if (!addr) {
+        log("mobility_waiting", { reason: `${primary} has no global address yet` });
+      } else {
+        await this.apply({ ...this.state, locators: [{ ifname: primary, moa: addr.address }] });
+        const binding = await this.ports.control.registerStandby(this.config.vm, addr.address);
+        await this.handOut(binding, "start");
+      }
+    } else {
+      await this.ports.nft.apply(renderMobileNode({ hoa: this.hoa, locators: this.state.locators }));
+    }
+    log("mobility_started", { hoa: this.hoa, locators: this.state.locators });
+  }
+
+  /**
+   * Step 2, once the MoA is up on the secondary: accept it on ingress, rewrite to it when the kernel routes
+   * by that interface, and register it as a standby for a pre-signed activation. A server that cannot be
+   * reached does not fail the prepare: the switch then activates through the server (slower).
+   */
+  async prepared(migration: string, primary: string, standby: Locator): Promise<void> {
+    const { log } = this.ports;
+    const current = this.state.locators.find((l) => l.ifname === primary);
+    const locators = [...(current ? [current] : []), { ifname: standby.ifname, moa: canonicalIpv6(standby.moa) }];
+    await this.apply({ ...this.state, locators, pending: undefined });
+    try {
+      const binding = await this.ports.control.registerStandby(this.config.vm, standby.moa);
+      this.save({ ...this.state, pending: { migration, binding } });
+      log("standby_registered", { migration, moa: binding.locator, seq: binding.seq, expiresAt: binding.expiresAt });
+    } catch (err) {
+      log("standby_unregistered", { migration, error: (err as Error).message });
+    }
+  }
+
+  /**
+   * Step 4, right after the routes moved: correspondents first (directly), then the server. Returns once the
+   * correspondents have been sent the binding; the server's acknowledgement is awaited in the background.
+   */
+  async switched(migration: string, primary: string): Promise<void> {
+    const { log } = this.ports;
+    if (this.state.done === migration) return;
+    const pending = this.state.pending?.migration === migration ? this.state.pending.binding : undefined;
+    const locator = this.state.locators.find((l) => l.ifname === primary);
+    if (pending && locator && pending.locator === locator.moa) {
+      await this.handOut(pending, migration);
+      return;
+    }
+    this.save({ ...this.state, done: migration });
+    // No pre-signed activation (the server was unreachable at step 2): ask for one now.
+    const [addr] = locator ? [{ address: locator.moa }] : await globalAddressesOf(this.ports.netlink, primary, this.hoa);
+    if (!addr) {
+      log("activation_failed", { migration, reason: `${primary} has no locator` });
+      return;
+    }
+    if (!locator) await this.apply({ ...this.state, locators: [{ ifname: primary, moa: addr.address }] });
+    this.activating = this.activating.then(async () => {
+      for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000])]) {
+        await new Promise((r) => setTimeout(r, wait));
+        try {
+          const binding = await this.ports.control.registerStandby(this.config.vm, addr.address);
+          await this.handOut(binding, migration);
+          return;
+        } catch (err) {
+          log("activation_retry", { migration, error: (err as Error).message });
+        }
+      }
+    });
+  }
+
+  /** Waits for background activations (tests, shutdown). */
+  async settled(): Promise<void> {
+    let seen: Promise<void>;
+    do {
+      seen = this.activating;
+      await seen;
+    } while (seen !== this.activating);
+  }
+
+  /** Shutdown: the rewrite goes; the HoA stays on lo (sockets bound to it keep working locally). */
+  async stop(): Promise<void> {
+    await this.ports.nft.apply(renderRemoval());
+    this.ports.log("mobility_stopped", { hoa: this.hoa });
+  }
+
+  private async handOut(binding: SignedBinding, migration: string): Promise<void> {
+    const { log, announce, control } = this.ports;
+    const started = Date.now();
+    await announce(binding).catch((err: unknown) =>
+      log("announce_failed", { migration, error: (err as Error).message }),
+    );
+    this.save({
+      ...this.state,
+      pending: undefined,
+      seq: Math.max(this.state.seq, binding.seq),
+      done: migration,
+    });
+    log("binding_announced", { migration, moa: binding.locator, seq: binding.seq, ms: Date.now() - started });
+    this.activating = this.activating.then(async () => {
+      for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000, 15000])]) {
+        await new Promise((r) => setTimeout(r, wait));
+        try {
+          const { revision } = await control.activate(binding);
+          log("binding_activated", { migration, seq: binding.seq, revision });
+          return;
+        } catch (err) {
+          const e = err as Error & { status?: number };
+          // 409: refused for good (a newer binding is active, or it expired); say so and stop.
+          if (e.status === 409) {
+            log("binding_refused", { migration, seq: binding.seq, reason: e.message });
+            return;
+          }
+          log("activation_retry", { migration, error: e.message });
+        }
+      }
+    });
+  }
+
+  private async apply(state: MobileState): Promise<void> {
+    await this.ports.nft.apply(renderMobileNode({ hoa: this.hoa, locators: state.locators }));
+    this.save(state);
+  }
+
+  private save(state: MobileState): void {
+    this.state = state;
+    this.ports.state.save(state);
+  }
+}

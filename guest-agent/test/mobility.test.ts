@@ -1,0 +1,256 @@
+// The mobility layer in the agents, with fakes: the mobile node through steps 2 and 4 (driven by the agent
+// core), and the correspondent's two feeds (watch stream, signed bindings) and its refusals.
+import test from "ava";
+import {
+  type BindingRecord,
+  type Change,
+  generateSigningKeys,
+  type SignedBinding,
+  signBinding,
+} from "@xenroam/control";
+import { FakeNft } from "@xenroam/mobility";
+import { FakeNetlink } from "@xenroam/netlink";
+import { encodeMessage, type PrepareRequest } from "@xenroam/protocol";
+import {
+  Agent,
+  type ControlApi,
+  Correspondent,
+  type GuestChannel,
+  MobileNode,
+  type MobileState,
+} from "../src/index.js";
+
+const HOA = "2001:db8:f::5";
+const MOA_A = "2001:db8:a::5";
+const MOA_B = "2001:db8:b:0:216:3eff:fe00:2";
+const keys = generateSigningKeys();
+const intruder = generateSigningKeys();
+
+const request: PrepareRequest = {
+  v: 1,
+  kind: "prepare",
+  id: "m1",
+  site: "b",
+  prefix: "2001:db8:b::/64",
+  gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" },
+  secondaryMac: "00:16:3e:00:00:02",
+  timeoutMs: 2000,
+};
+
+class MemoryChannel implements GuestChannel {
+  readonly keys = new Map<string, string>();
+  async read(key: string) {
+    return this.keys.get(key);
+  }
+  async write(key: string, value: string) {
+    this.keys.set(key, value);
+  }
+}
+
+class FakeControl implements ControlApi {
+  seq = 0;
+  readonly calls: string[] = [];
+  down = false;
+  async registerStandby(vm: string, locator: string): Promise<SignedBinding> {
+    this.calls.push(`standby ${locator}`);
+    if (this.down) throw new Error("control server unreachable");
+    return signBinding(keys.privateKey, { vm, hoa: HOA, locator, seq: this.seq + 1, expiresAt: Date.now() + 60_000 });
+  }
+  async activate(b: SignedBinding) {
+    this.calls.push(`activate ${b.locator} ${b.seq}`);
+    this.seq = b.seq;
+    return { revision: b.seq };
+  }
+}
+
+function mobileGuest(state?: MobileState) {
+  const netlink = new FakeNetlink(["lo"]);
+  netlink.seedLink("eth0", { mac: "00:16:3e:00:00:01", up: true });
+  netlink.seedLink("eth1", { mac: "00:16:3e:00:00:02", up: false });
+  netlink.seedAddress("eth0", `${MOA_A}/64`);
+  netlink.seedRoute({ dst: "default", dev: "eth0", gateway: "fe80::a:1", metric: 1024, table: 254, protocol: "ra" });
+  const nft = new FakeNft();
+  const control = new FakeControl();
+  const announced: SignedBinding[] = [];
+  const order: string[] = [];
+  let saved = state;
+  const events: string[] = [];
+  const log = (e: string, f?: Record<string, unknown>) => events.push(f?.reason ? `${e}: ${String(f.reason)}` : e);
+  const mobile = new MobileNode(
+    { vm: "vm", hoa: HOA },
+    {
+      netlink,
+      nft,
+      control,
+      announce: async (b) => {
+        order.push(`announce ${b.seq}`);
+        announced.push(b);
+      },
+      state: { load: () => saved, save: (s) => (saved = s), remove: () => (saved = undefined) },
+      log,
+      retryMs: [1, 1],
+    },
+  );
+  const channel = new MemoryChannel();
+  const agent = new Agent({ netlink, channel, log, mobility: mobile });
+  return { netlink, nft, control, announced, order, mobile, agent, channel, events, saved: () => saved };
+}
+
+test("mobile node: the HoA on lo, the primary adopted with the HoA as source, the first locator activated", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  const hoaAt = g.netlink.effects.indexOf(`addr add ${HOA}/128 dev lo nodad`);
+  const routeAt = g.netlink.effects.indexOf(`route add default via fe80::a:1 dev eth0 src ${HOA} metric 1100`);
+  t.true(hoaAt >= 0 && routeAt > hoaAt, "the HoA is local before a route prefers it");
+  t.true(g.netlink.effects.includes("route del default dev eth0 metric 1024"));
+  t.true(g.nft.scripts.at(-1)?.includes(`oifname map { "eth0" : ${MOA_A} }`));
+  t.deepEqual(g.control.calls, [`standby ${MOA_A}`, `activate ${MOA_A} 1`]);
+  t.is(g.announced.length, 1);
+  // A restart converges: no new registration, the same table.
+  const again = mobileGuest(g.saved());
+  await again.mobile.start(() => again.agent.adoptPrimary());
+  t.deepEqual(again.control.calls, []);
+  t.is(again.nft.scripts.at(-1), g.nft.scripts.at(-1));
+});
+
+test("mobile node: step 2 registers the standby; step 4 announces to correspondents before the server, once", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  g.control.calls.length = 0;
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+  t.true(g.netlink.effects.includes(`route add default via fe80::b:1 dev eth1 src ${HOA} metric 2100`));
+  t.true(
+    g.nft.scripts.at(-1)?.includes(`ip6 daddr { ${MOA_A}, ${MOA_B} } notrack`),
+    "the standby locator is accepted on ingress before the switch",
+  );
+  t.deepEqual(g.control.calls, [`standby ${MOA_B}`]);
+  t.is(g.saved()?.pending?.binding.seq, 2);
+
+  const scriptsBefore = g.nft.scripts.length;
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  await g.agent.converge("test");
+  t.is(g.nft.scripts.length, scriptsBefore, "no nftables change on the switch's critical path");
+  t.deepEqual(
+    g.announced.map((b) => [b.locator, b.seq]),
+    [
+      [MOA_A, 1],
+      [MOA_B, 2],
+    ],
+  );
+  await g.mobile.settled();
+  t.deepEqual(g.control.calls, [`standby ${MOA_B}`, `activate ${MOA_B} 2`]);
+  await g.agent.converge("again");
+  await g.mobile.switched("m1", "eth1");
+  await g.mobile.settled();
+  t.is(g.announced.length, 2, "handed out once per migration");
+});
+
+test("mobile node: with the server down at step 2 the prepare still succeeds; the switch activates late", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  g.control.down = true;
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+  t.like(JSON.parse(g.channel.keys.get("answer") ?? "{}"), { status: "prepared" });
+  t.true(g.events.includes("standby_unregistered"));
+  g.control.down = false;
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  await g.agent.converge("test");
+  await g.mobile.settled();
+  t.is(g.announced.at(-1)?.locator, MOA_B);
+  t.true(g.control.calls.includes(`activate ${MOA_B} 2`));
+  await g.mobile.stop();
+  t.is(g.nft.scripts.at(-1), "table ip6 xenroam {}\ndelete table ip6 xenroam\n");
+});
+
+function record(partial: Partial<BindingRecord> & { hoa: string }): BindingRecord {
+  return { vm: "vm", active: undefined, seq: 0, locators: [], ...partial };
+}
+
+function correspondent() {
+  const nft = new FakeNft();
+  const refused: string[] = [];
+  const cn = new Correspondent({
+    nft,
+    publicKey: keys.publicKey,
+    watch: { changes: async () => ({ revision: 0, changes: [] }) },
+    log: (e, f) => {
+      if (e === "binding_refused") refused.push(String(f?.reason));
+    },
+  });
+  return { nft, cn, refused };
+}
+
+const signed = (o: Partial<SignedBinding> = {}, key = keys.privateKey) =>
+  signBinding(key, { vm: "vm", hoa: HOA, locator: MOA_B, seq: 2, expiresAt: Date.now() + 60_000, ...o });
+
+test("correspondent: the stream feeds the maps; a signed binding switches at once; refusals name the rule", async (t) => {
+  const { nft, cn, refused } = correspondent();
+  const changes: Change[] = [
+    { revision: 3, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) },
+    { revision: 4, binding: record({ hoa: "2001:db8:f::6", vm: "other", active: "2001:db8:a::6", seq: 1, locators: ["2001:db8:a::6"] }) },
+  ];
+  await cn.onChanges(changes);
+  t.is(cn.lastRevision, 4);
+  t.true(nft.scripts.at(-1)?.includes(`${HOA} : ${MOA_A}`));
+
+  t.false((await cn.onSigned(signed({}, intruder.privateKey))).ok);
+  t.false((await cn.onSigned(signed({ seq: 1 }))).ok);
+  t.false((await cn.onSigned(signed({ expiresAt: Date.now() - 1 }))).ok);
+  t.false((await cn.onSigned(signed({ vm: "other" }))).ok);
+  t.false((await cn.onSigned(signed({ hoa: "2001:db8:f::6" }))).ok, "vm may not bind other's HoA");
+  t.is(refused.length, 5);
+  t.regex(refused[0] ?? "", /signature/);
+  t.regex(refused[1] ?? "", /replayed or stale/);
+  t.regex(refused[2] ?? "", /expired/);
+  t.regex(refused[3] ?? "", /belongs to vm, not other/);
+  t.regex(refused[4] ?? "", /belongs to other, not vm/);
+  t.true(nft.scripts.at(-1)?.includes(`${HOA} : ${MOA_A}`), "nothing refused reached the maps");
+
+  const ok = signed();
+  t.true((await cn.onSigned(ok)).ok);
+  const script = nft.scripts.at(-1) ?? "";
+  t.true(script.includes(`${HOA} : ${MOA_B}`), "egress to the new locator");
+  t.true(script.includes(`${MOA_A} : ${HOA}`) && script.includes(`${MOA_B} : ${HOA}`), "both accepted on ingress");
+  const count = nft.scripts.length;
+  t.true((await cn.onSigned(ok)).ok, "a repeated copy of the active binding is accepted quietly");
+  t.is(nft.scripts.length, count, "and changes nothing");
+  t.false((await cn.onSigned(signed({ locator: "2001:db8:d::1" }))).ok, "another locator at that seq is a replay");
+
+  // The stream's older view (the server had not heard of seq 2 yet) does not undo the direct binding.
+  await cn.onChanges([{ revision: 5, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A, "2001:db8:c::5"] }) }]);
+  t.true((nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_B}`));
+  t.true((nft.scripts.at(-1) ?? "").includes(`2001:db8:c::5 : ${HOA}`), "but learns the new standby");
+  await cn.stop();
+  t.is(nft.scripts.at(-1), "table ip6 xenroam {}\ndelete table ip6 xenroam\n");
+});
+
+test("correspondent: the watch resumes after the last revision across failures", async (t) => {
+  const seen: number[] = [];
+  let calls = 0;
+  const stop = new AbortController();
+  const cn = new Correspondent({
+    nft: new FakeNft(),
+    publicKey: keys.publicKey,
+    log: () => {},
+    retryMs: 1,
+    watch: {
+      changes: async (since) => {
+        seen.push(since);
+        calls += 1;
+        if (calls === 1) return { revision: 7, changes: [{ revision: 7, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) }] };
+        if (calls === 2) throw new Error("server restarting");
+        stop.abort();
+        return { revision: 7, changes: [] };
+      },
+    },
+  });
+  await cn.follow(stop.signal);
+  t.deepEqual(seen, [0, 7, 7]);
+});
