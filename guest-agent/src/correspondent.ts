@@ -18,7 +18,11 @@ import { type Binding, type Nft, renderCorrespondent, renderRemoval } from "@xen
 import type { Log } from "./core.js";
 
 export interface WatchApi {
-  changes(since: number, waitMs: number, signal?: AbortSignal): Promise<{ revision: number; changes: Change[] }>;
+  changes(
+    since: number,
+    waitMs: number,
+    signal?: AbortSignal,
+  ): Promise<{ revision: number; changes: Change[] }>;
 }
 
 export interface CorrespondentPorts {
@@ -89,7 +93,12 @@ export class Correspondent {
     }
     const verdict = this.book.accept(b);
     if (!verdict.ok) {
-      this.ports.log("binding_refused", { hoa: b.hoa, locator: b.locator, seq: b.seq, reason: verdict.reason });
+      this.ports.log("binding_refused", {
+        hoa: b.hoa,
+        locator: b.locator,
+        seq: b.seq,
+        reason: verdict.reason,
+      });
       return verdict;
     }
     const accepted = this.book.get(b.hoa);

@@ -2,11 +2,24 @@
 // xenroam-agent: the DomU daemon. Wires xenstore (the guest channel, reconnecting across migrations) and
 // rtnetlink to the agent core; logs JSON lines; stops cleanly on SIGTERM.
 
-import { Command, Option } from "commander";
+import { createPublicKey, type KeyObject } from "node:crypto";
+import { createSocket } from "node:dgram";
+import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname } from "node:path";
+import { Command, InvalidArgumentError, Option } from "commander";
+import { canonicalIpv6 } from "@xenroam/core";
+import { ControlClient, type SignedBinding } from "@xenroam/control";
+import { createNft } from "@xenroam/mobility";
 import { createNetlink } from "@xenroam/netlink";
 import { CHANNEL_DIR, type Channel } from "@xenroam/protocol";
 import { GUEST_DEVICE, XenstoreClient } from "@xenroam/xenstore";
+import { Correspondent } from "./correspondent.js";
 import { Agent, type GuestChannel, type Log } from "./core.js";
+import { MobileNode, type MobileState, type StateFile } from "./mobile.js";
+
+/** The UDP port correspondents receive signed bindings on. */
+export const BINDING_PORT = 7361;
+const MAX_DATAGRAM = 2048;
 
 const log: Log = (event, fields = {}) =>
   process.stdout.write(
@@ -37,19 +50,229 @@ const program = new Command("xenroam-agent")
   .addOption(
     new Option("--channel <toolstack>", "where Dom0 writes requests").choices(["xl", "xapi"]).default("xl"),
   )
-  .addHelpText("after", "\nExample (in a DomU, as root):\n  xenroam-agent --channel xl\n");
+  .option("--hoa <address>", "mobility: this VM's home address (kept across migrations)", address)
+  .option("--vm <name>", "mobility: this VM's name in the control server")
+  .option("--control <url>", "the control server, e.g. http://[2001:db8:c::1]:7360")
+  .option("--token-file <file>", "the token the control server issued (VM: add-vm; correspondent: add-peer)")
+  .option(
+    "--peer <[address]:port>",
+    "mobility: a correspondent to send new bindings to directly (repeatable)",
+    collectPeer,
+    [],
+  )
+  .option(
+    "--state-file <file>",
+    "mobility: where the mobile node keeps its state",
+    "/run/xenroam-agent/mobile.json",
+  )
+  .option("--correspondent", "run as a correspondent node instead (no xenstore): keep HoA maps for VMs")
+  .option("--public-key <file>", "correspondent: the control server's public key (PEM); default: fetched")
+  .option("--listen <[address]:port>", "correspondent: where signed bindings arrive", `[::]:${BINDING_PORT}`)
+  .addHelpText(
+    "after",
+    `
+Examples (as root):
+  In a DomU, the method only:
+    xenroam-agent --channel xl
+  In a DomU, with the home address kept across subnets:
+    xenroam-agent --channel xl --hoa 2001:db8:f::10 --vm web1 \\
+      --control http://[2001:db8:c::1]:7360 --token-file /etc/xenroam/vm.token --peer [2001:db8:c::100]:7361
+  On a correspondent (a host that talks to VMs by their home address):
+    xenroam-agent --correspondent --control http://[2001:db8:c::1]:7360 --token-file /etc/xenroam/cn.token
+`,
+  );
+
+function address(v: string): string {
+  try {
+    return canonicalIpv6(v);
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
+interface Endpoint {
+  address: string;
+  port: number;
+}
+
+function endpoint(v: string): Endpoint {
+  const m = /^\[([^\]]+)\]:(\d{1,5})$/.exec(v);
+  const port = Number(m?.[2]);
+  if (!m || !(port > 0 && port < 65536)) {
+    throw new InvalidArgumentError(
+      `expected [IPV6]:PORT, e.g. [2001:db8:c::100]:${BINDING_PORT}; got "${v}"`,
+    );
+  }
+  return { address: address(m[1] as string), port };
+}
+
+function collectPeer(v: string, prev: Endpoint[] = []): Endpoint[] {
+  return [...prev, endpoint(v)];
+}
+
+interface Options {
+  xenstore: string;
+  channel: Channel;
+  hoa?: string;
+  vm?: string;
+  control?: string;
+  tokenFile?: string;
+  peer: Endpoint[];
+  stateFile: string;
+  correspondent?: boolean;
+  publicKey?: string;
+  listen: string;
+}
+
+function fail(message: string): never {
+  program.error(message, { exitCode: 2 });
+  throw new Error(message); // not reached: program.error exits
+}
+
+function readToken(file: string | undefined, what: string): string {
+  if (!file) fail(`--token-file is required ${what}`);
+  try {
+    const token = readFileSync(file, "utf8").trim();
+    if (token) return token;
+  } catch (err) {
+    fail(`cannot read --token-file ${file}: ${(err as Error).message}`);
+  }
+  fail(`--token-file ${file} is empty`);
+}
+
+function jsonStateFile(path: string): StateFile {
+  return {
+    load: () => {
+      try {
+        return JSON.parse(readFileSync(path, "utf8")) as MobileState;
+      } catch {
+        return undefined;
+      }
+    },
+    save: (state) => {
+      mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+      writeFileSync(`${path}.tmp`, JSON.stringify(state), { mode: 0o600 });
+      renameSync(`${path}.tmp`, path);
+    },
+    remove: () => rmSync(path, { force: true }),
+  };
+}
+
+/** Datagrams to every peer: now, and twice more in case one is lost. */
+function udpAnnouncer(peers: readonly Endpoint[]) {
+  const socket = createSocket({ type: "udp6" });
+  socket.on("error", (err) => log("announce_socket_error", { error: err.message }));
+  socket.unref();
+  const sendAll = (payload: Buffer) =>
+    Promise.all(
+      peers.map(
+        (p) =>
+          new Promise<void>((resolve) =>
+            socket.send(payload, p.port, p.address, (err) => {
+              if (err) log("announce_failed", { peer: p.address, error: err.message });
+              resolve();
+            }),
+          ),
+      ),
+    );
+  return async (b: SignedBinding) => {
+    const payload = Buffer.from(JSON.stringify(b));
+    await sendAll(payload);
+    for (const ms of [20, 200]) setTimeout(() => void sendAll(payload), ms).unref();
+  };
+}
+
+const stop = new AbortController();
+/** Undone on SIGTERM before exit: the nftables table of the mobility layer. */
+let cleanup: (() => Promise<void>) | undefined;
+
+async function correspondentMain(opts: Options): Promise<void> {
+  if (!opts.control) fail("--correspondent needs --control URL");
+  const token = readToken(
+    opts.tokenFile,
+    "with --correspondent (a peer token: xenroam-control add-peer NAME)",
+  );
+  const client = new ControlClient(opts.control, { token });
+  let publicKey: KeyObject;
+  if (opts.publicKey) {
+    try {
+      publicKey = createPublicKey(readFileSync(opts.publicKey, "utf8"));
+    } catch (err) {
+      fail(`--public-key ${opts.publicKey}: ${(err as Error).message}`);
+    }
+  } else {
+    publicKey = createPublicKey(await client.publicKey());
+    log("public_key_fetched", { from: client.base, hint: "pin it with --public-key FILE" });
+  }
+  const listen = endpoint(opts.listen);
+  const cn = new Correspondent({ nft: createNft(), watch: client, publicKey, log });
+  const socket = createSocket({ type: "udp6" });
+  socket.on("message", (msg, from) => {
+    if (msg.length > MAX_DATAGRAM) return;
+    let b: SignedBinding;
+    try {
+      b = JSON.parse(msg.toString("utf8")) as SignedBinding;
+      if (typeof b !== "object" || b === null || typeof b.sig !== "string" || typeof b.seq !== "number")
+        throw new Error("not a signed binding");
+    } catch (err) {
+      log("datagram_refused", { from: from.address, reason: (err as Error).message });
+      return;
+    }
+    cn.onSigned(b).catch((err: unknown) => log("apply_failed", { error: (err as Error).message }));
+  });
+  await new Promise<void>((resolve, reject) => {
+    socket.once("error", reject);
+    socket.bind(listen.port, listen.address, () => resolve());
+  });
+  cleanup = async () => {
+    socket.close();
+    await cn.stop();
+  };
+  log("correspondent_started", { control: client.base, listen: opts.listen, pid: process.pid });
+  await cn.follow(stop.signal);
+}
 
 async function main(): Promise<void> {
   program.parse();
-  const opts = program.opts<{ xenstore: string; channel: Channel }>();
+  const opts = program.opts<Options>();
   if (process.getuid?.() !== 0) {
-    program.error("xenroam-agent configures network interfaces and must run as root");
+    fail("xenroam-agent configures network interfaces and must run as root");
   }
+  if (opts.correspondent) return correspondentMain(opts);
   const dir = CHANNEL_DIR[opts.channel];
   const netlink = createNetlink();
   const channel = new XenstoreChannel(dir);
-  const agent = new Agent({ netlink, channel, log });
-  const stop = new AbortController();
+  let mobile: MobileNode | undefined;
+  if (opts.hoa) {
+    if (!opts.vm || !opts.control) fail("--hoa needs --vm NAME and --control URL");
+    const token = readToken(opts.tokenFile, "with --hoa (the VM's token: xenroam-control add-vm)");
+    mobile = new MobileNode(
+      { vm: opts.vm, hoa: opts.hoa },
+      {
+        netlink,
+        nft: createNft(),
+        control: new ControlClient(opts.control, { token }),
+        announce: udpAnnouncer(opts.peer),
+        state: jsonStateFile(opts.stateFile),
+        log,
+      },
+    );
+  }
+  const agent = new Agent({ netlink, channel, log, ...(mobile ? { mobility: mobile } : {}) });
+  if (mobile) {
+    const m = mobile;
+    cleanup = () => m.stop();
+    // The server may not be reachable yet (boot): the rewrite is set up first, the registration retried.
+    for (let wait = 100; !stop.signal.aborted; wait = Math.min(5000, wait * 2)) {
+      try {
+        await m.start(() => agent.adoptPrimary());
+        break;
+      } catch (err) {
+        log("mobility_start_failed", { error: (err as Error).message, retryMs: wait });
+        await new Promise((r) => setTimeout(r, wait));
+      }
+    }
+  }
   const kick = (reason: string) => {
     // While xenstore reconnects there is nothing to read; the reconnection's own watch event will kick.
     if (!channel.client) return;
@@ -103,11 +326,19 @@ async function main(): Promise<void> {
   }
 }
 
-process.once("SIGTERM", () => {
-  log("stopping", { signal: "SIGTERM" });
-  process.exit(0);
-});
-process.once("SIGINT", () => process.exit(0));
+const shutdown = (signal: string) => {
+  log("stopping", { signal });
+  stop.abort();
+  const done = cleanup ? cleanup() : Promise.resolve();
+  done
+    .then(
+      () => log("stopped"),
+      (err: unknown) => log("cleanup_failed", { error: (err as Error).message }),
+    )
+    .finally(() => process.exit(0));
+};
+process.once("SIGTERM", () => shutdown("SIGTERM"));
+process.once("SIGINT", () => shutdown("SIGINT"));
 
 main().catch((err: unknown) => {
   log("fatal", { error: err instanceof Error ? err.message : String(err) });

@@ -87,17 +87,20 @@ export class MobileNode implements MobilityHooks {
     if (!onLo) await netlink.addAddress("lo", `${this.hoa}/128`, { nodad: true });
     // Routes may prefer the HoA as source only once it is a local address.
     const primary = await adoptPrimary();
-    if (this.state.locators.length === 0 && primary) {
+    if (this.state.locators.length === 0) {
+      // A first start: the guest must be on the network (the caller retries until it is).
+      if (!primary) throw new Error("no interface has a default route yet");
       const [addr] = await globalAddressesOf(netlink, primary, this.hoa);
-      if (!addr) {
-        log("mobility_waiting", { reason: `${primary} has no global address yet` });
-      } else {
-        await this.apply({ ...this.state, locators: [{ ifname: primary, moa: addr.address }] });
-        const binding = await this.ports.control.registerStandby(this.config.vm, addr.address);
-        await this.handOut(binding, "start");
-      }
+      if (!addr) throw new Error(`${primary} has no global address yet`);
+      await this.apply({ ...this.state, locators: [{ ifname: primary, moa: addr.address }] });
     } else {
       await this.ports.nft.apply(renderMobileNode({ hoa: this.hoa, locators: this.state.locators }));
+    }
+    const first = this.state.locators[0];
+    if (this.state.seq === 0 && first) {
+      // Never activated (a first start, or the server was unreachable then): register and activate.
+      const binding = await this.ports.control.registerStandby(this.config.vm, first.moa);
+      await this.handOut(binding, "start");
     }
     log("mobility_started", { hoa: this.hoa, locators: this.state.locators });
   }
@@ -110,12 +113,20 @@ export class MobileNode implements MobilityHooks {
   async prepared(migration: string, primary: string, standby: Locator): Promise<void> {
     const { log } = this.ports;
     const current = this.state.locators.find((l) => l.ifname === primary);
-    const locators = [...(current ? [current] : []), { ifname: standby.ifname, moa: canonicalIpv6(standby.moa) }];
+    const locators = [
+      ...(current ? [current] : []),
+      { ifname: standby.ifname, moa: canonicalIpv6(standby.moa) },
+    ];
     await this.apply({ ...this.state, locators, pending: undefined });
     try {
       const binding = await this.ports.control.registerStandby(this.config.vm, standby.moa);
       this.save({ ...this.state, pending: { migration, binding } });
-      log("standby_registered", { migration, moa: binding.locator, seq: binding.seq, expiresAt: binding.expiresAt });
+      log("standby_registered", {
+        migration,
+        moa: binding.locator,
+        seq: binding.seq,
+        expiresAt: binding.expiresAt,
+      });
     } catch (err) {
       log("standby_unregistered", { migration, error: (err as Error).message });
     }
@@ -136,7 +147,9 @@ export class MobileNode implements MobilityHooks {
     }
     this.save({ ...this.state, done: migration });
     // No pre-signed activation (the server was unreachable at step 2): ask for one now.
-    const [addr] = locator ? [{ address: locator.moa }] : await globalAddressesOf(this.ports.netlink, primary, this.hoa);
+    const [addr] = locator
+      ? [{ address: locator.moa }]
+      : await globalAddressesOf(this.ports.netlink, primary, this.hoa);
     if (!addr) {
       log("activation_failed", { migration, reason: `${primary} has no locator` });
       return;

@@ -54,7 +54,13 @@ class FakeControl implements ControlApi {
   async registerStandby(vm: string, locator: string): Promise<SignedBinding> {
     this.calls.push(`standby ${locator}`);
     if (this.down) throw new Error("control server unreachable");
-    return signBinding(keys.privateKey, { vm, hoa: HOA, locator, seq: this.seq + 1, expiresAt: Date.now() + 60_000 });
+    return signBinding(keys.privateKey, {
+      vm,
+      hoa: HOA,
+      locator,
+      seq: this.seq + 1,
+      expiresAt: Date.now() + 60_000,
+    });
   }
   async activate(b: SignedBinding) {
     this.calls.push(`activate ${b.locator} ${b.seq}`);
@@ -68,14 +74,22 @@ function mobileGuest(state?: MobileState) {
   netlink.seedLink("eth0", { mac: "00:16:3e:00:00:01", up: true });
   netlink.seedLink("eth1", { mac: "00:16:3e:00:00:02", up: false });
   netlink.seedAddress("eth0", `${MOA_A}/64`);
-  netlink.seedRoute({ dst: "default", dev: "eth0", gateway: "fe80::a:1", metric: 1024, table: 254, protocol: "ra" });
+  netlink.seedRoute({
+    dst: "default",
+    dev: "eth0",
+    gateway: "fe80::a:1",
+    metric: 1024,
+    table: 254,
+    protocol: "ra",
+  });
   const nft = new FakeNft();
   const control = new FakeControl();
   const announced: SignedBinding[] = [];
   const order: string[] = [];
   let saved = state;
   const events: string[] = [];
-  const log = (e: string, f?: Record<string, unknown>) => events.push(f?.reason ? `${e}: ${String(f.reason)}` : e);
+  const log = (e: string, f?: Record<string, unknown>) =>
+    events.push(typeof f?.reason === "string" ? `${e}: ${f.reason}` : e);
   const mobile = new MobileNode(
     { vm: "vm", hoa: HOA },
     {
@@ -101,7 +115,9 @@ test("mobile node: the HoA on lo, the primary adopted with the HoA as source, th
   await g.mobile.start(() => g.agent.adoptPrimary());
   await g.mobile.settled();
   const hoaAt = g.netlink.effects.indexOf(`addr add ${HOA}/128 dev lo nodad`);
-  const routeAt = g.netlink.effects.indexOf(`route add default via fe80::a:1 dev eth0 src ${HOA} metric 1100`);
+  const routeAt = g.netlink.effects.indexOf(
+    `route add default via fe80::a:1 dev eth0 src ${HOA} metric 1100`,
+  );
   t.true(hoaAt >= 0 && routeAt > hoaAt, "the HoA is local before a route prefers it");
   t.true(g.netlink.effects.includes("route del default dev eth0 metric 1024"));
   t.true(g.nft.scripts.at(-1)?.includes(`oifname map { "eth0" : ${MOA_A} }`));
@@ -194,7 +210,16 @@ test("correspondent: the stream feeds the maps; a signed binding switches at onc
   const { nft, cn, refused } = correspondent();
   const changes: Change[] = [
     { revision: 3, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) },
-    { revision: 4, binding: record({ hoa: "2001:db8:f::6", vm: "other", active: "2001:db8:a::6", seq: 1, locators: ["2001:db8:a::6"] }) },
+    {
+      revision: 4,
+      binding: record({
+        hoa: "2001:db8:f::6",
+        vm: "other",
+        active: "2001:db8:a::6",
+        seq: 1,
+        locators: ["2001:db8:a::6"],
+      }),
+    },
   ];
   await cn.onChanges(changes);
   t.is(cn.lastRevision, 4);
@@ -217,14 +242,22 @@ test("correspondent: the stream feeds the maps; a signed binding switches at onc
   t.true((await cn.onSigned(ok)).ok);
   const script = nft.scripts.at(-1) ?? "";
   t.true(script.includes(`${HOA} : ${MOA_B}`), "egress to the new locator");
-  t.true(script.includes(`${MOA_A} : ${HOA}`) && script.includes(`${MOA_B} : ${HOA}`), "both accepted on ingress");
+  t.true(
+    script.includes(`${MOA_A} : ${HOA}`) && script.includes(`${MOA_B} : ${HOA}`),
+    "both accepted on ingress",
+  );
   const count = nft.scripts.length;
   t.true((await cn.onSigned(ok)).ok, "a repeated copy of the active binding is accepted quietly");
   t.is(nft.scripts.length, count, "and changes nothing");
-  t.false((await cn.onSigned(signed({ locator: "2001:db8:d::1" }))).ok, "another locator at that seq is a replay");
+  t.false(
+    (await cn.onSigned(signed({ locator: "2001:db8:d::1" }))).ok,
+    "another locator at that seq is a replay",
+  );
 
   // The stream's older view (the server had not heard of seq 2 yet) does not undo the direct binding.
-  await cn.onChanges([{ revision: 5, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A, "2001:db8:c::5"] }) }]);
+  await cn.onChanges([
+    { revision: 5, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A, "2001:db8:c::5"] }) },
+  ]);
   t.true((nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_B}`));
   t.true((nft.scripts.at(-1) ?? "").includes(`2001:db8:c::5 : ${HOA}`), "but learns the new standby");
   await cn.stop();
@@ -244,7 +277,13 @@ test("correspondent: the watch resumes after the last revision across failures",
       changes: async (since) => {
         seen.push(since);
         calls += 1;
-        if (calls === 1) return { revision: 7, changes: [{ revision: 7, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) }] };
+        if (calls === 1)
+          return {
+            revision: 7,
+            changes: [
+              { revision: 7, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) },
+            ],
+          };
         if (calls === 2) throw new Error("server restarting");
         stop.abort();
         return { revision: 7, changes: [] };

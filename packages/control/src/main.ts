@@ -146,6 +146,12 @@ program
   .action((o: { key: string; adminTokenFile: string }) => {
     const made = writeSecret(o.key, exportPrivateKey(generateSigningKeys().privateKey));
     process.stdout.write(`${made ? "created" : "kept existing"} signing key ${o.key}\n`);
+    // The public half, for correspondents to pin (xenroam-agent --correspondent --public-key FILE).
+    const pub = `${o.key}.pub`;
+    writeFileSync(pub, exportPublicKey(createPublicKey(importPrivateKey(readFileSync(o.key, "utf8")))), {
+      mode: 0o644,
+    });
+    process.stdout.write(`wrote public key ${pub}\n`);
     const token = Buffer.from(crypto.getRandomValues(new Uint8Array(24))).toString("base64url");
     const madeToken = writeSecret(o.adminTokenFile, `${token}\n`);
     process.stdout.write(`${madeToken ? "created" : "kept existing"} admin token ${o.adminTokenFile}\n`);

@@ -21,6 +21,15 @@ import { createNetlink } from "@xenroam/netlink";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { NsWorker } from "./netns.js";
 import { type LabPlan, planLab } from "./plan.js";
+import {
+  cnLocatorOf,
+  controlService,
+  controlUrl,
+  correspondentService,
+  initControl,
+  mobileAgentArgs,
+  provision,
+} from "./mobility.js";
 import { SERVICES_FILE, type ServiceSpec, SUPERVISOR_FILE, type SupervisorState } from "./supervisor.js";
 import {
   identify,
@@ -149,18 +158,49 @@ export function findWorkspaceCommand(name: string): string[] | undefined {
   }
 }
 
-export function servicesOf(plan: LabPlan, stateDir: string, agent?: readonly string[]): ServiceSpec[] {
+/**
+ * The guest agent (with the mobility options when the topology has a HoA) and the correspondent agent.
+ * Started after the base services: with mobility they need the tokens the control server issues.
+ */
+export function agentServicesOf(
+  plan: LabPlan,
+  topology: Topology,
+  stateDir: string,
+  agent: readonly string[],
+): ServiceSpec[] {
   const guest = plan.xenstored.flatMap((x) => x.guests)[0];
+  const m = topology.mobility;
   return [
-    ...(agent && guest
+    ...(guest
       ? [
           {
             name: "xenroam-agent",
             netns: plan.vmPrimary.netns,
-            argv: [...agent, "--xenstore", join(stateDir, guest.socket), "--channel", "xl"],
+            argv: [
+              ...agent,
+              "--xenstore",
+              join(stateDir, guest.socket),
+              "--channel",
+              "xl",
+              ...(m ? mobileAgentArgs(topology, m, stateDir) : []),
+            ],
           },
         ]
       : []),
+    ...(m ? [correspondentService(topology, m, stateDir, agent)] : []),
+  ];
+}
+
+/** radvd on the router, a xenstored per host, and the control server when the topology has mobility. */
+export function servicesOf(
+  plan: LabPlan,
+  stateDir: string,
+  topology?: Topology,
+  control?: readonly string[],
+): ServiceSpec[] {
+  const m = topology?.mobility;
+  return [
+    ...(topology && m && control ? [controlService(topology, m, stateDir, control)] : []),
     {
       name: "radvd",
       netns: plan.radvd.netns,
@@ -291,7 +331,11 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         ? undefined
         : (options.guestAgent ?? findWorkspaceCommand("xenroam-agent"));
     if (!agent) progress("no xenroam-agent in this workspace: the VM runs without the guest agent");
-    const services = servicesOf(plan, stateDir, agent);
+    const mobility = agent ? topology.mobility : undefined;
+    const control = mobility ? findWorkspaceCommand("xenroam-control") : undefined;
+    if (mobility && !control) throw new LabError("no xenroam-control in this workspace; run `npm run build`");
+    if (mobility && control) await initControl(topology, stateDir, control);
+    const services = servicesOf(plan, stateDir, topology, control);
     writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify(services, null, 2));
     const logFd = openSync(join(stateDir, "supervisor.log"), "a");
     const child = spawn(process.execPath, [LAB_MAIN, "supervise", "--state-dir", stateDir], {
@@ -336,6 +380,31 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
     await vm.netlink.waitAddress(plan.vmPrimary.ifname, plan.vmPrimary.expectedAddress, {
       timeoutMs: 20_000,
     });
+
+    if (agent) {
+      if (mobility && control) {
+        progress(
+          `control server on the router at ${controlUrl(topology, mobility)}: registering sites, the VM and the CN`,
+        );
+        await provision(topology, mobility, stateDir, control);
+      }
+      const agents = agentServicesOf(plan, topology, stateDir, agent);
+      writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify([...services, ...agents], null, 2));
+      process.kill(supervisor.pid, "SIGHUP");
+      progress(`starting ${agents.map((a) => a.name).join(" and ")}`);
+      await waitFor("the agents to run", 10_000, () => {
+        const s = readSupervisor(stateDir);
+        return agents.every((a) => s?.services[a.name]?.state === "running");
+      });
+      if (mobility) {
+        progress(`waiting for the correspondent to map the VM's home address ${mobility.hoa}`);
+        await waitFor(
+          "the correspondent to learn the VM's binding",
+          15_000,
+          async () => (await cnLocatorOf(topology, mobility)) === plan.vmPrimary.expectedAddress,
+        );
+      }
+    }
 
     state = { ...state, phase: "up" };
     writeState(stateDir, state);

@@ -138,5 +138,14 @@ export function runSupervisor(stateDir: string): void {
   };
   process.once("SIGTERM", () => void stop("SIGTERM"));
   process.once("SIGINT", () => void stop("SIGINT"));
-  process.once("SIGHUP", () => void stop("SIGHUP"));
+  // SIGHUP: start the services services.json has gained (the lab adds the agents once their tokens exist).
+  process.on("SIGHUP", () => {
+    if (stopping) return;
+    const added = (JSON.parse(readFileSync(join(stateDir, SERVICES_FILE), "utf8")) as ServiceSpec[]).filter(
+      (spec) => !children.has(spec.name),
+    );
+    for (const spec of added) start(spec);
+    persist();
+    log("reloaded", { added: added.map((s) => s.name) });
+  });
 }

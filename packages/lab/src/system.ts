@@ -33,6 +33,11 @@ export async function netnsAdd(name: string): Promise<void> {
   await ip("netns", "add", name);
 }
 
+/** Runs a command inside a namespace and returns its stdout; fails with its stderr. */
+export async function netnsExec(name: string, argv: readonly string[]): Promise<string> {
+  return ip("netns", "exec", name, ...argv);
+}
+
 export async function netnsDel(name: string): Promise<void> {
   await ip("netns", "del", name);
 }

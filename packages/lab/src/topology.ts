@@ -3,6 +3,7 @@
 
 import {
   interfaceNameProblem,
+  isLinkLocal,
   parseIpv6,
   parsePrefix,
   prefixContains,
@@ -57,6 +58,15 @@ const vm = z.strictObject({
   secondaryMac: mac,
 });
 
+const port = z.number().int().min(1).max(65535);
+
+/** The mobility layer: the VM keeps a home address; a control server runs on the router, on the CN segment. */
+const mobility = z.strictObject({
+  hoa: ipv6("home address"),
+  controlPort: port.default(7360),
+  bindingPort: port.default(7361),
+});
+
 const correspondent = z.strictObject({
   name: nodeName,
   prefix: prefix64,
@@ -77,6 +87,7 @@ export const topologySchema = z.strictObject({
   bridges: z
     .strictObject({ real: z.string(), parking: z.string() })
     .default({ real: "xenbr0", parking: "xrpark0" }),
+  mobility: mobility.optional(),
 });
 
 export type Topology = z.output<typeof topologySchema>;
@@ -152,6 +163,20 @@ function semanticProblems(t: Topology): string[] {
     if (p) problems.push(`bridges.${key} "${name}" ${p}`);
   }
   if (t.bridges.real === t.bridges.parking) problems.push("bridges.real and bridges.parking must differ");
+  if (t.mobility) {
+    const hoa = parseIpv6(t.mobility.hoa);
+    if (isLinkLocal(hoa)) problems.push(`mobility.hoa ${t.mobility.hoa} is link-local; it must be routable`);
+    for (const seg of segments) {
+      if (prefixContains(parsePrefix(seg.prefix), hoa)) {
+        problems.push(
+          `mobility.hoa ${t.mobility.hoa} is inside ${seg.what}.prefix ${seg.prefix}; a home address belongs to no site`,
+        );
+      }
+    }
+    if (t.mobility.controlPort === t.mobility.bindingPort) {
+      problems.push("mobility.controlPort and mobility.bindingPort must differ");
+    }
+  }
   return problems;
 }
 
@@ -169,7 +194,10 @@ export function parseTopology(value: unknown, source = "topology"): Topology {
   return result.data;
 }
 
-/** Paper Figure 3: CN — router — site A (hosta, hosta2) and site B (hostb); the VM starts on hosta. */
+/**
+ * Paper Figure 3: CN — router — site A (hosta, hosta2) and site B (hostb); the VM starts on hosta with the
+ * home address 2001:db8:f::5, a control server on the router, and the correspondent agent on the CN.
+ */
 export const DEFAULT_TOPOLOGY: TopologyInput = {
   name: "xr",
   mtu: 1500,
@@ -207,4 +235,5 @@ export const DEFAULT_TOPOLOGY: TopologyInput = {
     secondaryMac: "00:16:3e:00:00:02",
   },
   bridges: { real: "xenbr0", parking: "xrpark0" },
+  mobility: { hoa: "2001:db8:f::5", controlPort: 7360, bindingPort: 7361 },
 };

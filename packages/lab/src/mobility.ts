@@ -1,0 +1,173 @@
+// The lab's mobility layer: a control server (xenroam-control) on the router, on the correspondent's
+// segment; the VM's guest agent with a home address; the correspondent agent on the CN. Services are
+// described here and run by the supervisor; provisioning (sites, the VM, the CN's token) goes through the
+// control server's own CLI inside the router's namespace, as an admin would do it.
+
+import { chmodSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { nftBinary } from "@xenroam/mobility";
+import { routerAddress } from "./addresses.js";
+import { netnsName } from "./plan.js";
+import type { ServiceSpec } from "./supervisor.js";
+import { netnsExec } from "./system.js";
+import type { Topology } from "./topology.js";
+
+export type Mobility = NonNullable<Topology["mobility"]>;
+
+export const FILES = {
+  key: "control.key",
+  publicKey: "control.key.pub",
+  adminToken: "admin.token",
+  database: "control.db",
+  vmToken: "vm.token",
+  cnToken: "cn.token",
+  mobileState: "agent-mobile.json",
+} as const;
+
+export const controlAddress = (t: Topology) => routerAddress(t.correspondent.prefix);
+
+export function controlUrl(t: Topology, m: Mobility): string {
+  return `http://[${controlAddress(t)}]:${m.controlPort}`;
+}
+
+/** The control server, run by the supervisor in the router's namespace. */
+export function controlService(
+  t: Topology,
+  m: Mobility,
+  stateDir: string,
+  control: readonly string[],
+): ServiceSpec {
+  return {
+    name: "xenroam-control",
+    netns: netnsName(t, t.router.name),
+    argv: [
+      ...control,
+      "serve",
+      "--listen",
+      `[${controlAddress(t)}]:${m.controlPort}`,
+      "--database",
+      join(stateDir, FILES.database),
+      "--key",
+      join(stateDir, FILES.key),
+      "--admin-token-file",
+      join(stateDir, FILES.adminToken),
+    ],
+  };
+}
+
+/** The guest agent's mobility options (appended to its command line). */
+export function mobileAgentArgs(t: Topology, m: Mobility, stateDir: string): string[] {
+  return [
+    "--hoa",
+    m.hoa,
+    "--vm",
+    t.vm.name,
+    "--control",
+    controlUrl(t, m),
+    "--token-file",
+    join(stateDir, FILES.vmToken),
+    "--peer",
+    `[${t.correspondent.address}]:${m.bindingPort}`,
+    "--state-file",
+    join(stateDir, FILES.mobileState),
+  ];
+}
+
+/** The correspondent agent on the CN. */
+export function correspondentService(
+  t: Topology,
+  m: Mobility,
+  stateDir: string,
+  agent: readonly string[],
+): ServiceSpec {
+  return {
+    name: "xenroam-correspondent",
+    netns: netnsName(t, t.correspondent.name),
+    argv: [
+      ...agent,
+      "--correspondent",
+      "--control",
+      controlUrl(t, m),
+      "--token-file",
+      join(stateDir, FILES.cnToken),
+      "--public-key",
+      join(stateDir, FILES.publicKey),
+      "--listen",
+      `[${t.correspondent.address}]:${m.bindingPort}`,
+    ],
+  };
+}
+
+/** Creates the signing key and admin token (before the server starts). */
+export async function initControl(t: Topology, stateDir: string, control: readonly string[]): Promise<void> {
+  await netnsExec(netnsName(t, t.router.name), [
+    ...control,
+    "init",
+    "--key",
+    join(stateDir, FILES.key),
+    "--admin-token-file",
+    join(stateDir, FILES.adminToken),
+  ]);
+}
+
+/**
+ * Once the server answers: the sites document, the VM (its HoA and vif MACs) and a token for the CN. The
+ * tokens go to files the agents read. Retries while the server is still starting, up to `timeoutMs`.
+ */
+export async function provision(
+  t: Topology,
+  m: Mobility,
+  stateDir: string,
+  control: readonly string[],
+  timeoutMs = 10_000,
+): Promise<void> {
+  const router = netnsName(t, t.router.name);
+  const admin = ["--server", controlUrl(t, m), "--token-file", join(stateDir, FILES.adminToken)];
+  const run = (args: string[]) => netnsExec(router, [...control, ...args, ...admin]);
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      await run(["put-sites", join(stateDir, "sites.json")]);
+      break;
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  const vm = JSON.parse(
+    await run(["add-vm", t.vm.name, "--hoa", m.hoa, "--mac", t.vm.primaryMac, "--mac", t.vm.secondaryMac]),
+  ) as { token: string };
+  const cn = JSON.parse(await run(["add-peer", t.correspondent.name])) as { token: string };
+  for (const [file, token] of [
+    [FILES.vmToken, vm.token],
+    [FILES.cnToken, cn.token],
+  ] as const) {
+    writeFileSync(join(stateDir, file), `${token}\n`, { mode: 0o600 });
+    chmodSync(join(stateDir, file), 0o600);
+  }
+}
+
+/** The correspondent's egress map for the HoA, as nft lists it (undefined while it has none). */
+export async function cnLocatorOf(t: Topology, m: Mobility): Promise<string | undefined> {
+  let out: string;
+  try {
+    out = await netnsExec(netnsName(t, t.correspondent.name), [
+      nftBinary(),
+      "-j",
+      "list",
+      "map",
+      "ip6",
+      "xenroam",
+      "hoa_to_locator",
+    ]);
+  } catch {
+    return undefined;
+  }
+  const parsed = JSON.parse(out) as {
+    nftables: Array<{ map?: { elem?: Array<[string, string]> } }>;
+  };
+  for (const e of parsed.nftables) {
+    for (const [k, v] of e.map?.elem ?? []) if (k === m.hoa) return v;
+  }
+  return undefined;
+}
