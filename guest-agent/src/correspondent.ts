@@ -14,7 +14,13 @@ import {
   signatureValid,
   type Verdict,
 } from "@xenroam/control";
-import { type Binding, type Nft, renderCorrespondent, renderRemoval } from "@xenroam/mobility";
+import {
+  type Binding,
+  type Nft,
+  renderCorrespondent,
+  renderCorrespondentSwitch,
+  renderRemoval,
+} from "@xenroam/mobility";
 import type { Log } from "./core.js";
 
 export interface WatchApi {
@@ -33,6 +39,8 @@ export interface CorrespondentPorts {
   readonly now?: () => number;
   /** Long-poll length and the back-off after a failed poll (tests make them short). */
   readonly pollMs?: number;
+  /** How long after a fast switch the whole table is rendered again (default 1 s). */
+  readonly canonicalDelayMs?: number;
   readonly retryMs?: number;
 }
 
@@ -52,6 +60,8 @@ export class Correspondent {
   private applying: Promise<void> = Promise.resolve();
   private dirty = false;
   private rendered = "";
+  private ingressKnown = new Set<string>();
+  private canonicalTimer: ReturnType<typeof setTimeout> | undefined;
   private clock = 0;
 
   constructor(private readonly ports: CorrespondentPorts) {
@@ -110,7 +120,7 @@ export class Correspondent {
     entry.touched = ++this.clock;
     entry.locators = unique([accepted.locator, ...(previous ? [previous] : []), ...entry.locators]);
     const started = Date.now();
-    await this.apply();
+    await this.switchFast(accepted.hoa, accepted.locator, entry.locators);
     this.ports.log("binding_accepted", {
       hoa: accepted.hoa,
       locator: accepted.locator,
@@ -142,6 +152,7 @@ export class Correspondent {
 
   /** Shutdown: the maps go with the table. */
   async stop(): Promise<void> {
+    clearTimeout(this.canonicalTimer);
     await this.applying;
     await this.ports.nft.apply(renderRemoval());
     this.ports.log("correspondent_stopped", { bindings: this.entries.size });
@@ -166,24 +177,55 @@ export class Correspondent {
     }
   }
 
-  /** One nft transaction at a time, always of the latest state; bursts coalesce. */
+  /** One nft transaction at a time, in order; a failure does not stop the ones after it. */
+  private enqueue(work: () => Promise<void>): Promise<void> {
+    const run = this.applying.then(work);
+    this.applying = run.catch(() => undefined);
+    return run;
+  }
+
+  /** The whole table from the current state, one transaction; bursts coalesce into one. */
   private apply(): Promise<void> {
     this.dirty = true;
-    const run = this.applying.then(async () => {
+    return this.enqueue(async () => {
       if (!this.dirty) return;
       this.dirty = false;
-      const script = renderCorrespondent(this.consistent());
+      const bindings = this.consistent();
+      const script = renderCorrespondent(bindings);
       if (script === this.rendered) return;
       try {
         await this.ports.nft.apply(script);
       } catch (err) {
         this.dirty = true; // the next change tries again with the whole state
+        this.rendered = "";
         throw err;
       }
       this.rendered = script;
+      this.ingressKnown = new Set(bindings.flatMap((b) => [b.active, ...b.locators]));
     });
-    this.applying = run.catch(() => undefined);
-    return run;
+  }
+
+  /**
+   * Step 4 at the correspondent: only additions (see renderCorrespondentSwitch), ~3 ms instead of a whole
+   * table's ~18 ms; the canonical table follows shortly after, off the critical path.
+   */
+  private switchFast(hoa: string, locator: string, locators: readonly string[]): Promise<void> {
+    const done = this.enqueue(async () => {
+      if (!this.rendered) {
+        this.dirty = true; // no table yet (or a failed render): the full render below is the switch
+        return;
+      }
+      const fresh = locators.filter((l) => !this.ingressKnown.has(l));
+      await this.ports.nft.apply(renderCorrespondentSwitch(hoa, locator, fresh));
+      for (const l of fresh) this.ingressKnown.add(l);
+      this.rendered = ""; // the kernel is ahead of the last full render: the next one must not be skipped
+    });
+    clearTimeout(this.canonicalTimer);
+    this.canonicalTimer = setTimeout(() => {
+      this.apply().catch((err: unknown) => this.ports.log("apply_failed", { error: (err as Error).message }));
+    }, this.ports.canonicalDelayMs ?? 1000);
+    this.canonicalTimer.unref?.();
+    return done.then(() => (this.dirty ? this.apply() : undefined));
   }
 
   /** A locator claimed by two HoAs (an address reused before the stream caught up) goes to the newer claim. */

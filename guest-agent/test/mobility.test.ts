@@ -196,6 +196,7 @@ function correspondent() {
     nft,
     publicKey: keys.publicKey,
     watch: { changes: async () => ({ revision: 0, changes: [] }) },
+    canonicalDelayMs: 20,
     log: (e, f) => {
       if (e === "binding_refused") refused.push(String(f?.reason));
     },
@@ -240,6 +241,13 @@ test("correspondent: the stream feeds the maps; a signed binding switches at onc
 
   const ok = signed();
   t.true((await cn.onSigned(ok)).ok);
+  t.is(
+    nft.scripts.at(-1),
+    `insert rule ip6 xenroam egress ip6 daddr ${HOA} notrack ip6 daddr set ${MOA_B}\n` +
+      `add element ip6 xenroam locator_to_hoa { ${MOA_B} : ${HOA} }\n`,
+    "the switch itself only adds: an override rule and the new locator",
+  );
+  await new Promise((r) => setTimeout(r, 60)); // the canonical table follows (canonicalDelayMs)
   const script = nft.scripts.at(-1) ?? "";
   t.true(script.includes(`${HOA} : ${MOA_B}`), "egress to the new locator");
   t.true(

@@ -9,7 +9,17 @@ import { fileURLToPath } from "node:url";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { NsWorker } from "./netns.js";
 import { netnsName, planLab } from "./plan.js";
-import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
+import {
+  firstReplyAfter,
+  ingestProbeLine,
+  ingestTcpLine,
+  longestStall,
+  newProbeLog,
+  newTcpLog,
+  outage,
+  type ProbeLog,
+  type TcpLog,
+} from "./probe.js";
 import { percentile } from "./stats.js";
 import { readVmLocation } from "./toolstack.js";
 import { DEFAULT_TOPOLOGY, parseTopology, type TopologyInput } from "./topology.js";
@@ -23,8 +33,10 @@ export interface Scenario {
   readonly method: boolean;
   readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
   readonly tunedGuest: boolean;
-  /** Also probe CN→VM: only where the VM keeps an address the CN can reach (no HoA before the mobility layer). */
+  /** Also probe CN→VM: only where the VM keeps an address the CN can reach (the same subnet, or the HoA). */
   readonly reverse?: boolean;
+  /** The mobility layer: the VM keeps its HoA; every probe addresses it; a TCP stream CN←VM runs throughout. */
+  readonly mobility?: boolean;
 }
 
 const STANDARD_RA = { minIntervalMs: 3000, maxIntervalMs: 4000 };
@@ -73,6 +85,17 @@ export const SCENARIOS: readonly Scenario[] = [
     ra: STANDARD_RA,
     tunedGuest: false,
   },
+  {
+    name: "method+hoa",
+    description:
+      "the method with the mobility layer: the VM keeps its home address; probes and a TCP stream use it",
+    hosts: ["hosta", "hostb"],
+    method: true,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+    reverse: true,
+    mobility: true,
+  },
 ];
 
 export interface RunResult {
@@ -87,6 +110,8 @@ export interface RunResult {
   readonly recovered: boolean;
   /** CN→VM, where measured. */
   readonly reverse?: { readonly gapMs: number; readonly networkMs: number; readonly lost: number };
+  /** The TCP stream's longest stall around this migration (method+hoa). */
+  readonly tcpStallMs?: number;
 }
 
 export interface ScenarioResult {
@@ -104,6 +129,13 @@ export interface ScenarioResult {
     readonly gapMs: { readonly p50: number; readonly p95: number; readonly max: number };
     readonly networkMs: { readonly p50: number; readonly p95: number };
     readonly lost: number;
+  };
+  /** The TCP stream CN←VM to the HoA, kept open through every run (method+hoa). */
+  readonly tcp?: {
+    readonly longestStallMs: number;
+    readonly stallP50Ms: number;
+    /** Whether the connection was reset or closed at any point: it must not be. */
+    readonly reset: boolean;
   };
   readonly samples: readonly RunResult[];
 }
@@ -175,8 +207,10 @@ async function waitUntil(what: string, ms: number, check: () => boolean): Promis
 async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]): Promise<ScenarioResult> {
   const progress = options.progress ?? (() => {});
   const base = structuredClone(DEFAULT_TOPOLOGY) as TopologyInput & { sites: Array<{ ra?: unknown }> };
+  const { mobility, ...rest } = base;
   const input = {
-    ...base,
+    ...rest,
+    ...(s.mobility ? { mobility } : {}),
     name: options.labName ?? "xb",
     sites: base.sites.map((site) => ({ ...site, ra: s.ra })),
   };
@@ -187,6 +221,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
   const children: ChildProcess[] = [];
   const log: ProbeLog = newProbeLog();
   const back: ProbeLog = newProbeLog();
+  const tcp: TcpLog = newTcpLog();
   try {
     children.push(startIn(netnsName(topology, topology.correspondent.name), ["probe-echo"]));
     if (s.tunedGuest)
@@ -200,12 +235,25 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     children.push(sender);
     if (sender.stdout) createInterface({ input: sender.stdout }).on("line", (l) => ingestProbeLine(log, l));
     if (s.reverse) {
-      const vmAddress = planLab(topology).vmPrimary.expectedAddress;
+      // The VM's address the CN can use: its home address with the mobility layer, else (same subnet) its own.
+      const vmAddress = topology.mobility?.hoa ?? planLab(topology).vmPrimary.expectedAddress;
       children.push(startIn(netnsName(topology, topology.vm.name), ["probe-echo"]));
       await sleep(300);
       const cn = startIn(netnsName(topology, topology.correspondent.name), ["probe-send", "--to", vmAddress]);
       children.push(cn);
       if (cn.stdout) createInterface({ input: cn.stdout }).on("line", (l) => ingestProbeLine(back, l));
+    }
+    if (s.mobility && topology.mobility) {
+      children.push(startIn(netnsName(topology, topology.vm.name), ["probe-tcp-server"]));
+      await sleep(300);
+      const client = startIn(netnsName(topology, topology.correspondent.name), [
+        "probe-tcp-client",
+        "--to",
+        topology.mobility.hoa,
+      ]);
+      children.push(client);
+      if (client.stdout) createInterface({ input: client.stdout }).on("line", (l) => ingestTcpLine(tcp, l));
+      await waitUntil("the TCP stream to connect", 15_000, () => tcp.connectedAt !== undefined);
     }
     await waitUntil("the probe to get replies", 15_000, () => log.replies.length > 10);
     if (s.reverse) await waitUntil("the CN→VM probe to get replies", 15_000, () => back.replies.length > 10);
@@ -259,6 +307,15 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
           const b = outage(back, t0, backEnd);
           reverse = { gapMs: b.gapMs, networkMs: Math.max(0, b.gapMs - pausedMs), lost: b.lost };
         }
+        let tcpStallMs: number | undefined;
+        if (s.mobility) {
+          // TCP recovers on its retransmission timer (200 ms at least), after the network does.
+          const tcpDeadline = Date.now() + 5000;
+          while (!tcp.closed && !tcp.stalls.some(([, e]) => e > t1) && Date.now() < tcpDeadline)
+            await sleep(20);
+          if (tcp.closed) throw new Error(`the TCP stream to the HoA was closed: ${tcp.closed}`);
+          tcpStallMs = longestStall(tcp, t0, Date.now());
+        }
         samples.push({
           from: here,
           to: there,
@@ -269,6 +326,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
           method: report.method,
           recovered: recoveredAt !== undefined,
           ...(reverse ? { reverse } : {}),
+          ...(tcpStallMs !== undefined ? { tcpStallMs } : {}),
         });
         progress(
           `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)${recoveredAt === undefined ? " NOT RECOVERED" : ""}`,
@@ -305,12 +363,22 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
       lost: samples.reduce((n, x) => n + x.lost, 0),
       unrecovered: samples.filter((x) => !x.recovered).length,
       ...(s.reverse ? { cnToVm: reverseStats(samples) } : {}),
+      ...(s.mobility ? { tcp: tcpStats(samples, tcp) } : {}),
       samples,
     };
   } finally {
     for (const c of children.reverse()) await stop(c);
     await labDown(topology.name, { ...options, progress: () => {} });
   }
+}
+
+function tcpStats(samples: readonly RunResult[], log: TcpLog): NonNullable<ScenarioResult["tcp"]> {
+  const stalls = samples.map((x) => x.tcpStallMs ?? 0);
+  return {
+    longestStallMs: Math.max(0, ...stalls),
+    stallP50Ms: percentile(stalls, 50),
+    reset: log.closed !== undefined,
+  };
 }
 
 function reverseStats(samples: readonly RunResult[]): NonNullable<ScenarioResult["cnToVm"]> {
@@ -333,10 +401,18 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
         ]
       : []),
   ]);
+  const tcp = results.flatMap((r) =>
+    r.tcp
+      ? [
+          `TCP stream CN←VM to the HoA through ${r.runs} migrations (${r.name}): longest stall ${r.tcp.longestStallMs} ms, p50 ${r.tcp.stallP50Ms} ms, ${r.tcp.reset ? "RESET" : "never reset"}`,
+        ]
+      : [],
+  );
   return [
     "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost | not recovered |",
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
+    ...(tcp.length > 0 ? ["", ...tcp] : []),
   ].join("\n");
 }
 

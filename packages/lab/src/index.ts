@@ -1,6 +1,7 @@
 // @xenroam/lab: the namespace lab — topology, plan, namespace workers, supervisor, up/down/status.
 export * from "./addresses.js";
 export * from "./lab.js";
+export * from "./mobility.js";
 export * from "./netns.js";
 export * from "./plan.js";
 export * from "./system.js";

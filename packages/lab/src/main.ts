@@ -18,7 +18,7 @@ import {
 } from "./lab.js";
 import { netnsName, routerAddressOf } from "./present.js";
 import { markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
-import { runEchoServer, runProbeSender } from "./probe.js";
+import { runEchoServer, runProbeSender, runTcpStreamClient, runTcpStreamServer } from "./probe.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
 import { DEFAULT_TOPOLOGY, parseTopology, type Topology, TopologyError } from "./topology.js";
@@ -304,6 +304,13 @@ program
   .command("probe-send", { hidden: true })
   .requiredOption("--to <address>")
   .action((opts: { to: string }) => runProbeSender(opts.to));
+
+program.command("probe-tcp-server", { hidden: true }).action(() => runTcpStreamServer());
+
+program
+  .command("probe-tcp-client", { hidden: true })
+  .requiredOption("--to <address>")
+  .action((opts: { to: string }) => runTcpStreamClient(opts.to));
 
 program
   .command("tuned-guest", { hidden: true })

@@ -3,6 +3,7 @@
 // its source address is whatever the guest's routing picks at each send — exactly what an application sees.
 
 import { createSocket } from "node:dgram";
+import { connect, createServer } from "node:net";
 
 export const PROBE_PORT = 7357;
 
@@ -51,6 +52,86 @@ export function runProbeSender(target: string, intervalMs = 10, port = PROBE_POR
   };
   process.once("SIGTERM", stop);
   process.once("SIGINT", stop);
+}
+
+export const TCP_PROBE_PORT = 7358;
+
+/**
+ * The VM's side of the TCP probe: to every connection, a 64-byte chunk every 5 ms until SIGTERM. The VM is
+ * paused with everything in it, so a migration shows up as a stall at the receiver, never as a burst.
+ */
+export function runTcpStreamServer(port = TCP_PROBE_PORT): void {
+  const chunk = Buffer.alloc(64, 0x78);
+  const server = createServer((s) => {
+    s.setNoDelay(true);
+    const timer = setInterval(() => s.write(chunk), 5);
+    const end = () => clearInterval(timer);
+    s.on("error", end);
+    s.on("close", end);
+  });
+  server.listen(port, "::");
+  const stop = () => {
+    server.close();
+    process.exit(0);
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+}
+
+/**
+ * The CN's side: connects to target (the VM's HoA) and prints "connected AT", "stall MS ENDAT" whenever data
+ * resumes after a silence over 20 ms, and "closed REASON AT" if the connection ever ends (a reset).
+ */
+export function runTcpStreamClient(target: string, port = TCP_PROBE_PORT): void {
+  let last = 0;
+  let bytes = 0;
+  const s = connect({ host: target, port }, () => {
+    last = Date.now();
+    process.stdout.write(`connected ${last}\n`);
+  });
+  s.on("data", (d: Buffer) => {
+    const now = Date.now();
+    if (last && now - last > 20) process.stdout.write(`stall ${now - last} ${now}\n`);
+    last = now;
+    bytes += d.length;
+  });
+  const closed = (reason: string) => {
+    process.stdout.write(`closed ${reason.replace(/\s+/g, "_")} ${Date.now()} ${bytes}\n`);
+    process.exit(1);
+  };
+  s.on("error", (err) => closed(err.message));
+  s.on("end", () => closed("end"));
+  const stop = () => {
+    s.removeAllListeners();
+    s.destroy();
+    process.stdout.write(`stopped ${Date.now()} ${bytes}\n`);
+    process.exit(0);
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+}
+
+export interface TcpLog {
+  connectedAt: number | undefined;
+  /** [stall ms, the time data resumed]. */
+  readonly stalls: Array<[number, number]>;
+  closed: string | undefined;
+}
+
+export function newTcpLog(): TcpLog {
+  return { connectedAt: undefined, stalls: [], closed: undefined };
+}
+
+export function ingestTcpLine(log: TcpLog, line: string): void {
+  const [kind, a, b] = line.split(" ");
+  if (kind === "connected") log.connectedAt = Number(a);
+  else if (kind === "stall") log.stalls.push([Number(a), Number(b)]);
+  else if (kind === "closed") log.closed = a ?? "closed";
+}
+
+/** The longest stall whose end falls in [from, to]. */
+export function longestStall(log: TcpLog, from: number, to: number): number {
+  return Math.max(0, ...log.stalls.filter(([, end]) => end >= from && end <= to).map(([ms]) => ms));
 }
 
 export interface ProbeLog {

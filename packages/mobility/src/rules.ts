@@ -135,6 +135,28 @@ export function renderCorrespondent(bindings: readonly Binding[]): string {
   ]);
 }
 
+/**
+ * The correspondent's fast path when a signed binding arrives: no element or rule is deleted, because every
+ * deletion waits for an RCU grace period in the kernel (~12 ms measured against ~3 ms for an addition). A rule
+ * inserted at the head of the egress chain overrides the map for this HoA (first match wins: once the
+ * destination is rewritten, no later rule matches the HoA), and locators not yet known are added to the
+ * ingress map. The full table is re-rendered later, off the critical path, which drops the override.
+ */
+export function renderCorrespondentSwitch(
+  hoaText: string,
+  locatorText: string,
+  newIngress: readonly string[],
+): string {
+  const hoa = routable("HoA", hoaText);
+  const locator = routable(`locator of ${hoa}`, locatorText);
+  const lines = [`insert rule ip6 ${TABLE} egress ip6 daddr ${hoa} notrack ip6 daddr set ${locator}`];
+  const add = [...new Set(newIngress.map((l) => routable(`locator of ${hoa}`, l)))];
+  if (add.length > 0) {
+    lines.push(`add element ip6 ${TABLE} locator_to_hoa { ${add.map((l) => `${l} : ${hoa}`).join(", ")} }`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
 /** Removes the table; valid whether or not it exists. */
 export function renderRemoval(): string {
   return [`table ip6 ${TABLE} {}`, `delete table ip6 ${TABLE}`, ""].join("\n");

@@ -1,5 +1,11 @@
 import test from "ava";
-import { MobilityError, renderCorrespondent, renderMobileNode, renderRemoval } from "../src/index.js";
+import {
+  MobilityError,
+  renderCorrespondent,
+  renderCorrespondentSwitch,
+  renderMobileNode,
+  renderRemoval,
+} from "../src/index.js";
 
 test("mobile node: one transaction that replaces the table; NDP accepted before any rewrite", (t) => {
   const script = renderMobileNode({
@@ -83,4 +89,14 @@ test("bad bindings are refused with the reason", (t) => {
     { message: /locator 2001:db8::9 is claimed by fd00::1 and fd00::2/ },
   );
   t.is(renderRemoval(), "table ip6 xenroam {}\ndelete table ip6 xenroam\n");
+});
+
+test("correspondent fast switch: additions only (an override rule at the head, new ingress locators)", (t) => {
+  t.is(
+    renderCorrespondentSwitch("fd00:1::5", "2001:db8:b::2", ["2001:db8:B::2"]),
+    "insert rule ip6 xenroam egress ip6 daddr fd00:1::5 notrack ip6 daddr set 2001:db8:b::2\n" +
+      "add element ip6 xenroam locator_to_hoa { 2001:db8:b::2 : fd00:1::5 }\n",
+  );
+  t.false(renderCorrespondentSwitch("fd00:1::5", "2001:db8:b::2", []).includes("delete"));
+  t.throws(() => renderCorrespondentSwitch("fd00:1::5", "fe80::1", []), { message: /link-local/ });
 });
