@@ -109,7 +109,7 @@ test("a TCP connection from the CN to the VM's HoA carries data through 20 migra
     // The switch itself is an override rule; the canonical map follows within a second or so.
     let mapped: string | undefined;
     for (let w = 0; w < 60 && mapped !== report.moa; w++) {
-      mapped = await cnLocatorOf(topology, topology.mobility as NonNullable<Topology["mobility"]>);
+      mapped = await cnLocatorOf(topology, topology.mobility);
       if (mapped !== report.moa) await sleep(50);
     }
     t.is(mapped, report.moa, `the correspondent maps the HoA to the new MoA after migration ${i + 1}`);
@@ -123,7 +123,7 @@ test("a TCP connection from the CN to the VM's HoA carries data through 20 migra
 
 test("forged and malformed bindings sent to the correspondent over UDP change nothing; agent shutdown removes every table", async (t) => {
   const { topology, stateRoot, stateDir } = fresh(t);
-  const m = topology.mobility as NonNullable<Topology["mobility"]>;
+  const m = topology.mobility;
   await labUp(topology, { stateRoot });
   const active = await cnLocatorOf(topology, m);
   t.truthy(active);
