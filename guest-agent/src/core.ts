@@ -244,6 +244,9 @@ export class Agent {
     // refuses two default routes with one metric, so the primary metric moves only after the old one is gone.
     if (oldPrimary) {
       await netlink.setLink(oldPrimary, { up: false });
+      // With the old primary down its routes are gone, and the standby route carries traffic: correspondents
+      // learn the new locator now, before the route cleanup below.
+      await this.ports.mobility?.switched(request.id, newPrimary);
       log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
       await this.setStatus({ v: 1, phase: "switching", id: request.id });
       for (const r of await netlink.routes({ dev: oldPrimary })) {
@@ -253,7 +256,7 @@ export class Agent {
       await netlink.writeSysctl(oldPrimary, "accept_ra_defrtr", 0);
     }
     await this.replaceDefault(newPrimary, request.gateway.linkLocal, PRIMARY_METRIC);
-    // Traffic flows by the new primary from here: correspondents learn the new locator first.
+    // Without an old primary to take down (a restart mid-switch), the binding goes out here (idempotent).
     await this.ports.mobility?.switched(request.id, newPrimary);
     for (const r of await netlink.routes({ dev: newPrimary })) {
       if (r.dst === "default" && r.metric !== PRIMARY_METRIC) {
