@@ -84,6 +84,11 @@ function describe(t: Topology): string {
   lines.push(
     `  ${t.vm.name} (domid ${t.vm.domid}) on ${t.vm.host}: eth0 ${t.vm.primaryMac} -> vif${t.vm.domid}.0 on ${t.bridges.real}; eth1 ${t.vm.secondaryMac} -> vif${t.vm.domid}.1 on ${t.bridges.parking}`,
   );
+  if (t.mobility) {
+    lines.push(
+      `  mobility: ${t.vm.name} keeps home address ${t.mobility.hoa}; control server on ${t.router.name} at http://[${routerAddressOf(t)}]:${t.mobility.controlPort}; correspondent agent on ${t.correspondent.name}`,
+    );
+  }
   return lines.join("\n");
 }
 
@@ -230,6 +235,26 @@ program
         `\nping from ${topology.vm.name} (via ${topology.vm.host}'s ${topology.bridges.real} and the router ${routerAddressOf(topology)}) to ${topology.correspondent.name} ${target}:`,
       );
       code = await ping();
+      const hoa = topology.mobility?.hoa;
+      const pingHoa = () =>
+        run("ip", [
+          "netns",
+          "exec",
+          netnsName(topology, topology.correspondent.name),
+          "ping",
+          "-6",
+          "-c",
+          "3",
+          "-i",
+          "0.2",
+          "-W",
+          "2",
+          hoa ?? "",
+        ]);
+      if (code === 0 && hoa) {
+        console.log(`ping from ${topology.correspondent.name} to the VM's home address ${hoa}:`);
+        code = await pingHoa();
+      }
       const xenroam = findWorkspaceCommand("xenroam");
       const home = topology.vm.host;
       const homeSite = topology.hosts.find((h) => h.name === home)?.site;
@@ -257,12 +282,21 @@ program
           console.log(`ping from ${topology.vm.name}, now on ${to}:`);
           code = await ping();
           if (code !== 0) break;
+          if (hoa) {
+            console.log(`ping from ${topology.correspondent.name} to the VM's home address ${hoa}:`);
+            code = await pingHoa();
+            if (code !== 0) break;
+          }
         }
       } else if (!xenroam) {
         console.log("\n(xenroam is not built in this workspace: skipping the migrations; run npm run setup)");
       }
       console.log(
-        code === 0 ? "\ndemo done: the VM kept reaching the correspondent across sites." : "\ndemo failed.",
+        code !== 0
+          ? "\ndemo failed."
+          : topology.mobility
+            ? `\ndemo done: the VM kept reaching the correspondent across sites, and the correspondent kept reaching the VM at its home address ${topology.mobility.hoa}.`
+            : "\ndemo done: the VM kept reaching the correspondent across sites.",
       );
     } finally {
       if (!opts.keep) await labDown(topology.name, options);
