@@ -65,11 +65,13 @@ test("up, ping the correspondent from the VM across the router, down leaves noth
   t.deepEqual(
     status.services.map((s) => [s.name, s.state]),
     [
-      ["xenroam-agent", "running"],
+      ["xenroam-control", "running"],
       ["radvd", "running"],
       ["xenstored-hosta", "running"],
       ["xenstored-hosta2", "running"],
       ["xenstored-hostb", "running"],
+      ["xenroam-agent", "running"],
+      ["xenroam-correspondent", "running"],
     ],
   );
   const vm = `${topology.name}-vm`;
@@ -102,10 +104,12 @@ test("up, ping the correspondent from the VM across the router, down leaves noth
   ) as Array<{
     gateway: string;
     protocol: string;
+    prefsrc?: string;
   }>;
+  // The router learnt by RA; with a home address the agent adopted that route, preferring the HoA as source.
   t.deepEqual(
-    routes.map((r) => [r.gateway, r.protocol]),
-    [["fe80::a:1", "ra"]],
+    routes.map((r) => [r.gateway, r.protocol, r.prefsrc]),
+    [topology.mobility ? ["fe80::a:1", "static", topology.mobility.hoa] : ["fe80::a:1", "ra", undefined]],
   );
   // The secondary waits, down, on the parking bridge.
   const eth1 = JSON.parse((await run("ip", ["-n", vm, "-j", "link", "show", "eth1"])).stdout) as Array<{
