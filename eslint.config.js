@@ -27,4 +27,13 @@ export default tseslint.config(
       "@typescript-eslint/no-unsafe-assignment": "off",
     },
   },
+  {
+    // Test fixtures that stand in for outside programs (a fake xl): plain JavaScript, no type information.
+    files: ["**/test/fixtures/**/*.mjs"],
+    ...tseslint.configs.disableTypeChecked,
+    languageOptions: {
+      ...tseslint.configs.disableTypeChecked.languageOptions,
+      globals: { process: "readonly", Buffer: "readonly" },
+    },
+  },
 );

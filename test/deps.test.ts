@@ -110,6 +110,7 @@ test("the dependency scanner sees imports at all (guards the guards)", (t) => {
 test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)", (t) => {
   const allowed = new Set([
     "host-plugin/src/adapters/radvd.ts",
+    "host-plugin/src/adapters/xl.ts",
     "packages/mobility/src/nft.ts",
     "packages/lab/src/system.ts",
     "packages/lab/src/netns.ts",

@@ -9,6 +9,8 @@ import { Command, InvalidArgumentError, Option } from "commander";
 import { LabToolstack, readState as readLabState } from "@xenroam/lab";
 import { createNetlink } from "@xenroam/netlink";
 import { ControlClient, ControlClientError } from "@xenroam/control";
+import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
+import { XlConfigError } from "./xlcfg.js";
 import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
@@ -26,6 +28,11 @@ interface GlobalOptions {
   lab?: string;
   control?: string;
   controlTokenFile?: string;
+  xlConfig?: string;
+  transport?: string;
+  remoteXenroam?: string;
+  bridge?: string;
+  parkingBridge?: string;
   logJson?: boolean;
 }
 
@@ -101,9 +108,19 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
     xenstore ??= join(labDir, `xs-${host}.sock`);
     toolstack = new LabToolstack(labDir, lab.topology);
     bridges = lab.topology.bridges;
+  } else if (opts.toolstack === "xl") {
+    stateDir ??= "/run/xenroam";
+    mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+    toolstack = new XlToolstack({
+      configPath: opts.xlConfig ?? XL_DEFAULTS.configPath,
+      transport: opts.transport ?? XL_DEFAULTS.transport,
+      remoteXenroam: opts.remoteXenroam ?? XL_DEFAULTS.remoteXenroam,
+      stateDir,
+    });
+    bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
   } else {
     throw new UsageError(
-      `the ${opts.toolstack} toolstack adapter is not built yet; this version drives the namespace lab (--lab DIR)`,
+      `the ${opts.toolstack} toolstack adapter is not built yet; use --toolstack xl, or the namespace lab (--lab DIR)`,
     );
   }
   host ??= hostname();
@@ -159,11 +176,24 @@ const program = new Command("xenroam")
       .default("xl"),
   )
   .option("--lab <dir>", "drive the namespace lab whose state is in DIR (implies --toolstack lab)")
+  .option("--xl-config <path>", `xl: the VM's xl.cfg; {vm} is its name (default: ${XL_DEFAULTS.configPath})`)
+  .option(
+    "--transport <command>",
+    `xl: how to reach the destination's xenroam receive; {host} is the destination (default: "${XL_DEFAULTS.transport}")`,
+  )
+  .option("--remote-xenroam <command>", "xl: the xenroam command on the destination (default: xenroam)")
+  .option("--bridge <name>", "the real bridge the primary vif uses (default: xenbr0)")
+  .option("--parking-bridge <name>", "the bridge the secondary vif waits on (default: xrpark0)")
   .option("--log-json", "log JSON lines to stderr")
   .showHelpAfterError("(run with --help for usage)")
   .addHelpText(
     "after",
     [
+      "",
+      "Examples (xl hosts, as root on the source Dom0):",
+      "  xenroam migrate web1 hostb                 (xl migrate -C <swapped config> over ssh to xenroam receive)",
+      "  xenroam prepare web1 --to hostb            (step 1 alone; a later migrate reuses it)",
+      "  In xl.cfg, two vifs: vif = [ 'mac=00:16:3e:00:00:10,bridge=xenbr0', 'mac=00:16:3e:00:01:10,bridge=xrpark0' ]",
       "",
       "Examples (in the lab):",
       "  xenroam-lab exec hosta -- xenroam --lab /run/xenroam-lab/xr migrate vm hostb",
@@ -244,10 +274,68 @@ program
     }
   });
 
+program
+  .command("receive")
+  .description(
+    "xl destination side, run by the source's `xl migrate` through the transport: xl migrate-receive, tell the guest it arrived, unpause",
+  )
+  .argument("<vm>", "the VM, by its toolstack name")
+  .requiredOption("--migration <id>", "the migration id (for the logs)")
+  .option(
+    "--writes <base64url-json>",
+    "keys to write into the guest's xenroam directory before unpause",
+    "e30",
+  )
+  .action(async (vm: string, o: { migration: string; writes: string }) => {
+    const g = program.opts<GlobalOptions>();
+    let writes: Record<string, string>;
+    try {
+      writes = JSON.parse(Buffer.from(o.writes, "base64url").toString("utf8")) as Record<string, string>;
+      if (
+        typeof writes !== "object" ||
+        writes === null ||
+        Object.values(writes).some((v) => typeof v !== "string")
+      )
+        throw new Error("not an object of strings");
+    } catch (err) {
+      throw new UsageError(`--writes: ${(err as Error).message}`);
+    }
+    // stdout carries the migration stream: everything xenroam says goes to stderr.
+    const log = makeLog(true);
+    const xs = await XenstoreClient.connect(g.xenstore);
+    const netlink = createNetlink();
+    try {
+      await xlReceive({
+        vm,
+        writes,
+        log: (event, fields) => log(event, { migration: o.migration, ...fields }),
+        write: (domid, key, value) => xs.write(`/local/domain/${domid}/${CHANNEL_DIR.xl}/${key}`, value),
+        ensureBridges: async () => {
+          const parking = g.parkingBridge ?? "xrpark0";
+          const link = await netlink.link(parking);
+          if (!link) {
+            await netlink.createBridge(parking);
+            log("bridge_created", { migration: o.migration, bridge: parking });
+          }
+          if (!link?.up) await netlink.setLink(parking, { up: true });
+        },
+      });
+    } finally {
+      xs.close();
+      netlink.close();
+    }
+  });
+
 program.parseAsync().catch((err: unknown) => {
-  const known = [UsageError, PluginError, PrepareError, SitesError, ControlClientError].some(
-    (k) => err instanceof k,
-  );
+  const known = [
+    UsageError,
+    PluginError,
+    PrepareError,
+    SitesError,
+    ControlClientError,
+    XlError,
+    XlConfigError,
+  ].some((k) => err instanceof k);
   const message = err instanceof Error ? err.message : String(err);
   const debug = process.env.XENROAM_DEBUG === "1" && err instanceof Error ? `\n${err.stack ?? ""}` : "";
   process.stderr.write(
