@@ -1,0 +1,199 @@
+// The XAPI adapter: the only code in xenroam that talks to XAPI (through the npm `xen-api` client). Inside a
+// pool: VM.pool_migrate, then VIF.move for the swapped attachments. Across pools: VM.migrate_send with a
+// vif_map that maps each VIF to the destination network of its swapped bridge. What the destination must do
+// right after unpause (tell the guest it arrived) travels in the VM's other_config for the vm-post-migrate
+// hook, which runs there.
+
+import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import { createClient, type XapiClient } from "xen-api";
+
+export class XapiAdapterError extends Error {
+  override readonly name = "XapiAdapterError";
+}
+
+/** other_config keys the source sets before a migration and the destination's hook reads. */
+export const OTHER_CONFIG = {
+  /** JSON: the keys to write into the guest's vm-data/xenroam directory on arrival. */
+  arrival: "xenroam-arrival",
+  /** JSON: devid -> bridge the VIFs must end up on (the swap). */
+  swap: "xenroam-swap",
+  migration: "xenroam-migration",
+} as const;
+
+export interface Xapi {
+  call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
+  close(): Promise<void>;
+}
+
+/** A session with a pool master (JSON-RPC; self-signed certificates accepted, as on most pools). */
+export async function connectXapi(url: string, user: string, password: string): Promise<Xapi> {
+  const client: XapiClient = createClient({
+    url,
+    auth: { user, password },
+    allowUnauthorized: true,
+    transport: "json-rpc",
+    watchEvents: false,
+  });
+  try {
+    await client.connect();
+  } catch (err) {
+    throw new XapiAdapterError(`cannot log in to XAPI at ${url}: ${(err as Error).message}`);
+  }
+  return { call: (method, ...args) => client.call(method, ...args), close: () => client.disconnect() };
+}
+
+interface VmRecord {
+  uuid: string;
+  name_label: string;
+  domid: number | string;
+  resident_on: string;
+  VIFs: string[];
+  other_config: Record<string, string>;
+  power_state: string;
+}
+
+interface VifRecord {
+  device: string;
+  MAC: string;
+  network: string;
+}
+
+interface NetworkRecord {
+  bridge: string;
+  name_label: string;
+}
+
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+export async function vmRef(x: Xapi, vm: string): Promise<string> {
+  if (UUID.test(vm)) return x.call<string>("VM.get_by_uuid", vm);
+  const refs = await x.call<string[]>("VM.get_by_name_label", vm);
+  if (refs.length === 0) throw new XapiAdapterError(`no VM named ${vm} in this pool`);
+  if (refs.length > 1) throw new XapiAdapterError(`${refs.length} VMs are named ${vm}; give its uuid`);
+  return refs[0] as string;
+}
+
+async function networksByBridge(x: Xapi): Promise<Map<string, string>> {
+  const all = await x.call<Record<string, NetworkRecord>>("network.get_all_records");
+  return new Map(Object.entries(all).map(([ref, n]) => [n.bridge, ref]));
+}
+
+export interface XapiOptions {
+  readonly local: Xapi;
+  /** A session with the destination's pool, for a host that is not in this one (cross-pool). */
+  readonly remote?: () => Promise<Xapi>;
+}
+
+export class XapiToolstack implements Toolstack {
+  constructor(private readonly o: XapiOptions) {}
+
+  async domain(vm: string): Promise<DomainInfo> {
+    const x = this.o.local;
+    const ref = await vmRef(x, vm);
+    const rec = await x.call<VmRecord>("VM.get_record", ref);
+    if (rec.power_state !== "Running") throw new XapiAdapterError(`${vm} is ${rec.power_state}, not running`);
+    const domid = Number(rec.domid);
+    const host = await x.call<string>("host.get_name_label", rec.resident_on);
+    const vifs: VifInfo[] = [];
+    for (const v of rec.VIFs) {
+      const r = await x.call<VifRecord>("VIF.get_record", v);
+      const bridge = await x.call<string>("network.get_bridge", r.network);
+      vifs.push({ devid: Number(r.device), mac: r.MAC.toLowerCase(), ifname: `vif${domid}.${r.device}`, bridge });
+    }
+    return { vm: rec.name_label, domid, host, vifs: vifs.sort((a, b) => a.devid - b.devid) };
+  }
+
+  async migrate(vm: string, destination: string, request: MigrateRequest): Promise<DomainInfo> {
+    const x = this.o.local;
+    const mark = request.mark ?? (() => {});
+    const ref = await vmRef(x, vm);
+    const hosts = await x.call<string[]>("host.get_by_name_label", destination);
+    if (hosts.length === 0 && !this.o.remote) {
+      throw new XapiAdapterError(
+        `host ${destination} is not in this pool; give the destination pool with --xapi-remote URL`,
+      );
+    }
+    // The destination's hook finds here what to tell the guest and how the VIFs must end up.
+    const keys: Array<[string, string]> = [
+      [OTHER_CONFIG.migration, request.migrationId],
+      [OTHER_CONFIG.arrival, JSON.stringify(request.guestWrites ?? {})],
+      [OTHER_CONFIG.swap, JSON.stringify(request.bridges)],
+    ];
+    for (const [k, v] of keys) {
+      await x.call("VM.remove_from_other_config", ref, k);
+      await x.call("VM.add_to_other_config", ref, k, v);
+    }
+    let crossed = false;
+    try {
+      if (hosts.length > 0) {
+        mark("pool-migrate");
+        await x.call("VM.pool_migrate", ref, hosts[0], { live: "true" });
+        mark("running-on-destination");
+        // The hook forks the same swap; VIF.move onto the network a VIF is on already changes nothing.
+        await swapVifs(x, ref, request.bridges);
+        mark("vifs-swapped");
+      } else {
+        if (!this.o.remote) throw new XapiAdapterError("internal: no remote pool");
+        const remote = await this.o.remote();
+        try {
+          await this.migrateAcross(ref, destination, remote, request.bridges, mark);
+          crossed = true;
+        } finally {
+          await remote.close().catch(() => {});
+        }
+      }
+    } finally {
+      // Across pools the keys left with the VM, for the destination's hook; otherwise they go now.
+      if (!crossed) {
+        for (const [k] of keys) await x.call("VM.remove_from_other_config", ref, k).catch(() => {});
+      }
+    }
+    if (hosts.length > 0) return this.domain(vm);
+    return { vm, domid: -1, host: destination, vifs: [] };
+  }
+
+  private async migrateAcross(
+    ref: string,
+    destination: string,
+    remote: Xapi,
+    bridges: Readonly<Record<number, string>>,
+    mark: (phase: string) => void,
+  ): Promise<void> {
+    const x = this.o.local;
+    const [destHost] = await remote.call<string[]>("host.get_by_name_label", destination);
+    if (!destHost) throw new XapiAdapterError(`no host named ${destination} in the destination pool`);
+    const pif = await remote.call<string>("host.get_management_interface", destHost);
+    const mgmt = await remote.call<string>("PIF.get_network", pif);
+    const theirs = await networksByBridge(remote);
+    const vifMap: Record<string, string> = {};
+    for (const v of await x.call<string[]>("VM.get_VIFs", ref)) {
+      const r = await x.call<VifRecord>("VIF.get_record", v);
+      const bridge = bridges[Number(r.device)] ?? (await x.call<string>("network.get_bridge", r.network));
+      const net = theirs.get(bridge);
+      if (!net) throw new XapiAdapterError(`the destination pool has no network on bridge ${bridge}`);
+      vifMap[v] = net;
+    }
+    const token = await remote.call<Record<string, string>>("host.migrate_receive", destHost, mgmt, {});
+    await x.call("VM.assert_can_migrate", ref, token, true, {}, vifMap, {});
+    mark("migrate-send");
+    await x.call("VM.migrate_send", ref, token, true, {}, vifMap, {});
+    mark("running-on-destination");
+  }
+}
+
+/** Moves each VIF of the VM onto the network of the bridge `bridges` names for its devid; idempotent. */
+export async function swapVifs(x: Xapi, ref: string, bridges: Readonly<Record<number, string>>): Promise<number> {
+  const networks = await networksByBridge(x);
+  let moved = 0;
+  for (const v of await x.call<string[]>("VM.get_VIFs", ref)) {
+    const r = await x.call<VifRecord>("VIF.get_record", v);
+    const want = bridges[Number(r.device)];
+    if (want === undefined) continue;
+    const net = networks.get(want);
+    if (!net) throw new XapiAdapterError(`no network on bridge ${want} in this pool`);
+    if (net === r.network) continue;
+    await x.call("VIF.move", v, net);
+    moved++;
+  }
+  return moved;
+}
