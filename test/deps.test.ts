@@ -111,6 +111,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
   const allowed = new Set([
     "host-plugin/src/adapters/radvd.ts",
     "host-plugin/src/adapters/xl.ts",
+    "host-plugin/src/adapters/xe.ts",
+    "host-plugin/src/xapi-hook-main.ts",
     "packages/mobility/src/nft.ts",
     "packages/lab/src/system.ts",
     "packages/lab/src/netns.ts",

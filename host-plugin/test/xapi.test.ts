@@ -67,16 +67,20 @@ test("inside a pool: VM.pool_migrate, then VIF.move for the swap; the hook's key
 test("across pools: VM.migrate_send with a vif_map that swaps the networks, no VIF.move", async (t) => {
   const { a, b, local, close } = await pools();
   t.teardown(close);
-  await new XapiToolstack({ local, remote: () => connectXapi(b.url, "root", "secret") }).migrate("web1", "hostb", {
-    migrationId: "m2",
-    bridges: SWAP,
-    guestWrites: { arrived: ARRIVED },
-  });
+  await new XapiToolstack({ local, remote: () => connectXapi(b.url, "root", "secret") }).migrate(
+    "web1",
+    "hostb",
+    {
+      migrationId: "m2",
+      bridges: SWAP,
+      guestWrites: { arrived: ARRIVED },
+    },
+  );
   const send = a.calls.find((c) => c.method === "VM.migrate_send");
   t.truthy(send, "VM.migrate_send was called");
   const [vm, token, live, vdiMap, vifMap] = send?.args ?? [];
   t.is(vm, "OpaqueRef:vm");
-  t.like(token as object, { session_id: "OpaqueRef:dest-session" });
+  t.like(token, { session_id: "OpaqueRef:dest-session" });
   t.is(live, true);
   t.deepEqual(vdiMap, {});
   t.deepEqual(vifMap, { "OpaqueRef:vif0": "OpaqueRef:b-park", "OpaqueRef:vif1": "OpaqueRef:b-real" });
@@ -93,9 +97,12 @@ test("across pools: VM.migrate_send with a vif_map that swaps the networks, no V
 test("a destination outside the pool without --xapi-remote is refused before anything moves", async (t) => {
   const { a, local, close } = await pools();
   t.teardown(close);
-  await t.throwsAsync(new XapiToolstack({ local }).migrate("web1", "hostb", { migrationId: "m3", bridges: SWAP }), {
-    message: /not in this pool; give the destination pool with --xapi-remote/,
-  });
+  await t.throwsAsync(
+    new XapiToolstack({ local }).migrate("web1", "hostb", { migrationId: "m3", bridges: SWAP }),
+    {
+      message: /not in this pool; give the destination pool with --xapi-remote/,
+    },
+  );
   t.false(a.sequence().some((m) => m.startsWith("VM.pool_migrate") || m === "VM.migrate_send"));
   t.deepEqual(a.pool.vms["OpaqueRef:vm"]?.other_config, {}, "and nothing was set on the VM");
 });

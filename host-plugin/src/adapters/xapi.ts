@@ -6,19 +6,18 @@
 
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
 import { createClient, type XapiClient } from "xen-api";
+import { HOOK_OTHER_CONFIG } from "../xapi-hooks.js";
 
 export class XapiAdapterError extends Error {
   override readonly name = "XapiAdapterError";
 }
 
-/** other_config keys the source sets before a migration and the destination's hook reads. */
-export const OTHER_CONFIG = {
-  /** JSON: the keys to write into the guest's vm-data/xenroam directory on arrival. */
-  arrival: "xenroam-arrival",
-  /** JSON: devid -> bridge the VIFs must end up on (the swap). */
-  swap: "xenroam-swap",
-  migration: "xenroam-migration",
-} as const;
+/**
+ * other_config keys the source sets before a migration with the method and the hooks read: the migration id
+ * (pre-migrate checks the guest prepared it), the arrival (JSON: keys for the guest's vm-data/xenroam), the
+ * swap (JSON: devid -> bridge).
+ */
+export const OTHER_CONFIG = HOOK_OTHER_CONFIG;
 
 export interface Xapi {
   call<T = unknown>(method: string, ...args: unknown[]): Promise<T>;
@@ -98,7 +97,12 @@ export class XapiToolstack implements Toolstack {
     for (const v of rec.VIFs) {
       const r = await x.call<VifRecord>("VIF.get_record", v);
       const bridge = await x.call<string>("network.get_bridge", r.network);
-      vifs.push({ devid: Number(r.device), mac: r.MAC.toLowerCase(), ifname: `vif${domid}.${r.device}`, bridge });
+      vifs.push({
+        devid: Number(r.device),
+        mac: r.MAC.toLowerCase(),
+        ifname: `vif${domid}.${r.device}`,
+        bridge,
+      });
     }
     return { vm: rec.name_label, domid, host, vifs: vifs.sort((a, b) => a.devid - b.devid) };
   }
@@ -114,11 +118,15 @@ export class XapiToolstack implements Toolstack {
       );
     }
     // The destination's hook finds here what to tell the guest and how the VIFs must end up.
-    const keys: Array<[string, string]> = [
-      [OTHER_CONFIG.migration, request.migrationId],
-      [OTHER_CONFIG.arrival, JSON.stringify(request.guestWrites ?? {})],
-      [OTHER_CONFIG.swap, JSON.stringify(request.bridges)],
-    ];
+    // Only a migration with the method has anything for the hooks (a plain one leaves the VM untouched).
+    const method = Object.keys(request.guestWrites ?? {}).length > 0;
+    const keys: Array<[string, string]> = method
+      ? [
+          [OTHER_CONFIG.migration, request.migrationId],
+          [OTHER_CONFIG.arrival, JSON.stringify(request.guestWrites ?? {})],
+          [OTHER_CONFIG.swap, JSON.stringify(request.bridges)],
+        ]
+      : [];
     for (const [k, v] of keys) {
       await x.call("VM.remove_from_other_config", ref, k);
       await x.call("VM.add_to_other_config", ref, k, v);
@@ -182,7 +190,11 @@ export class XapiToolstack implements Toolstack {
 }
 
 /** Moves each VIF of the VM onto the network of the bridge `bridges` names for its devid; idempotent. */
-export async function swapVifs(x: Xapi, ref: string, bridges: Readonly<Record<number, string>>): Promise<number> {
+export async function swapVifs(
+  x: Xapi,
+  ref: string,
+  bridges: Readonly<Record<number, string>>,
+): Promise<number> {
   const networks = await networksByBridge(x);
   let moved = 0;
   for (const v of await x.call<string[]>("VM.get_VIFs", ref)) {

@@ -81,7 +81,8 @@ export class FakeXapi {
       if (params[0] !== "root" || params[1] !== "secret") throw new Failure("SESSION_AUTHENTICATION_FAILED");
       return "OpaqueRef:session";
     }
-    if (params[0] !== "OpaqueRef:session" && method !== "system.listMethods") throw new Failure("SESSION_INVALID");
+    if (params[0] !== "OpaqueRef:session" && method !== "system.listMethods")
+      throw new Failure("SESSION_INVALID");
     this.calls.push({ method, args });
     const fail = this.failures.get(method);
     if (fail) throw new Failure(fail);
@@ -97,7 +98,12 @@ export class FakeXapi {
       case "pool.get_all_records":
         return { "OpaqueRef:pool": { master: Object.keys(p.hosts)[0], other_config: {} } };
       case "system.listMethods":
-        return ["VM.get_all_records", "VIF.get_all_records", "network.get_all_records", "host.get_all_records"];
+        return [
+          "VM.get_all_records",
+          "VIF.get_all_records",
+          "network.get_all_records",
+          "host.get_all_records",
+        ];
       case "VM.get_by_name_label":
         return Object.entries(p.vms)
           .filter(([, v]) => v.name_label === args[0])
@@ -178,7 +184,10 @@ export function poolA(): FakePool {
       "OpaqueRef:n-real": { bridge: "xenbr0", name_label: "Pool-wide network on eth0" },
       "OpaqueRef:n-park": { bridge: "xrpark0", name_label: "xenroam parking" },
     },
-    pifs: { "OpaqueRef:pifa": { network: "OpaqueRef:n-real" }, "OpaqueRef:pifa2": { network: "OpaqueRef:n-real" } },
+    pifs: {
+      "OpaqueRef:pifa": { network: "OpaqueRef:n-real" },
+      "OpaqueRef:pifa2": { network: "OpaqueRef:n-real" },
+    },
     vms: {
       "OpaqueRef:vm": {
         uuid: "5e1d4f4e-0000-4000-8000-000000000001",
@@ -191,8 +200,18 @@ export function poolA(): FakePool {
       },
     },
     vifs: {
-      "OpaqueRef:vif0": { device: "0", MAC: "00:16:3E:00:00:10", network: "OpaqueRef:n-real", VM: "OpaqueRef:vm" },
-      "OpaqueRef:vif1": { device: "1", MAC: "00:16:3e:00:01:10", network: "OpaqueRef:n-park", VM: "OpaqueRef:vm" },
+      "OpaqueRef:vif0": {
+        device: "0",
+        MAC: "00:16:3E:00:00:10",
+        network: "OpaqueRef:n-real",
+        VM: "OpaqueRef:vm",
+      },
+      "OpaqueRef:vif1": {
+        device: "1",
+        MAC: "00:16:3e:00:01:10",
+        network: "OpaqueRef:n-park",
+        VM: "OpaqueRef:vm",
+      },
     },
   };
 }

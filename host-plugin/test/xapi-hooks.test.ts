@@ -1,0 +1,153 @@
+// XAPI's hook contract: pre-migrate aborts (exit 2) a xenroam migration the guest has not prepared, and lets
+// anything else go; post-migrate tells the guest it arrived and starts the swap — and exits 0 or 1 whatever
+// happens, because any other code makes XAPI destroy the VM.
+import { execFile } from "node:child_process";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { fileURLToPath } from "node:url";
+import test, { type ExecutionContext } from "ava";
+import { encodeMessage } from "@xenroam/protocol";
+import { XenstoreServer } from "@xenroam/xenstore";
+import { type HookPorts, parseHookArgs, postMigrate, preMigrate } from "../src/xapi-hooks.js";
+
+const UUID = "5e1d4f4e-0000-4000-8000-000000000001";
+const HOOK = fileURLToPath(new URL("../src/xapi-hook-main.js", import.meta.url));
+const FAKE_XE = fileURLToPath(new URL("../../test/fixtures/fake-xe.mjs", import.meta.url));
+const ARGS = parseHookArgs(["-vmuuid", UUID, "-reason", "migrate", "-vmdomid", "7"]);
+const prepared = encodeMessage({ v: 1, id: "m1", status: "prepared", moa: "2001:db8:b::2", ifname: "eth1" });
+
+function fakePorts(otherConfig: Record<string, string>, guest: Record<string, string> = {}) {
+  const oc = { ...otherConfig };
+  const written: Record<string, string> = {};
+  const swaps: string[] = [];
+  const ports: HookPorts = {
+    otherConfig: async (_vm, k) => oc[k],
+    removeOtherConfig: async (_vm, k) => {
+      delete oc[k];
+    },
+    domid: async () => 7,
+    readGuest: async (_d, k) => guest[k],
+    writeGuest: async (_d, k, v) => {
+      written[k] = v;
+    },
+    spawnSwap: (_vm, s) => swaps.push(s),
+    log: () => {},
+  };
+  return { ports, oc, written, swaps };
+}
+
+test("hook arguments are XAPI's -vmuuid -reason -vmdomid", (t) => {
+  t.deepEqual(ARGS, { vmuuid: UUID, reason: "migrate", vmdomid: 7 });
+  t.throws(() => parseHookArgs(["-reason", "migrate"]), { message: /-vmuuid/ });
+});
+
+test("pre-migrate: not a xenroam migration or a prepared one goes on; an unprepared one aborts cleanly", async (t) => {
+  t.is(await preMigrate(ARGS, fakePorts({}).ports), 0);
+  t.is(await preMigrate(ARGS, fakePorts({ "xenroam-migration": "m1" }, { answer: prepared }).ports), 0);
+  const silent = fakePorts({ "xenroam-migration": "m1", "xenroam-arrival": "{}" });
+  t.is(await preMigrate(ARGS, silent.ports), 2);
+  t.deepEqual(silent.oc, {}, "an aborted migration leaves nothing of xenroam on the VM");
+  const other = fakePorts({ "xenroam-migration": "m2" }, { answer: prepared });
+  t.is(await preMigrate(ARGS, other.ports), 2, "prepared for another migration is not prepared");
+});
+
+test("post-migrate: the arrival is written, the swap started, the keys removed; a failure is exit 1", async (t) => {
+  const arrived = JSON.stringify({ v: 1, id: "m1", host: "hostb" });
+  const f = fakePorts({
+    "xenroam-migration": "m1",
+    "xenroam-arrival": JSON.stringify({ arrived }),
+    "xenroam-swap": JSON.stringify({ 0: "xrpark0", 1: "xenbr0" }),
+  });
+  t.is(await postMigrate(ARGS, f.ports), 0);
+  t.deepEqual(f.written, { arrived });
+  t.deepEqual(f.swaps, [JSON.stringify({ 0: "xrpark0", 1: "xenbr0" })]);
+  t.deepEqual(f.oc, {});
+  t.is(await postMigrate(ARGS, fakePorts({}).ports), 0, "not ours: nothing to do");
+  const broken = fakePorts({ "xenroam-arrival": JSON.stringify({ arrived }) });
+  broken.ports.writeGuest = async () => {
+    throw new Error("xenstore is gone");
+  };
+  t.is(await postMigrate(ARGS, broken.ports), 1);
+  t.is(await postMigrate(ARGS, fakePorts({ "xenroam-arrival": "{not json" }).ports), 1);
+});
+
+function hook(env: Record<string, string>, ...args: string[]): Promise<{ code: number; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [HOOK, ...args], { env: { ...process.env, ...env } }, (err, _o, stderr) =>
+      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+    );
+  });
+}
+
+async function xeDir(t: ExecutionContext) {
+  const dir = mkdtempSync(join(tmpdir(), "xr-hook-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const xe = join(dir, "xe");
+  writeFileSync(xe, `#!/bin/sh\nexec "${process.execPath}" "${FAKE_XE}" "$@"\n`);
+  chmodSync(xe, 0o755);
+  return { dir, xe };
+}
+
+test("the installed post-migrate hook exits 0 or 1 whatever fails: no xe, bad arguments, no xenstore", async (t) => {
+  const { dir, xe } = await xeDir(t);
+  const noXe = await hook(
+    { XENROAM_XE: join(dir, "missing-xe") },
+    "post-migrate",
+    "-vmuuid",
+    UUID,
+    "-reason",
+    "m",
+  );
+  t.is(noXe.code, 1);
+  t.regex(noXe.stderr, /post_migrate_failed/);
+  t.is((await hook({}, "post-migrate", "-reason", "m")).code, 1);
+  t.is((await hook({}, "post-migrate")).code, 1);
+  const noXs = await hook(
+    {
+      XENROAM_XE: xe,
+      XENROAM_XENSTORE: join(dir, "no-xenstored.sock"),
+      FAKE_XE_OTHER_CONFIG: JSON.stringify({ "xenroam-arrival": JSON.stringify({ arrived: "x" }) }),
+    },
+    "post-migrate",
+    "-vmuuid",
+    UUID,
+    "-reason",
+    "m",
+  );
+  t.is(noXs.code, 1);
+  t.is((await hook({ XENROAM_XE: xe }, "post-migrate", "-vmuuid", UUID, "-reason", "m")).code, 0);
+});
+
+test("the installed pre-migrate hook aborts (2) when the guest's answer says it is not prepared", async (t) => {
+  const { dir, xe } = await xeDir(t);
+  const server = new XenstoreServer();
+  const sock = join(dir, "xs.sock");
+  await server.listen(sock, { domid: 0 });
+  t.teardown(() => server.close());
+  const log = join(dir, "xe.log");
+  const env = {
+    XENROAM_XE: xe,
+    XENROAM_XENSTORE: sock,
+    FAKE_XE_LOG: log,
+    FAKE_XE_OTHER_CONFIG: JSON.stringify({ "xenroam-migration": "m1" }),
+  };
+  const { XenstoreClient } = await import("@xenroam/xenstore");
+  const xs = await XenstoreClient.connect(sock);
+  await xs.write(
+    "/local/domain/7/vm-data/xenroam/answer",
+    encodeMessage({ v: 1, id: "m1", status: "error", reason: "no RA" }),
+  );
+  const abort = await hook(env, "pre-migrate", "-vmuuid", UUID, "-reason", "m", "-vmdomid", "7");
+  t.is(abort.code, 2);
+  t.regex(abort.stderr, /pre_migrate_abort/);
+  t.true(readFileSync(log, "utf8").includes("vm-param-remove"), "the keys are removed");
+  await xs.write("/local/domain/7/vm-data/xenroam/answer", prepared);
+  t.is((await hook(env, "pre-migrate", "-vmuuid", UUID, "-reason", "m", "-vmdomid", "7")).code, 0);
+  xs.close();
+  t.is(
+    (await hook({ XENROAM_XE: join(dir, "missing") }, "pre-migrate", "-vmuuid", UUID)).code,
+    1,
+    "our failure does not abort",
+  );
+});
