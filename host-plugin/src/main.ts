@@ -10,7 +10,9 @@ import { LabToolstack, readState as readLabState } from "@xenroam/lab";
 import { createNetlink } from "@xenroam/netlink";
 import { ControlClient, ControlClientError } from "@xenroam/control";
 import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
+import { connectXapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js";
 import { XlConfigError } from "./xlcfg.js";
+import { installXapi } from "./install.js";
 import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
@@ -33,6 +35,13 @@ interface GlobalOptions {
   remoteXenroam?: string;
   bridge?: string;
   parkingBridge?: string;
+  xapiUrl?: string;
+  xapiUser?: string;
+  xapiPasswordFile?: string;
+  xapiSession?: string;
+  xapiRemote?: string;
+  xapiRemoteUser?: string;
+  xapiRemotePasswordFile?: string;
   logJson?: boolean;
 }
 
@@ -94,8 +103,32 @@ async function sitesFromControl(url: string, tokenFile: string | undefined): Pro
   return parseSites(await client.sites(), `the sites document of ${client.base}`);
 }
 
+function readSecretFile(file: string): string {
+  try {
+    const text = readFileSync(file, "utf8").trim();
+    if (text) return text;
+  } catch (err) {
+    throw new UsageError(`cannot read ${file}: ${(err as Error).message}`);
+  }
+  throw new UsageError(`${file} is empty`);
+}
+
 async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
+  const closers: Array<() => Promise<void>> = [];
+  try {
+    return await withEngineInner(opts, fn, closers);
+  } finally {
+    for (const c of closers) await c().catch(() => {});
+  }
+}
+
+async function withEngineInner<T>(
+  opts: GlobalOptions,
+  fn: (engine: Engine) => Promise<T>,
+  closers: Array<() => Promise<void>>,
+): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
+  let channelDir: string = CHANNEL_DIR.xl;
   let toolstack: Toolstack;
   let bridges = { real: "xenbr0", parking: "xrpark0" };
   if (opts.toolstack === "lab" || opts.lab) {
@@ -119,9 +152,30 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
   } else {
-    throw new UsageError(
-      `the ${opts.toolstack} toolstack adapter is not built yet; use --toolstack xl, or the namespace lab (--lab DIR)`,
-    );
+    const url = opts.xapiUrl ?? process.env.XENROAM_XAPI_URL ?? "https://localhost";
+    const user = opts.xapiUser ?? "root";
+    const password = opts.xapiSession
+      ? ""
+      : readSecretFile(opts.xapiPasswordFile ?? "/etc/xenroam/xapi.password");
+    const local = await connectXapi(url, user, password, opts.xapiSession);
+    closers.push(() => local.close());
+    const remoteUrl = opts.xapiRemote;
+    const remotePasswordFile = opts.xapiRemotePasswordFile;
+    toolstack = new XapiToolstack({
+      local,
+      ...(remoteUrl
+        ? {
+            remote: () =>
+              connectXapi(
+                remoteUrl,
+                opts.xapiRemoteUser ?? "root",
+                readSecretFile(remotePasswordFile ?? "/etc/xenroam/xapi-remote.password"),
+              ),
+          }
+        : {}),
+    });
+    bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
+    channelDir = CHANNEL_DIR.xapi;
   }
   host ??= hostname();
   stateDir ??= "/run/xenroam";
@@ -138,7 +192,7 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
       bridges,
       netlink,
       radvd: createRadvdControl(stateDir),
-      channel: createDom0Channel(xs, CHANNEL_DIR.xl),
+      channel: createDom0Channel(xs, channelDir),
       toolstack,
       sites: siteDir,
       state: createStateStore(stateDir),
@@ -182,6 +236,16 @@ const program = new Command("xenroam")
     `xl: how to reach the destination's xenroam receive; {host} is the destination (default: "${XL_DEFAULTS.transport}")`,
   )
   .option("--remote-xenroam <command>", "xl: the xenroam command on the destination (default: xenroam)")
+  .option("--xapi-url <url>", "xapi: the pool master (default: https://localhost)")
+  .option("--xapi-user <name>", "xapi: user (default: root)")
+  .option("--xapi-password-file <file>", "xapi: password file (default: /etc/xenroam/xapi.password)")
+  .option("--xapi-session <ref>", "xapi: an existing session (the host plugin passes XAPI's)")
+  .option("--xapi-remote <url>", "xapi: the destination pool's master, for a cross-pool migration")
+  .option("--xapi-remote-user <name>", "xapi: user on the destination pool (default: root)")
+  .option(
+    "--xapi-remote-password-file <file>",
+    "xapi: its password file (default: /etc/xenroam/xapi-remote.password)",
+  )
   .option("--bridge <name>", "the real bridge the primary vif uses (default: xenbr0)")
   .option("--parking-bridge <name>", "the bridge the secondary vif waits on (default: xrpark0)")
   .option("--log-json", "log JSON lines to stderr")
@@ -272,6 +336,15 @@ program
         `${name}: ${v.phase} for ${v.destination} (site ${v.site}), migration ${v.migrationId}${v.moa ? `, MoA ${v.moa}` : ""}`,
       );
     }
+  });
+
+program
+  .command("install-xapi")
+  .description("install the XAPI hooks (vm-pre-migrate, vm-post-migrate) and the host plugin (idempotent)")
+  .option("--root <dir>", "install under DIR instead of / (for packaging)", "/")
+  .action((o: { root: string }) => {
+    for (const f of installXapi(o.root)) console.log(`installed ${f}`);
+    console.log("check with: xe host-call-plugin host-uuid=<this host> plugin=xenroam fn=status");
   });
 
 program

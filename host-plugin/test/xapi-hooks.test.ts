@@ -151,3 +151,36 @@ test("the installed pre-migrate hook aborts (2) when the guest's answer says it 
     "our failure does not abort",
   );
 });
+
+test("install-xapi: hooks and plugin in place; the post-migrate wrapper exits 1 even when node is missing", async (t) => {
+  const { installXapi } = await import("../src/install.js");
+  const root = mkdtempSync(join(tmpdir(), "xr-inst-"));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const files = installXapi(root, "/nonexistent/node");
+  t.deepEqual(
+    files.map((f) => f.slice(root.length)),
+    [
+      "/etc/xapi.d/vm-pre-migrate/10-xenroam",
+      "/etc/xapi.d/vm-post-migrate/10-xenroam",
+      "/etc/xapi.d/plugins/xenroam",
+    ],
+  );
+  const post = join(root, "etc/xapi.d/vm-post-migrate/10-xenroam");
+  const code = await new Promise<number>((resolve) =>
+    execFile(post, ["-vmuuid", UUID, "-reason", "migrate"], (err) =>
+      resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+    ),
+  );
+  t.is(code, 1, "127 (node not found) became 1");
+  const real = installXapi(root);
+  t.is(real.length, 3);
+  const ok = await new Promise<number>((resolve) =>
+    execFile(
+      post,
+      ["-vmuuid", UUID, "-reason", "migrate"],
+      { env: { ...process.env, XENROAM_XE: "/nonexistent" } },
+      (err) => resolve(err ? Number((err as { code?: number }).code ?? 1) : 0),
+    ),
+  );
+  t.is(ok, 1, "the real hook, failing (no xe), still exits 1");
+});

@@ -24,11 +24,19 @@ export interface Xapi {
   close(): Promise<void>;
 }
 
-/** A session with a pool master (JSON-RPC; self-signed certificates accepted, as on most pools). */
-export async function connectXapi(url: string, user: string, password: string): Promise<Xapi> {
+/**
+ * A session with a pool master (JSON-RPC; self-signed certificates accepted, as on most pools): with a user
+ * and password, or with the session id XAPI hands a host plugin.
+ */
+export async function connectXapi(
+  url: string,
+  user: string,
+  password: string,
+  sessionId?: string,
+): Promise<Xapi> {
   const client: XapiClient = createClient({
     url,
-    auth: { user, password },
+    auth: sessionId ? { user, password, sessionId } : { user, password },
     allowUnauthorized: true,
     transport: "json-rpc",
     watchEvents: false,
