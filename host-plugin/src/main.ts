@@ -408,6 +408,7 @@ program.parseAsync().catch((err: unknown) => {
     ControlClientError,
     XlError,
     XlConfigError,
+    XapiAdapterError,
   ].some((k) => err instanceof k);
   const message = err instanceof Error ? err.message : String(err);
   const debug = process.env.XENROAM_DEBUG === "1" && err instanceof Error ? `\n${err.stack ?? ""}` : "";
