@@ -13,6 +13,7 @@ import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
 import { connectXapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js";
 import { XlConfigError } from "./xlcfg.js";
 import { installXapi } from "./install.js";
+import { checks, gatherFacts } from "./doctor.js";
 import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
@@ -336,6 +337,37 @@ program
         `${name}: ${v.phase} for ${v.destination} (site ${v.site}), migration ${v.migrationId}${v.moa ? `, MoA ${v.moa}` : ""}`,
       );
     }
+  });
+
+program
+  .command("doctor")
+  .description(
+    "check what this Dom0 needs for xenroam (inventory through systeminformation) and say how to fix each",
+  )
+  .option("--json", "print JSON")
+  .action(async (o: { json?: boolean }) => {
+    const g = program.opts<GlobalOptions>();
+    const sitesFile = g.control ? undefined : (g.sites ?? "/etc/xenroam/sites.json");
+    const facts = await gatherFacts(sitesFile);
+    const results = checks(facts, {
+      toolstack: g.toolstack === "xapi" ? "xapi" : "xl",
+      bridge: g.bridge ?? "xenbr0",
+      parkingBridge: g.parkingBridge ?? "xrpark0",
+      ...(sitesFile ? { sitesFile } : {}),
+    });
+    const failed = results.filter((r) => !r.ok && r.essential);
+    if (o.json) console.log(JSON.stringify({ os: facts.os, checks: results }, null, 2));
+    else {
+      console.log(`${facts.os.distro} ${facts.os.release}, kernel ${facts.os.kernel}`);
+      for (const r of results) {
+        console.log(`${r.ok ? "ok  " : r.essential ? "FAIL" : "warn"}  ${r.name.padEnd(18)} ${r.detail}`);
+        if (!r.ok && r.fix) console.log(`      fix: ${r.fix}`);
+      }
+      console.log(
+        failed.length === 0 ? "\nthis host is ready for xenroam" : `\n${failed.length} problem(s) to fix`,
+      );
+    }
+    process.exitCode = failed.length === 0 ? 0 : 1;
   });
 
 program
