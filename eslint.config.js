@@ -29,7 +29,7 @@ export default tseslint.config(
   },
   {
     // Test fixtures that stand in for outside programs (a fake xl): plain JavaScript, no type information.
-    files: ["**/test/fixtures/**/*.mjs"],
+    files: ["**/test/fixtures/**/*.mjs", "scripts/**/*.mjs"],
     ...tseslint.configs.disableTypeChecked,
     languageOptions: {
       ...tseslint.configs.disableTypeChecked.languageOptions,

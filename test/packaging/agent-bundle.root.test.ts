@@ -1,0 +1,89 @@
+// Root-only: the guest agent's DomU bundle, installed by its own install.sh into an empty image root that
+// has only what a bare Debian 12 system has for it (the C and C++ runtime libraries, /bin/sh), starts there:
+// --help, then as a daemon (the netlink native module loads, it looks for xenstore, SIGTERM ends it cleanly).
+import { execFileSync, spawn } from "node:child_process";
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+import test from "ava";
+
+const REPO = fileURLToPath(new URL("../../..", import.meta.url));
+
+/** What the dynamic loader needs for `file`, as ldd lists it. */
+function libsOf(file: string): string[] {
+  return execFileSync("ldd", [file], { encoding: "utf8" })
+    .split("\n")
+    .flatMap((l) => {
+      const m = /(\/\S+) \(0x/.exec(l) ?? /=> (\/\S+)/.exec(l);
+      return m?.[1] ? [m[1]] : [];
+    });
+}
+
+function copyInto(root: string, file: string): void {
+  const target = join(root, file);
+  mkdirSync(dirname(target), { recursive: true });
+  copyFileSync(realpathSync(file), target);
+}
+
+test("the bundle installs into a bare image root and runs there with nothing else", async (t) => {
+  const work = mkdtempSync(join(tmpdir(), "xr-bundle-"));
+  t.teardown(() => rmSync(work, { recursive: true, force: true }));
+  const bundle = execFileSync(
+    process.execPath,
+    [join(REPO, "scripts", "package-agent.mjs"), "--out", join(work, "out")],
+    {
+      encoding: "utf8",
+    },
+  ).trim();
+  t.true(existsSync(`${bundle}.tar.gz`));
+
+  // The "bare Debian 12" root: the runtime libraries node and sh link against, and /bin/sh. Nothing of npm.
+  const root = join(work, "root");
+  for (const f of new Set([...libsOf(process.execPath), ...libsOf("/bin/sh")])) copyInto(root, f);
+  mkdirSync(join(root, "bin"), { recursive: true });
+  copyFileSync(realpathSync("/bin/sh"), join(root, "bin", "sh"));
+  execFileSync("sh", [join(bundle, "install.sh"), "--root", root]);
+  t.true(existsSync(join(root, "etc/systemd/system/xenroam-agent.service")));
+  t.regex(readFileSync(join(root, "etc/default/xenroam-agent"), "utf8"), /XENROAM_AGENT_OPTS="--channel xl"/);
+  execFileSync("sh", [join(bundle, "install.sh"), "--root", root]); // idempotent
+
+  // systemd's environment, not this machine's (which may point Node at files the image does not have).
+  const env = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
+  const help = execFileSync("chroot", [root, "/opt/xenroam-agent/bin/xenroam-agent", "--help"], {
+    encoding: "utf8",
+    env,
+  });
+  t.regex(help, /The xenroam guest agent/);
+
+  // As a daemon, in a network namespace of its own: no xenstore in this "image", so it waits for one.
+  const agent = spawn(
+    "unshare",
+    ["--net", "chroot", root, "/opt/xenroam-agent/bin/xenroam-agent", "--xenstore", "/dev/xen/xenbus"],
+    { stdio: ["ignore", "pipe", "pipe"], env },
+  );
+  let out = "";
+  let err = "";
+  agent.stdout.on("data", (c) => (out += String(c)));
+  agent.stderr.on("data", (c) => (err += String(c)));
+  for (let i = 0; i < 100 && !out.includes("xenstore_unavailable"); i++)
+    await new Promise((r) => setTimeout(r, 50));
+  const closed = new Promise<number | null>((r) => agent.on("close", (c) => r(c)));
+  agent.kill("SIGTERM");
+  t.is(await closed, 0, `${out}${err}`);
+  t.is(err, "", "nothing on stderr: no warning, no missing file");
+  const events = out
+    .trim()
+    .split("\n")
+    .map((l) => (JSON.parse(l) as { event: string }).event);
+  t.deepEqual(events.slice(0, 2), ["started", "xenstore_unavailable"]);
+  t.deepEqual(events.slice(-2), ["stopping", "stopped"]);
+});
