@@ -1,46 +1,12 @@
 import test from "ava";
-import { FakeNetlink } from "@xenroam/netlink";
-import { encodeMessage, type PrepareRequest } from "@xenroam/protocol";
-import { Agent, type GuestChannel } from "../src/index.js";
+import { encodeMessage } from "@xenroam/protocol";
+import { guestNetlink, MemoryChannel, request } from "./support.js";
+import { Agent } from "../src/index.js";
 
 const MOA = "2001:db8:b:0:216:3eff:fe00:2";
-const request: PrepareRequest = {
-  v: 1,
-  kind: "prepare",
-  id: "m1",
-  site: "b",
-  prefix: "2001:db8:b::/64",
-  gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" },
-  secondaryMac: "00:16:3e:00:00:02",
-  timeoutMs: 2000,
-};
-
-class MemoryChannel implements GuestChannel {
-  readonly keys = new Map<string, string>();
-  async read(key: string) {
-    return this.keys.get(key);
-  }
-  async write(key: string, value: string) {
-    this.keys.set(key, value);
-  }
-  json(key: string): Record<string, unknown> | undefined {
-    const v = this.keys.get(key);
-    return v === undefined ? undefined : (JSON.parse(v) as Record<string, unknown>);
-  }
-}
 
 function guest() {
-  const netlink = new FakeNetlink(["lo"]);
-  netlink.seedLink("eth0", { mac: "00:16:3e:00:00:01", up: true });
-  netlink.seedLink("eth1", { mac: "00:16:3e:00:00:02", up: false });
-  netlink.seedRoute({
-    dst: "default",
-    dev: "eth0",
-    gateway: "fe80::a:1",
-    metric: 1024,
-    table: 254,
-    protocol: "ra",
-  });
+  const netlink = guestNetlink();
   const channel = new MemoryChannel();
   const events: string[] = [];
   const agent = new Agent({ netlink, channel, log: (e) => events.push(e) });

@@ -9,43 +9,15 @@ import {
   signBinding,
 } from "@xenroam/control";
 import { FakeNft } from "@xenroam/mobility";
-import { FakeNetlink } from "@xenroam/netlink";
-import { encodeMessage, type PrepareRequest } from "@xenroam/protocol";
-import {
-  Agent,
-  type ControlApi,
-  Correspondent,
-  type GuestChannel,
-  MobileNode,
-  type MobileState,
-} from "../src/index.js";
+import { encodeMessage } from "@xenroam/protocol";
+import { guestNetlink, MemoryChannel, request } from "./support.js";
+import { Agent, type ControlApi, Correspondent, MobileNode, type MobileState } from "../src/index.js";
 
 const HOA = "2001:db8:f::5";
 const MOA_A = "2001:db8:a::5";
 const MOA_B = "2001:db8:b:0:216:3eff:fe00:2";
 const keys = generateSigningKeys();
 const intruder = generateSigningKeys();
-
-const request: PrepareRequest = {
-  v: 1,
-  kind: "prepare",
-  id: "m1",
-  site: "b",
-  prefix: "2001:db8:b::/64",
-  gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" },
-  secondaryMac: "00:16:3e:00:00:02",
-  timeoutMs: 2000,
-};
-
-class MemoryChannel implements GuestChannel {
-  readonly keys = new Map<string, string>();
-  async read(key: string) {
-    return this.keys.get(key);
-  }
-  async write(key: string, value: string) {
-    this.keys.set(key, value);
-  }
-}
 
 class FakeControl implements ControlApi {
   seq = 0;
@@ -70,18 +42,8 @@ class FakeControl implements ControlApi {
 }
 
 function mobileGuest(state?: MobileState) {
-  const netlink = new FakeNetlink(["lo"]);
-  netlink.seedLink("eth0", { mac: "00:16:3e:00:00:01", up: true });
-  netlink.seedLink("eth1", { mac: "00:16:3e:00:00:02", up: false });
+  const netlink = guestNetlink();
   netlink.seedAddress("eth0", `${MOA_A}/64`);
-  netlink.seedRoute({
-    dst: "default",
-    dev: "eth0",
-    gateway: "fe80::a:1",
-    metric: 1024,
-    table: 254,
-    protocol: "ra",
-  });
   const nft = new FakeNft();
   const control = new FakeControl();
   const announced: SignedBinding[] = [];

@@ -15,9 +15,9 @@ import {
   type LabOptions,
   netnsPids,
   parseTopology,
-  readVmLocation,
   type Topology,
 } from "@xenroam/lab";
+import { migrate } from "./support.js";
 
 const run = promisify(execFile);
 const XENROAM = findWorkspaceCommand("xenroam");
@@ -31,25 +31,6 @@ function fresh(t: ExecutionContext): { topology: Topology; stateRoot: string; st
     rmSync(stateRoot, { recursive: true, force: true });
   });
   return { topology, stateRoot, stateDir: join(stateRoot, name) };
-}
-
-async function migrate(topology: Topology, stateDir: string, to: string, extra: string[] = []) {
-  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
-  const from = readVmLocation(stateDir).host;
-  const { stdout } = await run("ip", [
-    "netns",
-    "exec",
-    `${topology.name}-${from}`,
-    ...XENROAM,
-    "--lab",
-    stateDir,
-    "migrate",
-    topology.vm.name,
-    to,
-    "--json",
-    ...extra,
-  ]);
-  return JSON.parse(stdout) as { method: string; fallback?: string; moa?: string; domid: number };
 }
 
 const json = async (ns: string, ...args: string[]) =>

@@ -20,13 +20,12 @@ import {
   newTcpLog,
   parseTopology,
   readState,
-  readVmLocation,
   stopProcess,
   type Topology,
 } from "@xenroam/lab";
+import { migrate } from "./support.js";
 
 const run = promisify(execFile);
-const XENROAM = findWorkspaceCommand("xenroam");
 const LAB = findWorkspaceCommand("xenroam-lab");
 
 function fresh(t: ExecutionContext): {
@@ -58,24 +57,6 @@ function startIn(t: ExecutionContext, netns: string, args: string[]): ChildProce
     if (child.exitCode === null) child.kill("SIGTERM");
   });
   return child;
-}
-
-async function migrate(topology: Topology, stateDir: string, to: string) {
-  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
-  const from = readVmLocation(stateDir).host;
-  const { stdout } = await run("ip", [
-    "netns",
-    "exec",
-    `${topology.name}-${from}`,
-    ...XENROAM,
-    "--lab",
-    stateDir,
-    "migrate",
-    topology.vm.name,
-    to,
-    "--json",
-  ]);
-  return JSON.parse(stdout) as { method: string; moa?: string };
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

@@ -213,11 +213,12 @@ program
     const options = labOptions(opts);
     const stateDir = stateDirOf(topology.name, options);
     const target = topology.correspondent.address;
-    const ping = () =>
+    /** Three pings from a node's namespace. */
+    const pingFrom = (node: string, to: string) =>
       run("ip", [
         "netns",
         "exec",
-        netnsName(topology, topology.vm.name),
+        netnsName(topology, node),
         "ping",
         "-6",
         "-c",
@@ -226,8 +227,9 @@ program
         "0.2",
         "-W",
         "2",
-        target,
+        to,
       ]);
+    const ping = () => pingFrom(topology.vm.name, target);
     let code = 1;
     try {
       printStatus(await labUp(topology, options));
@@ -236,21 +238,7 @@ program
       );
       code = await ping();
       const hoa = topology.mobility?.hoa;
-      const pingHoa = () =>
-        run("ip", [
-          "netns",
-          "exec",
-          netnsName(topology, topology.correspondent.name),
-          "ping",
-          "-6",
-          "-c",
-          "3",
-          "-i",
-          "0.2",
-          "-W",
-          "2",
-          hoa ?? "",
-        ]);
+      const pingHoa = () => pingFrom(topology.correspondent.name, hoa ?? "");
       if (code === 0 && hoa) {
         console.log(`ping from ${topology.correspondent.name} to the VM's home address ${hoa}:`);
         code = await pingHoa();

@@ -1,0 +1,38 @@
+// Shared by the lab's root tests: run `xenroam migrate` on the host the VM is on now.
+import { execFile } from "node:child_process";
+import { promisify } from "node:util";
+import { findWorkspaceCommand, readVmLocation, type Topology } from "@xenroam/lab";
+
+const run = promisify(execFile);
+const XENROAM = findWorkspaceCommand("xenroam");
+
+export interface MigrationReport {
+  method: string;
+  fallback?: string;
+  moa?: string;
+  domid: number;
+}
+
+export async function migrate(
+  topology: Topology,
+  stateDir: string,
+  to: string,
+  extra: string[] = [],
+): Promise<MigrationReport> {
+  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
+  const from = readVmLocation(stateDir).host;
+  const { stdout } = await run("ip", [
+    "netns",
+    "exec",
+    `${topology.name}-${from}`,
+    ...XENROAM,
+    "--lab",
+    stateDir,
+    "migrate",
+    topology.vm.name,
+    to,
+    "--json",
+    ...extra,
+  ]);
+  return JSON.parse(stdout) as MigrationReport;
+}
