@@ -2,12 +2,18 @@
 // sh wrapper around this installation's node and scripts. The post-migrate wrapper turns every exit code but
 // 0 into 1 — even "node not found" — because any other code makes XAPI destroy the migrated VM.
 
-import { chmodSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
-const HOOK_MAIN = fileURLToPath(new URL("./xapi-hook-main.js", import.meta.url));
-const PLUGIN_MAIN = fileURLToPath(new URL("./xapi-plugin-main.js", import.meta.url));
+/** An entry point beside this file: in a checkout (dist/src) or in the Dom0 bundle (lib/<entry>/). */
+export function sibling(...candidates: string[]): string {
+  const paths = candidates.map((c) => fileURLToPath(new URL(c, import.meta.url)));
+  return paths.find((p) => existsSync(p)) ?? (paths[0] as string);
+}
+
+const HOOK_MAIN = sibling("./xapi-hook-main.js", "../xapi-hook/xapi-hook.mjs");
+const PLUGIN_MAIN = sibling("./xapi-plugin-main.js", "../xapi-plugin/xapi-plugin.mjs");
 
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 

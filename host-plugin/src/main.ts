@@ -6,7 +6,6 @@ import { mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { LabToolstack, readState as readLabState } from "@xenroam/lab";
 import { createNetlink } from "@xenroam/netlink";
 import { ControlClient, ControlClientError } from "@xenroam/control";
 import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
@@ -134,6 +133,8 @@ async function withEngineInner<T>(
   let bridges = { real: "xenbr0", parking: "xrpark0" };
   if (opts.toolstack === "lab" || opts.lab) {
     const labDir = opts.lab ?? "/run/xenroam-lab/xr";
+    // The lab is loaded only for the lab: a Dom0 runs xenroam without any of it.
+    const { LabToolstack, readState: readLabState } = await import("@xenroam/lab");
     const lab = readLabState(labDir);
     if (!lab) throw new UsageError(`no lab state in ${labDir}; start one with: xenroam-lab up`);
     host ??= (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;

@@ -7,10 +7,10 @@
 // response on stdout (Success with xenroam's output, or Failure with its reason) and the exit code is 0.
 
 import { execFile } from "node:child_process";
-import { fileURLToPath } from "node:url";
+import { sibling } from "./install.js";
 import { parsePluginCall, pluginFailure, pluginSuccess } from "./xapi-plugin.js";
 
-const XENROAM = fileURLToPath(new URL("./main.js", import.meta.url));
+const XENROAM = sibling("./main.js", "../xenroam/xenroam.mjs");
 const VM = /^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$/;
 
 function reply(xml: string): void {

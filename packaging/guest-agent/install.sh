@@ -23,7 +23,7 @@ cp "$here/bin/node" "$dest/bin/node.new" && mv "$dest/bin/node.new" "$dest/bin/n
 rm -rf "$dest/lib.new" && cp -R "$here/lib" "$dest/lib.new" && rm -rf "$dest/lib" && mv "$dest/lib.new" "$dest/lib"
 cat > "$dest/bin/xenroam-agent" <<'WRAP'
 #!/bin/sh
-exec /opt/xenroam-agent/bin/node /opt/xenroam-agent/lib/agent.mjs "$@"
+exec /opt/xenroam-agent/bin/node /opt/xenroam-agent/lib/agent/agent.mjs "$@"
 WRAP
 chmod 755 "$dest/bin/node" "$dest/bin/xenroam-agent"
 cp "$here/xenroam-agent.service" "$root/etc/systemd/system/xenroam-agent.service"

@@ -39,7 +39,7 @@ test("the bundle installs into a bare image root and runs there with nothing els
   t.teardown(() => rmSync(work, { recursive: true, force: true }));
   const bundle = execFileSync(
     process.execPath,
-    [join(REPO, "scripts", "package-agent.mjs"), "--out", join(work, "out")],
+    [join(REPO, "scripts", "package.mjs"), "agent", "--out", join(work, "out")],
     {
       encoding: "utf8",
     },

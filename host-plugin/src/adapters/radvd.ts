@@ -3,7 +3,7 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { identify, isRunning, stopProcess } from "@xenroam/lab";
+import { identify, isRunning, stopProcess } from "@xenroam/process";
 import type { ProcessRef, RadvdControl } from "../ports.js";
 
 export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdControl {

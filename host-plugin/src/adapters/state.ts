@@ -11,7 +11,7 @@ import {
   writeSync,
 } from "node:fs";
 import { join } from "node:path";
-import { identify, isRunning } from "@xenroam/lab";
+import { identify, isRunning } from "@xenroam/process";
 import { EMPTY_STATE, type HostState, type StateStore } from "../ports.js";
 
 export function createStateStore(stateDir: string): StateStore {

@@ -2,7 +2,6 @@
 // that creates one), and process identity checks so nothing is ever killed by name or by a recycled PID.
 
 import { execFile } from "node:child_process";
-import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 
 const execFileAsync = promisify(execFile);
@@ -51,54 +50,5 @@ export async function netnsPids(name: string): Promise<number[]> {
     .filter((p) => Number.isInteger(p) && p > 0);
 }
 
-/** A process identity that survives PID reuse: the PID plus its start time in clock ticks since boot. */
-export interface ProcessId {
-  readonly pid: number;
-  readonly startTime: number;
-}
-
-export function processStartTime(pid: number): number | undefined {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-    // Field 2 (comm) may contain spaces and parentheses; fields after the last ')' are fixed.
-    const rest = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-    // A zombie (Z) or dead (X) process has finished; only its parent's wait() is missing.
-    if (rest[0] === "Z" || rest[0] === "X") return undefined;
-    const start = Number(rest[19]);
-    return Number.isFinite(start) ? start : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-export function identify(pid: number): ProcessId | undefined {
-  const startTime = processStartTime(pid);
-  return startTime === undefined ? undefined : { pid, startTime };
-}
-
-export function isRunning(p: ProcessId): boolean {
-  return processStartTime(p.pid) === p.startTime;
-}
-
-/** Sends SIGTERM, waits, then SIGKILL; only if the PID still names the same process. */
-export async function stopProcess(p: ProcessId, graceMs = 3000): Promise<"gone" | "stopped" | "killed"> {
-  if (!isRunning(p)) return "gone";
-  try {
-    process.kill(p.pid, "SIGTERM");
-  } catch {
-    return "gone";
-  }
-  const deadline = Date.now() + graceMs;
-  while (Date.now() < deadline) {
-    if (!isRunning(p)) return "stopped";
-    await new Promise((r) => setTimeout(r, 25));
-  }
-  if (!isRunning(p)) return "stopped";
-  try {
-    process.kill(p.pid, "SIGKILL");
-  } catch {
-    return "stopped";
-  }
-  for (let i = 0; i < 40 && isRunning(p); i++) await new Promise((r) => setTimeout(r, 25));
-  return "killed";
-}
+// Process identity lives in @xenroam/process (the host plugin uses it too); re-exported for the lab's users.
+export { identify, isRunning, type ProcessId, processStartTime, stopProcess } from "@xenroam/process";

@@ -1,0 +1,70 @@
+#!/usr/bin/env node
+// Builds xenroam's self-contained bundles into dist-packages/ (and a .tar.gz of each):
+//   agent  xenroam-agent-<version>-linux-<arch>: the guest agent for DomU images (install.sh, systemd unit)
+//   host   xenroam-host-<version>-linux-<arch>:  the Dom0 side — xenroam, its XAPI hook and host plugin
+// Each entry point is bundled into one JavaScript file with @vercel/ncc (native modules beside it), next to
+// this machine's Node.js runtime, so a host or image needs nothing else.
+// Usage: node scripts/package.mjs agent|host [--out DIR]
+import { execFileSync } from "node:child_process";
+import { chmodSync, copyFileSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const repo = join(dirname(fileURLToPath(import.meta.url)), "..");
+const target = process.argv[2];
+const TARGETS = {
+  agent: {
+    pkg: "guest-agent",
+    entries: { agent: "guest-agent/dist/src/main.js" },
+    files: {
+      "packaging/guest-agent/install.sh": "install.sh",
+      "packaging/guest-agent/xenroam-agent.service": "xenroam-agent.service",
+    },
+  },
+  host: {
+    pkg: "host-plugin",
+    entries: {
+      xenroam: "host-plugin/dist/src/main.js",
+      "xapi-hook": "host-plugin/dist/src/xapi-hook-main.js",
+      "xapi-plugin": "host-plugin/dist/src/xapi-plugin-main.js",
+    },
+    files: { "packaging/host-plugin/install.sh": "install.sh" },
+  },
+};
+const spec = TARGETS[target];
+if (!spec) {
+  process.stderr.write(`usage: node scripts/package.mjs ${Object.keys(TARGETS).join("|")} [--out DIR]\n`);
+  process.exit(2);
+}
+const outArg = process.argv.indexOf("--out");
+const out = outArg > 0 ? process.argv[outArg + 1] : join(repo, "dist-packages");
+const { version } = JSON.parse(readFileSync(join(repo, spec.pkg, "package.json"), "utf8"));
+const name = `xenroam-${target}-${version}-linux-${process.arch}`;
+const dir = join(out, name);
+const log = (line) => process.stderr.write(`package ${target}: ${line}\n`);
+
+rmSync(dir, { recursive: true, force: true });
+mkdirSync(join(dir, "bin"), { recursive: true });
+const ncc = join(repo, "node_modules", "@vercel", "ncc", "dist", "ncc", "cli.js");
+for (const [entry, source] of Object.entries(spec.entries)) {
+  log(`bundling ${source} with ncc into lib/${entry}/`);
+  execFileSync(process.execPath, [ncc, "build", join(repo, source), "-o", join(dir, "lib", entry), "-q"], {
+    stdio: ["ignore", "ignore", "inherit"],
+  });
+  // ncc writes index.js beside a package.json saying "module"; name the entry point for what it is.
+  renameSync(join(dir, "lib", entry, "index.js"), join(dir, "lib", entry, `${entry}.mjs`));
+}
+log(`adding the Node.js runtime ${process.version} (${process.execPath})`);
+copyFileSync(process.execPath, join(dir, "bin", "node"));
+chmodSync(join(dir, "bin", "node"), 0o755);
+for (const [from, to] of Object.entries(spec.files)) {
+  copyFileSync(join(repo, from), join(dir, to));
+  if (to.endsWith(".sh")) chmodSync(join(dir, to), 0o755);
+}
+writeFileSync(
+  join(dir, "VERSION"),
+  `xenroam-${target} ${version}, Node.js ${process.version}, built ${new Date().toISOString()}\n`,
+);
+execFileSync("tar", ["-C", out, "-czf", join(out, `${name}.tar.gz`), name]);
+log(`wrote ${join(out, `${name}.tar.gz`)}`);
+process.stdout.write(`${dir}\n`);
