@@ -4,5 +4,6 @@ export default {
   nodeArguments: ["--enable-source-maps"],
   concurrency: 1,
   serial: true,
-  timeout: "120s",
+  // The watchdog for a test that hangs; the 50-migration test alone takes ~100 s on 2 cores.
+  timeout: "300s",
 };

@@ -1,0 +1,54 @@
+#!/bin/bash
+# The real-Xen test's Dom0 image, cached in XENROAM_XEN_CACHE (default /var/cache/xenroam-xen), after
+# build-hypervisor.sh:
+#   rootfs/        debootstrap'd bookworm minbase + xen-utils-4.17, radvd, nftables, openssh (kept: slow to make)
+#   id_ed25519     the key the Dom0s accept from each other for `xl migrate` over ssh
+#   dom0.cpio.gz   rootfs trimmed + kernel modules + xenroam's Dom0 bundle + scripts/xen/dom0/init
+# Idempotent; pass --rebuild-dom0 after changing xenroam (the rootfs is kept).
+set -euo pipefail
+CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
+say() { echo "build-images: $*" >&2; }
+cd "$CACHE"
+[ -f xen-4.17-shadow ] || { say "run scripts/xen/build-hypervisor.sh first"; exit 1; }
+KV=$(basename "$(ls -d ex/lib/modules/* | head -1)")
+
+need=()
+for p in debootstrap cpio; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+if ((${#need[@]})); then
+  say "installing ${need[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+
+if [ ! -x rootfs/usr/sbin/xl ]; then
+  say "debootstrap bookworm minbase with the Xen tools (a few minutes; log: $CACHE/logs/debootstrap.log)"
+  rm -rf rootfs
+  debootstrap --variant=minbase \
+    --include=xen-utils-4.17,iproute2,radvd,nftables,openssh-server,openssh-client,kmod,procps,socat \
+    bookworm rootfs http://deb.debian.org/debian >logs/debootstrap.log 2>&1
+fi
+[ -f id_ed25519 ] || ssh-keygen -q -t ed25519 -N "" -C xenroam-test -f id_ed25519
+
+if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
+  say "assembling dom0.cpio.gz (kernel $KV, xenroam from $REPO)"
+  rm -rf dom0root && cp -a rootfs dom0root
+  rm -rf dom0root/usr/share/{doc,man,locale,info} dom0root/var/cache/apt/* dom0root/var/lib/apt/lists/*
+  mkdir -p dom0root/lib/modules/"$KV"
+  cp -a ex/lib/modules/"$KV"/{modules.order,modules.builtin,modules.builtin.modinfo} dom0root/lib/modules/"$KV"/
+  for d in drivers/xen drivers/net drivers/virtio drivers/block net/bridge net/llc net/802 net/ipv6 net/netfilter; do
+    mkdir -p "dom0root/lib/modules/$KV/kernel/$(dirname $d)"
+    cp -a "ex/lib/modules/$KV/kernel/$d" "dom0root/lib/modules/$KV/kernel/$d"
+  done
+  chroot dom0root /sbin/depmod "$KV"
+  sed -i 's/^#\?autoballoon=.*/autoballoon="off"/' dom0root/etc/xen/xl.conf
+  mkdir -p dom0root/root/.ssh && chmod 700 dom0root/root/.ssh
+  cp id_ed25519 dom0root/root/.ssh/id_ed25519 && cp id_ed25519.pub dom0root/root/.ssh/authorized_keys
+  printf 'StrictHostKeyChecking no\nUserKnownHostsFile /dev/null\nLogLevel ERROR\n' > dom0root/root/.ssh/config
+  chroot dom0root ssh-keygen -A >/dev/null
+  bundle=$(node "$REPO/scripts/package.mjs" host --out "$CACHE/pkg" 2>/dev/null)
+  sh "$bundle/install.sh" --root dom0root >/dev/null
+  install -m 755 "$REPO/scripts/xen/dom0/init" dom0root/init
+  (cd dom0root && find . | cpio -o -H newc --quiet | gzip -1) > dom0.cpio.gz.new && mv dom0.cpio.gz.new dom0.cpio.gz
+  rm -rf dom0root
+fi
+say "ready: $CACHE/dom0.cpio.gz ($(du -h dom0.cpio.gz | cut -f1))"
