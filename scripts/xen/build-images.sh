@@ -3,7 +3,8 @@
 # build-hypervisor.sh:
 #   rootfs/        debootstrap'd bookworm minbase + xen-utils-4.17, radvd, nftables, openssh (kept: slow to make)
 #   id_ed25519     the key the Dom0s accept from each other for `xl migrate` over ssh
-#   dom0.cpio.gz   rootfs trimmed + kernel modules + xenroam's Dom0 bundle + scripts/xen/dom0/init
+#   dom0.cpio.gz   rootfs trimmed + kernel modules + xenroam's Dom0 bundle + scripts/xen/dom0/init, with the
+#                  guest (domu.cpio.gz: busybox, xen-netfront, xenroam's DomU bundle) and its xl.cfg
 # Idempotent; pass --rebuild-dom0 after changing xenroam (the rootfs is kept).
 set -euo pipefail
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
@@ -14,7 +15,7 @@ cd "$CACHE"
 KV=$(basename "$(ls -d ex/lib/modules/* | head -1)")
 
 need=()
-for p in debootstrap cpio; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in debootstrap cpio busybox-static; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -35,10 +36,15 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   rm -rf dom0root/usr/share/{doc,man,locale,info} dom0root/var/cache/apt/* dom0root/var/lib/apt/lists/*
   mkdir -p dom0root/lib/modules/"$KV"
   cp -a ex/lib/modules/"$KV"/{modules.order,modules.builtin,modules.builtin.modinfo} dom0root/lib/modules/"$KV"/
-  for d in drivers/xen drivers/net drivers/virtio drivers/block net/bridge net/llc net/802 net/ipv6 net/netfilter; do
+  # Only what a Dom0 of this test loads: the initramfs lives in RAM.
+  for d in drivers/xen drivers/virtio drivers/block/xen-blkback net/bridge net/llc net/802 net/core net/ipv6 \
+    net/netfilter lib/libcrc32c.ko drivers/net/xen-netback drivers/net/virtio_net.ko drivers/net/net_failover.ko \
+    drivers/net/tun.ko; do
+    [ -e "ex/lib/modules/$KV/kernel/$d" ] || continue
     mkdir -p "dom0root/lib/modules/$KV/kernel/$(dirname $d)"
     cp -a "ex/lib/modules/$KV/kernel/$d" "dom0root/lib/modules/$KV/kernel/$d"
   done
+  rm -rf dom0root/usr/lib/python3* dom0root/var/lib/apt/* dom0root/usr/share/{perl,perl5}
   chroot dom0root /sbin/depmod "$KV"
   sed -i 's/^#\?autoballoon=.*/autoballoon="off"/' dom0root/etc/xen/xl.conf
   mkdir -p dom0root/root/.ssh && chmod 700 dom0root/root/.ssh
@@ -47,6 +53,25 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   chroot dom0root ssh-keygen -A >/dev/null
   bundle=$(node "$REPO/scripts/package.mjs" host --out "$CACHE/pkg" 2>/dev/null)
   sh "$bundle/install.sh" --root dom0root >/dev/null
+  install -m 644 "$REPO/scripts/xen/sites.json" dom0root/etc/xenroam/sites.json
+  printf '2001:db8:a::a xa\n2001:db8:b::b xb\n' >> dom0root/etc/hosts
+  # The guest: busybox, xen-netfront, the agent bundle with what its Node.js links against.
+  say "assembling the guest's initramfs"
+  rm -rf domuroot && mkdir -p domuroot/{bin,sbin,lib/modules,proc,sys,dev,tmp,run,etc}
+  cp /bin/busybox domuroot/bin/busybox
+  for a in $(domuroot/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "domuroot/bin/$a"; done
+  cp "ex/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" domuroot/lib/modules/
+  agent=$(node "$REPO/scripts/package.mjs" agent --out "$CACHE/pkg" 2>/dev/null)
+  sh "$agent/install.sh" --root domuroot >/dev/null
+  for lib in $(ldd "$agent/bin/node" | grep -o '/[^ ]*'); do
+    mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
+  done
+  install -m 755 "$REPO/scripts/xen/domu/init" domuroot/init
+  mkdir -p dom0root/xenroam-test
+  (cd domuroot && find . | cpio -o -H newc --quiet | gzip -1) > dom0root/xenroam-test/domu.cpio.gz
+  cp "ex/boot/vmlinuz-$KV" dom0root/xenroam-test/domu-vmlinuz
+  install -m 644 "$REPO/scripts/xen/domu.cfg" dom0root/etc/xen/domu.cfg
+  rm -rf domuroot
   install -m 755 "$REPO/scripts/xen/dom0/init" dom0root/init
   (cd dom0root && find . | cpio -o -H newc --quiet | gzip -1) > dom0.cpio.gz.new && mv dom0.cpio.gz.new dom0.cpio.gz
   rm -rf dom0root

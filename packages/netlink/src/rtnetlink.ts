@@ -548,7 +548,9 @@ class RtNetlink implements Netlink {
   async writeSysctl(ifname: string, key: string, value: string | number, family: 4 | 6 = 6): Promise<void> {
     const path = sysctlPath(ifname, key, family);
     try {
-      await writeFile(path, `${value}\n`);
+      // No trailing newline: older kernels (6.1) answer a per-interface ignore_routes_with_linkdown write with
+      // a short count, and the "\n" left over would then be written alone and refused (EINVAL).
+      await writeFile(path, String(value));
     } catch (err) {
       throw toNetlinkError(err, `write sysctl ${key}=${value}`, ifname);
     }

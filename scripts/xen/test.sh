@@ -1,0 +1,73 @@
+#!/bin/bash
+# npm run test:xen — xenroam on real Xen (opt-in; not part of npm test). Two Xen 4.17 hosts under QEMU/TCG on
+# two IPv6 subnets (a router and a correspondent made of namespaces), xenroam's Dom0 bundle in both Dom0s,
+# a PV guest with two vifs and xenroam's agent: the xl adapter migrates it A -> B with the method and back,
+# and the correspondent reaches the guest at its new address after each move. Cleans up everything it starts.
+set -euo pipefail
+X=$(cd "$(dirname "$0")" && pwd)
+CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
+RUN=${RUN:-$CACHE/run}
+export XENROAM_XEN_CACHE=$CACHE RUN
+T0=$SECONDS
+say() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
+fail() { say "FAILED: $*"; exit 1; }
+[ "$(id -u)" = 0 ] || fail "run as root (namespaces, taps, QEMU)"
+for c in qemu-system-x86_64 socat radvd; do
+  command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd >/dev/null; break; }
+done
+
+say "building (cached in $CACHE)"
+bash "$X/build-hypervisor.sh"
+bash "$X/build-images.sh" --rebuild-dom0
+
+cleanup() {
+  for h in xa xb; do [ -f "$RUN/$h.pid" ] && kill "$(cat "$RUN/$h.pid")" 2>/dev/null; rm -f "$RUN/$h.pid"; done
+  bash "$X/net.sh" down >/dev/null 2>&1 || true
+}
+trap cleanup EXIT
+cleanup
+bash "$X/net.sh" up >/dev/null
+rm -f "$RUN"/x?.log
+for h in "xa 2001:db8:a::a/64 fe80::a:1 lan-a" "xb 2001:db8:b::b/64 fe80::b:1 lan-b"; do
+  set -- $h
+  ip netns exec xrx-router bash "$X/boot-host.sh" "$1" "$2" "$3" "tap,id=n0,ifname=xq-$1,script=no,downscript=no" >/dev/null
+  ip netns exec xrx-router ip link set "xq-$1" master "$4" up
+done
+say "booting two Xen hosts under QEMU (TCG)"
+for i in $(seq 100); do
+  [ "$(grep -al XENROAM-DOM0-READY "$RUN"/x?.log 2>/dev/null | wc -l)" = 2 ] && break
+  grep -aq "Kernel panic" "$RUN"/x?.log 2>/dev/null && fail "a Dom0 panicked (see $RUN/*.log)"
+  sleep 3
+done
+[ "$(grep -al XENROAM-DOM0-READY "$RUN"/x?.log | wc -l)" = 2 ] || fail "the hosts did not boot"
+say "both Dom0s up"
+
+con() { bash "$X/console.sh" "$@" | grep -av '^\[ *[0-9]*\.[0-9]*\]'; }
+cn_ping() { ip netns exec xrx-cn ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
+wait_ping() {
+  for i in $(seq "$2"); do cn_ping "$1" && return 0; sleep 2; done
+  return 1
+}
+ADDR_A=2001:db8:a:0:216:3eff:fe00:10 # the primary vif's SLAAC address on site a
+ADDR_B=2001:db8:b:0:216:3eff:fe00:11 # the secondary's on site b: the MoA
+
+con xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1; xl list domu | tail -1'
+wait_ping $ADDR_A 120 || fail "the guest never answered at $ADDR_A"
+con xa 120 'd=$(xl domid domu); for i in $(seq 60); do xenstore-exists /local/domain/$d/data/xenroam && break; sleep 1; done; xenstore-exists /local/domain/$d/data/xenroam && echo agent-connected' |
+  grep -q agent-connected || fail "the guest agent did not connect to xenstore"
+say "guest up on xa, the correspondent reaches it at $ADDR_A; agent connected"
+
+migrate() { # from to expected-address
+  say "xenroam migrate domu $2 (on $1)"
+  out=$(con "$1" 900 "xenroam --host $1 migrate domu $2 2>&1")
+  printf '%s\n' "$out" | sed -n '/^migration /,$p'
+  printf '%s\n' "$out" | grep -q "dual-interface" || { printf '%s\n' "$out" | tail -20; fail "the migration did not use the method"; }
+  wait_ping "$3" 30 || fail "the correspondent does not reach the guest at $3 after the move to $2"
+  say "the correspondent reaches the guest at $3 on $2"
+}
+migrate xa xb $ADDR_B
+con xb 60 'xl list -l domu | grep -o "\"bridge\": \"[a-z0-9]*\""' | tr '\n' ' ' | grep -q 'xrpark0.*xenbr0' ||
+  fail "the vifs did not come up swapped on xb"
+say "on xb the vifs are swapped: vif.0 on xrpark0, vif.1 on xenbr0"
+migrate xb xa $ADDR_A
+say "XEN-TEST-OK in $((SECONDS - T0)) s"
