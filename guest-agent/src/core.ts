@@ -3,7 +3,7 @@
 // event, a reconnection after resume, or a restart in any phase leads to the same result. Ports only.
 
 import { formatIpv6, parsePrefix, slaacAddress } from "@xenroam/core";
-import type { LinkInfo, Netlink, RouteInfo } from "@xenroam/netlink";
+import { isNetlinkError, type LinkInfo, type Netlink, type RouteInfo } from "@xenroam/netlink";
 import {
   type AgentStatus,
   encodeMessage,
@@ -260,7 +260,11 @@ export class Agent {
     await this.ports.mobility?.switched(request.id, newPrimary);
     for (const r of await netlink.routes({ dev: newPrimary })) {
       if (r.dst === "default" && r.metric !== PRIMARY_METRIC) {
-        await netlink.deleteRoute({ dst: "default", dev: newPrimary, metric: r.metric }).catch(() => {});
+        await netlink
+          .deleteRoute({ dst: "default", dev: newPrimary, metric: r.metric })
+          .catch((err: unknown) =>
+            log("route_delete_failed", { dev: newPrimary, metric: r.metric, error: String(err) }),
+          );
       }
     }
     await this.setStatus({
@@ -337,6 +341,29 @@ export class Agent {
       if (r.dst === "default" && r.metric === metric)
         await netlink.deleteRoute({ dst: "default", dev, metric });
     }
-    await netlink.addRoute({ dst: "default", gateway, dev, metric, ...(prefsrc ? { prefsrc } : {}) });
+    const route = { dst: "default", gateway, dev, metric, ...(prefsrc ? { prefsrc } : {}) };
+    try {
+      await netlink.addRoute(route);
+    } catch (err) {
+      // A default route with this metric on another interface (the kernel refuses a second one, EEXIST): the
+      // metrics are the agent's own, so a leftover is ours to remove. Seen on Linux 6.1 under real Xen.
+      if (!isNetlinkError(err, "EEXIST")) throw err;
+      const clash = (await netlink.routes()).filter((r) => r.dst === "default" && r.metric === metric);
+      this.ports.log("route_clash", {
+        dev,
+        metric,
+        clash: clash.map((r) => `${r.dev ?? "?"} via ${r.gateway ?? "-"}`),
+      });
+      for (const r of clash) {
+        if (r.dev)
+          await netlink.deleteRoute({
+            dst: "default",
+            dev: r.dev,
+            metric,
+            ...(r.gateway ? { gateway: r.gateway } : {}),
+          });
+      }
+      await netlink.addRoute(route);
+    }
   }
 }

@@ -105,3 +105,24 @@ test("abort takes the secondary down again and says so", async (t) => {
   t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "aborted" });
   t.like(g.channel.json("status"), { phase: "idle", primary: "eth0" });
 });
+
+test("a leftover default route with the standby metric on another interface is removed, not fatal (EEXIST)", async (t) => {
+  const g = guest();
+  // What a kernel can leave behind: our standby metric on the interface that is primary now.
+  g.netlink.seedRoute({
+    dst: "default",
+    dev: "eth0",
+    gateway: "fe80::a:1",
+    metric: 2100,
+    table: 254,
+    protocol: "static",
+  });
+  g.channel.keys.set("request", encodeMessage(request));
+  g.slaac();
+  await g.agent.converge("test");
+  t.like(g.channel.json("answer"), { status: "prepared" });
+  t.true(g.events.includes("route_clash"));
+  const del = g.netlink.effects.indexOf("route del default via fe80::a:1 dev eth0 metric 2100");
+  const add = g.netlink.effects.indexOf("route add default via fe80::b:1 dev eth1 metric 2100");
+  t.true(del >= 0 && add > del, g.netlink.effects.join("\n"));
+});
