@@ -47,8 +47,6 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   rm -rf dom0root/usr/lib/python3* dom0root/var/lib/apt/* dom0root/usr/share/{perl,perl5}
   chroot dom0root /sbin/depmod "$KV"
   sed -i 's/^#\?autoballoon=.*/autoballoon="off"/' dom0root/etc/xen/xl.conf
-  # Guest consoles logged to /var/log/xen/console/guest-NAME.log: what the agent says, for the test's report.
-  sed -i 's/^#\?XENCONSOLED_TRACE=.*/XENCONSOLED_TRACE=guest/' dom0root/etc/default/xen
   mkdir -p dom0root/root/.ssh && chmod 700 dom0root/root/.ssh
   cp id_ed25519 dom0root/root/.ssh/id_ed25519 && cp id_ed25519.pub dom0root/root/.ssh/authorized_keys
   printf 'StrictHostKeyChecking no\nUserKnownHostsFile /dev/null\nLogLevel ERROR\n' > dom0root/root/.ssh/config
