@@ -38,7 +38,7 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   cp -a ex/lib/modules/"$KV"/{modules.order,modules.builtin,modules.builtin.modinfo} dom0root/lib/modules/"$KV"/
   # Only what a Dom0 of this test loads: the initramfs lives in RAM.
   for d in drivers/xen drivers/virtio drivers/block/xen-blkback net/bridge net/llc net/802 net/core net/ipv6 \
-    net/netfilter lib/libcrc32c.ko drivers/net/xen-netback drivers/net/virtio_net.ko drivers/net/net_failover.ko \
+    net/netfilter lib/libcrc32c.ko crypto/crc32c_generic.ko drivers/net/xen-netback drivers/net/virtio_net.ko drivers/net/net_failover.ko \
     drivers/net/tun.ko; do
     [ -e "ex/lib/modules/$KV/kernel/$d" ] || continue
     mkdir -p "dom0root/lib/modules/$KV/kernel/$(dirname $d)"
@@ -61,6 +61,15 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   cp /bin/busybox domuroot/bin/busybox
   for a in $(domuroot/bin/busybox --list); do [ "$a" = busybox ] || ln -sf busybox "domuroot/bin/$a"; done
   cp "ex/lib/modules/$KV/kernel/drivers/net/xen-netfront.ko" domuroot/lib/modules/
+  # nftables for the mobility layer's rewrite (notrack needs conntrack's module, not its tracking).
+  for m in crypto/crc32c_generic lib/libcrc32c net/netfilter/nfnetlink net/netfilter/nf_tables net/ipv4/netfilter/nf_defrag_ipv4 \
+    net/ipv6/netfilter/nf_defrag_ipv6 net/netfilter/nf_conntrack net/netfilter/nft_ct; do
+    cp "ex/lib/modules/$KV/kernel/$m.ko" domuroot/lib/modules/
+  done
+  mkdir -p domuroot/usr/sbin && cp /usr/sbin/nft domuroot/usr/sbin/nft
+  for lib in $(ldd /usr/sbin/nft | grep -o '/[^ ]*'); do
+    mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
+  done
   agent=$(node "$REPO/scripts/package.mjs" agent --out "$CACHE/pkg" 2>/dev/null)
   sh "$agent/install.sh" --root domuroot >/dev/null
   for lib in $(ldd "$agent/bin/node" | grep -o '/[^ ]*'); do

@@ -10,10 +10,11 @@ LOG="$RUN/$NAME.log"
 START=$(stat -c %s "$LOG")
 # Slowly: the emulated UART drops characters typed faster than the guest reads them.
 LINE="$*; echo $MARK \$?"
-{ for ((i = 0; i < ${#LINE}; i += 16)); do printf '%s' "${LINE:i:16}"; sleep 0.03; done; printf '\r'; sleep 0.5; } |
+{ for ((i = 0; i < ${#LINE}; i += 8)); do printf '%s' "${LINE:i:8}"; sleep 0.05; done; printf '\r'; sleep 0.5; } |
   socat -u - "UNIX-CONNECT:$RUN/$NAME.sock"
 T0=$SECONDS
-until tail -c +$((START + 1)) "$LOG" | tr -d '\r' | grep -aq "^$MARK [0-9]"; do
+# The marker line: "MARK STATUS" at the end of a line (a long command line's redraw may precede it).
+until tail -c +$((START + 1)) "$LOG" | tr -d '\r' | grep -aqE "$MARK [0-9]+$"; do
   if ((SECONDS - T0 >= TIMEOUT)); then
     echo "console.sh: no answer from $NAME within ${TIMEOUT}s" >&2
     tail -c +$((START + 1)) "$LOG" | tail -5 >&2
@@ -22,5 +23,5 @@ until tail -c +$((START + 1)) "$LOG" | tr -d '\r' | grep -aq "^$MARK [0-9]"; do
   sleep 0.3
 done
 OUT=$(tail -c +$((START + 1)) "$LOG" | tr -d '\r')
-printf '%s\n' "$OUT" | sed -n "2,/^$MARK [0-9]/p" | sed '$d'
-exit "$(printf '%s\n' "$OUT" | grep -a "^$MARK [0-9]" | tail -1 | cut -d' ' -f2)"
+printf '%s\n' "$OUT" | sed -n "2,/$MARK [0-9][0-9]*\$/p" | sed '$d'
+exit "$(printf '%s\n' "$OUT" | grep -aE "$MARK [0-9]+$" | tail -1 | awk '{print $NF}')"

@@ -2,9 +2,12 @@
 # npm run test:xen — xenroam on real Xen (opt-in; not part of npm test). Two Xen 4.17 hosts under QEMU/TCG on
 # two IPv6 subnets (a router and a correspondent made of namespaces), xenroam's Dom0 bundle in both Dom0s,
 # a PV guest with two vifs and xenroam's agent: the xl adapter migrates it A -> B with the method and back,
-# and the correspondent reaches the guest at its new address after each move. Cleans up everything it starts.
+# and the correspondent reaches the guest at its new address after each move — and at its home address
+# (xenroam-control on the router, the correspondent agent on the CN, the mobile node in the guest).
+# Cleans up everything it starts.
 set -euo pipefail
 X=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$X/../.." && pwd)
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
 RUN=${RUN:-$CACHE/run}
 export XENROAM_XEN_CACHE=$CACHE RUN
@@ -28,6 +31,24 @@ trap cleanup EXIT
 cleanup
 bash "$X/net.sh" up >/dev/null
 rm -f "$RUN"/x?.log
+
+# The mobility layer: the control server on the router (its lan-c address), the correspondent agent on the CN.
+HOA=2001:db8:f::5
+CONTROL="http://[2001:db8:c::1]:7360"
+rm -f "$RUN"/control.* "$RUN"/*.token
+ctl() { node "$REPO/packages/control/dist/src/main.js" "$@"; }
+ctl init --key "$RUN/control.key" --admin-token-file "$RUN/admin.token" >/dev/null
+ip netns exec xrx-router node "$REPO/packages/control/dist/src/main.js" serve --listen "[2001:db8:c::1]:7360" \
+  --database "$RUN/control.db" --key "$RUN/control.key" --admin-token-file "$RUN/admin.token" 2>"$RUN/control.log" &
+admin() { ip netns exec xrx-router node "$REPO/packages/control/dist/src/main.js" "$@" --server "$CONTROL" --token-file "$RUN/admin.token"; }
+for i in $(seq 50); do admin put-sites "$X/sites.json" >/dev/null 2>&1 && break; sleep 0.2; done
+VM_TOKEN=$(admin add-vm domu --hoa $HOA --mac 00:16:3e:00:00:10 --mac 00:16:3e:00:00:11 | sed -n 's/.*"token": "\(.*\)".*/\1/p')
+admin add-peer cn | sed -n 's/.*"token": "\(.*\)".*/\1/p' > "$RUN/cn.token"
+[ -n "$VM_TOKEN" ] && [ -s "$RUN/cn.token" ] || fail "the control server did not register the guest and the CN"
+ip netns exec xrx-cn node "$REPO/guest-agent/dist/src/main.js" --correspondent --control "$CONTROL" \
+  --token-file "$RUN/cn.token" --public-key "$RUN/control.key.pub" --listen "[2001:db8:c::100]:7361" \
+  >"$RUN/correspondent.log" 2>&1 &
+say "control server on the router, correspondent agent on the CN; the guest's home address is $HOA"
 for h in "xa 2001:db8:a::a/64 fe80::a:1 lan-a" "xb 2001:db8:b::b/64 fe80::b:1 lan-b"; do
   set -- $h
   ip netns exec xrx-router bash "$X/boot-host.sh" "$1" "$2" "$3" "tap,id=n0,ifname=xq-$1,script=no,downscript=no" >/dev/null
@@ -52,11 +73,15 @@ wait_ping() {
 ADDR_A=2001:db8:a:0:216:3eff:fe00:10 # the primary vif's SLAAC address on site a
 ADDR_B=2001:db8:b:0:216:3eff:fe00:11 # the secondary's on site b: the MoA
 
+# The guest's agent gets its mobility options on its kernel command line.
+EXTRA="console=hvc0 quiet xr.hoa=$HOA xr.vm=domu xr.control=$CONTROL xr.token=$VM_TOKEN xr.peer=[2001:db8:c::100]:7361"
+con xa 60 "sed -i 's|^extra = .*|extra = \"$EXTRA\"|' /etc/xen/domu.cfg; grep -c xr.hoa /etc/xen/domu.cfg"
 con xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1; xl list domu | tail -1'
-wait_ping $ADDR_A 120 || fail "the guest never answered at $ADDR_A"
+# With the mobility layer every address of the guest answers as its HoA, so the CN checks the HoA only.
+wait_ping $HOA 150 || { tail -5 "$RUN/correspondent.log"; fail "the guest never answered at its home address $HOA"; }
 con xa 120 'd=$(xl domid domu); for i in $(seq 60); do xenstore-exists /local/domain/$d/data/xenroam && break; sleep 1; done; xenstore-exists /local/domain/$d/data/xenroam && echo agent-connected' |
   grep -q agent-connected || fail "the guest agent did not connect to xenstore"
-say "guest up on xa, the correspondent reaches it at $ADDR_A; agent connected"
+say "guest up on xa (locator $ADDR_A), agent connected; the correspondent reaches its home address $HOA"
 
 migrate() { # from to expected-address
   say "xenroam migrate domu $2 (on $1)"
@@ -68,8 +93,14 @@ migrate() { # from to expected-address
     con "$1" 30 '(timeout 3 xl console domu </dev/null | tail -15) 2>&1'
     fail "the migration did not use the method"
   fi
-  wait_ping "$3" 30 || fail "the correspondent does not reach the guest at $3 after the move to $2"
-  say "the correspondent reaches the guest at $3 on $2"
+  printf '%s\n' "$out" | grep -q "MoA $3" || fail "the guest's new locator is not $3"
+  if ! wait_ping $HOA 30; then
+    tail -5 "$RUN/correspondent.log"
+    say "the guest's console on $2 (last lines):"
+    con "$2" 30 '(timeout 3 xl console domu </dev/null | grep -a xenroam-agent | tail -15 | cut -c1-300) 2>&1'
+    fail "the correspondent lost the home address after the move to $2"
+  fi
+  say "the guest runs on $2 with locator $3; the correspondent reaches it at its home address $HOA"
 }
 migrate xa xb $ADDR_B
 con xb 60 'xl list -l domu | grep -o "\"bridge\": \"[a-z0-9]*\""' | tr '\n' ' ' | grep -q 'xrpark0.*xenbr0' ||
