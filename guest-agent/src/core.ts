@@ -35,6 +35,8 @@ export interface MobilityHooks {
   prepared(migration: string, primary: string, standby: { ifname: string; moa: string }): Promise<void>;
   /** Step 4, the routes moved to `primary`: hand out the activation. Idempotent per migration. */
   switched(migration: string, primary: string): Promise<void>;
+  /** The prepare was undone (abort or failure): back to the primary's locator only. */
+  aborted(migration: string, primary: string | undefined): Promise<void>;
 }
 
 export interface AgentPorts {
@@ -214,6 +216,7 @@ export class Agent {
       log("prepare_failed", { migration: request.id, reason });
       // Leave the guest as it was: the secondary down again, without the standby route.
       if (touched) await this.standDown(touched).catch(() => {});
+      await this.ports.mobility?.aborted(request.id, primaryName).catch(() => {});
       await this.answer({ v: 1, id: request.id, status: "error", reason: reason.slice(0, 500) });
       await this.setStatus({
         v: 1,
@@ -286,6 +289,7 @@ export class Agent {
     const { log } = this.ports;
     const dev = status.secondary;
     if (dev) await this.standDown(dev);
+    await this.ports.mobility?.aborted(id, status.primary);
     await this.answer({ v: 1, id, status: "aborted" });
     await this.setStatus({ v: 1, phase: "idle", ...(status.primary ? { primary: status.primary } : {}) });
     log("aborted", { migration: id, secondary: dev });

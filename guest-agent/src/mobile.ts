@@ -169,6 +169,16 @@ export class MobileNode implements MobilityHooks {
     });
   }
 
+  /** The prepare was undone: the standby locator is dropped from the rewrite and its activation forgotten. */
+  async aborted(migration: string, primary: string | undefined): Promise<void> {
+    const kept = this.state.locators.filter((l) => l.ifname === primary);
+    // Without a known primary, keep the locators: an empty rewrite would cut the HoA off.
+    const locators = primary && kept.length > 0 ? kept : this.state.locators;
+    if (locators.length === this.state.locators.length && this.state.pending?.migration !== migration) return;
+    await this.apply({ ...this.state, locators, pending: undefined });
+    this.ports.log("standby_dropped", { migration, locators });
+  }
+
   /** Waits for background activations (tests, shutdown). */
   async settled(): Promise<void> {
     let seen: Promise<void>;

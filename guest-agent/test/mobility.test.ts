@@ -263,3 +263,19 @@ test("correspondent: the watch resumes after the last revision across failures",
   await cn.follow(stop.signal);
   t.deepEqual(seen, [0, 7, 7]);
 });
+
+test("mobile node: an abort drops the standby locator from the rewrite and forgets its activation", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+  t.true(g.nft.scripts.at(-1)?.includes(MOA_B));
+  g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await g.agent.converge("abort");
+  const last = g.nft.scripts.at(-1) ?? "";
+  t.true(last.includes(`oifname map { "eth0" : ${MOA_A} }`), last);
+  t.false(last.includes(MOA_B));
+  t.is(g.saved()?.pending, undefined);
+});

@@ -1,7 +1,7 @@
 // The xl adapter's contract, against a recording fake `xl` first on PATH: the swapped config goes to
 // `xl migrate -C` with `xenroam receive` as the transport's far end; the destination runs
 // `xl migrate-receive -p`, writes the arrival into the guest's xenstore, and only then unpauses.
-import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -131,6 +131,7 @@ test.serial(
       ["xrpark0", "xenbr0"],
     );
     t.deepEqual(phases, ["xl-migrate", "running-on-destination"]);
+    t.false(existsSync(migrate.argv[2] ?? ""), "the swapped config copy is removed after xl read it");
   },
 );
 

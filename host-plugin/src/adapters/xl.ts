@@ -4,7 +4,7 @@
 // the guest's xenstore, then `xl unpause` — so the guest learns it has arrived first thing after resume.
 
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
@@ -143,15 +143,20 @@ export class XlToolstack implements Toolstack {
     const swapped = join(this.options.stateDir, `migrate-${request.migrationId}.cfg`);
     writeFileSync(swapped, setVifBridges(cfg, request.bridges));
     mark("xl-migrate");
-    const r = await xl([
-      "migrate",
-      "-C",
-      swapped,
-      "-s",
-      "",
-      vm,
-      receiveRune(this.options, vm, destination, request),
-    ]);
+    let r: XlResult;
+    try {
+      r = await xl([
+        "migrate",
+        "-C",
+        swapped,
+        "-s",
+        "",
+        vm,
+        receiveRune(this.options, vm, destination, request),
+      ]);
+    } finally {
+      rmSync(swapped, { force: true }); // xl has sent it; nothing of the migration stays in the state dir
+    }
     const line = r.stderr.split("\n").find((l) => l.startsWith(RECEIVE_REPORT));
     if (r.code !== 0) {
       throw new XlError(
@@ -191,8 +196,12 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   const domid = Number((await xlOk(["domid", o.vm])).trim());
   if (!Number.isInteger(domid) || domid <= 0) throw new XlError(`xl domid ${o.vm} gave no domain id`);
   const started = Date.now();
-  for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
-  await xlOk(["unpause", o.vm]);
+  try {
+    for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
+  } finally {
+    // Whatever happened to the arrival keys, the domain must not stay paused: the source has let go of it.
+    await xlOk(["unpause", o.vm]);
+  }
   o.log("unpaused", { vm: o.vm, domid, arrivalMs: Date.now() - started });
   const info = await xlDomain(o.vm);
   process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(info)}\n`);
