@@ -12,9 +12,10 @@ import { ControlClient, type SignedBinding } from "@xenroam/control";
 import { createNft } from "@xenroam/mobility";
 import { createNetlink } from "@xenroam/netlink";
 import { CHANNEL_DIR, type Channel } from "@xenroam/protocol";
-import { GUEST_DEVICE, XenstoreClient } from "@xenroam/xenstore";
+import { GUEST_DEVICE, isXenstoreError, XenstoreClient } from "@xenroam/xenstore";
 import { Correspondent } from "./correspondent.js";
 import { Agent, type GuestChannel, type Log } from "./core.js";
+import { createKicker } from "./kick.js";
 import { MobileNode, type MobileState, type StateFile } from "./mobile.js";
 
 /** The UDP port correspondents receive signed bindings on. */
@@ -273,14 +274,14 @@ async function main(): Promise<void> {
       }
     }
   }
-  const kick = (reason: string) => {
-    // While xenstore reconnects there is nothing to read; the reconnection's own watch event will kick.
-    if (!channel.client) return;
-    void agent.converge(reason).catch((err: unknown) => {
-      // A lost connection is expected right after a resume; reconnecting kicks again.
-      if (channel.client) log("converge_failed", { reason, error: String(err) });
-    });
-  };
+  const kick = createKicker({
+    converge: (reason) => agent.converge(reason),
+    connection: () => channel.client,
+    isChannelError: (err) => isXenstoreError(err),
+    reopen: (client) => client.close(),
+    log,
+    signal: stop.signal,
+  });
 
   // A carrier change on a NIC is a hint that the VM moved: re-read the channel now. Never acted on alone.
   void (async () => {
@@ -295,7 +296,8 @@ async function main(): Promise<void> {
   while (!stop.signal.aborted) {
     let client: XenstoreClient;
     try {
-      client = await XenstoreClient.connect(opts.xenstore);
+      // A reply lost across a suspend costs at most this, then the kicker reopens the channel.
+      client = await XenstoreClient.connect(opts.xenstore, { requestTimeoutMs: 3000 });
     } catch (err) {
       if (delay === 5 || delay >= 500)
         log("xenstore_unavailable", { error: (err as Error).message, retryMs: delay });

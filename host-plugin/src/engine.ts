@@ -278,13 +278,23 @@ export class Engine {
         return { state: rec ? this.withVm(s, vm, { ...rec, phase: "migrating" }) : s, result: undefined };
       });
     }
+    // xl does not carry the guest's xenstore data/ directory to the destination (XAPI's vm-data does): the
+    // request, the guest's answer and its status go along with the arrival, so the agent finds there the
+    // channel it left, plus the signal to switch.
+    const carried: Record<string, string> = {};
+    if (useMethod) {
+      for (const key of [KEYS.request, KEYS.answer, KEYS.status]) {
+        const value = await this.p.channel.read(dom.domid, key);
+        if (value !== undefined) carried[key] = value;
+      }
+    }
     let arrived: DomainInfo;
     try {
       arrived = await toolstack.migrate(vm, destination, {
         migrationId,
         bridges,
         guestWrites: useMethod
-          ? { [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
+          ? { ...carried, [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
           : {},
         ...(staged
           ? {
@@ -306,7 +316,8 @@ export class Engine {
       if (useMethod) await this.abort(vm);
       throw err;
     }
-    mark("running-on-destination");
+    // Toolstacks that see the moment themselves (xl, XAPI) marked it already.
+    if (!timeline.some((m) => m.phase === "running-on-destination")) mark("running-on-destination");
     if (staged) {
       // The secondary left the staging bridge with the VM; only now may radvd send its goodbye RA.
       await this.releaseStaging(staged.site, vm, staged.migrationId);

@@ -106,7 +106,12 @@ test("migrate with the method: staging bridge impersonates the gateway, vifs swa
     { 0: "xrpark0", 1: "xenbr0" },
     "step 3: secondary on the real bridge, primary parked",
   );
-  t.deepEqual(req?.guestWrites, { arrived: encodeMessage({ v: 1, id: "m1", host: "hostb" }) });
+  // xl does not carry the guest's data/ directory: the request and the guest's answer go along with the arrival.
+  t.deepEqual(req?.guestWrites, {
+    request: (await h.channel.read(5, "request")) ?? "missing",
+    answer: (await h.channel.read(5, "answer")) ?? "missing",
+    arrived: encodeMessage({ v: 1, id: "m1", host: "hostb" }),
+  });
   // The old primary stays unplugged at the destination until the guest reports the switch for this migration.
   t.deepEqual(req?.hold?.devids, [0]);
   t.is(req?.hold?.key, "status");

@@ -13,10 +13,10 @@ RUN=${RUN:-$CACHE/run}
 export XENROAM_XEN_CACHE=$CACHE RUN
 T0=$SECONDS
 say() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
-fail() { say "FAILED: $*"; exit 1; }
+fail() { FAILED=1; say "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root (namespaces, taps, QEMU)"
-for c in qemu-system-x86_64 socat radvd; do
-  command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd >/dev/null; break; }
+for c in qemu-system-x86_64 socat radvd ssh; do
+  command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd openssh-client >/dev/null; break; }
 done
 
 say "building (cached in $CACHE)"
@@ -24,6 +24,11 @@ bash "$X/build-hypervisor.sh"
 bash "$X/build-images.sh" --rebuild-dom0
 
 cleanup() {
+  if [ "${XENROAM_XEN_KEEP:-}" = 1 ] && [ -n "${FAILED:-}" ]; then
+    say "XENROAM_XEN_KEEP=1: left running for a look (ssh from the router namespace, see README); to tear down:"
+    say "  kill \$(cat $RUN/xa.pid) \$(cat $RUN/xb.pid); bash $X/net.sh down"
+    return
+  fi
   for h in xa xb; do [ -f "$RUN/$h.pid" ] && kill "$(cat "$RUN/$h.pid")" 2>/dev/null; rm -f "$RUN/$h.pid"; done
   bash "$X/net.sh" down >/dev/null 2>&1 || true
 }
@@ -63,8 +68,22 @@ done
 [ "$(grep -al XENROAM-DOM0-READY "$RUN"/x?.log | wc -l)" = 2 ] || fail "the hosts did not boot"
 say "both Dom0s up"
 
-# A command in a Dom0, without the kernel's console messages; never fails (callers check the output).
-con() { bash "$X/console.sh" "$@" | grep -av '^\[ *[0-9]*\.[0-9]*\]' || true; }
+# A command in a Dom0 over ssh from the router (the key the Dom0s share for xl migrate); never fails (callers
+# check the output). The serial console (console.sh) is for when ssh is not up, and for the guest's console.
+declare -A DOM0_ADDR=([xa]=2001:db8:a::a [xb]=2001:db8:b::b)
+dom0() { # host timeout_s command...
+  local h=$1 t=$2; shift 2
+  timeout "$t" ip netns exec xrx-router ssh -i "$CACHE/id_ed25519" -o BatchMode=yes -o ConnectTimeout=20 \
+    -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "root@${DOM0_ADDR[$h]}" "$*" || true
+}
+# The guest's console as xenconsoled kept it on HOST (what the agent logged since the guest last started there).
+guest_console() {
+  say "the guest's console on $1 (its last lines):"
+  timeout 20 ip netns exec xrx-router ssh -tt -i "$CACHE/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "root@${DOM0_ADDR[$1]}" \
+    'xl list domu >/dev/null 2>&1 || { echo "(domu is not on this host)"; exit; }; timeout 3 xl console domu' </dev/null 2>&1 |
+    tr -d '\r' | grep -av '^ *$' | tail -30 | cut -c1-400 || true
+}
 cn_ping() { ip netns exec xrx-cn ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
 wait_ping() {
   for i in $(seq "$2"); do cn_ping "$1" && return 0; sleep 2; done
@@ -75,35 +94,44 @@ ADDR_B=2001:db8:b:0:216:3eff:fe00:11 # the secondary's on site b: the MoA
 
 # The guest's agent gets its mobility options on its kernel command line.
 EXTRA="console=hvc0 quiet xr.hoa=$HOA xr.vm=domu xr.control=$CONTROL xr.token=$VM_TOKEN xr.peer=[2001:db8:c::100]:7361"
-con xa 60 "sed -i 's|^extra = .*|extra = \"$EXTRA\"|' /etc/xen/domu.cfg; grep -c xr.hoa /etc/xen/domu.cfg"
-con xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1; xl list domu | tail -1'
+dom0 xa 60 "sed -i 's|^extra = .*|extra = \"$EXTRA\"|' /etc/xen/domu.cfg; grep -c xr.hoa /etc/xen/domu.cfg" |
+  grep -q '^1$' || fail "could not give the guest its options (ssh root@${DOM0_ADDR[xa]})"
+dom0 xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1; xl list domu | tail -1'
 # With the mobility layer every address of the guest answers as its HoA, so the CN checks the HoA only.
 wait_ping $HOA 150 || { tail -5 "$RUN/correspondent.log"; fail "the guest never answered at its home address $HOA"; }
-con xa 120 'd=$(xl domid domu); for i in $(seq 60); do xenstore-exists /local/domain/$d/data/xenroam && break; sleep 1; done; xenstore-exists /local/domain/$d/data/xenroam && echo agent-connected' |
+dom0 xa 120 'd=$(xl domid domu); for i in $(seq 60); do xenstore-exists /local/domain/$d/data/xenroam && break; sleep 1; done; xenstore-exists /local/domain/$d/data/xenroam && echo agent-connected' |
   grep -q agent-connected || fail "the guest agent did not connect to xenstore"
 say "guest up on xa (locator $ADDR_A), agent connected; the correspondent reaches its home address $HOA"
 
+# Step 1 alone first (its own timeline line), then the migration that reuses it. Under TCG the guest is slow
+# (an nft run takes seconds), so it gets 60 s to prepare instead of the default 8.
 migrate() { # from to expected-address
+  say "xenroam prepare domu --to $2 (on $1)"
+  out=$(dom0 "$1" 120 "xenroam --host $1 prepare domu --to $2 --timeout 60000 2>&1")
+  printf '%s\n' "$out" | grep -a 'prepared for site\|error' | sed 's/^/  /'
+  if ! printf '%s\n' "$out" | grep -q "prepared for site .*MoA $3"; then
+    printf '%s\n' "$out" | tail -20
+    guest_console "$1"
+    fail "the guest did not prepare for $2 (its MoA should be $3)"
+  fi
   say "xenroam migrate domu $2 (on $1)"
-  out=$(con "$1" 900 "xenroam --host $1 migrate domu $2 2>&1") || true
-  printf '%s\n' "$out" | sed -n '/^migration /,$p'
+  out=$(dom0 "$1" 900 "xenroam --host $1 migrate domu $2 2>&1")
+  printf '%s\n' "$out" | sed -n '/^migration /,$p' | sed 's/^/  /'
   if ! printf '%s\n' "$out" | grep -q "dual-interface"; then
     printf '%s\n' "$out" | tail -20
-    say "the guest's console on $1 (last lines):"
-    con "$1" 30 '(timeout 3 xl console domu </dev/null | tail -15) 2>&1'
+    guest_console "$1"; guest_console "$2"
     fail "the migration did not use the method"
   fi
   printf '%s\n' "$out" | grep -q "MoA $3" || fail "the guest's new locator is not $3"
   if ! wait_ping $HOA 30; then
     tail -5 "$RUN/correspondent.log"
-    say "the guest's console on $2 (last lines):"
-    con "$2" 30 '(timeout 3 xl console domu </dev/null | grep -a xenroam-agent | tail -15 | cut -c1-300) 2>&1'
+    guest_console "$2"
     fail "the correspondent lost the home address after the move to $2"
   fi
   say "the guest runs on $2 with locator $3; the correspondent reaches it at its home address $HOA"
 }
 migrate xa xb $ADDR_B
-con xb 60 'xl list -l domu | grep -o "\"bridge\": \"[a-z0-9]*\""' | tr '\n' ' ' | grep -q 'xrpark0.*xenbr0' ||
+dom0 xb 60 'xl list -l domu | grep -o "\"bridge\": \"[a-z0-9]*\""' | tr '\n' ' ' | grep -q 'xrpark0.*xenbr0' ||
   fail "the vifs did not come up swapped on xb"
 say "on xb the vifs are swapped: vif.0 on xrpark0, vif.1 on xenbr0"
 migrate xb xa $ADDR_A

@@ -34,7 +34,8 @@ export interface Watch extends AsyncIterable<WatchEvent> {
 }
 
 interface Transport {
-  write(frame: Buffer): void;
+  /** Sends one whole frame; `failed` is called if the frame could not be handed over. */
+  write(frame: Buffer, failed: (err: Error) => void): void;
   onData(fn: (chunk: Buffer) => void): void;
   onClose(fn: (err?: Error) => void): void;
   close(): void;
@@ -42,7 +43,7 @@ interface Transport {
 
 function streamTransport(stream: Duplex): Transport {
   return {
-    write: (b) => stream.write(b),
+    write: (b, failed) => stream.write(b, (err) => err && failed(err)),
     onData: (fn) => stream.on("data", fn),
     onClose: (fn) => {
       stream.on("error", (e) => fn(e));
@@ -58,7 +59,8 @@ function deviceTransport(path: string): Transport {
   const input: Readable = createReadStream("", { fd, autoClose: false, highWaterMark: 4096 + 16 });
   let closed = false;
   return {
-    write: (b) => fsWrite(fd, b, () => {}),
+    // The kernel refuses a frame it cannot buffer (EINVAL, E2BIG); the request then fails instead of hanging.
+    write: (b, failed) => fsWrite(fd, b, (err) => err && failed(err)),
     onData: (fn) => input.on("data", (c) => fn(c as Buffer)),
     onClose: (fn) => input.on("close", () => fn()),
     close: () => {
@@ -92,6 +94,16 @@ export interface Tx {
   directory(path: string): Promise<string[]>;
 }
 
+export interface ClientOptions {
+  /**
+   * A request unanswered this long fails with ETIMEDOUT (default 30 s). A guest's connection through
+   * /dev/xen/xenbus can lose replies across a suspend; a caller that times out can reconnect.
+   */
+  readonly requestTimeoutMs?: number;
+}
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 30_000;
+
 export class XenstoreClient {
   private nextReq = 1;
   private readonly pending = new Map<number, Pending>();
@@ -100,25 +112,31 @@ export class XenstoreClient {
   private nextToken = 1;
   private closedWith: Error | undefined;
 
-  private constructor(private readonly transport: Transport) {
+  private readonly requestTimeoutMs: number;
+
+  private constructor(
+    private readonly transport: Transport,
+    options: ClientOptions = {},
+  ) {
+    this.requestTimeoutMs = options.requestTimeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
     transport.onData((chunk) => this.receive(chunk));
     transport.onClose((err) => this.fail(err ?? new XenstoreError("EIO", "connection closed")));
   }
 
   /** Connects to a unix socket or the xenbus device; with no path, the usual Dom0 socket or guest device. */
-  static async connect(path?: string): Promise<XenstoreClient> {
+  static async connect(path?: string, options: ClientOptions = {}): Promise<XenstoreClient> {
     const candidates = path ? [path] : [...DOM0_SOCKETS, GUEST_DEVICE];
     let lastError: unknown;
     for (const p of candidates) {
       try {
         const st = statSync(p);
-        if (st.isCharacterDevice()) return new XenstoreClient(deviceTransport(p));
+        if (st.isCharacterDevice()) return new XenstoreClient(deviceTransport(p), options);
         const sock = connect(p);
         await new Promise<void>((resolve, reject) => {
           sock.once("connect", resolve);
           sock.once("error", reject);
         });
-        return new XenstoreClient(streamTransport(sock));
+        return new XenstoreClient(streamTransport(sock), options);
       } catch (err) {
         lastError = err;
       }
@@ -131,8 +149,8 @@ export class XenstoreClient {
   }
 
   /** A client over an already connected stream (tests, in-process servers). */
-  static over(stream: Duplex): XenstoreClient {
-    return new XenstoreClient(streamTransport(stream));
+  static over(stream: Duplex, options: ClientOptions = {}): XenstoreClient {
+    return new XenstoreClient(streamTransport(stream), options);
   }
 
   private receive(chunk: Buffer): void {
@@ -186,8 +204,31 @@ export class XenstoreClient {
         reject(err instanceof XenstoreError ? new XenstoreError(err.code, op, path) : (err as Error));
         return;
       }
-      this.pending.set(reqId, { resolve, reject, op, path });
-      this.transport.write(frame);
+      const timer = setTimeout(() => {
+        if (!this.pending.delete(reqId)) return;
+        reject(
+          new XenstoreError("ETIMEDOUT", op, `${path ?? ""} (no answer in ${this.requestTimeoutMs} ms)`),
+        );
+      }, this.requestTimeoutMs);
+      timer.unref();
+      this.pending.set(reqId, {
+        resolve: (f) => {
+          clearTimeout(timer);
+          resolve(f);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+        op,
+        path,
+      });
+      this.transport.write(frame, (err) => {
+        clearTimeout(timer);
+        if (!this.pending.delete(reqId)) return;
+        const code = (err as NodeJS.ErrnoException).code ?? "EIO";
+        reject(new XenstoreError(code, op, `${path ?? ""} (the write was refused: ${err.message})`));
+      });
     });
   }
 

@@ -178,3 +178,19 @@ test("guests may not use XS_CONTROL", async (t) => {
   const g = await r.guest(5);
   t.true(isXenstoreError(await t.throwsAsync(g.control("release", "5")), "EACCES"));
 });
+
+test("a request left unanswered fails with ETIMEDOUT instead of hanging (a guest can then reconnect)", async (t) => {
+  const { Duplex } = await import("node:stream");
+  // A peer that takes every frame and never answers: what a guest saw through /dev/xen/xenbus after a resume.
+  const silent = new Duplex({
+    read() {},
+    write(_chunk, _enc, done) {
+      done();
+    },
+  });
+  const client = XenstoreClient.over(silent, { requestTimeoutMs: 50 });
+  const err = await t.throwsAsync(client.read("data/xenroam/request"));
+  t.true(isXenstoreError(err, "ETIMEDOUT"));
+  t.regex(err?.message ?? "", /READ data\/xenroam\/request/);
+  client.close();
+});
