@@ -1,7 +1,7 @@
 // When the agent looks at its channel: on every event, and again with backoff after a pass that failed — after
-// a resume no further event may come, and the switch must not wait for one. A channel error reopens the channel
-// (a fresh xenstore connection, whose watch fires again): on real Xen a guest's /dev/xen/xenbus descriptor that
-// was open across the suspend answered EINVAL and then nothing, while a fresh one answered at once.
+// a resume no further event may come, and the switch must not wait for one. Channel errors that persist reopen
+// the channel (a fresh xenstore connection, whose watch fires again). Not at the first one: closing the device
+// while a read is blocked on it holds one of libuv's threads until that old descriptor sees an event.
 
 import type { Log } from "./core.js";
 
@@ -20,16 +20,23 @@ export interface KickerPorts<C> {
 
 export const RETRY_FIRST_MS = 100;
 export const RETRY_MAX_MS = 5000;
+/** Consecutive channel errors after which the connection is reopened. */
+export const REOPEN_AFTER = 3;
 
 export function createKicker<C>(ports: KickerPorts<C>): (reason: string) => void {
   let failures = 0;
   let timer: NodeJS.Timeout | undefined;
+  let watched: Promise<void> | undefined;
   ports.signal.addEventListener("abort", () => clearTimeout(timer), { once: true });
   const kick = (reason: string): void => {
     const connection = ports.connection();
     if (connection === undefined || ports.signal.aborted) return;
     clearTimeout(timer);
-    ports.converge(reason).then(
+    const run = ports.converge(reason);
+    // A kick during a pass joins it (Agent.converge coalesces): its outcome is handled once.
+    if (run === watched) return;
+    watched = run;
+    run.then(
       () => {
         failures = 0;
       },
@@ -40,13 +47,9 @@ export function createKicker<C>(ports: KickerPorts<C>): (reason: string) => void
         const retryMs = Math.min(RETRY_MAX_MS, RETRY_FIRST_MS * 2 ** Math.min(failures - 1, 6));
         const error = err instanceof Error ? err.message : String(err);
         clearTimeout(timer);
-        if (ports.isChannelError(err)) {
-          // The first time at once (a resume is when every millisecond counts), then with the backoff.
-          const delayMs = failures === 1 ? 0 : retryMs;
-          ports.log("converge_failed", { reason, error, failures, next: "reopen", delayMs });
-          timer = setTimeout(() => {
-            if (ports.connection() === connection) ports.reopen(connection);
-          }, delayMs);
+        if (ports.isChannelError(err) && failures % REOPEN_AFTER === 0) {
+          ports.log("converge_failed", { reason, error, failures, next: "reopen" });
+          ports.reopen(connection);
           return;
         }
         ports.log("converge_failed", { reason, error, failures, retryMs });

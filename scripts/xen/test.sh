@@ -84,6 +84,13 @@ guest_console() {
     'xl list domu >/dev/null 2>&1 || { echo "(domu is not on this host)"; exit; }; timeout 3 xl console domu' </dev/null 2>&1 |
     tr -d '\r' | grep -av '^ *$' | tail -30 | cut -c1-400 || true
 }
+# The agent's events since the guest arrived on HOST, one line each: event and the fields that tell the story.
+guest_events() {
+  timeout 20 ip netns exec xrx-router ssh -tt -i "$CACHE/id_ed25519" -o BatchMode=yes -o StrictHostKeyChecking=no \
+    -o UserKnownHostsFile=/dev/null -o LogLevel=ERROR "root@${DOM0_ADDR[$1]}" 'timeout 3 xl console domu' </dev/null 2>&1 |
+    tr -d '\r' | grep -a '"component":"xenroam-agent"' | sed 's/^.*"ts":"[^T]*T\([^"]*\)Z","component":"xenroam-agent",/  \1 /' |
+    cut -c1-200 || true
+}
 cn_ping() { ip netns exec xrx-cn ping -c 1 -W 2 "$1" >/dev/null 2>&1; }
 wait_ping() {
   for i in $(seq "$2"); do cn_ping "$1" && return 0; sleep 2; done
@@ -114,7 +121,9 @@ migrate() { # from to expected-address
     guest_console "$1"
     fail "the guest did not prepare for $2 (its MoA should be $3)"
   fi
-  say "xenroam migrate domu $2 (on $1)"
+  say "xenroam migrate domu $2 (on $1); the CN pings the home address every 0.2 s meanwhile"
+  ip netns exec xrx-cn ping -D -n -i 0.2 -W 1 $HOA >"$RUN/ping-$2.log" 2>&1 &
+  local pinger=$!
   out=$(dom0 "$1" 900 "xenroam --host $1 migrate domu $2 2>&1")
   printf '%s\n' "$out" | sed -n '/^migration /,$p' | sed 's/^/  /'
   if ! printf '%s\n' "$out" | grep -q "dual-interface"; then
@@ -124,10 +133,19 @@ migrate() { # from to expected-address
   fi
   printf '%s\n' "$out" | grep -q "MoA $3" || fail "the guest's new locator is not $3"
   if ! wait_ping $HOA 30; then
+    kill $pinger 2>/dev/null || true
     tail -5 "$RUN/correspondent.log"
     guest_console "$2"
     fail "the correspondent lost the home address after the move to $2"
   fi
+  sleep 1; kill $pinger 2>/dev/null || true; wait $pinger 2>/dev/null || true
+  # The longest silence between two echo replies: the HoA's outage as the CN saw it (TCG: slow, not a benchmark).
+  awk -F'[][]' '/bytes from/ { t = $2 + 0; if (last && t - last > gap) gap = t - last; last = t }
+    END { printf "  CN -> HoA: longest gap between echo replies %.1f s\n", gap }' "$RUN/ping-$2.log"
+  say "the guest agent's switch on $2 (from its console):"
+  guest_events "$2"
+  grep -a binding_accepted "$RUN/correspondent.log" | tail -1 |
+    sed 's/.*"locator":"\([^"]*\)","seq":\([0-9]*\).*/  the correspondent took binding seq \2 -> \1/'
   say "the guest runs on $2 with locator $3; the correspondent reaches it at its home address $HOA"
 }
 migrate xa xb $ADDR_B

@@ -36,13 +36,23 @@ export interface Watch extends AsyncIterable<WatchEvent> {
 interface Transport {
   /** Sends one whole frame; `failed` is called if the frame could not be handed over. */
   write(frame: Buffer, failed: (err: Error) => void): void;
+  /**
+   * Whether the next request may only go out once the previous one is answered. Linux's /dev/xen/xenbus
+   * queues a request with its payload still in the open file's one message buffer
+   * (xenbus_dev_request_and_reply points at it) and lets the next write() reuse that buffer at once: a second
+   * request written before the first reached the ring can overwrite its payload. Seen on real Xen as READs
+   * answered EINVAL and requests never answered, most of all right after a resume. libxenstore likewise
+   * keeps one request in flight per connection.
+   */
+  readonly oneAtATime: boolean;
   onData(fn: (chunk: Buffer) => void): void;
   onClose(fn: (err?: Error) => void): void;
   close(): void;
 }
 
-function streamTransport(stream: Duplex): Transport {
+function streamTransport(stream: Duplex, oneAtATime = false): Transport {
   return {
+    oneAtATime,
     write: (b, failed) => stream.write(b, (err) => err && failed(err)),
     onData: (fn) => stream.on("data", fn),
     onClose: (fn) => {
@@ -59,10 +69,15 @@ function deviceTransport(path: string): Transport {
   const input: Readable = createReadStream("", { fd, autoClose: false, highWaterMark: 4096 + 16 });
   let closed = false;
   return {
+    oneAtATime: true,
     // The kernel refuses a frame it cannot buffer (EINVAL, E2BIG); the request then fails instead of hanging.
     write: (b, failed) => fsWrite(fd, b, (err) => err && failed(err)),
     onData: (fn) => input.on("data", (c) => fn(c as Buffer)),
-    onClose: (fn) => input.on("close", () => fn()),
+    onClose: (fn) => {
+      // Closing the descriptor under a pending read ends that read with EBADF: a close, not a crash.
+      input.on("error", (err) => fn(closed ? undefined : err));
+      input.on("close", () => fn());
+    },
     close: () => {
       if (closed) return;
       closed = true;
@@ -113,6 +128,8 @@ export class XenstoreClient {
   private closedWith: Error | undefined;
 
   private readonly requestTimeoutMs: number;
+  private readonly sendQueue: Array<{ reqId: number; send: () => boolean }> = [];
+  private inFlight: number | undefined;
 
   private constructor(
     private readonly transport: Transport,
@@ -149,8 +166,8 @@ export class XenstoreClient {
   }
 
   /** A client over an already connected stream (tests, in-process servers). */
-  static over(stream: Duplex, options: ClientOptions = {}): XenstoreClient {
-    return new XenstoreClient(streamTransport(stream), options);
+  static over(stream: Duplex, options: ClientOptions & { oneAtATime?: boolean } = {}): XenstoreClient {
+    return new XenstoreClient(streamTransport(stream, options.oneAtATime), options);
   }
 
   private receive(chunk: Buffer): void {
@@ -204,32 +221,71 @@ export class XenstoreClient {
         reject(err instanceof XenstoreError ? new XenstoreError(err.code, op, path) : (err as Error));
         return;
       }
-      const timer = setTimeout(() => {
-        if (!this.pending.delete(reqId)) return;
-        reject(
-          new XenstoreError("ETIMEDOUT", op, `${path ?? ""} (no answer in ${this.requestTimeoutMs} ms)`),
-        );
-      }, this.requestTimeoutMs);
-      timer.unref();
+      let timer: NodeJS.Timeout | undefined;
+      const settled = () => {
+        clearTimeout(timer);
+        if (this.inFlight === reqId) this.inFlight = undefined;
+        this.sendNext();
+      };
       this.pending.set(reqId, {
         resolve: (f) => {
-          clearTimeout(timer);
+          settled();
           resolve(f);
         },
         reject: (e) => {
-          clearTimeout(timer);
+          settled();
           reject(e);
         },
         op,
         path,
       });
-      this.transport.write(frame, (err) => {
-        clearTimeout(timer);
-        if (!this.pending.delete(reqId)) return;
-        const code = (err as NodeJS.ErrnoException).code ?? "EIO";
-        reject(new XenstoreError(code, op, `${path ?? ""} (the write was refused: ${err.message})`));
-      });
+      const send = () => {
+        // Settled meanwhile (the connection failed while this request waited its turn).
+        if (this.closedWith || !this.pending.has(reqId)) return false;
+        timer = setTimeout(
+          () =>
+            this.settle(
+              reqId,
+              new XenstoreError("ETIMEDOUT", op, `${path ?? ""} (no answer in ${this.requestTimeoutMs} ms)`),
+            ),
+          this.requestTimeoutMs,
+        );
+        timer.unref();
+        this.transport.write(frame, (err) => {
+          const code = (err as NodeJS.ErrnoException).code ?? "EIO";
+          this.settle(
+            reqId,
+            new XenstoreError(code, op, `${path ?? ""} (the write was refused: ${err.message})`),
+          );
+        });
+        return true;
+      };
+      if (!this.transport.oneAtATime) {
+        send();
+        return;
+      }
+      this.sendQueue.push({ reqId, send });
+      this.sendNext();
     });
+  }
+
+  /** Fails a pending request (a timeout, a refused write). */
+  private settle(reqId: number, err: Error): void {
+    const p = this.pending.get(reqId);
+    if (!p) return;
+    this.pending.delete(reqId);
+    p.reject(err);
+  }
+
+  /** The device transport: the next queued request goes out once none is in flight. */
+  private sendNext(): void {
+    if (!this.transport.oneAtATime) return;
+    while (this.inFlight === undefined) {
+      const next = this.sendQueue.shift();
+      if (!next) return;
+      this.inFlight = next.reqId;
+      if (!next.send()) this.inFlight = undefined;
+    }
   }
 
   async read(path: string, txId = 0): Promise<string> {

@@ -1,5 +1,5 @@
 import test from "ava";
-import { isXenstoreError, XenstoreClient, XenstoreError } from "../src/index.js";
+import { encodeFrame, isXenstoreError, XenstoreClient, XenstoreError, XS } from "../src/index.js";
 import { reader, rig } from "./helpers.js";
 
 test("client and server round-trip every operation", async (t) => {
@@ -193,4 +193,43 @@ test("a request left unanswered fails with ETIMEDOUT instead of hanging (a guest
   t.true(isXenstoreError(err, "ETIMEDOUT"));
   t.regex(err?.message ?? "", /READ data\/xenroam\/request/);
   client.close();
+});
+
+test("over /dev/xen/xenbus one request is in flight at a time (the kernel reuses the message buffer)", async (t) => {
+  const { Duplex } = await import("node:stream");
+  const written: Array<{ reqId: number; path: string }> = [];
+  const peer = new Duplex({
+    read() {},
+    write(chunk: Buffer, _enc, done) {
+      written.push({ reqId: chunk.readUInt32LE(4), path: chunk.subarray(16, chunk.length - 1).toString() });
+      done();
+    },
+  });
+  const answer = (reqId: number, value: string) =>
+    peer.push(encodeFrame({ type: XS.READ, reqId, txId: 0, payload: Buffer.from(value) }));
+  const client = XenstoreClient.over(peer, { oneAtATime: true, requestTimeoutMs: 200 });
+  const reads = ["request", "answer", "status"].map((k) => client.read(`data/xenroam/${k}`));
+  await new Promise((r) => setImmediate(r));
+  t.deepEqual(
+    written.map((w) => w.path),
+    ["data/xenroam/request"],
+    "the second request waits for the first's answer",
+  );
+  answer(written[0]?.reqId ?? 0, "r");
+  await new Promise((r) => setImmediate(r));
+  t.is(written.length, 2);
+  answer(written[1]?.reqId ?? 0, "a");
+  // The third is never answered: it times out, and a request after it still goes out.
+  await t.throwsAsync(reads[2] as Promise<string>, { message: /ETIMEDOUT|no answer/ });
+  t.deepEqual(await Promise.all(reads.slice(0, 2)), ["r", "a"]);
+  const fourth = client.read("data/xenroam/arrived");
+  await new Promise((r) => setImmediate(r));
+  t.is(written.at(-1)?.path, "data/xenroam/arrived");
+  answer(written.at(-1)?.reqId ?? 0, "x");
+  t.is(await fourth, "x");
+  // Requests queued when the connection fails are failed, not sent.
+  const queued = [client.read("a"), client.read("b")];
+  client.close();
+  for (const q of queued) await t.throwsAsync(q);
+  t.is(written.at(-1)?.path, "a");
 });
