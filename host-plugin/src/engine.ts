@@ -390,7 +390,7 @@ export class Engine {
       return { state: { ...s, staging: rest }, result: st };
     });
     if (!last) return;
-    if (last.radvd) await radvd.stop(last.radvd);
+    if (last.radvd) await radvd.stop(last.bridge, last.radvd);
     if (await netlink.link(last.bridge)) await netlink.deleteLink(last.bridge);
     log("staging_removed", { migration, bridge: last.bridge });
   }

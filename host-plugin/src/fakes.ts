@@ -37,9 +37,9 @@ export class FakeRadvd implements RadvdControl {
     this.journal.push(`radvd start ${name}`);
     return { pid, startTime: 1 };
   }
-  async stop(ref: ProcessRef) {
+  async stop(name: string, ref: ProcessRef) {
     this.live.delete(ref.pid);
-    this.journal.push(`radvd stop ${ref.pid}`);
+    this.journal.push(`radvd stop ${name} ${ref.pid}`);
   }
   running(ref: ProcessRef) {
     return this.live.has(ref.pid);

@@ -27,7 +27,8 @@ export interface ProcessRef {
 /** radvd, one process per staging bridge. The only thing in the plugin that starts radvd. */
 export interface RadvdControl {
   start(name: string, config: string): Promise<ProcessRef>;
-  stop(ref: ProcessRef): Promise<void>;
+  /** Stops the radvd `start(name, …)` returned `ref` for, and removes what it left (config, pid file, log). */
+  stop(name: string, ref: ProcessRef): Promise<void>;
   running(ref: ProcessRef): boolean;
 }
 

@@ -1,10 +1,10 @@
 #!/bin/bash
 # npm run test:xen — xenroam on real Xen (opt-in; not part of npm test). Two Xen 4.17 hosts under QEMU/TCG on
 # two IPv6 subnets (a router and a correspondent made of namespaces), xenroam's Dom0 bundle in both Dom0s,
-# a PV guest with two vifs and xenroam's agent: the xl adapter migrates it A -> B with the method and back,
-# and the correspondent reaches the guest at its new address after each move — and at its home address
-# (xenroam-control on the router, the correspondent agent on the CN, the mobile node in the guest).
-# Cleans up everything it starts.
+# a PV guest with two vifs and xenroam's agent with a home address (xenroam-control on the router, the
+# correspondent agent on the CN): the xl adapter migrates it A -> B with the method and back, and after each
+# move the correspondent reaches the guest at its home address. Prints a timeline. Cleans up everything it
+# starts (XENROAM_XEN_KEEP=1: not after a failure, for a look).
 set -euo pipefail
 X=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$X/../.." && pwd)
@@ -69,7 +69,7 @@ done
 say "both Dom0s up"
 
 # A command in a Dom0 over ssh from the router (the key the Dom0s share for xl migrate); never fails (callers
-# check the output). The serial console (console.sh) is for when ssh is not up, and for the guest's console.
+# check the output). scripts/xen/console.sh reaches a Dom0 through its serial console instead, for when ssh is not up.
 declare -A DOM0_ADDR=([xa]=2001:db8:a::a [xb]=2001:db8:b::b)
 dom0() { # host timeout_s command...
   local h=$1 t=$2; shift 2

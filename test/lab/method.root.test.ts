@@ -2,7 +2,7 @@
 // guest agent, the lab toolstack. Slow by nature (50 migrations); each test has its own lab.
 import { execFile } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { promisify } from "node:util";
@@ -51,6 +51,11 @@ async function hostLeftovers(topology: Topology, stateDir: string, host: string)
       continue;
     }
     if (comm === "radvd") out.push(`${host}: radvd pid ${pid}`);
+  }
+  // radvd's config, pid file and log go with the staging bridge.
+  const hostDir = join(stateDir, `host-${host}`);
+  if (existsSync(hostDir)) {
+    for (const f of readdirSync(hostDir)) if (f.startsWith("radvd-")) out.push(`${host}: file ${f}`);
   }
   try {
     const st = JSON.parse(readFileSync(join(stateDir, `host-${host}`, "host-state.json"), "utf8")) as {

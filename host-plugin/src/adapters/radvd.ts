@@ -1,18 +1,23 @@
 // RadvdControl: the only code in the host plugin that starts radvd. One detached radvd per staging bridge,
-// its config and log in the state directory, stopped by recorded identity (PID + start time), never by name.
+// its config, pid file and log in the state directory while it runs (removed when it stops), stopped by recorded
+// identity (PID + start time), never by name.
 import { spawn } from "node:child_process";
-import { closeSync, openSync, writeFileSync } from "node:fs";
+import { closeSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { identify, isRunning, stopProcess } from "@xenroam/process";
 import type { ProcessRef, RadvdControl } from "../ports.js";
 
 export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdControl {
+  const files = (name: string) => ({
+    conf: join(stateDir, `radvd-${name}.conf`),
+    pid: join(stateDir, `radvd-${name}.pid`),
+    log: join(stateDir, `radvd-${name}.log`),
+  });
   return {
     async start(name, config) {
-      const conf = join(stateDir, `radvd-${name}.conf`);
-      const pid = join(stateDir, `radvd-${name}.pid`);
+      const { conf, pid, log } = files(name);
       writeFileSync(conf, config);
-      const logFd = openSync(join(stateDir, `radvd-${name}.log`), "a");
+      const logFd = openSync(log, "a");
       const child = spawn(binary, ["--nodaemon", "-C", conf, "-p", pid, "-m", "stderr"], {
         detached: true,
         stdio: ["ignore", logFd, logFd],
@@ -24,8 +29,9 @@ export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdCon
       if (!ref) throw await failed;
       return ref;
     },
-    async stop(ref) {
+    async stop(name, ref) {
       await stopProcess(ref);
+      for (const f of Object.values(files(name))) rmSync(f, { force: true });
     },
     running: (ref: ProcessRef) => isRunning(ref),
   };
