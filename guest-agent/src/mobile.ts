@@ -13,6 +13,7 @@ import type { Log, MobilityHooks } from "./core.js";
 /** What the mobile node needs of the control server. */
 export interface ControlApi {
   registerStandby(vm: string, locator: string): Promise<SignedBinding>;
+  withdrawStandby(vm: string, locator: string): Promise<{ withdrawn: boolean }>;
   activate(b: SignedBinding): Promise<{ revision: number }>;
 }
 
@@ -175,8 +176,18 @@ export class MobileNode implements MobilityHooks {
     // Without a known primary, keep the locators: an empty rewrite would cut the HoA off.
     const locators = primary && kept.length > 0 ? kept : this.state.locators;
     if (locators.length === this.state.locators.length && this.state.pending?.migration !== migration) return;
+    const dropped = this.state.locators.filter((l) => !locators.includes(l));
     await this.apply({ ...this.state, locators, pending: undefined });
     this.ports.log("standby_dropped", { migration, locators });
+    // The server lets correspondents accept packets from registered locators: this one goes there too. Best
+    // effort (the next activation prunes it anyway); the prepare's undo does not wait on the network long.
+    for (const l of dropped) {
+      await this.ports.control.withdrawStandby(this.config.vm, l.moa).then(
+        (r) => this.ports.log("standby_withdrawn", { migration, moa: l.moa, withdrawn: r.withdrawn }),
+        (err: unknown) =>
+          this.ports.log("standby_withdraw_failed", { migration, moa: l.moa, error: (err as Error).message }),
+      );
+    }
   }
 
   /** Waits for background activations (tests, shutdown). */

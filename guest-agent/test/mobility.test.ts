@@ -34,6 +34,11 @@ class FakeControl implements ControlApi {
       expiresAt: Date.now() + 60_000,
     });
   }
+  async withdrawStandby(_vm: string, locator: string) {
+    this.calls.push(`withdraw ${locator}`);
+    if (this.down) throw new Error("control server unreachable");
+    return { withdrawn: true };
+  }
   async activate(b: SignedBinding) {
     this.calls.push(`activate ${b.locator} ${b.seq}`);
     this.seq = b.seq;
@@ -278,4 +283,21 @@ test("mobile node: an abort drops the standby locator from the rewrite and forge
   t.true(last.includes(`oifname map { "eth0" : ${MOA_A} }`), last);
   t.false(last.includes(MOA_B));
   t.is(g.saved()?.pending, undefined);
+  // The server forgets the standby too, so correspondents stop accepting packets from it.
+  t.is(g.control.calls.at(-1), `withdraw ${MOA_B}`);
+});
+
+test("mobile node: an abort with the control server down still undoes the prepare", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+  g.control.down = true;
+  g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await g.agent.converge("abort");
+  t.like(g.channel.json("answer"), { id: "m1", status: "aborted" });
+  t.false((g.nft.scripts.at(-1) ?? "").includes(MOA_B));
+  t.true(g.events.includes("standby_withdraw_failed"));
 });

@@ -84,6 +84,11 @@ export class ControlClient {
     return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/standby`, { locator });
   }
 
+  /** An aborted prepare's standby locator leaves the binding (idempotent). */
+  async withdrawStandby(vm: string, locator: string): Promise<{ withdrawn: boolean }> {
+    return this.call("DELETE", `/v1/vms/${encodeURIComponent(vm)}/standby/${encodeURIComponent(locator)}`);
+  }
+
   async activate(b: SignedBinding): Promise<{ revision: number }> {
     return this.call("POST", "/v1/bindings", b);
   }

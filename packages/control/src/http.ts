@@ -19,6 +19,7 @@ export const ROUTES = [
   "GET  /v1/vms/:vm               (admin, peer, the VM)",
   "POST /v1/peers                 (admin) {name}",
   "POST /v1/vms/:vm/standby       (admin, the VM) {locator}",
+  "DELETE /v1/vms/:vm/standby/:locator (admin, the VM)",
   "POST /v1/bindings              (anyone with a token; the VM only its own) signed binding",
   "GET  /v1/bindings?since=R&wait=MS (admin, peer)",
   "GET  /v1/bindings/:hoa         (admin, peer)",
@@ -111,6 +112,7 @@ export function createControlServer(
       const peer = who.kind === "peer";
       const vmPath = /^\/v1\/vms\/([^/]+)$/.exec(path);
       const standby = /^\/v1\/vms\/([^/]+)\/standby$/.exec(path);
+      const standbyLocator = /^\/v1\/vms\/([^/]+)\/standby\/([^/]+)$/.exec(path);
       const bindingPath = /^\/v1\/bindings\/([^/]+)$/.exec(path);
       if (route === "GET /v1/sites") {
         need(who, admin || peer, "read the sites");
@@ -142,6 +144,13 @@ export function createControlServer(
         const activation = await service.registerStandby(vm, str(await body(req), "locator"));
         log("standby", { vm, hoa: activation.hoa, locator: activation.locator, seq: activation.seq });
         send(res, 200, activation);
+      } else if (req.method === "DELETE" && standbyLocator) {
+        const vm = decodeURIComponent(standbyLocator[1] ?? "");
+        const locator = decodeURIComponent(standbyLocator[2] ?? "");
+        need(who, admin || (who.kind === "vm" && who.name === vm), `withdraw locators of ${vm}`);
+        const result = await service.withdrawStandby(vm, locator);
+        log("standby_withdrawn", { vm, locator, ...result });
+        send(res, 200, result);
       } else if (route === "POST /v1/bindings") {
         const signed = signedBinding(await body(req));
         need(who, who.kind !== "vm" || who.name === signed.vm, `activate bindings of ${signed.vm}`);

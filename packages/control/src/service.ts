@@ -184,6 +184,28 @@ export class ControlService {
     });
   }
 
+  /**
+   * An aborted prepare: its standby locator leaves the binding, so correspondents stop accepting packets from
+   * it. Never the active locator. Idempotent: a locator that is not listed is answered `withdrawn: false`.
+   */
+  async withdrawStandby(vmName: string, locatorText: string): Promise<{ withdrawn: boolean }> {
+    const locator = routable("locator", locatorText);
+    return this.serial(async () => {
+      const vm = await this.store.vm(vmName);
+      if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
+      const current = await this.store.binding(vm.hoa);
+      if (!current?.locators.includes(locator)) return { withdrawn: false };
+      if (current.active === locator) {
+        throw new ControlError(
+          409,
+          `${locator} is the active locator of ${vm.name}; only standbys can be withdrawn`,
+        );
+      }
+      await this.commit({ ...current, locators: current.locators.filter((l) => l !== locator) });
+      return { withdrawn: true };
+    });
+  }
+
   /** Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule. */
   async activate(b: SignedBinding): Promise<Verdict & { revision?: number }> {
     return this.serial(async () => {

@@ -185,3 +185,24 @@ test("a locator belongs to one HoA; the locator list keeps only the active, the 
     locators: ["2001:db8:b::25", "2001:db8:a::15"],
   });
 });
+
+test("an aborted prepare withdraws its standby: gone from the binding, idempotent, never the active one, only by its VM", async (t) => {
+  const { call, TOKENS } = await server(t);
+  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
+  t.is((await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" })).status, 200);
+  const path = `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:b::5")}`;
+  t.is((await call("DELETE", path, TOKENS.vm2)).status, 403, "another VM may not");
+  t.is((await call("DELETE", path, TOKENS.cn)).status, 403, "a correspondent may not");
+  t.deepEqual((await call("DELETE", path, TOKENS.vm)).json, { withdrawn: true });
+  t.deepEqual((await call("DELETE", path, TOKENS.vm)).json, { withdrawn: false }, "idempotent");
+  t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
+    active: "2001:db8:a::5",
+    locators: ["2001:db8:a::5"],
+  });
+  const active = await call("DELETE", `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:a::5")}`, TOKENS.vm);
+  t.is(active.status, 409);
+  t.regex(String(active.json.error), /active locator/);
+  t.is((await call("DELETE", "/v1/vms/vm/standby/not-an-address", TOKENS.vm)).status, 400);
+  t.is((await call("DELETE", path, TOKENS.admin)).status, 200, "admins may");
+});
