@@ -5,7 +5,7 @@
 
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { nftBinary } from "@xenroam/mobility";
+import { createNft } from "@xenroam/mobility";
 import { routerAddress } from "./addresses.js";
 import { netnsName } from "./plan.js";
 import type { ServiceSpec } from "./supervisor.js";
@@ -149,25 +149,6 @@ export async function provision(
 
 /** The correspondent's egress map for the HoA, as nft lists it (undefined while it has none). */
 export async function cnLocatorOf(t: Topology, m: Mobility): Promise<string | undefined> {
-  let out: string;
-  try {
-    out = await netnsExec(netnsName(t, t.correspondent.name), [
-      nftBinary(),
-      "-j",
-      "list",
-      "map",
-      "ip6",
-      "xenroam",
-      "hoa_to_locator",
-    ]);
-  } catch {
-    return undefined;
-  }
-  const parsed = JSON.parse(out) as {
-    nftables: Array<{ map?: { elem?: Array<[string, string]> } }>;
-  };
-  for (const e of parsed.nftables) {
-    for (const [k, v] of e.map?.elem ?? []) if (k === m.hoa) return v;
-  }
-  return undefined;
+  const nft = createNft({ netns: netnsName(t, t.correspondent.name) });
+  return (await nft.mapElements("xenroam", "hoa_to_locator"))?.get(m.hoa);
 }

@@ -21,6 +21,8 @@ export interface Nft {
   apply(script: string): Promise<void>;
   /** `nft -j list tables` names of the ip6 family. */
   tables(): Promise<string[]>;
+  /** The elements of an ip6 map (key → value), or undefined when the table or map does not exist. */
+  mapElements(table: string, map: string): Promise<Map<string, string> | undefined>;
 }
 
 export class NftError extends Error {
@@ -44,6 +46,9 @@ function run(netns: string | undefined, args: string[], input?: string): Promise
         ? resolve(out)
         : reject(new NftError(`nft ${args.join(" ")} failed: ${err.trim() || `exit ${code}`}`)),
     );
+    // nft that exits before reading stdin (a listing, or a failure) closes the pipe: EPIPE here would be an
+    // uncaught exception; the outcome comes on "close".
+    child.stdin.on("error", () => {});
     child.stdin.end(input ?? "");
   });
 }
@@ -61,6 +66,23 @@ export function createNft(options: { readonly netns?: string } = {}): Nft {
       const parsed = JSON.parse(out) as { nftables: Array<{ table?: { family: string; name: string } }> };
       return parsed.nftables.flatMap((e) => (e.table?.family === "ip6" ? [e.table.name] : []));
     },
+    mapElements: async (table, map) => {
+      let out: string;
+      try {
+        out = await run(netns, ["-j", "list", "map", "ip6", table, map]);
+      } catch {
+        return undefined; // no such table or map (nft's message varies by version)
+      }
+      // nftables 1.0.x: {"nftables": [{"metainfo": …}, {"map": {…, "elem": [[key, value], …]}}]}
+      const parsed = JSON.parse(out) as { nftables: Array<{ map?: { elem?: Array<[unknown, unknown]> } }> };
+      const elements = new Map<string, string>();
+      for (const e of parsed.nftables) {
+        for (const [k, v] of e.map?.elem ?? []) {
+          if (typeof k === "string" && typeof v === "string") elements.set(k, v);
+        }
+      }
+      return elements;
+    },
   };
 }
 
@@ -73,5 +95,17 @@ export class FakeNft implements Nft {
   async tables() {
     const last = this.scripts.at(-1) ?? "";
     return /\ntable ip6 (\S+) \{\n/.test(last) ? [/\ntable ip6 (\S+) \{\n/.exec(last)?.[1] ?? ""] : [];
+  }
+  /** Elements as the last script that declared the map wrote them (`elements = { k : v, … }`). */
+  async mapElements(table: string, map: string) {
+    if (!(await this.tables()).includes(table)) return undefined;
+    const last = this.scripts.at(-1) ?? "";
+    const body = new RegExp(`map ${map} \\{[^}]*?elements = \\{([^}]*)\\}`).exec(last)?.[1];
+    const elements = new Map<string, string>();
+    for (const pair of (body ?? "").split(",")) {
+      const [k, v] = pair.split(" : ").map((x) => x.trim());
+      if (k && v) elements.set(k, v);
+    }
+    return elements;
   }
 }

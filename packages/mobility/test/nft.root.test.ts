@@ -35,6 +35,8 @@ test("the CN reaches the VM's HoA through both rewrites; NDP is never rewritten;
   await nftMn.apply(renderMobileNode(state)); // idempotent
   await nftCn.apply(renderCorrespondent([{ hoa: HOA, active: MOA, locators: [MOA] }]));
   t.deepEqual(await nftMn.tables(), ["xenroam"]);
+  t.deepEqual(await nftCn.mapElements("xenroam", "hoa_to_locator"), new Map([[HOA, MOA]]));
+  t.is(await nftCn.mapElements("xenroam", "no_such_map"), undefined);
 
   const ping = await sh(cn, `ping -6 -c 2 -i 0.2 -W 2 ${HOA}`);
   t.regex(ping.stdout, /2 received/);

@@ -1,5 +1,6 @@
 import test from "ava";
 import {
+  FakeNft,
   MobilityError,
   renderCorrespondent,
   renderCorrespondentSwitch,
@@ -99,4 +100,16 @@ test("correspondent fast switch: additions only (an override rule at the head, n
   );
   t.false(renderCorrespondentSwitch("fd00:1::5", "2001:db8:b::2", []).includes("delete"));
   t.throws(() => renderCorrespondentSwitch("fd00:1::5", "fe80::1", []), { message: /link-local/ });
+});
+
+test("the fake nft reads a map's elements back from the last script, as the real one lists them", async (t) => {
+  const nft = new FakeNft();
+  t.is(await nft.mapElements("xenroam", "hoa_to_locator"), undefined);
+  await nft.apply(
+    renderCorrespondent([{ hoa: "2001:db8:f::5", active: "2001:db8:b::5", locators: ["2001:db8:b::5"] }]),
+  );
+  t.deepEqual(
+    await nft.mapElements("xenroam", "hoa_to_locator"),
+    new Map([["2001:db8:f::5", "2001:db8:b::5"]]),
+  );
 });
