@@ -161,6 +161,10 @@ export class Correspondent {
   private merge(b: BindingRecord): void {
     const entry = this.entries.get(b.hoa);
     if (!entry || b.seq >= entry.seq) {
+      // A move the datagrams did not bring (lost, or the VM could not send them): the stream did.
+      if (b.active && b.seq > (entry?.seq ?? 0)) {
+        this.ports.log("binding_learned", { hoa: b.hoa, locator: b.active, seq: b.seq, via: "watch" });
+      }
       this.entries.set(b.hoa, {
         touched: ++this.clock,
         vm: b.vm,

@@ -46,7 +46,11 @@ export interface MobilePorts {
   readonly log: Log;
   /** Retry timing for the server activation (tests make it short). */
   readonly retryMs?: readonly number[];
+  /** How long step 4 waits for the new primary's carrier before announcing anyway (default 2 s). */
+  readonly carrierWaitMs?: number;
 }
+
+export const CARRIER_WAIT_MS = 2000;
 
 export interface MobileConfig {
   readonly vm: string;
@@ -142,6 +146,7 @@ export class MobileNode implements MobilityHooks {
     if (this.state.done === migration) return;
     const pending = this.state.pending?.migration === migration ? this.state.pending.binding : undefined;
     const locator = this.state.locators.find((l) => l.ifname === primary);
+    await this.carrierOf(primary, migration);
     if (pending && locator && pending.locator === locator.moa) {
       await this.handOut(pending, migration);
       return;
@@ -168,6 +173,29 @@ export class MobileNode implements MobilityHooks {
         }
       }
     });
+  }
+
+  /**
+   * Right after a resume the frontend of the new primary is still reconnecting to its backend (on real Xen:
+   * hundreds of ms under TCG, less on hardware); datagrams sent before it has a carrier are lost. Waits for it,
+   * bounded: the announcement goes out either way.
+   */
+  private async carrierOf(ifname: string, migration: string): Promise<void> {
+    const started = Date.now();
+    const deadline = started + (this.ports.carrierWaitMs ?? CARRIER_WAIT_MS);
+    for (;;) {
+      const link = await this.ports.netlink.link(ifname);
+      if (link?.carrier) {
+        const ms = Date.now() - started;
+        if (ms > 0) this.ports.log("carrier_waited", { migration, ifname, ms });
+        return;
+      }
+      if (Date.now() >= deadline) {
+        this.ports.log("carrier_missing", { migration, ifname, ms: Date.now() - started });
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 10));
+    }
   }
 
   /** The prepare was undone: the standby locator is dropped from the rewrite and its activation forgotten. */

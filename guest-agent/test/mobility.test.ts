@@ -52,6 +52,7 @@ function mobileGuest(state?: MobileState) {
   const nft = new FakeNft();
   const control = new FakeControl();
   const announced: SignedBinding[] = [];
+  const announcedAt: number[] = [];
   const order: string[] = [];
   let saved = state;
   const events: string[] = [];
@@ -66,6 +67,7 @@ function mobileGuest(state?: MobileState) {
       announce: async (b) => {
         order.push(`announce ${b.seq}`);
         announced.push(b);
+        announcedAt.push(Date.now());
       },
       state: { load: () => saved, save: (s) => (saved = s), remove: () => (saved = undefined) },
       log,
@@ -74,7 +76,19 @@ function mobileGuest(state?: MobileState) {
   );
   const channel = new MemoryChannel();
   const agent = new Agent({ netlink, channel, log, mobility: mobile });
-  return { netlink, nft, control, announced, order, mobile, agent, channel, events, saved: () => saved };
+  return {
+    netlink,
+    nft,
+    control,
+    announced,
+    announcedAt,
+    order,
+    mobile,
+    agent,
+    channel,
+    events,
+    saved: () => saved,
+  };
 }
 
 test("mobile node: the HoA on lo, the primary adopted with the HoA as source, the first locator activated", async (t) => {
@@ -130,6 +144,27 @@ test("mobile node: step 2 registers the standby; step 4 announces to corresponde
   await g.mobile.switched("m1", "eth1");
   await g.mobile.settled();
   t.is(g.announced.length, 2, "handed out once per migration");
+});
+
+test("mobile node: step 4 announces once the new primary has a carrier (a Xen frontend reconnects after resume)", async (t) => {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+  g.netlink.setCarrier("eth1", false);
+  let carrierAt = 0;
+  setTimeout(() => {
+    carrierAt = Date.now();
+    g.netlink.setCarrier("eth1", true);
+  }, 80);
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  await g.agent.converge("test");
+  t.is(g.announced.at(-1)?.locator, MOA_B);
+  const at = g.announcedAt.at(-1) ?? 0;
+  t.true(carrierAt > 0 && at >= carrierAt, "nothing sent into a link without carrier");
+  t.true(g.events.includes("carrier_waited"));
 });
 
 test("mobile node: with the server down at step 2 the prepare still succeeds; the switch activates late", async (t) => {

@@ -144,8 +144,9 @@ migrate() { # from to expected-address
     END { printf "  CN -> HoA: longest gap between echo replies %.1f s\n", gap }' "$RUN/ping-$2.log"
   say "the guest agent's switch on $2 (from its console):"
   guest_events "$2"
-  grep -a binding_accepted "$RUN/correspondent.log" | tail -1 |
-    sed 's/.*"locator":"\([^"]*\)","seq":\([0-9]*\).*/  the correspondent took binding seq \2 -> \1/'
+  # binding_accepted: the guest's datagram; binding_learned: the control server's watch stream.
+  grep -a 'binding_accepted\|binding_learned' "$RUN/correspondent.log" | tail -1 |
+    sed 's/.*"event":"\([a-z_]*\)".*"locator":"\([^"]*\)","seq":\([0-9]*\).*/  the correspondent: \1 seq \3 -> \2/'
   say "the guest runs on $2 with locator $3; the correspondent reaches it at its home address $HOA"
 }
 migrate xa xb $ADDR_B

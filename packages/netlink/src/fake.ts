@@ -43,6 +43,7 @@ export class FakeNetlink implements Netlink {
   dadDelay = false;
   private nextIndex = 1;
   private readonly linkMap = new Map<string, FakeLink>();
+  private readonly carrierLost = new Set<string>();
   private addrs: AddressInfo[] = [];
   private routeList: RouteInfo[] = [];
   private neigh: NeighbourInfo[] = [];
@@ -75,7 +76,8 @@ export class FakeNetlink implements Netlink {
 
   private info(l: FakeLink): LinkInfo {
     const peer = l.peer ? this.linkMap.get(l.peer) : undefined;
-    const carrier = l.up && (l.kind !== "veth" || peer === undefined || peer.up);
+    const carrier =
+      l.up && !this.carrierLost.has(l.name) && (l.kind !== "veth" || peer === undefined || peer.up);
     return {
       index: l.index,
       name: l.name,
@@ -99,6 +101,12 @@ export class FakeNetlink implements Netlink {
   }
 
   /** Adds a link as if something else (Xen's backend, the lab) had made it. Not recorded as an effect. */
+  /** No carrier on an up link (a Xen frontend still reconnecting to its backend after a resume), or back. */
+  setCarrier(name: string, present: boolean): void {
+    if (present) this.carrierLost.delete(name);
+    else this.carrierLost.add(name);
+  }
+
   seedLink(name: string, options: { kind?: string; mac?: string; up?: boolean; master?: string } = {}): void {
     const l = this.addLink(name, options.kind, options.mac ? canonicalMac(options.mac) : undefined);
     l.up = options.up ?? false;
