@@ -42,6 +42,8 @@ test("help teaches with examples; unknown commands point to help", async (t) => 
   const bad = await lab("frobnicate");
   t.not(bad.code, 0);
   t.regex(bad.stderr, /unknown command|--help/);
+  // The errors that tell the user to run `down --force` must be able to rely on it.
+  t.regex((await lab("down", "--help")).stdout, /--force/);
 });
 
 test("the default topology prints as valid JSON", async (t) => {

@@ -103,13 +103,20 @@ export const stateDirOf = (name: string, options: LabOptions = {}) =>
 export function readState(stateDir: string): LabState | undefined {
   const file = join(stateDir, STATE_FILE);
   if (!existsSync(file)) return undefined;
+  let state: Partial<LabState>;
   try {
-    return JSON.parse(readFileSync(file, "utf8")) as LabState;
+    state = JSON.parse(readFileSync(file, "utf8")) as Partial<LabState>;
   } catch (err) {
     throw new LabError(
       `${file} is unreadable (${(err as Error).message}); remove the lab with \`xenroam-lab down --force\``,
     );
   }
+  if (state.version !== 1 || typeof state.name !== "string" || !Array.isArray(state.namespaces)) {
+    throw new LabError(
+      `${file} is not a lab state this version of xenroam-lab wrote; remove the lab with \`xenroam-lab down --force\``,
+    );
+  }
+  return state as LabState;
 }
 
 function writeState(stateDir: string, state: LabState): void {

@@ -146,8 +146,12 @@ program
   .option("--name <name>", "the lab's name (default: the default topology's)")
   .option("--topology <file>", "take the name from this topology file")
   .addOption(stateRootOption())
-  .action(async (opts: { name?: string; topology?: string; stateRoot?: string }) => {
-    await labDown(labName(opts), labOptions(opts));
+  .option(
+    "--force",
+    "also when the lab's state is lost or unreadable: remove every namespace named <name>-* and what runs in it",
+  )
+  .action(async (opts: { name?: string; topology?: string; stateRoot?: string; force?: boolean }) => {
+    await labDown(labName(opts), { ...labOptions(opts), ...(opts.force ? { force: true } : {}) });
   });
 
 program
