@@ -229,6 +229,14 @@ export class ControlService {
       if (!verdict.ok || !current)
         return verdict.ok ? { ok: false, reason: "HoA is not registered" } : verdict;
       const locator = canonicalIpv6(b.locator);
+      // A pre-signed activation is good only while its standby is registered: a withdrawn one (an aborted
+      // prepare) cannot be activated later, by the VM or by anyone holding a copy.
+      if (locator !== current.active && !current.locators.includes(locator)) {
+        return {
+          ok: false,
+          reason: `locator ${locator} is not registered for ${current.hoa} (withdrawn, or never registered as a standby)`,
+        };
+      }
       // The active locator, the one before it (packets still in flight), and no older ones.
       const locators = [locator, ...(current.active && current.active !== locator ? [current.active] : [])];
       const revision = await this.commit({ ...current, active: locator, seq: b.seq, locators });

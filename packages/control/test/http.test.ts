@@ -205,4 +205,12 @@ test("an aborted prepare withdraws its standby: gone from the binding, idempoten
   t.regex(String(active.json.error), /active locator/);
   t.is((await call("DELETE", "/v1/vms/vm/standby/not-an-address", TOKENS.vm)).status, 400);
   t.is((await call("DELETE", path, TOKENS.admin)).status, 200, "admins may");
+  // The withdrawn standby's pre-signed activation is no longer accepted; a fresh registration makes it valid.
+  const again = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  t.is((await call("DELETE", path, TOKENS.vm)).status, 200);
+  const late = await call("POST", "/v1/bindings", TOKENS.vm, again.json);
+  t.is(late.status, 409);
+  t.regex(String(late.json.error), /not registered .*withdrawn/);
+  const fresh = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, fresh.json)).status, 200);
 });
