@@ -19,6 +19,8 @@ import {
 /** Routes the agent installs; neither can equal the kernel's RA-learned metric (1024). */
 export const PRIMARY_METRIC = 1100;
 export const STANDBY_METRIC = 2100;
+/** How much earlier than Dom0's deadline the agent gives up waiting for its MoA, to answer with the reason. */
+export const ANSWER_MARGIN_MS = 1500;
 
 /** The guest's side of the Dom0 channel: keys under its xenroam directory. */
 export interface GuestChannel {
@@ -198,8 +200,11 @@ export class Agent {
       await netlink.setLink(dev, { up: true });
       await this.replaceDefault(dev, request.gateway.linkLocal, STANDBY_METRIC);
       const moa = formatIpv6(slaacAddress(parsePrefix(request.prefix), request.secondaryMac));
+      // Dom0 waits request.timeoutMs for the answer: give up a little earlier, so that the reason (no RA, say)
+      // reaches it instead of a silence it can only guess about.
+      const margin = Math.min(ANSWER_MARGIN_MS, request.timeoutMs / 4);
       await netlink.waitAddress(dev, moa, {
-        timeoutMs: Math.max(100, request.timeoutMs - (Date.now() - started)),
+        timeoutMs: Math.max(100, request.timeoutMs - margin - (Date.now() - started)),
       });
       await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
       await this.answer({ v: 1, id: request.id, status: "prepared", moa, ifname: dev });

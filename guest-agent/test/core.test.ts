@@ -88,9 +88,11 @@ test("refusals carry a reason: wrong MAC, malformed request, no RA in time", asy
   t.deepEqual(malformed.netlink.effects, [], "nothing touched");
 
   const noRa = guest();
-  noRa.channel.keys.set("request", encodeMessage({ ...request, timeoutMs: 100 }));
+  noRa.channel.keys.set("request", encodeMessage({ ...request, timeoutMs: 800 }));
+  const asked = Date.now();
   await noRa.agent.converge("test");
   t.like(noRa.channel.json("answer"), { status: "error" });
+  t.true(Date.now() - asked < 800 - 100, "the reason is answered before Dom0's deadline");
   t.regex(String(noRa.channel.json("answer")?.reason), /ETIMEDOUT/);
   t.false((await noRa.netlink.link("eth1"))?.up, "a failed prepare leaves the secondary down again");
   t.deepEqual(await noRa.netlink.routes({ dev: "eth1" }), [], "and without the standby route");

@@ -201,8 +201,22 @@ export class Engine {
       log("prepared", { migration: id, vm, moa, site: site.name });
       return { kind: "prepared", migrationId: id, site: site.name, moa, secondary, reused: false };
     } catch (err) {
-      log("prepare_failed", { migration: id, vm, error: (err as Error).message });
+      // The guest's SLAAC depends on the staging radvd: say so when it is the part that is gone.
+      const staging = (await state.read()).staging[site.name];
+      const radvdGone = staging?.radvd !== undefined && !this.p.radvd.running(staging.radvd);
+      log("prepare_failed", {
+        migration: id,
+        vm,
+        error: (err as Error).message,
+        ...(staging?.radvd ? { radvdRunning: !radvdGone } : {}),
+      });
       await this.abort(vm);
+      if (radvdGone && err instanceof PrepareError) {
+        throw new PrepareError(
+          err.kind,
+          `${err.message} (radvd on ${staging.bridge} had exited: its log stays in the state directory as radvd-${staging.bridge}.log)`,
+        );
+      }
       throw err;
     }
   }

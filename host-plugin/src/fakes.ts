@@ -37,6 +37,10 @@ export class FakeRadvd implements RadvdControl {
     this.journal.push(`radvd start ${name}`);
     return { pid, startTime: 1 };
   }
+  /** Every radvd exits on its own (a fault), as if killed from outside. */
+  crashAll(): void {
+    this.live.clear();
+  }
   async stop(name: string, ref: ProcessRef) {
     this.live.delete(ref.pid);
     this.journal.push(`radvd stop ${name} ${ref.pid}`);

@@ -126,6 +126,15 @@ test("migrate with the method: staging bridge impersonates the gateway, vifs swa
   t.is(h.radvd.count, 0);
 });
 
+test("a prepare that fails while the staging radvd is gone says so", async (t) => {
+  const h = host("silent");
+  setTimeout(() => h.radvd.crashAll(), 50);
+  const report = await h.engine.migrate("vm", "hostb", { migrationId: "m3", timeoutMs: 300 });
+  t.is(report.method, "plain");
+  t.regex(report.fallback ?? "", /did not answer within 300 ms.* \(radvd on xr-b had exited: its log stays/);
+  t.deepEqual(h.state.state, { staging: {}, vms: {} }, "still nothing of the prepare left");
+});
+
 test("a silent guest: plain migration within the deadline, nothing of the prepare left", async (t) => {
   const h = host("silent");
   const started = Date.now();

@@ -1,6 +1,6 @@
 // RadvdControl: the only code in the host plugin that starts radvd. One detached radvd per staging bridge,
-// its config, pid file and log in the state directory while it runs (removed when it stops), stopped by recorded
-// identity (PID + start time), never by name.
+// its config, pid file and log in the state directory while it runs (removed when it is stopped; the log of one
+// that had died on its own stays), stopped by recorded identity (PID + start time), never by name.
 import { spawn } from "node:child_process";
 import { closeSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -30,8 +30,11 @@ export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdCon
       return ref;
     },
     async stop(name, ref) {
+      // A radvd that exited on its own is a fault worth reading about: its log stays.
+      const died = !isRunning(ref);
       await stopProcess(ref);
-      for (const f of Object.values(files(name))) rmSync(f, { force: true });
+      const { conf, pid, log } = files(name);
+      for (const f of died ? [conf, pid] : [conf, pid, log]) rmSync(f, { force: true });
     },
     running: (ref: ProcessRef) => isRunning(ref),
   };
