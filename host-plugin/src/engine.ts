@@ -155,8 +155,11 @@ export class Engine {
     }));
     log("prepare_started", { migration: id, vm, site: site.name, secondary: secondary.ifname });
     try {
-      await this.ensureStaging(site, id);
+      // The vif joins the staging bridge before radvd starts on it: a radvd started on a bridge without a port
+      // (no carrier) is the suspect of the one real-Xen run whose guest never saw an RA.
+      await this.ensureStagingBridge(site, id);
       await apply(netlink, planAttach(secondary.ifname, stagingBridge(site.name)));
+      await this.ensureStagingRadvd(site, id);
       await channel.remove(dom.domid, KEYS.answer);
       await channel.write(
         dom.domid,
@@ -363,8 +366,8 @@ export class Engine {
     return { ...s, radvdRunning };
   }
 
-  private async ensureStaging(site: Site, migration: string): Promise<void> {
-    const { netlink, radvd, state, log } = this.p;
+  private async ensureStagingBridge(site: Site, migration: string): Promise<void> {
+    const { netlink, log } = this.p;
     const bridge = stagingBridge(site.name);
     if (!(await netlink.link(bridge))) {
       await apply(netlink, planStagingBridge(site));
@@ -375,6 +378,11 @@ export class Engine {
         mac: site.gateway.mac,
       });
     }
+  }
+
+  private async ensureStagingRadvd(site: Site, migration: string): Promise<void> {
+    const { radvd, state, log } = this.p;
+    const bridge = stagingBridge(site.name);
     const current = (await state.read()).staging[site.name];
     if (current?.radvd && radvd.running(current.radvd)) return;
     const ref = await radvd.start(bridge, renderRadvdConf([radvdFor(site)]));

@@ -81,7 +81,16 @@ function host(mode: GuestMode = "answers") {
 
 test("migrate with the method: staging bridge impersonates the gateway, vifs swapped, cleanup after the move", async (t) => {
   const h = host();
+  // radvd starts on a bridge that already has the vif as a port (a carrier), never on an empty one.
+  const start = h.radvd.start.bind(h.radvd);
+  let vifOnBridgeAtRadvdStart = false;
+  h.radvd.start = async (name, config) => {
+    vifOnBridgeAtRadvdStart =
+      (await h.netlink.link("vif5.1"))?.master === (await h.netlink.link(name))?.index;
+    return start(name, config);
+  };
   const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
+  t.true(vifOnBridgeAtRadvdStart);
   t.is(report.method, "dual-interface");
   t.is(report.moa, "2001:db8:b:0:216:3eff:fe00:502");
   t.is(report.pausedMs, 50);
