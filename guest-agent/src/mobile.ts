@@ -208,14 +208,21 @@ export class MobileNode implements MobilityHooks {
     await this.apply({ ...this.state, locators, pending: undefined });
     this.ports.log("standby_dropped", { migration, locators });
     // The server lets correspondents accept packets from registered locators: this one goes there too. Best
-    // effort (the next activation prunes it anyway); the prepare's undo does not wait on the network long.
-    for (const l of dropped) {
-      await this.ports.control.withdrawStandby(this.config.vm, l.moa).then(
-        (r) => this.ports.log("standby_withdrawn", { migration, moa: l.moa, withdrawn: r.withdrawn }),
-        (err: unknown) =>
-          this.ports.log("standby_withdraw_failed", { migration, moa: l.moa, error: (err as Error).message }),
-      );
-    }
+    // effort (the next activation prunes it anyway) and in the background: the guest's answer to Dom0 (its
+    // reason, before Dom0's deadline) must not wait on the control server.
+    this.activating = this.activating.then(async () => {
+      for (const l of dropped) {
+        await this.ports.control.withdrawStandby(this.config.vm, l.moa).then(
+          (r) => this.ports.log("standby_withdrawn", { migration, moa: l.moa, withdrawn: r.withdrawn }),
+          (err: unknown) =>
+            this.ports.log("standby_withdraw_failed", {
+              migration,
+              moa: l.moa,
+              error: (err as Error).message,
+            }),
+        );
+      }
+    });
   }
 
   /** Waits for background activations (tests, shutdown). */

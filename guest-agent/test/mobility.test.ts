@@ -91,6 +91,21 @@ function mobileGuest(state?: MobileState) {
   };
 }
 
+/** A mobile guest whose node has started (HoA on lo, first locator activated). */
+async function startedGuest() {
+  const g = mobileGuest();
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  return g;
+}
+
+/** Step 2 for `request`: eth1 takes MOA_B by SLAAC shortly after it comes up. */
+async function prepareStandby(g: ReturnType<typeof mobileGuest>) {
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
+  await g.agent.converge("test");
+}
+
 test("mobile node: the HoA on lo, the primary adopted with the HoA as source, the first locator activated", async (t) => {
   const g = mobileGuest();
   await g.mobile.start(() => g.agent.adoptPrimary());
@@ -112,13 +127,9 @@ test("mobile node: the HoA on lo, the primary adopted with the HoA as source, th
 });
 
 test("mobile node: step 2 registers the standby; step 4 announces to correspondents before the server, once", async (t) => {
-  const g = mobileGuest();
-  await g.mobile.start(() => g.agent.adoptPrimary());
-  await g.mobile.settled();
+  const g = await startedGuest();
   g.control.calls.length = 0;
-  g.channel.keys.set("request", encodeMessage(request));
-  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
-  await g.agent.converge("test");
+  await prepareStandby(g);
   t.true(g.netlink.effects.includes(`route add default via fe80::b:1 dev eth1 src ${HOA} metric 2100`));
   t.true(
     g.nft.scripts.at(-1)?.includes(`ip6 daddr { ${MOA_A}, ${MOA_B} } notrack`),
@@ -147,12 +158,8 @@ test("mobile node: step 2 registers the standby; step 4 announces to corresponde
 });
 
 test("mobile node: step 4 announces once the new primary has a carrier (a Xen frontend reconnects after resume)", async (t) => {
-  const g = mobileGuest();
-  await g.mobile.start(() => g.agent.adoptPrimary());
-  await g.mobile.settled();
-  g.channel.keys.set("request", encodeMessage(request));
-  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
-  await g.agent.converge("test");
+  const g = await startedGuest();
+  await prepareStandby(g);
   g.netlink.setCarrier("eth1", false);
   let carrierAt = 0;
   setTimeout(() => {
@@ -168,13 +175,9 @@ test("mobile node: step 4 announces once the new primary has a carrier (a Xen fr
 });
 
 test("mobile node: with the server down at step 2 the prepare still succeeds; the switch activates late", async (t) => {
-  const g = mobileGuest();
-  await g.mobile.start(() => g.agent.adoptPrimary());
-  await g.mobile.settled();
+  const g = await startedGuest();
   g.control.down = true;
-  g.channel.keys.set("request", encodeMessage(request));
-  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
-  await g.agent.converge("test");
+  await prepareStandby(g);
   t.like(JSON.parse(g.channel.keys.get("answer") ?? "{}"), { status: "prepared" });
   t.true(g.events.includes("standby_unregistered"));
   g.control.down = false;
@@ -305,12 +308,8 @@ test("correspondent: the watch resumes after the last revision across failures",
 });
 
 test("mobile node: an abort drops the standby locator from the rewrite and forgets its activation", async (t) => {
-  const g = mobileGuest();
-  await g.mobile.start(() => g.agent.adoptPrimary());
-  await g.mobile.settled();
-  g.channel.keys.set("request", encodeMessage(request));
-  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
-  await g.agent.converge("test");
+  const g = await startedGuest();
+  await prepareStandby(g);
   t.true(g.nft.scripts.at(-1)?.includes(MOA_B));
   g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
   await g.agent.converge("abort");
@@ -318,21 +317,19 @@ test("mobile node: an abort drops the standby locator from the rewrite and forge
   t.true(last.includes(`oifname map { "eth0" : ${MOA_A} }`), last);
   t.false(last.includes(MOA_B));
   t.is(g.saved()?.pending, undefined);
-  // The server forgets the standby too, so correspondents stop accepting packets from it.
+  // The server forgets the standby too (in the background), so correspondents stop accepting packets from it.
+  await g.mobile.settled();
   t.is(g.control.calls.at(-1), `withdraw ${MOA_B}`);
 });
 
 test("mobile node: an abort with the control server down still undoes the prepare", async (t) => {
-  const g = mobileGuest();
-  await g.mobile.start(() => g.agent.adoptPrimary());
-  await g.mobile.settled();
-  g.channel.keys.set("request", encodeMessage(request));
-  setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
-  await g.agent.converge("test");
+  const g = await startedGuest();
+  await prepareStandby(g);
   g.control.down = true;
   g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
   await g.agent.converge("abort");
   t.like(g.channel.json("answer"), { id: "m1", status: "aborted" });
   t.false((g.nft.scripts.at(-1) ?? "").includes(MOA_B));
+  await g.mobile.settled();
   t.true(g.events.includes("standby_withdraw_failed"));
 });

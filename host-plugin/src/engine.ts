@@ -204,8 +204,9 @@ export class Engine {
       log("prepared", { migration: id, vm, moa, site: site.name });
       return { kind: "prepared", migrationId: id, site: site.name, moa, secondary, reused: false };
     } catch (err) {
-      // The guest's SLAAC depends on the staging radvd: say so when it is the part that is gone.
-      const staging = (await state.read()).staging[site.name];
+      // The guest's SLAAC depends on the staging radvd: say so when it is the part that is gone. Never in the
+      // way of the abort below.
+      const staging = (await state.read().catch(() => undefined))?.staging[site.name];
       const radvdGone = staging?.radvd !== undefined && !this.p.radvd.running(staging.radvd);
       log("prepare_failed", {
         migration: id,
@@ -295,18 +296,18 @@ export class Engine {
         return { state: rec ? this.withVm(s, vm, { ...rec, phase: "migrating" }) : s, result: undefined };
       });
     }
-    // xl does not carry the guest's xenstore data/ directory to the destination (XAPI's vm-data does): the
-    // request, the guest's answer and its status go along with the arrival, so the agent finds there the
-    // channel it left, plus the signal to switch.
-    const carried: Record<string, string> = {};
-    if (useMethod) {
-      for (const key of [KEYS.request, KEYS.answer, KEYS.status]) {
-        const value = await this.p.channel.read(dom.domid, key);
-        if (value !== undefined) carried[key] = value;
-      }
-    }
     let arrived: DomainInfo;
     try {
+      // xl does not carry the guest's xenstore data/ directory to the destination (XAPI's vm-data does): the
+      // request, the guest's answer and its status go along with the arrival, so the agent finds there the
+      // channel it left, plus the signal to switch. Inside the try: a failed read undoes the prepare too.
+      const carried: Record<string, string> = {};
+      if (useMethod) {
+        for (const key of [KEYS.request, KEYS.answer, KEYS.status]) {
+          const value = await this.p.channel.read(dom.domid, key);
+          if (value !== undefined) carried[key] = value;
+        }
+      }
       arrived = await toolstack.migrate(vm, destination, {
         migrationId,
         bridges,

@@ -144,6 +144,21 @@ test("a prepare that fails while the staging radvd is gone says so", async (t) =
   t.deepEqual(h.state.state, { staging: {}, vms: {} }, "still nothing of the prepare left");
 });
 
+test("xenstore failing after the prepare, before the move: the prepare is undone, nothing migrates", async (t) => {
+  const h = host();
+  await h.engine.prepare("vm", "hostb", { migrationId: "m4" });
+  const read = h.channel.read.bind(h.channel);
+  h.channel.read = async (domid, key) => {
+    if (key === "status") throw new Error("xenstore READ status: EIO");
+    return read(domid, key);
+  };
+  await t.throwsAsync(h.engine.migrate("vm", "hostb"), { message: /EIO/ });
+  t.is(h.toolstack.requests.length, 0);
+  t.deepEqual(h.state.state, { staging: {}, vms: {} });
+  t.is(await h.netlink.link("xr-b"), undefined);
+  t.is(h.radvd.count, 0);
+});
+
 test("a silent guest: plain migration within the deadline, nothing of the prepare left", async (t) => {
   const h = host("silent");
   const started = Date.now();

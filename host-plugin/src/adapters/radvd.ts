@@ -26,7 +26,11 @@ export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdCon
       const failed = new Promise<Error>((resolve) => child.once("error", resolve));
       child.unref();
       const ref = child.pid === undefined ? undefined : identify(child.pid);
-      if (!ref) throw await failed;
+      if (!ref) {
+        // Not started (no radvd binary, say): nothing of it stays, the error says why.
+        for (const f of [conf, pid, log]) rmSync(f, { force: true });
+        throw await failed;
+      }
       return ref;
     },
     async stop(name, ref) {
