@@ -37,6 +37,8 @@ export interface Scenario {
   readonly reverse?: boolean;
   /** The mobility layer: the VM keeps its HoA; every probe addresses it; a TCP stream CN←VM runs throughout. */
   readonly mobility?: boolean;
+  /** How the lab toolstack restores the VM: "lab" (the default) holds the old primary; "xl" restores it plugged. */
+  readonly restore?: "lab" | "xl";
 }
 
 const STANDARD_RA = { minIntervalMs: 3000, maxIntervalMs: 4000 };
@@ -84,6 +86,16 @@ export const SCENARIOS: readonly Scenario[] = [
     method: true,
     ra: STANDARD_RA,
     tunedGuest: false,
+  },
+  {
+    name: "method-xl",
+    description:
+      "the method as xl restores the VM: every vif plugged (no hold), frontends reconnecting after resume",
+    hosts: ["hosta", "hostb"],
+    method: true,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+    restore: "xl",
   },
   {
     name: "method+hoa",
@@ -213,6 +225,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     ...(s.mobility ? { mobility } : {}),
     name: options.labName ?? "xb",
     sites: base.sites.map((site) => ({ ...site, ra: s.ra })),
+    toolstack: { ...base.toolstack, restore: s.restore ?? "lab" },
   };
   const topology = parseTopology(input, `scenario ${s.name}`);
   const stateDir = stateDirOf(topology.name, options);

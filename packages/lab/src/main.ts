@@ -313,16 +313,35 @@ program
   )
   .option("--json <file>", "write the results as JSON to FILE")
   .option("--scenarios <list>", `comma-separated subset of: ${SCENARIOS.map((s) => s.name).join(", ")}`)
+  .option(
+    "--lab-name <name>",
+    "the bench's lab name (namespace prefix), so two benches or a bench and a lab can run side by side",
+    (v) => {
+      if (!/^[a-z][a-z0-9]{0,5}$/.test(v))
+        throw new UsageError("--lab-name takes 1-6 characters: a lower-case letter, then letters or digits");
+      return v;
+    },
+    "xb",
+  )
   .addOption(stateRootOption())
-  .action(async (opts: { runs: number; json?: string; scenarios?: string; stateRoot?: string }) => {
-    const results = await runBench({
-      ...labOptions(opts),
-      runs: opts.runs,
-      ...(opts.scenarios ? { scenarios: opts.scenarios.split(",").map((s) => s.trim()) } : {}),
-    });
-    if (opts.json) writeBenchJson(opts.json, results);
-    console.log(markdownTable(results));
-  });
+  .action(
+    async (opts: {
+      runs: number;
+      json?: string;
+      scenarios?: string;
+      labName: string;
+      stateRoot?: string;
+    }) => {
+      const results = await runBench({
+        ...labOptions(opts),
+        runs: opts.runs,
+        labName: opts.labName,
+        ...(opts.scenarios ? { scenarios: opts.scenarios.split(",").map((s) => s.trim()) } : {}),
+      });
+      if (opts.json) writeBenchJson(opts.json, results);
+      console.log(markdownTable(results));
+    },
+  );
 
 program.command("probe-echo", { hidden: true }).action(() => runEchoServer());
 

@@ -1,7 +1,8 @@
 // The lab's Toolstack: live migration the way Xen does it, in namespaces. Pause the VM (every process in its
 // namespace stopped), move its vifs' Dom0 ends to the destination host under the new domid's names, attach
 // them to the bridges the request names (swapped, for the method), move the VM's xenstore tree to the
-// destination's xenstored, write the destination's notes into it, resume.
+// destination's xenstored, write the destination's notes into it, resume — and, as netfront does on real Xen,
+// give the guest carrier on its vifs only once the frontends have reconnected (the topology's `toolstack`).
 
 import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -76,6 +77,8 @@ async function importTree(
   await Promise.all(Object.entries(node.children).map(([n, c]) => importTree(xs, `${path}/${n}`, c, remap)));
 }
 
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl">;
 
 export class LabToolstack implements Toolstack {
@@ -138,21 +141,36 @@ export class LabToolstack implements Toolstack {
     const pids = await netnsPids(vmNs);
     mark("pre-copy-done");
     try {
-      for (const pid of pids) process.kill(pid, "SIGSTOP");
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGSTOP");
+        } catch (err) {
+          // A short-lived process in the VM (a probe's `ip`, say) may have exited since it was listed.
+          if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+        }
+      }
       const pausedAt = Date.now();
       mark("paused");
+      req.onPaused?.();
       const tree = await exportTree(xsSrc, `/local/domain/${loc.domid}`);
       await xsSrc.control("release", String(loc.domid));
       for (const d of devids) {
         await src.nl.setLink(vifName(loc.domid, d), { netns: { name: dstNs }, name: vifName(domid, d) });
       }
       mark("vifs-moved");
-      const held = new Set(req.hold?.devids ?? []);
+      // xl restores every vif plugged: it has no hold (host-plugin's xl adapter keeps the old primary's frontend
+      // from connecting instead). With a reconnect delay, no vif has carrier until the frontends reconnect.
+      const { restore, reconnectMs } = t.toolstack;
+      const hold = restore === "lab" ? req.hold : undefined;
+      const held = new Set(hold?.devids ?? []);
       for (const d of devids) {
         const ifname = vifName(domid, d);
         await dst.nl.writeSysctl(ifname, "disable_ipv6", 1);
         // A held vif is attached but not plugged: no carrier in the guest until the hold is released.
-        await dst.nl.setLink(ifname, { master: req.bridges[d] ?? null, up: !held.has(d) });
+        await dst.nl.setLink(ifname, {
+          master: req.bridges[d] ?? null,
+          up: reconnectMs === 0 && !held.has(d),
+        });
       }
       mark("vifs-attached");
       const remap = (p: Perm): Perm => (p.domid === loc.domid ? { ...p, domid } : p);
@@ -165,12 +183,20 @@ export class LabToolstack implements Toolstack {
       mark("guest-notified");
       writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
       // Watch for the hold's release before the guest can answer it.
-      const hold = req.hold;
       const releasePath = hold ? `/local/domain/${domid}/${CHANNEL_DIR.xl}/${hold.key}` : undefined;
       const releaseWatch = releasePath ? await xsDst.watch(releasePath) : undefined;
       for (const pid of pids) process.kill(pid, "SIGCONT");
       mark("resumed");
       const pausedMs = Date.now() - pausedAt;
+      // The frontends reconnect after resume, in the background of the hold below.
+      const reconnected =
+        reconnectMs === 0
+          ? Promise.resolve()
+          : sleep(reconnectMs).then(async () => {
+              for (const d of devids) if (!held.has(d)) await dst.nl.setLink(vifName(domid, d), { up: true });
+              mark("frontends-reconnected");
+            });
+      reconnected.catch(() => {}); // awaited below; this only keeps an early throw from leaving it unobserved
       if (hold && releaseWatch && releasePath) {
         const deadline = Date.now() + hold.timeoutMs;
         const it = releaseWatch[Symbol.asyncIterator]();
@@ -188,9 +214,11 @@ export class LabToolstack implements Toolstack {
           if (next === "timeout") break;
         }
         await releaseWatch.close();
+        await reconnected;
         for (const d of hold.devids) await dst.nl.setLink(vifName(domid, d), { up: true });
         mark("held-vifs-plugged");
       }
+      await reconnected;
       const vifs: VifInfo[] = devids.map((d) => ({
         devid: d,
         mac: d === 0 ? t.vm.primaryMac : t.vm.secondaryMac,

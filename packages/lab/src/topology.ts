@@ -67,6 +67,18 @@ const mobility = z.strictObject({
   bindingPort: port.default(7361),
 });
 
+/**
+ * How the lab's toolstack restores the VM, to show what each real toolstack's users get. `restore`: "lab"
+ * honours the engine's hold (the old primary attached but unplugged until the guest has switched); "xl" restores
+ * every vif plugged, as `xl migrate-receive` does. `reconnectMs`: the guest's frontends reconnect this long
+ * after resume (no carrier on any vif until then), as netfront does on real Xen — 304–436 ms measured on the
+ * real-Xen rig (docs/xen-test-2026-11-22-hoa.log); 0 gives the carrier back before resume, as the lab once did.
+ */
+const toolstackShape = z.strictObject({
+  restore: z.enum(["lab", "xl"]).default("lab"),
+  reconnectMs: z.number().int().min(0).max(10_000).default(300),
+});
+
 const correspondent = z.strictObject({
   name: nodeName,
   prefix: prefix64,
@@ -88,6 +100,7 @@ export const topologySchema = z.strictObject({
     .strictObject({ real: z.string(), parking: z.string() })
     .default({ real: "xenbr0", parking: "xrpark0" }),
   mobility: mobility.optional(),
+  toolstack: toolstackShape.default({ restore: "lab", reconnectMs: 300 }),
 });
 
 export type Topology = z.output<typeof topologySchema>;

@@ -48,6 +48,13 @@ export interface MigrateRequest {
     readonly timeoutMs: number;
   };
   readonly mark?: (phase: string) => void;
+  /**
+   * Called once, synchronously, when the toolstack has paused the VM on the source for the last time (the
+   * stop-and-copy begins) — for work that must be done by the time the VM resumes, such as relaying the
+   * guest's pre-signed binding. The toolstack does not wait for anything the callback starts. Only toolstacks
+   * that see the pause call it (the lab); xl's destination acts before unpause instead.
+   */
+  readonly onPaused?: () => void;
 }
 
 export interface Toolstack {
