@@ -305,6 +305,7 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         await root.createVeth(v.name, v.peer, {
           netns: { name: v.netns },
           peerNetns: { name: v.peerNetns },
+          mtu: v.mtu,
           ...(v.mac ? { mac: v.mac } : {}),
           ...(v.peerMac ? { peerMac: v.peerMac } : {}),
         });

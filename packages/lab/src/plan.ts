@@ -24,6 +24,8 @@ export interface VethPlan {
   readonly peerNetns: string;
   readonly mac?: string;
   readonly peerMac?: string;
+  /** Both ends' MTU, the topology's. */
+  readonly mtu: number;
 }
 
 export interface ServicePlan {
@@ -92,18 +94,24 @@ export function planLab(t: Topology): LabPlan {
     return { host, site };
   };
 
+  // The topology's MTU on every link: on each veth, both ends (the VM's interfaces, the vifs, the hosts' uplinks,
+  // the router's ports), and on each bridge. A bridge's own MTU given at creation lasts only until a port joins:
+  // from then on the kernel gives it the smallest of its ports' (br_mtu_auto_adjust), so the ports carry it too.
+  const mtu = t.mtu;
   const veths: VethPlan[] = [
     {
       name: routerPort(t.correspondent.name),
       netns: router,
       peer: "eth0",
       peerNetns: ns(t.correspondent.name),
+      mtu,
     },
     ...t.hosts.map((h) => ({
       name: routerPort(h.name),
       netns: router,
       peer: "peth0",
       peerNetns: ns(h.name),
+      mtu,
     })),
     {
       name: vifName(t.vm.domid, 0),
@@ -112,6 +120,7 @@ export function planLab(t: Topology): LabPlan {
       peer: "eth0",
       peerNetns: ns(t.vm.name),
       peerMac: t.vm.primaryMac,
+      mtu,
     },
     {
       name: vifName(t.vm.domid, 1),
@@ -120,6 +129,7 @@ export function planLab(t: Topology): LabPlan {
       peer: "eth1",
       peerNetns: ns(t.vm.name),
       peerMac: t.vm.secondaryMac,
+      mtu,
     },
   ];
 

@@ -1,6 +1,13 @@
 import { FakeNetlink } from "@xenroam/netlink";
 import test from "ava";
-import { applyOps, DEFAULT_TOPOLOGY, parseTopology, planLab, routerAddress } from "../src/index.js";
+import {
+  applyOps,
+  DEFAULT_TOPOLOGY,
+  type LabPlan,
+  parseTopology,
+  planLab,
+  routerAddress,
+} from "../src/index.js";
 
 const plan = planLab(parseTopology(DEFAULT_TOPOLOGY));
 
@@ -59,6 +66,7 @@ test("veths: vif host ends carry Xen's fe:ff:ff:ff:ff:ff, guest ends the VM's MA
     peer: "eth1",
     peerNetns: "xr-vm",
     peerMac: "00:16:3e:00:00:02",
+    mtu: 1500,
   });
   t.is(plan.vmPrimary.expectedAddress, "2001:db8:a:0:216:3eff:fe00:1");
   t.is(routerAddress("2001:db8:b::/64"), "2001:db8:b::1");
@@ -80,4 +88,37 @@ test("radvd advertises every site from its gateway's link-local; a xenstored per
       ["hostb", []],
     ],
   );
+});
+
+/** A namespace as `up` leaves it: its ends of the planned veths (made as labUp makes them), then its ops. */
+async function namespaceOf(p: LabPlan, netns: string): Promise<FakeNetlink> {
+  const nl = new FakeNetlink(["lo"]);
+  for (const v of p.veths) {
+    if (v.netns === netns) {
+      const mac = v.mac ? { mac: v.mac } : {};
+      await nl.createVeth(v.name, v.peer, { peerNetns: { name: v.peerNetns }, mtu: v.mtu, ...mac });
+    }
+    if (v.peerNetns === netns) {
+      const mac = v.peerMac ? { mac: v.peerMac } : {};
+      await nl.createVeth(v.peer, v.name, { peerNetns: { name: v.netns }, mtu: v.mtu, ...mac });
+    }
+  }
+  await applyOps(nl, p.namespaces.find((n) => n.netns === netns)?.ops ?? []);
+  return nl;
+}
+
+test("mtu 1280 reaches every link: the VM's interfaces, the vifs, every bridge once its ports have joined", async (t) => {
+  const p = planLab(parseTopology({ ...DEFAULT_TOPOLOGY, mtu: 1280 }));
+  const seen: string[] = [];
+  const wrong: string[] = [];
+  for (const n of p.namespaces) {
+    for (const l of await (await namespaceOf(p, n.netns)).links()) {
+      if (l.name === "lo") continue;
+      seen.push(`${n.node}/${l.name}`);
+      if (l.mtu !== 1280) wrong.push(`${n.node}/${l.name} has mtu ${l.mtu}`);
+    }
+  }
+  t.deepEqual(wrong, []);
+  for (const link of ["vm/eth0", "vm/eth1", "hosta/vif5.0", "hosta/xenbr0", "hostb/xrpark0", "router/lan-a"])
+    t.true(seen.includes(link), link);
 });

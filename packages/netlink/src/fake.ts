@@ -28,8 +28,15 @@ interface FakeLink {
   mtu: number;
   up: boolean;
   master: number | undefined;
+  /** The other end of a veth, when it is in this namespace. */
   peer: string | undefined;
+  /** Whether the other end of a veth in another namespace is up there (the fake sees one namespace). */
+  farPeerUp: boolean | undefined;
   isolated: boolean;
+  /** A bridge whose MTU was set after creation no longer follows its ports' (BROPT_MTU_SET_BY_USER). */
+  mtuSetByUser: boolean;
+  /** A bridge whose carrier its ports decide: once it has had a port, or a MAC of its own. */
+  portsDecide: boolean;
 }
 
 const nsName = (ref: NetnsRef) => ("name" in ref ? ref.name : "path" in ref ? ref.path : `fd:${ref.fd}`);
@@ -67,17 +74,35 @@ export class FakeNetlink implements Netlink {
       up: false,
       master: undefined,
       peer: undefined,
+      farPeerUp: undefined,
       isolated: false,
+      mtuSetByUser: false,
+      portsDecide: false,
     };
     this.linkMap.set(name, link);
     this.emit({ type: "link", action: "new", link: this.info(link) });
     return link;
   }
 
+  /** Carrier as the kernel reports it (IFF_LOWER_UP): only on a link that is up. */
+  private carrier(l: FakeLink): boolean {
+    if (!l.up || this.carrierLost.has(l.name)) return false;
+    // drivers/net/veth.c veth_open/veth_close: an end has a carrier while both ends are up. A veth seeded
+    // without a known peer is taken to have its other end up.
+    if (l.kind === "veth") return l.peer ? this.linkMap.get(l.peer)?.up === true : (l.farPeerUp ?? true);
+    // net/bridge/br_stp.c br_port_state_selection: the bridge has a carrier iff a port forwards (with STP off:
+    // a port that is up with a carrier). It runs whenever the bridge id changes (a MAC given at creation,
+    // br_dev_newlink, or the first port, br_stp_recalculate_bridge_id) and when ports come and go; a bridge
+    // made without a MAC that never had a port keeps the carrier it was registered with.
+    if (l.kind === "bridge" && l.portsDecide) return this.portsOf(l).some((p) => this.carrier(p));
+    return true;
+  }
+
+  private portsOf(bridge: FakeLink): FakeLink[] {
+    return [...this.linkMap.values()].filter((p) => p.master === bridge.index);
+  }
+
   private info(l: FakeLink): LinkInfo {
-    const peer = l.peer ? this.linkMap.get(l.peer) : undefined;
-    const carrier =
-      l.up && !this.carrierLost.has(l.name) && (l.kind !== "veth" || peer === undefined || peer.up);
     return {
       index: l.index,
       name: l.name,
@@ -85,9 +110,70 @@ export class FakeNetlink implements Netlink {
       mac: l.mac,
       mtu: l.mtu,
       up: l.up,
-      carrier,
+      carrier: this.carrier(l),
       master: l.master,
     };
+  }
+
+  private snapshot(): Map<string, string> {
+    return new Map([...this.linkMap.values()].map((l) => [l.name, JSON.stringify(this.info(l))]));
+  }
+
+  /** RTM_NEWLINK for every other link a change altered (a veth peer's or a bridge's carrier, a bridge's MTU). */
+  private announce(before: Map<string, string>, except?: string): void {
+    for (const l of this.linkMap.values()) {
+      const was = before.get(l.name);
+      if (l.name === except || was === undefined) continue;
+      const now = this.info(l);
+      if (JSON.stringify(now) !== was) this.emit({ type: "link", action: "new", link: now });
+    }
+  }
+
+  /**
+   * net/bridge/br_if.c br_mtu_auto_adjust (port added, removed, or its MTU changed): unless its MTU was set by
+   * the user, a bridge takes the smallest MTU of its ports, ETH_DATA_LEN (1500) without ports (br_mtu_min).
+   * An MTU given at creation does not count as set by the user (rtnl_create_link writes dev->mtu directly).
+   */
+  private adjustBridgeMtu(index: number | undefined): void {
+    const br = [...this.linkMap.values()].find((l) => l.index === index);
+    if (br?.kind !== "bridge" || br.mtuSetByUser) return;
+    const ports = this.portsOf(br);
+    br.mtu = ports.length > 0 ? Math.min(...ports.map((p) => p.mtu)) : 1500;
+  }
+
+  /** net/core/dev.c dev_validate_mtu: within the device's min_mtu (68 for Ethernet) and max_mtu (65535). */
+  private checkMtu(operation: string, name: string, mtu: number): void {
+    if (!Number.isInteger(mtu) || mtu < 68 || mtu > 65535)
+      throw new NetlinkError("EINVAL", operation, name, `mtu ${mtu} out of range`);
+  }
+
+  private dropAddresses(keep: (a: AddressInfo) => boolean): void {
+    const gone = this.addrs.filter((a) => !keep(a));
+    this.addrs = this.addrs.filter(keep);
+    for (const a of gone) this.emit({ type: "address", action: "del", address: a });
+  }
+
+  /** The link leaves this namespace (deleted or moved away) with its addresses and routes; ports are released. */
+  private removeLink(l: FakeLink): void {
+    this.linkMap.delete(l.name);
+    for (const other of this.linkMap.values()) if (other.master === l.index) other.master = undefined;
+    this.dropAddresses((a) => a.index !== l.index);
+    this.routeList = this.routeList.filter((r) => r.dev !== l.name);
+    this.adjustBridgeMtu(l.master);
+  }
+
+  /** Administratively down: what the kernel's NETDEV_DOWN handlers take away. */
+  private ifdown(l: FakeLink): void {
+    // net/ipv6/route.c fib6_ifdown (rt6_disable_ip from addrconf_ifdown): NETDEV_DOWN deletes every route
+    // whose nexthop is the link, in every table; they do not come back when it is up again.
+    this.routeList = this.routeList.filter((r) => r.dev !== l.name);
+    // net/ipv6/addrconf.c addrconf_ifdown: the addresses go, unless keep_addr_on_down (all's, else the link's)
+    // is positive; even then only permanent (configured) addresses that are not link-local stay.
+    const all = Number(this.sysctls.get("all/keep_addr_on_down") ?? 0);
+    const keep = (all !== 0 ? all : Number(this.sysctls.get(`${l.name}/keep_addr_on_down`) ?? 0)) > 0;
+    this.dropAddresses(
+      (a) => a.index !== l.index || (keep && a.permanent && a.scope !== "link" && a.scope !== "host"),
+    );
   }
 
   private need(operation: string, name: string): FakeLink {
@@ -100,17 +186,30 @@ export class FakeNetlink implements Netlink {
     if (this.linkMap.has(name)) throw new NetlinkError("EEXIST", operation, name);
   }
 
-  /** Adds a link as if something else (Xen's backend, the lab) had made it. Not recorded as an effect. */
   /** No carrier on an up link (a Xen frontend still reconnecting to its backend after a resume), or back. */
   setCarrier(name: string, present: boolean): void {
+    const before = this.snapshot();
     if (present) this.carrierLost.delete(name);
     else this.carrierLost.add(name);
+    this.announce(before);
   }
 
+  /** The other end of a veth, in another namespace, went up or down there. */
+  setFarPeerUp(name: string, up: boolean): void {
+    const before = this.snapshot();
+    this.need("far peer", name).farPeerUp = up;
+    this.announce(before);
+  }
+
+  /** Adds a link as if something else (Xen's backend, the lab) had made it. Not recorded as an effect. */
   seedLink(name: string, options: { kind?: string; mac?: string; up?: boolean; master?: string } = {}): void {
     const l = this.addLink(name, options.kind, options.mac ? canonicalMac(options.mac) : undefined);
     l.up = options.up ?? false;
-    if (options.master) l.master = this.need("seed", options.master).index;
+    if (options.master) {
+      const m = this.need("seed", options.master);
+      l.master = m.index;
+      m.portsDecide = true;
+    }
   }
 
   /** Adds an address as if the kernel had made it (SLAAC). Not recorded as an effect. */
@@ -167,9 +266,13 @@ export class FakeNetlink implements Netlink {
   async createBridge(name: string, options: BridgeOptions = {}): Promise<void> {
     this.exists("create bridge", name);
     const mac = options.mac ? canonicalMac(options.mac) : undefined;
+    if (options.mtu) this.checkMtu("create bridge", name, options.mtu);
     if (!options.netns) {
       const l = this.addLink(name, "bridge", mac);
       if (options.mtu) l.mtu = options.mtu;
+      // net/bridge/br_netlink.c br_dev_newlink: a MAC given at creation changes the bridge id
+      // (br_stp_change_bridge_id), whose port state selection, with no port, takes the carrier away.
+      if (mac) l.portsDecide = true;
     }
     const extra = [
       mac ? ` address ${mac}` : "",
@@ -184,16 +287,18 @@ export class FakeNetlink implements Netlink {
   async createVeth(name: string, peer: string, options: VethOptions = {}): Promise<void> {
     this.exists("create veth", name);
     if (!options.peerNetns) this.exists("create veth", peer);
-    if (!options.netns) {
-      const l = this.addLink(name, "veth", options.mac ? canonicalMac(options.mac) : undefined);
-      l.peer = peer;
-    }
-    if (!options.peerNetns) {
-      const p = this.addLink(peer, "veth", options.peerMac ? canonicalMac(options.peerMac) : undefined);
-      p.peer = name;
-    }
+    if (options.mtu) this.checkMtu("create veth", name, options.mtu);
+    // Both ends are made here or there, down; each takes the MTU (the adapter gives it to both).
+    const end = (ifname: string, other: string, mac: string | undefined, otherAway: boolean) => {
+      const l = this.addLink(ifname, "veth", mac ? canonicalMac(mac) : undefined);
+      l.peer = otherAway ? undefined : other;
+      l.farPeerUp = otherAway ? false : undefined;
+      if (options.mtu) l.mtu = options.mtu;
+    };
+    if (!options.netns) end(name, peer, options.mac, options.peerNetns !== undefined);
+    if (!options.peerNetns) end(peer, name, options.peerMac, options.netns !== undefined);
     const side = (mac?: string, ns?: NetnsRef) =>
-      `${mac ? ` address ${canonicalMac(mac)}` : ""}${ns ? ` netns ${nsName(ns)}` : ""}`;
+      `${mac ? ` address ${canonicalMac(mac)}` : ""}${options.mtu ? ` mtu ${options.mtu}` : ""}${ns ? ` netns ${nsName(ns)}` : ""}`;
     this.effects.push(
       `link add ${name}${side(options.mac, options.netns)} type veth peer name ${peer}${side(options.peerMac, options.peerNetns)}`,
     );
@@ -201,45 +306,70 @@ export class FakeNetlink implements Netlink {
 
   async deleteLink(name: string): Promise<void> {
     const l = this.need("delete link", name);
-    this.linkMap.delete(name);
-    if (l.peer) this.linkMap.delete(l.peer);
-    for (const other of this.linkMap.values()) if (other.master === l.index) other.master = undefined;
-    this.addrs = this.addrs.filter((a) => a.index !== l.index);
-    this.routeList = this.routeList.filter((r) => r.dev !== name);
+    const before = this.snapshot();
+    // drivers/net/veth.c veth_dellink: deleting one end unregisters the other too.
+    const peer = l.peer ? this.linkMap.get(l.peer) : undefined;
+    const gone = [l, ...(peer ? [peer] : [])].map((x) => ({ x, info: this.info(x) }));
+    for (const { x } of gone) this.removeLink(x);
     this.effects.push(`link del ${name}`);
-    this.emit({ type: "link", action: "del", link: this.info(l) });
+    for (const { info } of gone) this.emit({ type: "link", action: "del", link: info });
+    this.announce(before);
   }
 
   async setLink(name: string, change: LinkChange): Promise<void> {
     const l = this.need("set link", name);
+    const before = this.snapshot();
     const parts: string[] = [];
     if (change.mtu !== undefined) {
+      this.checkMtu("set link", name, change.mtu);
+      // net/core/dev.c netif_set_mtu_ext: the same MTU again is a no-op, so it does not pin a bridge's MTU.
+      if (l.kind === "bridge" && change.mtu !== l.mtu) l.mtuSetByUser = true;
       l.mtu = change.mtu;
+      this.adjustBridgeMtu(l.master);
       parts.push(`mtu ${change.mtu}`);
     }
     if (change.mac !== undefined) {
-      l.mac = canonicalMac(change.mac);
+      const mac = canonicalMac(change.mac);
+      // net/bridge/br_device.c br_set_mac_address: a new MAC changes the bridge id (br_stp_change_bridge_id).
+      if (l.kind === "bridge" && mac !== l.mac) l.portsDecide = true;
+      l.mac = mac;
       parts.push(`address ${l.mac}`);
     }
     if (change.master !== undefined) {
+      const old = l.master;
       if (change.master === null) {
         l.master = undefined;
         parts.push("nomaster");
       } else {
         const m = this.need("set master", change.master);
+        // net/core/rtnetlink.c do_set_master: only a master with ndo_add_slave (errno 95, ENOTSUP to Node);
+        // net/bridge/br_if.c br_add_if: no bridge in a bridge (ELOOP in its source, EINVAL from Linux 6.18).
         if (m.kind !== "bridge")
-          throw new NetlinkError("EOPNOTSUPP", "set master", name, `${m.name} is not a bridge`);
+          throw new NetlinkError("ENOTSUP", "set master", name, `${m.name} is not a bridge`);
+        if (l.kind === "bridge")
+          throw new NetlinkError("EINVAL", "set master", name, "cannot enslave a bridge to a bridge");
         l.master = m.index;
+        // A port joining changes a bridge id that is not the user's (br_stp_recalculate_bridge_id).
+        m.portsDecide = true;
         parts.push(`master ${m.name}`);
       }
+      this.adjustBridgeMtu(old);
+      this.adjustBridgeMtu(l.master);
     }
     if (change.up !== undefined) {
+      if (l.up && !change.up) this.ifdown(l);
       l.up = change.up;
       parts.push(change.up ? "up" : "down");
     }
     if (change.netns !== undefined) {
-      this.linkMap.delete(name);
-      this.addrs = this.addrs.filter((a) => a.index !== l.index);
+      // net/core/dev.c __dev_change_net_namespace: the link is closed and unregistered here (its addresses and
+      // routes go); a veth peer left behind loses its carrier.
+      const peer = l.peer ? this.linkMap.get(l.peer) : undefined;
+      this.removeLink(l);
+      if (peer) {
+        peer.peer = undefined;
+        peer.farPeerUp = false;
+      }
       parts.push(`netns ${nsName(change.netns)}`);
       if (change.name) parts.push(`name ${change.name}`);
     } else if (change.name !== undefined) {
@@ -247,15 +377,29 @@ export class FakeNetlink implements Netlink {
       this.linkMap.delete(name);
       l.name = change.name;
       this.linkMap.set(change.name, l);
+      // Routes, a peer's and sysctls refer to the device, not to its name.
+      const peer = l.peer ? this.linkMap.get(l.peer) : undefined;
+      if (peer) peer.peer = change.name;
+      this.routeList = this.routeList.map((r) => (r.dev === name ? { ...r, dev: change.name } : r));
+      for (const [key, value] of [...this.sysctls]) {
+        const m = /^(4:)?([^/]+)\/(.+)$/.exec(key);
+        if (m?.[2] !== name) continue;
+        this.sysctls.delete(key);
+        this.sysctls.set(`${m[1] ?? ""}${change.name}/${m[3]}`, value);
+      }
       parts.push(`name ${change.name}`);
     }
     this.effects.push(`link set ${name} ${parts.join(" ")}`);
     this.emit({ type: "link", action: change.netns ? "del" : "new", link: this.info(l) });
+    this.announce(before, l.name);
   }
 
   async setBridgePort(name: string, change: BridgePortChange): Promise<void> {
     const l = this.need("set bridge port", name);
     if (change.isolated === undefined) return;
+    // net/core/rtnetlink.c rtnl_bridge_setlink: only a bridge port has bridge port settings.
+    if (l.master === undefined)
+      throw new NetlinkError("ENOTSUP", "set bridge port", name, "not a bridge port");
     l.isolated = change.isolated;
     this.effects.push(`link set dev ${name} type bridge_slave isolated ${change.isolated ? "on" : "off"}`);
   }
@@ -380,7 +524,23 @@ export class FakeNetlink implements Netlink {
   }
 
   async addRoute(route: RouteSpec): Promise<void> {
-    this.need("add route", route.dev);
+    const dev = this.need("add route", route.dev);
+    // net/ipv6/route.c fib6_nh_init: "Nexthop device is not up".
+    if (!dev.up) throw new NetlinkError("ENETDOWN", "add route", route.dev, "nexthop device is not up");
+    // net/ipv6/route.c ip6_route_info_create: the preferred source must be local (ipv6_chk_addr: on this link,
+    // or of global scope on another; not tentative).
+    if (route.prefsrc) {
+      const src = canonicalIpv6(route.prefsrc);
+      const local = this.addrs.some(
+        (a) =>
+          a.address === src &&
+          !a.tentative &&
+          (a.index === dev.index || (a.scope !== "link" && a.scope !== "host")),
+      );
+      if (!local) throw new NetlinkError("EINVAL", "add route", route.dev, `invalid source address ${src}`);
+    }
+    // net/ipv6/ip6_fib.c fib6_add_rt2node: with NLM_F_EXCL, any route to the same prefix with the same metric
+    // in the table is a duplicate, whatever its device or gateway.
     if (
       this.routeList.some(
         (a) => a.dst === route.dst && a.metric === (route.metric ?? 1024) && a.table === (route.table ?? 254),
@@ -463,7 +623,9 @@ export class FakeNetlink implements Netlink {
   }
 
   async writeSysctl(ifname: string, key: string, value: string | number, family: 4 | 6 = 6): Promise<void> {
-    if (ifname !== "all" && ifname !== "default") this.need(`write sysctl ${key}`, ifname);
+    // /proc/sys/net/ipv6/conf/<ifname> exists only for links that do.
+    if (ifname !== "all" && ifname !== "default" && !this.linkMap.has(ifname))
+      throw new NetlinkError("ENOENT", `write sysctl ${key}=${value}`, ifname);
     this.sysctls.set(`${family === 4 ? "4:" : ""}${ifname}/${key}`, String(value));
     this.effects.push(`sysctl -w net.ipv${family}.conf.${ifname}.${key}=${value}`);
   }

@@ -5,12 +5,14 @@ test("FakeNetlink records effects as ip-style text", async (t) => {
   const nl = new FakeNetlink(["lo", "vif3.1"]);
   await nl.createBridge("xr-site-b", { mac: "02:00:00:00:0B:01" });
   await nl.setLink("vif3.1", { master: "xr-site-b", up: true });
+  await nl.setLink("xr-site-b", { up: true });
   await nl.addAddress("xr-site-b", "fe80::b:1/64", { nodad: true });
   await nl.addRoute({ dst: "default", gateway: "fe80::b:1", dev: "xr-site-b", metric: 4242 });
   await nl.writeSysctl("xr-site-b", "accept_ra", 0);
   t.deepEqual(nl.effects, [
     "link add xr-site-b address 02:00:00:00:0b:01 type bridge",
     "link set vif3.1 master xr-site-b up",
+    "link set xr-site-b up",
     "addr add fe80::b:1/64 dev xr-site-b nodad",
     "route add default via fe80::b:1 dev xr-site-b metric 4242",
     "sysctl -w net.ipv6.conf.xr-site-b.accept_ra=0",
