@@ -112,6 +112,7 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "host-plugin/src/adapters/radvd.ts",
     "host-plugin/src/adapters/xl.ts",
     "host-plugin/src/adapters/xe.ts",
+    "host-plugin/src/adapters/hold-release.ts",
     "host-plugin/src/xapi-hook-main.ts",
     "host-plugin/src/xapi-plugin-main.ts",
     "packages/mobility/src/nft.ts",

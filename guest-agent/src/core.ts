@@ -11,6 +11,7 @@ import {
   type PrepareAnswer,
   type PrepareRequest,
   parseAgentStatus,
+  type SignedActivation,
   parseAnswer,
   parseArrival,
   parseRequest,
@@ -33,8 +34,15 @@ export type Log = (event: string, fields?: Record<string, unknown>) => void;
 /** The mobility layer as the core sees it (MobileNode in mobile.ts); absent when the VM has no HoA. */
 export interface MobilityHooks {
   readonly hoa: string;
-  /** Step 2, the MoA is up on the standby interface. */
-  prepared(migration: string, primary: string, standby: { ifname: string; moa: string }): Promise<void>;
+  /**
+   * Step 2, the MoA is up on the standby interface. Returns the pre-signed activation of that MoA when the
+   * control server issued one: it goes to Dom0 with the answer, so Dom0 can relay it while the VM is paused.
+   */
+  prepared(
+    migration: string,
+    primary: string,
+    standby: { ifname: string; moa: string },
+  ): Promise<SignedActivation | undefined>;
   /** Step 4, the routes moved to `primary`: hand out the activation. Idempotent per migration. */
   switched(migration: string, primary: string): Promise<void>;
   /** The prepare was undone (abort or failure): back to the primary's locator only. */
@@ -206,8 +214,15 @@ export class Agent {
       await netlink.waitAddress(dev, moa, {
         timeoutMs: Math.max(100, request.timeoutMs - margin - (Date.now() - started)),
       });
-      await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
-      await this.answer({ v: 1, id: request.id, status: "prepared", moa, ifname: dev });
+      const activation = await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
+      await this.answer({
+        v: 1,
+        id: request.id,
+        status: "prepared",
+        moa,
+        ifname: dev,
+        ...(activation ? { activation } : {}),
+      });
       await this.setStatus({
         v: 1,
         phase: "prepared",

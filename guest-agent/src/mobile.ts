@@ -1,8 +1,9 @@
 // The mobile node: the guest keeps its home address (HoA) across migrations. The HoA sits on lo; the
 // agent's routes prefer it as source; one nftables table rewrites HoA<->MoA statelessly (packages/mobility).
 // Step 2 registers the new MoA as a standby locator with the control server and keeps the pre-signed
-// activation it gets back; step 4 hands that activation to the known correspondents directly (UDP), then to
-// the server — no round trip before traffic flows again. Ports only; main.ts wires the real ones.
+// activation it gets back (a copy goes to Dom0 with the answer, which may relay it while the VM is paused);
+// step 4 hands that activation to the known correspondents directly (UDP), then to the server — no round trip
+// before traffic flows again. Ports only; main.ts wires the real ones.
 
 import { canonicalIpv6, isLinkLocal, parseIpv6 } from "@xenroam/core";
 import type { SignedBinding } from "@xenroam/control";
@@ -112,10 +113,11 @@ export class MobileNode implements MobilityHooks {
 
   /**
    * Step 2, once the MoA is up on the secondary: accept it on ingress, rewrite to it when the kernel routes
-   * by that interface, and register it as a standby for a pre-signed activation. A server that cannot be
-   * reached does not fail the prepare: the switch then activates through the server (slower).
+   * by that interface, and register it as a standby for a pre-signed activation, which is returned (for Dom0
+   * to relay at the pause). A server that cannot be reached does not fail the prepare: the switch then
+   * activates through the server (slower).
    */
-  async prepared(migration: string, primary: string, standby: Locator): Promise<void> {
+  async prepared(migration: string, primary: string, standby: Locator): Promise<SignedBinding | undefined> {
     const { log } = this.ports;
     const current = this.state.locators.find((l) => l.ifname === primary);
     const locators = [
@@ -132,8 +134,10 @@ export class MobileNode implements MobilityHooks {
         seq: binding.seq,
         expiresAt: binding.expiresAt,
       });
+      return binding;
     } catch (err) {
       log("standby_unregistered", { migration, error: (err as Error).message });
+      return undefined;
     }
   }
 
@@ -211,13 +215,30 @@ export class MobileNode implements MobilityHooks {
     // effort (the next activation prunes it anyway) and in the background: the guest's answer to Dom0 (its
     // reason, before Dom0's deadline) must not wait on the control server.
     this.activating = this.activating.then(async () => {
+      let active = false;
       for (const l of dropped) {
         await this.ports.control.withdrawStandby(this.config.vm, l.moa).then(
           (r) => this.ports.log("standby_withdrawn", { migration, moa: l.moa, withdrawn: r.withdrawn }),
-          (err: unknown) =>
+          (err: unknown) => {
+            // 409: the standby is the active locator — Dom0 relayed its activation at a pause, the move then
+            // failed and no rollback reached the server. The guest takes its own locator back below.
+            active ||= (err as { status?: number }).status === 409;
             this.ports.log("standby_withdraw_failed", {
               migration,
               moa: l.moa,
+              error: (err as Error).message,
+            });
+          },
+        );
+      }
+      const [here] = locators;
+      if (active && here && locators.length === 1) {
+        await this.ports.control.registerStandby(this.config.vm, here.moa).then(
+          (binding) => this.handOut(binding, migration),
+          (err: unknown) =>
+            this.ports.log("locator_reclaim_failed", {
+              migration,
+              moa: here.moa,
               error: (err as Error).message,
             }),
         );
@@ -261,7 +282,12 @@ export class MobileNode implements MobilityHooks {
           log("binding_activated", { migration, seq: binding.seq, revision });
           return;
         } catch (err) {
-          const e = err as Error & { status?: number };
+          const e = err as Error & { status?: number; code?: string };
+          // Dom0 relayed this very binding while the VM was paused: it is active already.
+          if (e.status === 409 && e.code === "already-active") {
+            log("binding_activated", { migration, seq: binding.seq, already: true });
+            return;
+          }
           // 409: refused for good (a newer binding is active, or it expired); say so and stop.
           if (e.status === 409) {
             log("binding_refused", { migration, seq: binding.seq, reason: e.message });

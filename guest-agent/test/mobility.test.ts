@@ -23,6 +23,9 @@ class FakeControl implements ControlApi {
   seq = 0;
   readonly calls: string[] = [];
   down = false;
+  /** What the server answers the next activation or withdrawal with instead (409s, with their code). */
+  activateFails: (Error & { status?: number; code?: string }) | undefined;
+  withdrawFails: (Error & { status?: number }) | undefined;
   async registerStandby(vm: string, locator: string): Promise<SignedBinding> {
     this.calls.push(`standby ${locator}`);
     if (this.down) throw new Error("control server unreachable");
@@ -37,10 +40,12 @@ class FakeControl implements ControlApi {
   async withdrawStandby(_vm: string, locator: string) {
     this.calls.push(`withdraw ${locator}`);
     if (this.down) throw new Error("control server unreachable");
+    if (this.withdrawFails) throw this.withdrawFails;
     return { withdrawn: true };
   }
   async activate(b: SignedBinding) {
     this.calls.push(`activate ${b.locator} ${b.seq}`);
+    if (this.activateFails) throw this.activateFails;
     this.seq = b.seq;
     return { revision: b.seq };
   }
@@ -332,4 +337,76 @@ test("mobile node: an abort with the control server down still undoes the prepar
   t.false((g.nft.scripts.at(-1) ?? "").includes(MOA_B));
   await g.mobile.settled();
   t.true(g.events.includes("standby_withdraw_failed"));
+});
+
+const conflict = (message: string, code?: string) =>
+  Object.assign(new Error(message), { status: 409, ...(code ? { code } : {}) });
+
+test("mobile node: step 2's answer hands Dom0 the pre-signed activation; Dom0's relay of it counts as activated", async (t) => {
+  const g = await startedGuest();
+  await prepareStandby(g);
+  const answer = g.channel.json("answer") as { activation?: SignedBinding; moa?: string };
+  t.like(answer, {
+    status: "prepared",
+    moa: MOA_B,
+    activation: { locator: MOA_B, seq: 2, vm: "vm", hoa: HOA },
+  });
+  t.deepEqual(answer.activation, g.saved()?.pending?.binding, "exactly as the server returned it");
+  // Dom0 relayed it while the VM was paused: the server answers the guest's own copy "already active".
+  g.control.activateFails = conflict("replayed or stale: sequence 2 is not after 2", "already-active");
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  await g.agent.converge("test");
+  await g.mobile.settled();
+  t.is(g.announced.at(-1)?.seq, 2, "correspondents still get the datagrams");
+  t.true(g.events.includes("binding_activated"));
+  t.false(g.events.some((e) => e.startsWith("binding_refused")));
+});
+
+test("mobile node: a standby still active at the abort (relayed, never rolled back) — the guest takes its locator back", async (t) => {
+  const g = await startedGuest();
+  await prepareStandby(g);
+  g.control.calls.length = 0;
+  g.control.withdrawFails = conflict(`${MOA_B} is the active locator of vm; only standbys can be withdrawn`);
+  g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await g.agent.converge("abort");
+  await g.mobile.settled();
+  t.deepEqual(g.control.calls, [`withdraw ${MOA_B}`, `standby ${MOA_A}`, `activate ${MOA_A} 2`]);
+  t.deepEqual(
+    g.announced.map((b) => [b.locator, b.seq]).at(-1),
+    [MOA_A, 2],
+    "correspondents are sent the primary's locator again",
+  );
+  // A plain failure to reach the server is not that: nothing is re-activated.
+  const h = await startedGuest();
+  await prepareStandby(h);
+  h.control.calls.length = 0;
+  h.control.withdrawFails = new Error("control server unreachable");
+  h.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await h.agent.converge("abort");
+  await h.mobile.settled();
+  t.deepEqual(h.control.calls, [`withdraw ${MOA_B}`]);
+});
+
+test("correspondent: a rollback from the stream beats the VM's late datagram for the failed move, in either order", async (t) => {
+  const stream = (seq: number, active: string, locators: string[]): Change[] => [
+    { revision: seq + 10, binding: record({ hoa: HOA, active, seq, locators }) },
+  ];
+  const relayed = signed({ locator: MOA_B, seq: 2 });
+  // The stream brings the relay (seq 2) and then the rollback (seq 3); the datagram comes last.
+  const late = correspondent();
+  await late.cn.onChanges(stream(1, MOA_A, [MOA_A]));
+  await late.cn.onChanges(stream(2, MOA_B, [MOA_B, MOA_A]));
+  await late.cn.onChanges(stream(3, MOA_A, [MOA_A, MOA_B]));
+  t.false((await late.cn.onSigned(relayed)).ok);
+  t.regex(late.refused.at(-1) ?? "", /replayed or stale: sequence 2 is not after 3/);
+  t.true((late.nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_A}`));
+  // The datagram comes first (applied at once), then the stream's rollback.
+  const early = correspondent();
+  await early.cn.onChanges(stream(1, MOA_A, [MOA_A]));
+  t.true((await early.cn.onSigned(relayed)).ok);
+  await early.cn.onChanges(stream(3, MOA_A, [MOA_A, MOA_B]));
+  t.deepEqual(early.cn.bindings(), [{ hoa: HOA, active: MOA_A, locators: [MOA_A, MOA_B] }]);
+  t.true((early.nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_A}`));
+  await late.cn.stop();
+  await early.cn.stop();
 });

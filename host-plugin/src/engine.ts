@@ -2,19 +2,21 @@
 // vif attachments swapped, through the Toolstack port) and the cleanup after it, in the safe order. Every
 // step records state before acting, so abort and a re-run converge; the VM's primary path is never touched.
 
-import { renderRadvdConf } from "@xenroam/core";
+import { parseIpv6, parsePrefix, prefixContains, renderRadvdConf } from "@xenroam/core";
 import {
   type DomainInfo,
   encodeMessage,
   KEYS,
   type PhaseMark,
-  parseAgentStatus,
   parseAnswer,
+  type SignedActivation,
   type Site,
   type VifInfo,
 } from "@xenroam/protocol";
 import { applyOps as apply } from "@xenroam/netlink";
-import type { HostPorts, HostState, VmState } from "./ports.js";
+import type { ControlRelay, HostPorts, HostState, VmState } from "./ports.js";
+import { holdReleased } from "./hold.js";
+import { type RelayOutcome, relayActivation } from "./relay.js";
 import { planAttach, planDetach, planStagingBridge, radvdFor, stagingBridge } from "./staging.js";
 
 export type PrepareFailure = "silent" | "refused" | "malformed";
@@ -42,6 +44,8 @@ export type PrepareResult =
       readonly moa: string;
       readonly secondary: VifInfo;
       readonly reused: boolean;
+      /** The guest's pre-signed activation of the MoA (mobility layer), for the relay at the pause. */
+      readonly activation?: SignedActivation;
     };
 
 export interface MigrationReport {
@@ -56,6 +60,8 @@ export interface MigrationReport {
   readonly domid: number;
   /** How long the toolstack kept the VM paused, when it knows. */
   readonly pausedMs?: number;
+  /** When the migration started (ms since the epoch): the timeline's zero. */
+  readonly startedAt: number;
   readonly timeline: readonly PhaseMark[];
 }
 
@@ -131,6 +137,7 @@ export class Engine {
             moa: existing.moa,
             secondary,
             reused: true,
+            ...(answer.value.activation ? { activation: answer.value.activation } : {}),
           };
         }
       }
@@ -201,8 +208,17 @@ export class Engine {
         state: this.withVm(s, vm, { ...record, phase: "prepared", moa }),
         result: undefined,
       }));
-      log("prepared", { migration: id, vm, moa, site: site.name });
-      return { kind: "prepared", migrationId: id, site: site.name, moa, secondary, reused: false };
+      const { activation } = answer.value;
+      log("prepared", { migration: id, vm, moa, site: site.name, activation: activation !== undefined });
+      return {
+        kind: "prepared",
+        migrationId: id,
+        site: site.name,
+        moa,
+        secondary,
+        reused: false,
+        ...(activation ? { activation } : {}),
+      };
     } catch (err) {
       // The guest's SLAAC depends on the staging radvd: say so when it is the part that is gone. Never in the
       // way of the abort below.
@@ -261,6 +277,8 @@ export class Engine {
       log("phase", { migration: id, vm, phase, atMs: now() - started });
     };
     mark("start");
+    // The relay's connection is opened before anything is paused: Node's first request costs ~20 ms of CPU.
+    const warmed = this.p.control?.health().catch(() => undefined);
     let prepared: PrepareResult | undefined;
     let fallback: string | undefined;
     if (options.method !== false) {
@@ -296,6 +314,13 @@ export class Engine {
         return { state: rec ? this.withVm(s, vm, { ...rec, phase: "migrating" }) : s, result: undefined };
       });
     }
+    // The mobility layer: the guest's pre-signed activation goes to the control server as soon as the VM is
+    // paused, so correspondents send to the new locator by the time it resumes (toolstacks that see the pause).
+    const control = this.p.control;
+    const activation = staged && this.relayable(vm, migrationId, staged, destination);
+    const relay =
+      activation && control ? this.relayAtPause(vm, migrationId, activation, control, mark) : undefined;
+    if (relay) await warmed;
     let arrived: DomainInfo;
     try {
       // xl does not carry the guest's xenstore data/ directory to the destination (XAPI's vm-data does): the
@@ -319,18 +344,23 @@ export class Engine {
               hold: {
                 devids: dom.vifs.filter((v) => v.devid !== staged.secondary.devid).map((v) => v.devid),
                 key: KEYS.status,
-                released: (value: string) => {
-                  const s = parseAgentStatus(value);
-                  return s.ok && s.value.id === migrationId && s.value.phase === "switched";
-                },
+                released: (value: string) => holdReleased(value, migrationId),
                 timeoutMs: HOLD_TIMEOUT_MS,
               },
             }
           : {}),
         mark,
+        ...(relay ? { onPaused: relay.onPaused } : {}),
       });
+      // Not waited for by the toolstack; settled here (it took milliseconds, during the pause) for its log.
+      await relay?.outcome();
     } catch (err) {
       log("migrate_failed", { migration: migrationId, vm, error: (err as Error).message });
+      // Before the guest hears of the abort: it withdraws its standby then, which must no longer be active.
+      const relayed = await relay?.outcome();
+      if (relayed && relayed !== "refused" && activation && control) {
+        await this.rollBack(vm, migrationId, activation, control, mark);
+      }
       if (useMethod) await this.abort(vm);
       throw err;
     }
@@ -352,8 +382,83 @@ export class Engine {
       ...(staged ? { moa: staged.moa } : {}),
       domid: arrived.domid,
       ...(arrived.pausedMs !== undefined ? { pausedMs: arrived.pausedMs } : {}),
+      startedAt: started,
       timeline,
     };
+  }
+
+  /**
+   * Dom0 relays only what it staged, and nothing the guest could not send itself: an activation of this VM
+   * (a host's token may relay any VM's), for a MoA inside the destination site's prefix.
+   */
+  private relayable(
+    vm: string,
+    migration: string,
+    staged: { readonly activation?: SignedActivation },
+    destination: string,
+  ): SignedActivation | undefined {
+    const a = staged.activation;
+    if (!a || !this.p.control) return undefined;
+    const { prefix } = this.p.sites.siteOfHost(destination);
+    if (a.vm === vm && prefixContains(parsePrefix(prefix), parseIpv6(a.locator))) return a;
+    this.p.log("binding_relay_refused", { migration, vm, activationVm: a.vm, locator: a.locator, prefix });
+    return undefined;
+  }
+
+  /**
+   * The relay of the guest's activation: `onPaused` starts it (synchronously, never delaying the pause);
+   * `outcome` is undefined until then.
+   */
+  private relayAtPause(
+    vm: string,
+    migration: string,
+    activation: SignedActivation,
+    control: ControlRelay,
+    mark: (phase: string) => void,
+  ): { onPaused: () => void; outcome: () => Promise<RelayOutcome> | undefined } {
+    let outcome: Promise<RelayOutcome> | undefined;
+    return {
+      onPaused: () => {
+        outcome ??= relayActivation(control, activation, this.p.log, { migration, vm }, this.p.now).then(
+          (o) => {
+            mark(o === "accepted" ? "binding-relayed" : "binding-relay-failed");
+            return o;
+          },
+        );
+      },
+      outcome: () => outcome,
+    };
+  }
+
+  /**
+   * A move that failed after the relay: the VM resumed here, so the control server makes its previous
+   * locator active again (a fresh binding at the next sequence number: the guest's own copy of the relayed
+   * one is stale from then on). Kept when the toolstack says the VM runs elsewhere after all.
+   */
+  private async rollBack(
+    vm: string,
+    migration: string,
+    activation: SignedActivation,
+    control: ControlRelay,
+    mark: (phase: string) => void,
+  ): Promise<void> {
+    const { log, toolstack } = this.p;
+    const fields = { migration, vm, locator: activation.locator, seq: activation.seq };
+    const where = await toolstack.domain(vm).then(
+      (d) => d.host,
+      () => undefined,
+    );
+    if (where !== undefined && where !== this.p.host) {
+      log("binding_kept", { ...fields, host: where });
+      return;
+    }
+    try {
+      const back = await control.rollback(vm, activation);
+      mark("binding-rolled-back");
+      log("binding_rolled_back", { ...fields, active: back.locator, activeSeq: back.seq });
+    } catch (err) {
+      log("binding_rollback_failed", { ...fields, error: (err as Error).message });
+    }
   }
 
   async status(): Promise<HostState & { readonly radvdRunning: Readonly<Record<string, boolean>> }> {

@@ -1,7 +1,8 @@
 // Fakes for the host plugin's ports, recording what they were asked. Used by the engine's table tests.
 
-import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import type { DomainInfo, MigrateRequest, SignedActivation, Toolstack, VifInfo } from "@xenroam/protocol";
 import {
+  type ControlRelay,
   type Dom0Channel,
   EMPTY_STATE,
   type HostState,
@@ -100,6 +101,11 @@ export class FakeDom0Channel implements Dom0Channel {
 export class FakeToolstack implements Toolstack {
   readonly requests: MigrateRequest[] = [];
   readonly domains = new Map<string, DomainInfo>();
+  /**
+   * A migration that fails once the VM was paused: "resumed-here" as when the destination's restore fails
+   * (the VM runs on at the source), "moved" as when something fails after it runs at the destination.
+   */
+  failAfterPause: "resumed-here" | "moved" | undefined;
   constructor(private readonly journal: Journal = []) {}
   addVm(vm: string, host: string, domid: number, vifs: VifInfo[]) {
     this.domains.set(vm, { vm, host, domid, vifs });
@@ -113,6 +119,12 @@ export class FakeToolstack implements Toolstack {
     const d = await this.domain(vm);
     this.requests.push(request);
     this.journal.push(`toolstack migrate ${vm} ${destination} ${JSON.stringify(request.bridges)}`);
+    this.journal.push(`toolstack pause ${vm}`);
+    request.onPaused?.();
+    if (this.failAfterPause === "resumed-here") {
+      this.journal.push(`toolstack resume ${vm} here`);
+      throw new Error("restore failed on the destination");
+    }
     const moved: DomainInfo = {
       vm,
       host: destination,
@@ -125,6 +137,45 @@ export class FakeToolstack implements Toolstack {
       pausedMs: 50,
     };
     this.domains.set(vm, moved);
+    if (this.failAfterPause === "moved") throw new Error("post-migration step failed");
     return moved;
+  }
+}
+
+/** The control server as the host uses it: answers after `delayMs`; `refuse` makes activations fail with 409. */
+export class FakeControl implements ControlRelay {
+  delayMs = 0;
+  refuse = false;
+  private seq = 0;
+  constructor(private readonly journal: Journal = []) {}
+  private later<T>(value: () => T): Promise<T> {
+    return new Promise((r) => setTimeout(r, this.delayMs)).then(value);
+  }
+  async health() {
+    this.journal.push("control health");
+    return { ok: true };
+  }
+  activate(b: SignedActivation) {
+    this.journal.push(`control activate ${b.locator} ${b.seq}`);
+    return this.later(() => {
+      if (this.refuse) throw Object.assign(new Error("replayed or stale"), { status: 409 });
+      this.seq = b.seq;
+      this.journal.push(`control activated ${b.locator} ${b.seq}`);
+      return { revision: b.seq };
+    });
+  }
+  rollback(vm: string, undo: SignedActivation) {
+    this.journal.push(`control rollback ${vm} ${undo.locator} ${undo.seq}`);
+    return this.later(() => {
+      if (undo.seq !== this.seq) throw Object.assign(new Error("nothing to roll back"), { status: 409 });
+      return {
+        vm,
+        hoa: "2001:db8:f::5",
+        locator: "2001:db8:a::5",
+        seq: undo.seq + 1,
+        expiresAt: 1,
+        sig: "x",
+      };
+    });
   }
 }

@@ -2,7 +2,7 @@
 // xenroam: the Dom0 command. Builds the adapters (rtnetlink, xenstore, radvd, state file, toolstack) from
 // the command line and hands them to the engine. Human output on stdout; --log-json for JSON log lines.
 
-import { mkdirSync, readFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
@@ -13,13 +13,23 @@ import { connectXapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js
 import { XlConfigError } from "./xlcfg.js";
 import { installXapi } from "./install.js";
 import { checks, gatherFacts } from "./doctor.js";
-import { CHANNEL_DIR, parseSites, type SiteDirectory, SitesError, type Toolstack } from "@xenroam/protocol";
+import {
+  CHANNEL_DIR,
+  KEYS,
+  parseSites,
+  type SiteDirectory,
+  SitesError,
+  type Toolstack,
+} from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
 import { createRadvdControl } from "./adapters/radvd.js";
+import { spawnHoldRelease } from "./adapters/hold-release.js";
+import { awaitSwitch, engageHold, releaseHold } from "./hold.js";
 import { createStateStore } from "./adapters/state.js";
-import { Engine, type MigrationReport, PluginError, PrepareError } from "./engine.js";
+import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
 import type { Log } from "./ports.js";
+import { parseRelayArgument, relayActivation } from "./relay.js";
 
 interface GlobalOptions {
   host?: string;
@@ -43,6 +53,8 @@ interface GlobalOptions {
   xapiRemoteUser?: string;
   xapiRemotePasswordFile?: string;
   logJson?: boolean;
+  /** commander's negated option: false with --no-carrier-hold. */
+  carrierHold: boolean;
 }
 
 class UsageError extends Error {}
@@ -71,6 +83,31 @@ function makeLog(json: boolean): Log {
   };
 }
 
+/** receive's half of the carrier hold: the releaser runs detached, so receive's stdio closes at once. */
+function startHoldRelease(
+  g: GlobalOptions,
+  r: { vm: string; domid: number; devids: readonly number[]; migration: string },
+  log: Log,
+): void {
+  try {
+    const pid = spawnHoldRelease(r, {
+      stateDir: g.stateDir ?? "/run/xenroam",
+      ...(g.xenstore ? { xenstore: g.xenstore } : {}),
+    });
+    log("hold_engaged", { migration: r.migration, domid: r.domid, devids: r.devids, releaser: pid });
+  } catch (err) {
+    // Nobody would release the frontends: do it now rather than leave them waiting.
+    log("hold_releaser_failed", { migration: r.migration, error: (err as Error).message });
+    void XenstoreClient.connect(g.xenstore).then(async (xs) => {
+      try {
+        await releaseHold(xs, r.domid, r.devids, log);
+      } finally {
+        xs.close();
+      }
+    });
+  }
+}
+
 function loadSites(file: string): SiteDirectory {
   let text: string;
   try {
@@ -88,8 +125,8 @@ function loadSites(file: string): SiteDirectory {
   }
 }
 
-/** The sites document from the control server, validated as a file would be; read once per command. */
-async function sitesFromControl(url: string, tokenFile: string | undefined): Promise<SiteDirectory> {
+/** A client for the control server with this host's (peer) token. */
+function controlClient(url: string, tokenFile: string | undefined, timeoutMs?: number): ControlClient {
   const file = tokenFile ?? "/etc/xenroam/host.token";
   let token: string;
   try {
@@ -99,8 +136,36 @@ async function sitesFromControl(url: string, tokenFile: string | undefined): Pro
       `cannot read the control token ${file}: ${(err as Error).message} (issue one with \`xenroam-control add-peer HOST\` and give it with --control-token-file FILE)`,
     );
   }
-  const client = new ControlClient(url, { token });
+  return new ControlClient(url, { token, ...(timeoutMs ? { timeoutMs } : {}) });
+}
+
+/** The sites document from the control server, validated as a file would be; read once per command. */
+async function sitesFromControl(url: string, tokenFile: string | undefined): Promise<SiteDirectory> {
+  const client = controlClient(url, tokenFile);
   return parseSites(await client.sites(), `the sites document of ${client.base}`);
+}
+
+/** The relay of a guest's activation is awaited as a migration ends: a sick server must not hold it long. */
+const RELAY_TIMEOUT_MS = 2000;
+
+/**
+ * receive --relay: relays the guest's activation with this host's token (its own --control first, else the
+ * source's). Undefined, with the reason logged, when it cannot: the migration goes on without it.
+ */
+function receiveRelay(text: string, g: GlobalOptions, log: Log): (() => Promise<unknown>) | undefined {
+  try {
+    const order = parseRelayArgument(text);
+    const client = controlClient(g.control ?? order.control, g.controlTokenFile, RELAY_TIMEOUT_MS);
+    // While the memory stream arrives: the relay itself then costs the paused domain a round trip only.
+    const warmed = client.health().catch(() => undefined);
+    return async () => {
+      await warmed;
+      return relayActivation(client, order.activation, log, { by: "destination" });
+    };
+  } catch (err) {
+    log("binding_relay_unavailable", { error: (err as Error).message });
+    return undefined;
+  }
 }
 
 function readSecretFile(file: string): string {
@@ -128,13 +193,17 @@ async function withEngineInner<T>(
   closers: Array<() => Promise<void>>,
 ): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
+  // The control server the engine relays guests' activations to (mobility layer).
+  let relayTo: { url: string; tokenFile?: string } | undefined = opts.control
+    ? { url: opts.control, ...(opts.controlTokenFile ? { tokenFile: opts.controlTokenFile } : {}) }
+    : undefined;
   let channelDir: string = CHANNEL_DIR.xl;
   let toolstack: Toolstack;
   let bridges = { real: "xenbr0", parking: "xrpark0" };
   if (opts.toolstack === "lab" || opts.lab) {
     const labDir = opts.lab ?? "/run/xenroam-lab/xr";
     // The lab is loaded only for the lab: a Dom0 runs xenroam without any of it.
-    const { LabToolstack, readState: readLabState } = await import("@xenroam/lab");
+    const { controlUrl, hostTokenFile, LabToolstack, readState: readLabState } = await import("@xenroam/lab");
     const lab = readLabState(labDir);
     if (!lab) throw new UsageError(`no lab state in ${labDir}; start one with: xenroam-lab up`);
     host ??= (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;
@@ -143,6 +212,10 @@ async function withEngineInner<T>(
     xenstore ??= join(labDir, `xs-${host}.sock`);
     toolstack = new LabToolstack(labDir, lab.topology);
     bridges = lab.topology.bridges;
+    // A lab with the mobility layer provisions each host a token: its xenroam relays at the pause.
+    const m = lab.topology.mobility;
+    const token = join(labDir, hostTokenFile(host));
+    if (m && existsSync(token)) relayTo ??= { url: controlUrl(lab.topology, m), tokenFile: token };
   } else if (opts.toolstack === "xl") {
     stateDir ??= "/run/xenroam";
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -151,6 +224,8 @@ async function withEngineInner<T>(
       transport: opts.transport ?? XL_DEFAULTS.transport,
       remoteXenroam: opts.remoteXenroam ?? XL_DEFAULTS.remoteXenroam,
       stateDir,
+      carrierHold: opts.carrierHold,
+      ...(opts.control ? { relayControl: opts.control } : {}),
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
   } else {
@@ -200,6 +275,7 @@ async function withEngineInner<T>(
       state: createStateStore(stateDir),
       log: makeLog(opts.logJson === true),
       now: () => Date.now(),
+      ...(relayTo ? { control: controlClient(relayTo.url, relayTo.tokenFile, RELAY_TIMEOUT_MS) } : {}),
     });
     return await fn(engine);
   } finally {
@@ -238,6 +314,10 @@ const program = new Command("xenroam")
     `xl: how to reach the destination's xenroam receive; {host} is the destination (default: "${XL_DEFAULTS.transport}")`,
   )
   .option("--remote-xenroam <command>", "xl: the xenroam command on the destination (default: xenroam)")
+  .option(
+    "--no-carrier-hold",
+    "xl: do not keep the old primary's frontend from connecting at the destination until the guest has switched (for guest kernels without the XSA-465 fix, before Linux 6.1.123 in Debian 12)",
+  )
   .option("--xapi-url <url>", "xapi: the pool master (default: https://localhost)")
   .option("--xapi-user <name>", "xapi: user (default: root)")
   .option("--xapi-password-file <file>", "xapi: password file (default: /etc/xenroam/xapi.password)")
@@ -392,8 +472,16 @@ program
     "keys to write into the guest's xenroam directory before unpause",
     "e30",
   )
-  .action(async (vm: string, o: { migration: string; writes: string }) => {
+  .option("--hold <devids>", "vif devids whose frontends wait until the guest has switched (comma-separated)")
+  .option(
+    "--relay <base64url-json>",
+    "mobility: the control server and the guest's activation to relay before unpause",
+  )
+  .action(async (vm: string, o: { migration: string; writes: string; hold?: string; relay?: string }) => {
     const g = program.opts<GlobalOptions>();
+    const holdDevids = o.hold === undefined ? [] : o.hold.split(",").map(Number);
+    if (holdDevids.some((d) => !Number.isInteger(d) || d < 0 || d > 255))
+      throw new UsageError(`--hold takes vif devids such as 0 or 0,2; got "${o.hold ?? ""}"`);
     let writes: Record<string, string>;
     try {
       writes = JSON.parse(Buffer.from(o.writes, "base64url").toString("utf8")) as Record<string, string>;
@@ -408,14 +496,29 @@ program
     }
     // stdout carries the migration stream: everything xenroam says goes to stderr.
     const log = makeLog(true);
+    const relay = o.relay && receiveRelay(o.relay, g, (e, f) => log(e, { migration: o.migration, ...f }));
     const xs = await XenstoreClient.connect(g.xenstore);
     const netlink = createNetlink();
     try {
       await xlReceive({
         vm,
         writes,
+        ...(relay ? { relay } : {}),
         log: (event, fields) => log(event, { migration: o.migration, ...fields }),
         write: (domid, key, value) => xs.write(`/local/domain/${domid}/${CHANNEL_DIR.xl}/${key}`, value),
+        ...(holdDevids.length > 0
+          ? {
+              hold: {
+                devids: holdDevids,
+                engage: (domid, devids) =>
+                  engageHold(xs, domid, devids, (event, fields) =>
+                    log(event, { migration: o.migration, ...fields }),
+                  ),
+                release: (domid, devids) =>
+                  startHoldRelease(g, { vm, domid, devids, migration: o.migration }, log),
+              },
+            }
+          : {}),
         ensureBridges: async () => {
           const parking = g.parkingBridge ?? "xrpark0";
           const link = await netlink.link(parking);
@@ -429,6 +532,34 @@ program
     } finally {
       xs.close();
       netlink.close();
+    }
+  });
+
+program
+  .command("hold-release", { hidden: true })
+  .description("xl destination: let held frontends connect once the guest has switched (started by receive)")
+  .argument("<vm>")
+  .requiredOption("--domid <n>", "the restored domain", positiveInt)
+  .requiredOption("--devids <list>", "the held vif devids")
+  .requiredOption("--migration <id>", "the migration whose switch ends the hold")
+  .option("--timeout-ms <ms>", "release anyway after this long", positiveInt, HOLD_TIMEOUT_MS)
+  .action(async (vm: string, o: { domid: number; devids: string; migration: string; timeoutMs: number }) => {
+    const g = program.opts<GlobalOptions>();
+    const log = makeLog(true);
+    const devids = o.devids.split(",").map(Number);
+    const fields = { migration: o.migration, vm, domid: o.domid, devids };
+    const xs = await XenstoreClient.connect(g.xenstore);
+    const started = Date.now();
+    try {
+      const path = `/local/domain/${o.domid}/${CHANNEL_DIR.xl}/${KEYS.status}`;
+      const why = await awaitSwitch(xs, path, o.migration, o.timeoutMs).catch((err: unknown) => {
+        log("hold_watch_failed", { ...fields, error: String(err) });
+        return "error" as const;
+      });
+      await releaseHold(xs, o.domid, devids, (event, f) => log(event, { ...fields, ...f }));
+      log("hold_released", { ...fields, why, heldMs: Date.now() - started });
+    } finally {
+      xs.close();
     }
   });
 

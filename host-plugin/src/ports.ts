@@ -1,7 +1,7 @@
 // The host plugin's ports: everything outside the core, each with a real adapter and a fake.
 
 import type { Netlink } from "@xenroam/netlink";
-import type { Toolstack } from "@xenroam/protocol";
+import type { SignedActivation, Toolstack } from "@xenroam/protocol";
 import type { SiteDirectory } from "@xenroam/protocol";
 
 /** Dom0's side of the guest channel: keys under a domain's xenroam directory. */
@@ -64,6 +64,18 @@ export interface StateStore {
 
 export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
+/**
+ * The control server, as the host uses it for the mobility layer (ControlClient, with a host's peer token):
+ * relay a guest's pre-signed activation while the VM is paused, and undo it when the move then fails.
+ */
+export interface ControlRelay {
+  /** Any cheap request: made before the pause, so the relay then reuses a warm client and connection. */
+  health(): Promise<unknown>;
+  activate(b: SignedActivation): Promise<{ revision: number }>;
+  /** Undoes `activation` (which must be the VM's active binding): its previous locator is active again. */
+  rollback(vm: string, activation: SignedActivation): Promise<SignedActivation>;
+}
+
 export interface HostPorts {
   readonly host: string;
   readonly bridges: { readonly real: string; readonly parking: string };
@@ -75,4 +87,6 @@ export interface HostPorts {
   readonly state: StateStore;
   readonly log: Log;
   readonly now: () => number;
+  /** When set, a guest's pre-signed activation is relayed at the pause (on toolstacks that see it). */
+  readonly control?: ControlRelay;
 }

@@ -3,6 +3,7 @@ import { FakeNetlink } from "@xenroam/netlink";
 import { encodeMessage, parseRequest, parseSites } from "@xenroam/protocol";
 import {
   Engine,
+  FakeControl,
   FakeDom0Channel,
   FakeRadvd,
   FakeToolstack,
@@ -23,9 +24,23 @@ const SITES = parseSites({
   ],
 });
 
-type GuestMode = "answers" | "silent" | "malformed" | "refuses";
+type GuestMode = "answers" | "silent" | "malformed" | "refuses" | "mobile";
 
-function host(mode: GuestMode = "answers") {
+const MOA = "2001:db8:b:0:216:3eff:fe00:502";
+/** What a mobile guest hands Dom0 with its answer: its pre-signed activation (the engine never verifies it). */
+const ACTIVATION = {
+  vm: "vm",
+  hoa: "2001:db8:f::5",
+  locator: MOA,
+  seq: 7,
+  expiresAt: 1e13,
+  sig: "A".repeat(86),
+};
+
+function host(
+  mode: GuestMode = "answers",
+  options: { control?: boolean; activation?: Partial<typeof ACTIVATION> } = {},
+) {
   const journal: Journal = [];
   const netlink = new FakeNetlink(["lo"]);
   netlink.seedLink("xenbr0", { kind: "bridge", up: true });
@@ -57,13 +72,16 @@ function host(mode: GuestMode = "answers") {
               v: 1,
               id,
               status: "prepared",
-              moa: "2001:db8:b:0:216:3eff:fe00:502",
+              moa: MOA,
               ifname: "eth1",
+              ...(mode === "mobile" ? { activation: { ...ACTIVATION, ...options.activation } } : {}),
             });
     setTimeout(() => channel.guestWrite(domid, "answer", answer), 5);
   };
   const radvd = new FakeRadvd(journal);
   const state = new MemoryState();
+  const control = new FakeControl(journal);
+  const logged: string[] = [];
   const engine = new Engine({
     host: "hosta",
     bridges: { real: "xenbr0", parking: "xrpark0" },
@@ -73,10 +91,11 @@ function host(mode: GuestMode = "answers") {
     toolstack,
     sites: SITES,
     state,
-    log: () => {},
+    log: (event) => logged.push(event),
     now: () => Date.now(),
+    ...(options.control ? { control } : {}),
   });
-  return { engine, netlink, toolstack, channel, radvd, state, journal };
+  return { engine, netlink, toolstack, channel, radvd, state, journal, control, logged };
 }
 
 test("migrate with the method: staging bridge impersonates the gateway, vifs swapped, cleanup after the move", async (t) => {
@@ -231,4 +250,90 @@ test("a VM without a parked second vif is refused with what to write in xl.cfg",
   await t.throwsAsync(h.engine.prepare("solo", "hostb"), {
     message: /needs two vifs.*vif = \[ 'mac=…,bridge=xenbr0', 'mac=…,bridge=xrpark0' \]/,
   });
+});
+
+test("mobility: the guest's activation is relayed when the VM is paused, without delaying the pause", async (t) => {
+  const h = host("mobile", { control: true });
+  h.control.delayMs = 40;
+  const migrate = h.toolstack.migrate.bind(h.toolstack);
+  let callMs = -1;
+  h.toolstack.migrate = async (vm, destination, request) => {
+    const relay = request.onPaused;
+    return migrate(vm, destination, {
+      ...request,
+      onPaused: () => {
+        const started = Date.now();
+        relay?.();
+        callMs = Date.now() - started;
+      },
+    });
+  };
+  const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
+  t.is(report.method, "dual-interface");
+  t.true(callMs >= 0 && callMs < 20, `onPaused returned in ${callMs} ms; the POST takes 40`);
+  const at = (entry: string) => h.journal.indexOf(entry);
+  t.true(at("control health") < at('toolstack migrate vm hostb {"0":"xrpark0","1":"xenbr0"}'));
+  t.true(at("toolstack pause vm") < at(`control activate ${MOA} 7`), h.journal.join("\n"));
+  t.true(at(`control activated ${MOA} 7`) > 0, "the engine waited for the answer before it returned");
+  t.true(report.timeline.some((m) => m.phase === "binding-relayed"));
+  t.true(h.logged.includes("binding_relayed"));
+  t.false(h.journal.some((j) => j.startsWith("control rollback")));
+});
+
+test("mobility: a move that fails after the pause rolls the relayed binding back before the guest hears of the abort", async (t) => {
+  const h = host("mobile", { control: true });
+  h.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(h.engine.migrate("vm", "hostb", { migrationId: "m1" }), { message: /restore failed/ });
+  const rollback = h.journal.indexOf(`control rollback vm ${MOA} 7`);
+  const activated = h.journal.indexOf(`control activated ${MOA} 7`);
+  const abort = h.journal.lastIndexOf("xenstore write 5/request");
+  t.true(activated >= 0 && rollback > activated, h.journal.join("\n"));
+  t.true(abort > rollback, "the guest withdraws its standby only once it is no longer active");
+  t.true(h.logged.includes("binding_rolled_back"));
+  const req = parseRequest((await h.channel.read(5, "request")) ?? "");
+  t.like(req.ok ? req.value : {}, { kind: "abort", id: "m1" });
+  t.deepEqual(h.state.state, { staging: {}, vms: {} });
+});
+
+test("mobility: no rollback when the VM runs at the destination after all, or when the server refused the relay", async (t) => {
+  const moved = host("mobile", { control: true });
+  moved.toolstack.failAfterPause = "moved";
+  await t.throwsAsync(moved.engine.migrate("vm", "hostb", { migrationId: "m1" }));
+  t.false(moved.journal.some((j) => j.startsWith("control rollback")));
+  t.true(moved.logged.includes("binding_kept"));
+
+  const refused = host("mobile", { control: true });
+  refused.control.refuse = true;
+  refused.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(refused.engine.migrate("vm", "hostb", { migrationId: "m2" }));
+  t.true(refused.logged.includes("binding_relay_failed"));
+  t.false(
+    refused.journal.some((j) => j.startsWith("control rollback")),
+    "a refusal changed nothing",
+  );
+
+  // Without a control server, or without an activation in the answer, nothing is relayed.
+  for (const h of [host("mobile"), host("answers", { control: true })]) {
+    await h.engine.migrate("vm", "hostb", { migrationId: "m3" });
+    t.is(h.toolstack.requests[0]?.onPaused, undefined);
+    t.false(h.journal.some((j) => j.startsWith("control activate")));
+  }
+});
+
+test("mobility: Dom0 relays only an activation of this VM, for a MoA in the destination site", async (t) => {
+  // A guest can hand Dom0 anything: a host's token may relay any VM's binding, the guest's only its own.
+  for (const activation of [{ vm: "vm2" }, { locator: "2001:db8:a::66", hoa: "2001:db8:f::5" }]) {
+    const h = host("mobile", { control: true, activation });
+    // The guest's answer must name the same locator as its MoA (the protocol checks): keep them equal.
+    if (activation.locator) {
+      const write = h.channel.guestWrite.bind(h.channel);
+      h.channel.guestWrite = (domid, key, value) =>
+        write(domid, key, key === "answer" ? value.replace(MOA, activation.locator) : value);
+    }
+    const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
+    t.is(report.method, "dual-interface");
+    t.true(h.logged.includes("binding_relay_refused"));
+    t.is(h.toolstack.requests[0]?.onPaused, undefined);
+    t.false(h.journal.some((j) => j.startsWith("control activate")));
+  }
 });

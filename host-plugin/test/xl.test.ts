@@ -3,11 +3,21 @@
 // `xl migrate-receive -p`, writes the arrival into the guest's xenstore, and only then unpauses.
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
+import type { AddressInfo } from "node:net";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
-import { XenstoreServer } from "@xenroam/xenstore";
+import {
+  ControlService,
+  createControlServer,
+  exportPublicKey,
+  generateSigningKeys,
+  MemoryStore,
+} from "@xenroam/control";
+import { encodeMessage, type PrepareAnswer } from "@xenroam/protocol";
+import { XenstoreClient, XenstoreServer } from "@xenroam/xenstore";
 import { receiveRune, XL_DEFAULTS, XlError, XlToolstack } from "../src/adapters/xl.js";
+import { parseRelayArgument } from "../src/relay.js";
 
 const FAKE_XL = fileURLToPath(new URL("../../test/fixtures/fake-xl.mjs", import.meta.url));
 const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
@@ -22,6 +32,10 @@ interface Call {
   cfg?: string;
   arrived?: string;
   dest?: string;
+  /** At unpause: each vif backend's xenbus state. */
+  backend?: Record<string, string | undefined>;
+  /** At unpause: the guest's binding as the control server had it (FAKE_XL_BINDING_URL). */
+  binding?: Record<string, unknown>;
 }
 
 async function setup(t: ExecutionContext) {
@@ -63,7 +77,7 @@ async function setup(t: ExecutionContext) {
   const toolstack = new XlToolstack({
     configPath: join(dir, "{vm}.cfg"),
     transport: "env XENROAM_FAKE_DEST={host}",
-    remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --parking-bridge lo`,
+    remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
     stateDir: dir,
   });
   const calls = () =>
@@ -71,7 +85,7 @@ async function setup(t: ExecutionContext) {
       .trim()
       .split("\n")
       .map((l) => JSON.parse(l) as Call);
-  return { dir, toolstack, calls };
+  return { dir, toolstack, calls, sock };
 }
 
 const ARRIVED = JSON.stringify({ v: 1, id: "m1", host: "hostb" });
@@ -158,3 +172,279 @@ test("the receive command line refuses what a shell would misread", (t) => {
     message: /VM name/,
   });
 });
+
+const HOLD = {
+  devids: [0],
+  key: "status",
+  released: () => false, // the destination decides from the guest's status itself
+  timeoutMs: 10_000,
+};
+const SWITCHED = JSON.stringify({ v: 1, phase: "switched", id: "m1", primary: "eth1", secondary: "eth0" });
+
+async function waitFor<T>(
+  what: string,
+  ms: number,
+  get: () => Promise<T>,
+  ok: (v: T) => boolean,
+): Promise<T> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const v = await get();
+    if (ok(v) || Date.now() > deadline) return v;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+test.serial(
+  "carrier hold: the old primary's backend waits at Initialising when the domain runs, until the guest has switched",
+  async (t) => {
+    const { toolstack, calls, sock, dir } = await setup(t);
+    const started = Date.now();
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { arrived: ARRIVED },
+      hold: HOLD,
+    });
+    // The releaser is detached: xl's transport closed with the domain running, not after the hold.
+    t.true(Date.now() - started < 5000, `migrate took ${Date.now() - started} ms`);
+    const rune = calls()[0]?.argv[6] ?? "";
+    t.regex(rune, / --hold 0$/);
+    const unpause = calls().find((c) => c.argv[0] === "unpause");
+    t.deepEqual(unpause?.backend, { 0: "1", 1: "2" }, "vif 0 held (netfront waits), vif 1 free to connect");
+    const xs = await XenstoreClient.connect(sock);
+    t.teardown(() => xs.close());
+    const state0 = () => xs.tryRead("/local/domain/0/backend/vif/6/0/state");
+    await new Promise((r) => setTimeout(r, 300));
+    t.is(await state0(), "1", "still held while the guest has not switched");
+    await xs.write("/local/domain/6/data/xenroam/status", SWITCHED);
+    t.is(await waitFor("release", 5000, state0, (v) => v === "2"), "2", "released once the guest switched");
+    const lines = await waitFor(
+      "the releaser's log",
+      2000,
+      async () => readFileSync(join(dir, "hold-release.log"), "utf8"),
+      (l) => l.includes("hold_released"),
+    );
+    t.regex(lines, /"event":"hold_released".*"why":"switched"/);
+  },
+);
+
+test.serial(
+  "carrier hold: a release never overwrites a state libxl moved on (Closing stays Closing)",
+  async (t) => {
+    const { toolstack, sock, dir } = await setup(t);
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { arrived: ARRIVED },
+      hold: HOLD,
+    });
+    const xs = await XenstoreClient.connect(sock);
+    t.teardown(() => xs.close());
+    // libxl removing the device writes Closing (tools/libs/light/libxl_device.c 1079-1085).
+    await xs.write("/local/domain/0/backend/vif/6/0/state", "5");
+    await xs.write("/local/domain/6/data/xenroam/status", SWITCHED);
+    const log = await waitFor(
+      "the releaser's log",
+      5000,
+      async () => {
+        try {
+          return readFileSync(join(dir, "hold-release.log"), "utf8");
+        } catch {
+          return "";
+        }
+      },
+      (l) => l.includes("hold_released"),
+    );
+    t.regex(log, /"event":"hold_release_skipped".*"backendState":"5"/);
+    t.is(await xs.tryRead("/local/domain/0/backend/vif/6/0/state"), "5");
+  },
+);
+
+test.serial(
+  "carrier hold: --no-carrier-hold (carrierHold false) sends no --hold; nothing is held",
+  async (t) => {
+    const { dir, calls } = await setup(t);
+    const sock = join(dir, "xs.sock");
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
+      stateDir: dir,
+      carrierHold: false,
+    });
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      hold: HOLD,
+    });
+    t.notRegex(calls()[0]?.argv[6] ?? "", /--hold/);
+    t.deepEqual(calls().find((c) => c.argv[0] === "unpause")?.backend, { 0: "2", 1: "2" });
+  },
+);
+
+test.serial("hold-release: without the guest's switch the frontends are let go at the timeout", async (t) => {
+  const { sock } = await setup(t);
+  const xs = await XenstoreClient.connect(sock);
+  t.teardown(() => xs.close());
+  await xs.write(
+    "/local/domain/7/data/xenroam/status",
+    JSON.stringify({ v: 1, phase: "switching", id: "m9" }),
+  );
+  await xs.write("/local/domain/0/backend/vif/7/0/state", "1");
+  const { execFile } = await import("node:child_process");
+  const started = Date.now();
+  const out = await new Promise<string>((resolve, reject) =>
+    execFile(
+      process.execPath,
+      [
+        MAIN,
+        "--xenstore",
+        sock,
+        "hold-release",
+        "web1",
+        "--domid",
+        "7",
+        "--devids",
+        "0",
+        "--migration",
+        "m9",
+        "--timeout-ms",
+        "400",
+      ],
+      (err, _stdout, stderr) => (err ? reject(new Error(`hold-release failed: ${stderr}`)) : resolve(stderr)),
+    ),
+  );
+  t.true(Date.now() - started >= 400);
+  t.is(await xs.tryRead("/local/domain/0/backend/vif/7/0/state"), "2");
+  t.regex(out, /"event":"hold_released".*"why":"timeout"/);
+});
+
+/** A control server on loopback with vm (two locators registered, the first active) and host hostb's token. */
+async function controlServer(t: ExecutionContext, dir: string) {
+  const keys = generateSigningKeys();
+  const service = new ControlService({ store: new MemoryStore(), ...keys });
+  const srv = createControlServer(service, exportPublicKey(keys.publicKey));
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
+  const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  await service.registerVm("web1", "2001:db8:f::5");
+  const first = await service.registerStandby("web1", "2001:db8:a::5");
+  await service.activate(first);
+  const activation = await service.registerStandby("web1", "2001:db8:b::5");
+  const tokenFile = join(dir, "host.token");
+  writeFileSync(tokenFile, (await service.registerPeer("hostb")).token);
+  const cnToken = (await service.registerPeer("cn")).token;
+  return { url, service, activation, tokenFile, cnToken };
+}
+
+test.serial(
+  "xl relay: receive hands the guest's activation to the control server before it unpauses",
+  async (t) => {
+    const { dir, calls, sock } = await setup(t);
+    const control = await controlServer(t, dir);
+    // A server slower than xl's own steps: unpause must wait for it (within RELAY_WAIT_MS).
+    const activate = control.service.activate.bind(control.service);
+    control.service.activate = async (b) => {
+      await new Promise((r) => setTimeout(r, 150));
+      return activate(b);
+    };
+    process.env.FAKE_XL_BINDING_URL = `${control.url}/v1/bindings/2001:db8:f::5`;
+    process.env.FAKE_XL_BINDING_TOKEN = control.cnToken;
+    t.teardown(() => {
+      delete process.env.FAKE_XL_BINDING_URL;
+      delete process.env.FAKE_XL_BINDING_TOKEN;
+    });
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo --control-token-file ${control.tokenFile}`,
+      stateDir: dir,
+      relayControl: control.url,
+    });
+    const answer = encodeMessage({
+      v: 1,
+      id: "m1",
+      status: "prepared",
+      moa: "2001:db8:b::5",
+      ifname: "eth1",
+      activation: control.activation,
+    });
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { answer, arrived: ARRIVED },
+    });
+    const rune = calls()[0]?.argv[6] ?? "";
+    t.regex(rune, / --relay [A-Za-z0-9_-]+$/, "one base64url word: nothing a shell could misread");
+    const unpause = calls().find((c) => c.argv[0] === "unpause");
+    t.like(unpause?.binding, { active: "2001:db8:b::5", seq: 2 }, "active when the domain was unpaused");
+  },
+);
+
+test.serial(
+  "xl relay: no --relay without a control server or an activation; receive goes on when it cannot relay",
+  async (t) => {
+    const { dir, calls, sock } = await setup(t);
+    const control = await controlServer(t, dir);
+    const answer = (activation?: unknown) =>
+      encodeMessage({
+        v: 1,
+        id: "m1",
+        status: "prepared",
+        moa: "2001:db8:b::5",
+        ifname: "eth1",
+        ...(activation ? { activation } : {}),
+      } as PrepareAnswer);
+    const o = { ...XL_DEFAULTS, stateDir: dir };
+    const request = (writes: Record<string, string>) => ({
+      migrationId: "m1",
+      bridges: {},
+      guestWrites: writes,
+    });
+    t.notRegex(receiveRune(o, "web1", "hostb", request({ answer: answer(control.activation) })), /--relay/);
+    t.notRegex(
+      receiveRune({ ...o, relayControl: control.url }, "web1", "hostb", request({ answer: answer() })),
+      /--relay/,
+    );
+    const other = request({ answer: answer({ ...control.activation, vm: "other" }) });
+    t.notRegex(
+      receiveRune({ ...o, relayControl: control.url }, "web1", "hostb", other),
+      /--relay/,
+      "only an activation of the VM that moves",
+    );
+    const order = parseRelayArgument(
+      /--relay (\S+)/.exec(
+        receiveRune(
+          { ...o, relayControl: "http://[2001:db8:c::1]:7360" },
+          "web1",
+          "hostb",
+          request({ answer: answer(control.activation) }),
+        ),
+      )?.[1] ?? "",
+    );
+    t.deepEqual(order, { control: "http://[2001:db8:c::1]:7360", activation: control.activation });
+    t.throws(() => parseRelayArgument("e30"), { message: /--relay is malformed: control/ });
+
+    // The destination has no token: the relay is logged as unavailable, the migration completes anyway.
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo --control-token-file ${join(dir, "missing.token")}`,
+      stateDir: dir,
+      relayControl: control.url,
+    });
+    const info = await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { answer: answer(control.activation), arrived: ARRIVED },
+    });
+    t.is(info.domid, 6);
+    t.true(calls().some((c) => c.argv[0] === "unpause"));
+    t.like(
+      await control.service.binding("2001:db8:f::5"),
+      { active: "2001:db8:a::5", seq: 1 },
+      "nothing relayed",
+    );
+  },
+);

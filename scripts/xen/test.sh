@@ -142,6 +142,15 @@ migrate() { # from to expected-address
   # The longest silence between two echo replies: the HoA's outage as the CN saw it (TCG: slow, not a benchmark).
   awk -F'[][]' '/bytes from/ { t = $2 + 0; if (last && t - last > gap) gap = t - last; last = t }
     END { printf "  CN -> HoA: longest gap between echo replies %.1f s\n", gap }' "$RUN/ping-$2.log"
+  # The carrier hold (host-plugin/src/hold.ts): xenroam receive kept the old primary's frontend from connecting
+  # until the guest reported its switch; the detached releaser logs how long.
+  for i in $(seq 15); do
+    hold=$(dom0 "$2" 30 'tail -n 3 /run/xenroam/hold-release.log 2>/dev/null' | grep -a '"event":"hold_released"' | tail -1)
+    [ -n "$hold" ] && break; sleep 1
+  done
+  printf '%s\n' "$hold" | grep -q '"why":"switched"' ||
+    fail "on $2 the old primary's frontend was not held until the guest switched (hold-release.log: ${hold:-nothing})"
+  say "carrier hold on $2: the old primary's frontend connected only after the guest's switch ($(printf '%s' "$hold" | grep -o '"heldMs":[0-9]*'))"
   say "the guest agent's switch on $2 (from its console):"
   guest_events "$2"
   # binding_accepted: the guest's datagram; binding_learned: the control server's watch stream.

@@ -8,6 +8,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import { relayArgument } from "../relay.js";
 import { setVifBridges } from "../xlcfg.js";
 
 export class XlError extends Error {
@@ -90,6 +91,13 @@ export interface XlOptions {
   readonly remoteXenroam: string;
   /** Where the swapped config is written for xl to read. */
   readonly stateDir: string;
+  /**
+   * Hold the vifs the engine asks to hold (the old primary) at the destination: their frontends do not connect
+   * until the guest has switched (host-plugin/src/hold.ts). Off for guests whose kernel lacks the XSA-465 fix.
+   */
+  readonly carrierHold?: boolean;
+  /** Mobility layer: the control server the destination relays the guest's activation to (receive --relay). */
+  readonly relayControl?: string;
 }
 
 export const XL_DEFAULTS = {
@@ -108,6 +116,7 @@ function shellWord(what: string, w: string): string {
 /** The receiving command line: what `xl migrate -s ""` runs as its transport (through sh). */
 export function receiveRune(o: XlOptions, vm: string, destination: string, request: MigrateRequest): string {
   const writes = Buffer.from(JSON.stringify(request.guestWrites ?? {})).toString("base64url");
+  const relay = relayArgument(o.relayControl, vm, request.guestWrites);
   const transport = o.transport.replaceAll("{host}", shellWord("destination", destination));
   return [
     "exec",
@@ -119,6 +128,10 @@ export function receiveRune(o: XlOptions, vm: string, destination: string, reque
     shellWord("migration id", request.migrationId),
     "--writes",
     writes,
+    ...(request.hold && o.carrierHold !== false && request.hold.devids.length > 0
+      ? ["--hold", request.hold.devids.map((d) => shellWord("vif devid", String(d))).join(",")]
+      : []),
+    ...(relay ? ["--relay", relay] : []),
   ].join(" ");
 }
 
@@ -178,8 +191,22 @@ export interface ReceiveOptions {
   readonly write: (domid: number, key: string, value: string) => Promise<void>;
   /** Before the stream arrives: make sure the bridges the config names exist (the parking bridge). */
   readonly ensureBridges?: () => Promise<void>;
+  /**
+   * The carrier hold (host-plugin/src/hold.ts): `engage` runs while the domain is paused and returns the devids
+   * it holds; `release` hands them to a detached process that lets them connect once the guest has switched.
+   */
+  readonly hold?: {
+    readonly devids: readonly number[];
+    readonly engage: (domid: number, devids: readonly number[]) => Promise<number[]>;
+    readonly release: (domid: number, devids: readonly number[]) => void;
+  };
   readonly log: (event: string, fields?: Record<string, unknown>) => void;
+  /** Mobility layer: relays the guest's activation (never throws); unpause waits for it RELAY_WAIT_MS at most. */
+  readonly relay?: () => Promise<unknown>;
 }
+
+/** How long the domain may stay paused for the relay of the guest's activation. */
+export const RELAY_WAIT_MS = 250;
 
 /**
  * The destination side. stdin/stdout carry the migration stream and go to `xl migrate-receive` untouched;
@@ -196,13 +223,30 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   const domid = Number((await xlOk(["domid", o.vm])).trim());
   if (!Number.isInteger(domid) || domid <= 0) throw new XlError(`xl domid ${o.vm} gave no domain id`);
   const started = Date.now();
+  // The source cannot see the pause on xl: the guest's activation goes to the control server from here.
+  const relaying = o.relay?.();
+  let held: number[] = [];
   try {
+    // The hold first: a frontend must never see its backend at InitWait once the domain runs.
+    if (o.hold) {
+      held = await o.hold.engage(domid, o.hold.devids).catch((err: unknown) => {
+        o.log("hold_failed", { vm: o.vm, domid, error: String(err) });
+        return [];
+      });
+    }
     for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
+    if (relaying) await Promise.race([relaying, new Promise((r) => setTimeout(r, RELAY_WAIT_MS).unref())]);
   } finally {
     // Whatever happened to the arrival keys, the domain must not stay paused: the source has let go of it.
-    await xlOk(["unpause", o.vm]);
+    try {
+      await xlOk(["unpause", o.vm]);
+    } finally {
+      // Even if unpause failed: nothing may stay held without someone to release it.
+      if (held.length > 0) o.hold?.release(domid, held);
+    }
   }
-  o.log("unpaused", { vm: o.vm, domid, arrivalMs: Date.now() - started });
+  o.log("unpaused", { vm: o.vm, domid, arrivalMs: Date.now() - started, held });
+  await relaying;
   const info = await xlDomain(o.vm);
   process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(info)}\n`);
   return info;

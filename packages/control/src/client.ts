@@ -12,6 +12,8 @@ export class ControlClientError extends Error {
     message: string,
     /** The HTTP status, when the server answered. */
     readonly status?: number,
+    /** The server's machine-readable reason, when it gave one ("already-active": a copy of the active binding). */
+    readonly code?: string,
   ) {
     super(message);
   }
@@ -50,6 +52,10 @@ export class ControlClient {
   ) {
     this.base = parseControlUrl(url);
     this.timeoutMs = options.timeoutMs ?? 5000;
+  }
+
+  async health(): Promise<{ ok: boolean; revision: number }> {
+    return this.call("GET", "/v1/health");
   }
 
   async publicKey(): Promise<string> {
@@ -91,6 +97,14 @@ export class ControlClient {
 
   async activate(b: SignedBinding): Promise<{ revision: number }> {
     return this.call("POST", "/v1/bindings", b);
+  }
+
+  /**
+   * Undoes an activation a host relayed for a move that failed (a host sends the signed binding itself; an
+   * admin may send its locator and seq): the server's binding of the previous locator comes back.
+   */
+  async rollback(vm: string, undo: SignedBinding | { locator: string; seq: number }): Promise<SignedBinding> {
+    return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/rollback`, undo);
   }
 
   async binding(hoa: string): Promise<BindingRecord> {
@@ -136,15 +150,18 @@ export class ControlClient {
     const text = await res.text();
     if (!res.ok) {
       let reason = text;
+      let code: string | undefined;
       try {
-        const e = (JSON.parse(text) as { error?: unknown }).error;
-        if (typeof e === "string") reason = e;
+        const e = JSON.parse(text) as { error?: unknown; code?: unknown };
+        if (typeof e.error === "string") reason = e.error;
+        if (typeof e.code === "string") code = e.code;
       } catch {
         /* not JSON: keep the text */
       }
       throw new ControlClientError(
         `control server ${this.base}: ${method} ${path}: ${res.status} ${reason}`,
         res.status,
+        code,
       );
     }
     if (opts.text) return text as T;

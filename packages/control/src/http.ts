@@ -20,6 +20,7 @@ export const ROUTES = [
   "POST /v1/peers                 (admin) {name}",
   "POST /v1/vms/:vm/standby       (admin, the VM) {locator}",
   "DELETE /v1/vms/:vm/standby/:locator (admin, the VM)",
+  "POST /v1/vms/:vm/rollback      (admin {locator, seq}; a host of the sites: the signed binding) undo it",
   "POST /v1/bindings              (anyone with a token; the VM only its own) signed binding",
   "GET  /v1/bindings?since=R&wait=MS (admin, peer)",
   "GET  /v1/bindings/:hoa         (admin, peer)",
@@ -113,6 +114,7 @@ export function createControlServer(
       const vmPath = /^\/v1\/vms\/([^/]+)$/.exec(path);
       const standby = /^\/v1\/vms\/([^/]+)\/standby$/.exec(path);
       const standbyLocator = /^\/v1\/vms\/([^/]+)\/standby\/([^/]+)$/.exec(path);
+      const rollback = /^\/v1\/vms\/([^/]+)\/rollback$/.exec(path);
       const bindingPath = /^\/v1\/bindings\/([^/]+)$/.exec(path);
       if (route === "GET /v1/sites") {
         need(who, admin || peer, "read the sites");
@@ -151,6 +153,18 @@ export function createControlServer(
         const result = await service.withdrawStandby(vm, locator);
         log("standby_withdrawn", { vm, locator, ...result });
         send(res, 200, result);
+      } else if (req.method === "POST" && rollback) {
+        const vm = decodeURIComponent(rollback[1] ?? "");
+        // Hosts relay a guest's activation at the pause; the one whose move then failed undoes it.
+        need(who, admin || (peer && (await service.isHost(who.name))), `roll back bindings of ${vm}`);
+        // A host presents the activation it relayed (server-signed); an admin may name it by locator and seq.
+        const b = await body(req);
+        const seq = b.seq;
+        if (typeof seq !== "number") throw new ControlError(400, '"seq" must be a number');
+        const undo = typeof b.sig === "string" ? signedBinding(b) : { locator: str(b, "locator"), seq };
+        const binding = await service.rollback(vm, undo, { proof: !admin });
+        log("rolled_back", { by: who.kind, ...(peer ? { host: who.name } : {}), vm, undone: b.locator, seq });
+        send(res, 200, binding);
       } else if (route === "POST /v1/bindings") {
         const signed = signedBinding(await body(req));
         need(who, who.kind !== "vm" || who.name === signed.vm, `activate bindings of ${signed.vm}`);
@@ -167,7 +181,10 @@ export function createControlServer(
           send(res, 200, { revision: verdict.revision });
         } else {
           log("refused", { ...fields, reason: verdict.reason });
-          send(res, 409, { error: verdict.reason });
+          send(res, 409, {
+            error: verdict.reason,
+            ...(verdict.alreadyActive ? { code: "already-active" } : {}),
+          });
         }
       } else if (route === "GET /v1/bindings") {
         need(who, admin || peer, "watch bindings");

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // xenroam-control: the control server daemon (`serve`), its one-time setup (`init`), and the admin's
-// commands against a running server (`put-sites`, `add-vm`, `add-peer`, `show`). JSON logs on stderr;
-// SIGTERM/SIGINT answer open long polls, close the listener and the database, and exit 0.
+// commands against a running server (`put-sites`, `add-vm`, `add-peer`, `rollback`, `show`). JSON logs on
+// stderr; SIGTERM/SIGINT answer open long polls, close the listener and the database, and exit 0.
 
 import { createPublicKey } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -207,6 +207,19 @@ admin(
     .description("issue a token for a host or a correspondent (watch stream, sites); re-adding rotates it"),
 ).action(async (name: string, o: { server: string; tokenFile: string }) => {
   print(await client(o).registerPeer(name));
+});
+
+admin(
+  program
+    .command("rollback")
+    .argument("<vm>", "the VM")
+    .requiredOption("--locator <address>", "the locator whose activation is undone (the VM's active one)")
+    .requiredOption("--seq <n>", "that activation's sequence number", (v) => Number(v))
+    .description(
+      "undo a VM's last activation (a move that failed after its binding was relayed): its previous locator is activated again at the next sequence number",
+    ),
+).action(async (vm: string, o: { locator: string; seq: number; server: string; tokenFile: string }) => {
+  print(await client(o).rollback(vm, { locator: o.locator, seq: o.seq }));
 });
 
 admin(

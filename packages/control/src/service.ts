@@ -5,7 +5,7 @@
 import { createHash, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
 import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6 } from "@xenroam/core";
 import { parseSites, SitesError, type SitesDocument } from "@xenroam/protocol";
-import { BindingBook, type SignedBinding, signBinding, type Verdict } from "./bindings.js";
+import { BindingBook, type SignedBinding, signBinding, signatureValid, type Verdict } from "./bindings.js";
 import type { BindingRecord, Change, Principal, Store, VmRecord } from "./store.js";
 
 export class ControlError extends Error {
@@ -172,7 +172,14 @@ export class ControlService {
       const seq = current?.seq ?? 0;
       const locators = [...new Set([...(current?.locators ?? []), locator])];
       if (!current || current.locators.length !== locators.length) {
-        await this.commit({ hoa: vm.hoa, vm: vm.name, active: current?.active, seq, locators });
+        await this.commit({
+          hoa: vm.hoa,
+          vm: vm.name,
+          active: current?.active,
+          seq,
+          locators,
+          ...(current?.previous ? { previous: current.previous } : {}),
+        });
       }
       return signBinding(this.options.privateKey, {
         vm: vm.name,
@@ -201,13 +208,23 @@ export class ControlService {
           `${locator} is the active locator of ${vm.name}; only standbys can be withdrawn`,
         );
       }
-      await this.commit({ ...current, locators: current.locators.filter((l) => l !== locator) });
+      // A withdrawn locator is no longer the VM's: no rollback may return to it.
+      const { previous, ...rest } = current;
+      await this.commit({
+        ...rest,
+        locators: current.locators.filter((l) => l !== locator),
+        ...(previous && previous !== locator ? { previous } : {}),
+      });
       return { withdrawn: true };
     });
   }
 
-  /** Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule. */
-  async activate(b: SignedBinding): Promise<Verdict & { revision?: number }> {
+  /**
+   * Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule. A copy of
+   * the binding that is active already (Dom0 relayed it at the pause, then the VM sent its own) is refused
+   * like any replay, changing nothing, and flagged `alreadyActive` so its sender knows it took effect.
+   */
+  async activate(b: SignedBinding): Promise<Verdict & { revision?: number; alreadyActive?: boolean }> {
     return this.serial(async () => {
       const current = await this.store.binding(canonicalIpv6Safe(b.hoa));
       const book = new BindingBook(
@@ -226,8 +243,16 @@ export class ControlService {
         });
       }
       const verdict = book.accept(b);
-      if (!verdict.ok || !current)
-        return verdict.ok ? { ok: false, reason: "HoA is not registered" } : verdict;
+      if (!verdict.ok) {
+        const active =
+          current?.active !== undefined &&
+          current.vm === b.vm &&
+          current.seq === b.seq &&
+          current.active === canonicalIpv6Safe(b.locator) &&
+          signatureValid(this.options.publicKey, b);
+        return active ? { ...verdict, alreadyActive: true } : verdict;
+      }
+      if (!current) return { ok: false, reason: "HoA is not registered" };
       const locator = canonicalIpv6(b.locator);
       // A pre-signed activation is good only while its standby is registered: a withdrawn one (an aborted
       // prepare) cannot be activated later, by the VM or by anyone holding a copy.
@@ -238,10 +263,85 @@ export class ControlService {
         };
       }
       // The active locator, the one before it (packets still in flight), and no older ones.
-      const locators = [locator, ...(current.active && current.active !== locator ? [current.active] : [])];
-      const revision = await this.commit({ ...current, active: locator, seq: b.seq, locators });
+      const previous = current.active && current.active !== locator ? current.active : undefined;
+      const locators = [locator, ...(previous ? [previous] : [])];
+      const revision = await this.commit({
+        hoa: current.hoa,
+        vm: current.vm,
+        active: locator,
+        seq: b.seq,
+        locators,
+        ...(previous ? { previous } : {}),
+      });
       return { ok: true, revision };
     });
+  }
+
+  /**
+   * Undoes an activation relayed for a move that then failed (the VM resumed where it was): the locator that
+   * activation replaced becomes active again, in a fresh binding signed at the next sequence number, so the
+   * VM's own copy of the undone activation is stale everywhere. Only that exact activation (locator and
+   * sequence number) can be undone, only while it is the active one, only back to the locator it replaced,
+   * and once: a rollback leaves nothing to roll back to. With `proof`, the caller (a host) must present that
+   * activation itself, signed by this server: only who held it (the guest and the Dom0s it was handed to)
+   * may undo it.
+   */
+  async rollback(
+    vmName: string,
+    undo: { readonly locator: string; readonly seq: number } | SignedBinding,
+    options: { readonly proof?: boolean } = {},
+  ): Promise<SignedBinding> {
+    const locator = routable("locator", undo.locator);
+    if (!Number.isSafeInteger(undo.seq) || undo.seq < 1)
+      throw new ControlError(400, "seq must be a positive whole number");
+    if (
+      options.proof &&
+      !("sig" in undo && undo.vm === vmName && signatureValid(this.options.publicKey, undo))
+    ) {
+      throw new ControlError(
+        403,
+        `a host may undo only an activation of ${vmName} it holds: send that signed binding`,
+      );
+    }
+    return this.serial(async () => {
+      const vm = await this.store.vm(vmName);
+      if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
+      const current = await this.store.binding(vm.hoa);
+      if (current?.vm !== vm.name || current.active !== locator || current.seq !== undo.seq) {
+        throw new ControlError(
+          409,
+          `nothing to roll back: the active binding of ${vm.name} is ${current?.active ?? "none"} at sequence ${current?.seq ?? 0}, not ${locator} at ${undo.seq}`,
+        );
+      }
+      const previous = current.previous;
+      if (!previous) {
+        throw new ControlError(
+          409,
+          `${vm.name} has no previous locator to return to (or it was rolled back already)`,
+        );
+      }
+      const binding = signBinding(this.options.privateKey, {
+        vm: vm.name,
+        hoa: vm.hoa,
+        locator: previous,
+        seq: current.seq + 1,
+        expiresAt: this.now() + this.ttl,
+      });
+      // The undone locator stays listed (still a standby of the VM) until the VM withdraws it.
+      await this.commit({
+        hoa: vm.hoa,
+        vm: vm.name,
+        active: previous,
+        seq: binding.seq,
+        locators: [...new Set([previous, ...current.locators])],
+      });
+      return binding;
+    });
+  }
+
+  /** Whether a peer is one of the hosts of the sites document (hosts may roll back what they relayed). */
+  async isHost(name: string): Promise<boolean> {
+    return (await this.store.sites())?.hosts.some((h) => h.name === name) ?? false;
   }
 
   async binding(hoa: string): Promise<BindingRecord> {

@@ -5,7 +5,7 @@ import Database from "better-sqlite3";
 import type { SitesDocument } from "@xenroam/protocol";
 import type { BindingRecord, Change, Principal, Store, VmRecord } from "./store.js";
 
-const SCHEMA_VERSION = 1;
+const SCHEMA_VERSION = 2;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -21,7 +21,8 @@ CREATE TABLE IF NOT EXISTS bindings (
   active   TEXT,
   seq      INTEGER NOT NULL,
   locators TEXT NOT NULL,
-  revision INTEGER NOT NULL UNIQUE
+  revision INTEGER NOT NULL UNIQUE,
+  previous TEXT
 ) STRICT;
 CREATE TABLE IF NOT EXISTS credentials (
   token_hash TEXT PRIMARY KEY,
@@ -38,6 +39,7 @@ interface BindingRow {
   seq: number;
   locators: string;
   revision: number;
+  previous: string | null;
 }
 
 export class StoreError extends Error {
@@ -51,6 +53,7 @@ function toBinding(r: BindingRow): BindingRecord {
     active: r.active ?? undefined,
     seq: r.seq,
     locators: JSON.parse(r.locators) as string[],
+    ...(r.previous ? { previous: r.previous } : {}),
   };
 }
 
@@ -74,6 +77,12 @@ export class SqliteStore implements Store {
       this.db
         .prepare("INSERT INTO meta (key, value) VALUES ('schema', ?), ('revision', '0')")
         .run(String(SCHEMA_VERSION));
+    } else if (Number(row.value) === 1) {
+      // Schema 1 had no previous locator (nothing to roll back to): the column is added, empty.
+      this.db.transaction(() => {
+        this.db.exec("ALTER TABLE bindings ADD COLUMN previous TEXT");
+        this.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(String(SCHEMA_VERSION));
+      })();
     } else if (Number(row.value) !== SCHEMA_VERSION) {
       this.db.close();
       throw new StoreError(
@@ -145,11 +154,19 @@ export class SqliteStore implements Store {
       );
       this.db
         .prepare(
-          `INSERT INTO bindings (hoa, vm, active, seq, locators, revision) VALUES (?, ?, ?, ?, ?, ?)
+          `INSERT INTO bindings (hoa, vm, active, seq, locators, revision, previous) VALUES (?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (hoa) DO UPDATE SET vm = excluded.vm, active = excluded.active, seq = excluded.seq,
-             locators = excluded.locators, revision = excluded.revision`,
+             locators = excluded.locators, revision = excluded.revision, previous = excluded.previous`,
         )
-        .run(rec.hoa, rec.vm, rec.active ?? null, rec.seq, JSON.stringify(rec.locators), revision);
+        .run(
+          rec.hoa,
+          rec.vm,
+          rec.active ?? null,
+          rec.seq,
+          JSON.stringify(rec.locators),
+          revision,
+          rec.previous ?? null,
+        );
       return revision;
     });
     return tx(b);

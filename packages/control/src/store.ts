@@ -22,6 +22,11 @@ export interface BindingRecord {
    * still in flight after a move), and standbys registered since.
    */
   readonly locators: readonly string[];
+  /**
+   * The locator that was active before `active`, while a rollback may still return to it: set by an
+   * activation, cleared by a rollback or when that locator is withdrawn. Absent when there is none.
+   */
+  readonly previous?: string;
 }
 
 export interface Change {

@@ -8,6 +8,7 @@ import {
   generateSigningKeys,
   MemoryStore,
   type SignedBinding,
+  signatureValid,
   signBinding,
 } from "../src/index.js";
 
@@ -213,4 +214,127 @@ test("an aborted prepare withdraws its standby: gone from the binding, idempoten
   t.regex(String(late.json.error), /not registered .*withdrawn/);
   const fresh = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, fresh.json)).status, 200);
+});
+
+/** The sites document names hosta and hostb: their peer tokens are hosts' tokens. */
+async function withHosts(s: Awaited<ReturnType<typeof server>>) {
+  await s.service.putSites({
+    sites: [
+      { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01" } },
+      { name: "b", prefix: "2001:db8:b::/64", gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" } },
+    ],
+    hosts: [
+      { name: "hosta", site: "a" },
+      { name: "hostb", site: "b" },
+    ],
+  });
+  return (await s.service.registerPeer("hosta")).token;
+}
+
+test("a host relays the guest's activation at the pause; the guest's own copy afterwards is flagged already-active", async (t) => {
+  const s = await server(t);
+  const { call, TOKENS } = s;
+  const host = await withHosts(s);
+  const first = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, first.json)).status, 200);
+  const next = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  t.is((await call("POST", "/v1/bindings", host, next.json)).status, 200, "relayed by the source host");
+  const late = await call("POST", "/v1/bindings", TOKENS.vm, next.json);
+  t.is(late.status, 409, "a replay changes nothing");
+  t.regex(String(late.json.error), /replayed or stale/);
+  t.is(late.json.code, "already-active", "but its sender learns it is the active binding");
+  const older = await call("POST", "/v1/bindings", TOKENS.vm, first.json);
+  t.is(older.status, 409);
+  t.is(older.json.code, undefined, "an older binding is only stale");
+  t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
+    active: "2001:db8:b::5",
+    seq: 2,
+    previous: "2001:db8:a::5",
+  });
+});
+
+test("rollback: a host undoes the relayed activation of a failed move once, to the locator it replaced, and nothing else", async (t) => {
+  const s = await server(t);
+  const { call, TOKENS } = s;
+  const host = await withHosts(s);
+  const path = "/v1/vms/vm/rollback";
+  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  const firstBinding = a.json as unknown as SignedBinding;
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, firstBinding)).status, 200);
+  const first = await call("POST", path, host, firstBinding);
+  t.is(first.status, 409, "the first activation replaced nothing");
+  t.regex(String(first.json.error), /no previous locator/);
+
+  const b = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  const relayed = b.json as unknown as SignedBinding;
+  t.is((await call("POST", "/v1/bindings", host, relayed)).status, 200);
+  t.is((await call("POST", path, TOKENS.cn, relayed)).status, 403, "a correspondent may not");
+  t.is((await call("POST", path, TOKENS.vm, relayed)).status, 403, "nor the VM");
+  const unknownHost = (await s.service.registerPeer("hostz")).token;
+  t.is((await call("POST", path, unknownHost, relayed)).status, 403, "nor a peer the sites do not name");
+  const bare = await call("POST", path, host, { locator: "2001:db8:b::5", seq: 2 });
+  t.is(bare.status, 403, "a host must present the activation itself");
+  t.regex(String(bare.json.error), /send that signed binding/);
+  const forged = signBinding(intruder.privateKey, { ...relayed, expiresAt: relayed.expiresAt + 1 });
+  t.is((await call("POST", path, host, forged)).status, 403, "signed by this server");
+  t.is((await call("POST", path, host, firstBinding)).status, 409, "only the active activation");
+  t.is((await call("POST", path, host, { ...relayed, sig: undefined })).status, 403);
+  t.is((await call("POST", path, host, { ...relayed, seq: undefined })).status, 400);
+  t.is((await call("POST", "/v1/vms/vm2/rollback", host, relayed)).status, 403, "another VM's activation");
+  t.is((await call("POST", "/v1/vms/nope/rollback", host, relayed)).status, 403);
+  t.is((await call("POST", "/v1/vms/nope/rollback", TOKENS.admin, relayed)).status, 404);
+  t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, { active: "2001:db8:b::5", seq: 2 });
+
+  const back = await call("POST", path, host, relayed);
+  t.is(back.status, 200);
+  const binding = back.json as unknown as SignedBinding;
+  t.like(binding, { vm: "vm", hoa: "fd00:1::5", locator: "2001:db8:a::5", seq: 3 });
+  t.true(signatureValid(keys.publicKey, binding), "signed by the server, like any binding");
+  const record = (await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json;
+  t.like(record, { active: "2001:db8:a::5", seq: 3, locators: ["2001:db8:a::5", "2001:db8:b::5"] });
+  t.is(record.previous, undefined, "nothing left to roll back to");
+  t.is((await call("POST", path, host, binding)).status, 409, "once");
+  t.is((await call("POST", path, host, relayed)).status, 409);
+  t.is((await call("POST", path, TOKENS.admin, { locator: "2001:db8:b::5", seq: 2 })).status, 409);
+
+  // The guest's own copy of the undone activation (a late datagram's twin) is stale now.
+  const late = await call("POST", "/v1/bindings", TOKENS.vm, relayed);
+  t.is(late.status, 409);
+  t.is(late.json.code, undefined);
+  // The guest's abort withdraws the undone standby; its next prepare and move work.
+  t.deepEqual(
+    (await call("DELETE", `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:b::5")}`, TOKENS.vm)).json,
+    { withdrawn: true },
+  );
+  const again = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  t.like(again.json, { seq: 4 });
+  t.is((await call("POST", "/v1/bindings", host, again.json)).status, 200);
+  t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
+    active: "2001:db8:b::5",
+    seq: 4,
+    previous: "2001:db8:a::5",
+  });
+  // An admin may roll back too.
+  t.like((await call("POST", path, TOKENS.admin, { locator: "2001:db8:b::5", seq: 4 })).json, {
+    locator: "2001:db8:a::5",
+    seq: 5,
+  });
+});
+
+test("a withdrawn locator is no rollback target", async (t) => {
+  const s = await server(t);
+  const { call, TOKENS } = s;
+  const host = await withHosts(s);
+  let last: unknown;
+  for (const l of ["2001:db8:a::5", "2001:db8:b::5"]) {
+    last = (await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: l })).json;
+    t.is((await call("POST", "/v1/bindings", TOKENS.vm, last)).status, 200);
+  }
+  t.is(
+    (await call("DELETE", `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:a::5")}`, TOKENS.vm)).status,
+    200,
+  );
+  const r = await call("POST", "/v1/vms/vm/rollback", host, last);
+  t.is(r.status, 409);
+  t.regex(String(r.json.error), /no previous locator/);
 });

@@ -91,6 +91,29 @@ for (const [name, make] of backends) {
   });
 }
 
+for (const [name, make] of backends) {
+  test(`${name}: a binding's previous locator round-trips, and is absent when there is none`, async (t) => {
+    const { store, reopen } = make();
+    const moved = {
+      ...B("fd00::1", "2001:db8:b::1", 2, ["2001:db8:b::1", "2001:db8:a::1"]),
+      previous: "2001:db8:a::1",
+    };
+    await store.putBinding(moved);
+    await store.putBinding(B("fd00::2", "2001:db8:a::2", 1, ["2001:db8:a::2"]));
+    t.deepEqual(await store.binding("fd00::1"), moved);
+    t.deepEqual(await store.binding("fd00::2"), B("fd00::2", "2001:db8:a::2", 1, ["2001:db8:a::2"]));
+    if (reopen) {
+      await store.close();
+      const again = reopen();
+      t.deepEqual(
+        (await again.changesSince(0, 10)).map((c) => c.binding),
+        [moved, B("fd00::2", "2001:db8:a::2", 1, ["2001:db8:a::2"])],
+      );
+      await again.close();
+    } else await store.close();
+  });
+}
+
 test("sqlite: a database file that is not one is refused with its name", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "xr-store-"));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));

@@ -24,6 +24,9 @@ export const FILES = {
   mobileState: "agent-mobile.json",
 } as const;
 
+/** A host's peer token: its xenroam relays the guest's activation at the pause (and rolls it back). */
+export const hostTokenFile = (host: string) => `host-${host}.token`;
+
 export const controlAddress = (t: Topology) => routerAddress(t.correspondent.prefix);
 
 export function controlUrl(t: Topology, m: Mobility): string {
@@ -111,8 +114,9 @@ export async function initControl(t: Topology, stateDir: string, control: readon
 }
 
 /**
- * Once the server answers: the sites document, the VM (its HoA and vif MACs) and a token for the CN. The
- * tokens go to files the agents read. Retries while the server is still starting, up to `timeoutMs`.
+ * Once the server answers: the sites document, the VM (its HoA and vif MACs), a token for the CN and one for
+ * each host (named as in the sites document, so the server knows them for hosts). The tokens go to files the
+ * agents and the hosts' xenroam read. Retries while the server is still starting, up to `timeoutMs`.
  */
 export async function provision(
   t: Topology,
@@ -138,10 +142,13 @@ export async function provision(
     await run(["add-vm", t.vm.name, "--hoa", m.hoa, "--mac", t.vm.primaryMac, "--mac", t.vm.secondaryMac]),
   ) as { token: string };
   const cn = JSON.parse(await run(["add-peer", t.correspondent.name])) as { token: string };
-  for (const [file, token] of [
-    [FILES.vmToken, vm.token],
-    [FILES.cnToken, cn.token],
-  ] as const) {
+  const hosts = await Promise.all(
+    t.hosts.map(async (h) => {
+      const peer = JSON.parse(await run(["add-peer", h.name])) as { token: string };
+      return [hostTokenFile(h.name), peer.token] as const;
+    }),
+  );
+  for (const [file, token] of [[FILES.vmToken, vm.token], [FILES.cnToken, cn.token], ...hosts] as const) {
     writeFileSync(join(stateDir, file), `${token}\n`, { mode: 0o600 });
     chmodSync(join(stateDir, file), 0o600);
   }

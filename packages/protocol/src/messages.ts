@@ -56,14 +56,41 @@ export const abortRequestSchema = z.strictObject({
 
 export const requestSchema = z.discriminatedUnion("kind", [prepareRequestSchema, abortRequestSchema]);
 
+/**
+ * A binding the control server signed (packages/control's SignedBinding), as it travels through Dom0: shape
+ * and sizes only here; the signature, expiry and sequence are checked by whoever it is relayed to.
+ */
+export const signedBindingSchema = z.strictObject({
+  vm: z
+    .string()
+    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a VM name (1-64 letters, digits, _ . -)"),
+  hoa: globalAddress,
+  locator: globalAddress,
+  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
+  expiresAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  /** Ed25519 signature, base64url (86 characters). */
+  sig: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be base64url, at most 128 characters"),
+});
+
 export const prepareAnswerSchema = z.discriminatedUnion("status", [
-  z.strictObject({
-    v: z.literal(PROTOCOL_VERSION),
-    id: migrationId,
-    status: z.literal("prepared"),
-    moa: globalAddress,
-    ifname: z.string().min(1).max(15),
-  }),
+  z
+    .strictObject({
+      v: z.literal(PROTOCOL_VERSION),
+      id: migrationId,
+      status: z.literal("prepared"),
+      moa: globalAddress,
+      ifname: z.string().min(1).max(15),
+      /**
+       * With the mobility layer: the pre-signed activation of `moa`, exactly as the control server returned it
+       * to the guest at step 2. Dom0 may relay it while the VM is paused, so that correspondents send to the
+       * new locator from the moment the VM resumes.
+       */
+      activation: signedBindingSchema.optional(),
+    })
+    .refine((a) => a.activation === undefined || a.activation.locator === a.moa, {
+      message: "the activation is for another locator than the answered MoA",
+      path: ["activation", "locator"],
+    }),
   z.strictObject({
     v: z.literal(PROTOCOL_VERSION),
     id: migrationId,
@@ -95,6 +122,7 @@ export type Request = z.output<typeof requestSchema>;
 export type PrepareAnswer = z.output<typeof prepareAnswerSchema>;
 export type Arrival = z.output<typeof arrivalSchema>;
 export type AgentStatus = z.output<typeof agentStatusSchema>;
+export type SignedActivation = z.output<typeof signedBindingSchema>;
 
 export type Parsed<T> =
   { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };

@@ -48,3 +48,36 @@ test("malformed messages are refused with a reason", (t) => {
   t.false(answer.ok);
   t.regex(answer.ok ? "" : answer.reason, /link-local, not a routable address/);
 });
+
+test("a prepared answer may carry the guest's activation of its MoA; checked for shape, size and locator", (t) => {
+  const activation = {
+    vm: "web1",
+    hoa: "2001:DB8:F::5",
+    locator: "2001:db8:b:0:216:3eff:fe00:2",
+    seq: 7,
+    expiresAt: 1_800_000_000_000,
+    sig: "A".repeat(86),
+  };
+  const answer = {
+    v: 1,
+    id: "m1",
+    status: "prepared",
+    moa: "2001:db8:b:0:216:3eff:fe00:2",
+    ifname: "eth1",
+    activation,
+  };
+  const r = parseAnswer(JSON.stringify(answer));
+  t.true(r.ok, r.ok ? "" : r.reason);
+  t.like(r.ok ? r.value : {}, { activation: { hoa: "2001:db8:f::5", seq: 7 } });
+  const reason = (a: unknown) => {
+    const x = parseAnswer(JSON.stringify({ ...answer, activation: a }));
+    return x.ok ? "accepted" : x.reason;
+  };
+  t.regex(reason({ ...activation, locator: "2001:db8:a::5" }), /activation\.locator: .*another locator/);
+  t.regex(reason({ ...activation, sig: "A".repeat(129) }), /activation\.sig/);
+  t.regex(reason({ ...activation, seq: 0 }), /activation\.seq/);
+  t.regex(reason({ ...activation, extra: 1 }), /malformed/);
+  t.regex(reason({ ...activation, vm: "a b" }), /activation\.vm/);
+  const { activation: _none, ...without } = answer;
+  t.true(parseAnswer(JSON.stringify(without)).ok, "the activation is optional");
+});

@@ -1,0 +1,114 @@
+// The xl destination's carrier hold: the old primary's frontend kept from connecting until the guest has
+// switched, so that from the first instant after resume the guest's kernel routes around it (xl restores every
+// vif plugged; this is what the lab's "hold" is on real Xen).
+//
+// How (Linux 6.1, Xen 4.17; read at the source): on resume netfront drops carrier (drivers/net/xen-netfront.c
+// netfront_resume → xennet_disconnect_backend → netif_carrier_off) and reconnects — netif_carrier_on in
+// xennet_connect — only when it sees the backend's `state` at InitWait (2) while its own is Initialising
+// (netback_changed). Netback writes InitWait once, at probe, and never watches its own `state` node
+// (drivers/net/xen-netback/xenbus.c); __xenbus_switch_state compares only its cached state, not xenstore's
+// (drivers/xen/xenbus/xenbus_client.c). libxl waits for backend state 2 before running the hotplug script
+// and nothing after `migrate-receive` returns or after unpause looks at it (tools/libs/light/libxl_device.c);
+// libxl itself writes a backend's `state` to remove a device. So: between `xl migrate-receive -p` and
+// `xl unpause` Dom0 writes the held vif's backend state back to Initialising (1); the frontend then waits;
+// writing InitWait (2) again later makes it connect by its ordinary path. The release writes only where the
+// node still reads 1, in a transaction, so it can never undo libxl's Closing (5) or revive a gone domain.
+//
+// Guest kernels without the fix for XSA-465 (CVE-2024-53240; Linux upstream f9244fb55f37, Debian 6.1.123-1)
+// oops when a disconnected netfront is set down, which the agent does to the old primary: `--no-carrier-hold`.
+
+import { parseAgentStatus } from "@xenroam/protocol";
+import type { Tx } from "@xenroam/xenstore";
+
+/** xenbus states (xen/include/public/io/xenbus.h). */
+export const XENBUS = { initialising: "1", initWait: "2", closing: "5" } as const;
+
+export const backendStatePath = (domid: number, devid: number): string =>
+  `/local/domain/0/backend/vif/${domid}/${devid}/state`;
+
+/** The guest's status value says it has switched, for this migration: the hold may end. */
+export function holdReleased(status: string | undefined, migrationId: string): boolean {
+  if (status === undefined) return false;
+  const s = parseAgentStatus(status);
+  return s.ok && s.value.id === migrationId && s.value.phase === "switched";
+}
+
+/** The part of a xenstore client the hold needs (XenstoreClient has it). */
+export interface HoldXenstore {
+  tryRead(path: string): Promise<string | undefined>;
+  transaction<T>(fn: (tx: Tx) => Promise<T>): Promise<T>;
+  watch(path: string): Promise<AsyncIterable<unknown> & { close(): Promise<void> }>;
+}
+
+type Log = (event: string, fields?: Record<string, unknown>) => void;
+
+/**
+ * Before unpause: each vif whose backend waits at InitWait goes back to Initialising. Returns the devids held;
+ * a vif in any other state is left alone (and logged).
+ */
+export async function engageHold(
+  xs: HoldXenstore,
+  domid: number,
+  devids: readonly number[],
+  log: Log,
+): Promise<number[]> {
+  const held: number[] = [];
+  for (const devid of devids) {
+    const path = backendStatePath(domid, devid);
+    const ok = await xs.transaction(async (tx) => {
+      const state = await tx.tryRead(path);
+      if (state !== XENBUS.initWait) return state ?? "missing";
+      await tx.write(path, XENBUS.initialising);
+      return true;
+    });
+    if (ok === true) held.push(devid);
+    else log("hold_skipped", { domid, devid, backendState: ok });
+  }
+  return held;
+}
+
+/** Lets the held frontends connect: InitWait again, only where the node still reads Initialising. */
+export async function releaseHold(
+  xs: HoldXenstore,
+  domid: number,
+  devids: readonly number[],
+  log: Log,
+): Promise<void> {
+  for (const devid of devids) {
+    const path = backendStatePath(domid, devid);
+    const was = await xs.transaction(async (tx) => {
+      const state = await tx.tryRead(path);
+      if (state === XENBUS.initialising) await tx.write(path, XENBUS.initWait);
+      return state ?? "missing";
+    });
+    if (was !== XENBUS.initialising) log("hold_release_skipped", { domid, devid, backendState: was });
+  }
+}
+
+/** Waits until the guest's status says it switched for this migration, or the timeout passes. */
+export async function awaitSwitch(
+  xs: HoldXenstore,
+  statusPath: string,
+  migrationId: string,
+  timeoutMs: number,
+): Promise<"switched" | "timeout"> {
+  const deadline = Date.now() + timeoutMs;
+  const watch = await xs.watch(statusPath);
+  const it = watch[Symbol.asyncIterator]();
+  try {
+    for (;;) {
+      if (holdReleased(await xs.tryRead(statusPath), migrationId)) return "switched";
+      const left = deadline - Date.now();
+      if (left <= 0) return "timeout";
+      let timer: NodeJS.Timeout | undefined;
+      const timeout = new Promise<"timeout">((r) => {
+        timer = setTimeout(() => r("timeout"), left);
+      });
+      const next = await Promise.race([it.next(), timeout]);
+      clearTimeout(timer);
+      if (next === "timeout") return "timeout";
+    }
+  } finally {
+    await watch.close();
+  }
+}
