@@ -49,6 +49,8 @@ admin() { ip netns exec xrx-router node "$REPO/packages/control/dist/src/main.js
 for i in $(seq 50); do admin put-sites "$X/sites.json" >/dev/null 2>&1 && break; sleep 0.2; done
 VM_TOKEN=$(admin add-vm domu --hoa $HOA --mac 00:16:3e:00:00:10 --mac 00:16:3e:00:00:11 | sed -n 's/.*"token": "\(.*\)".*/\1/p')
 admin add-peer cn | sed -n 's/.*"token": "\(.*\)".*/\1/p' > "$RUN/cn.token"
+# Each Dom0's own token (a peer named after the host): xenroam relays the guest's activation with it.
+for h in xa xb; do admin add-peer $h | sed -n 's/.*"token": "\(.*\)".*/\1/p' > "$RUN/$h.token"; done
 [ -n "$VM_TOKEN" ] && [ -s "$RUN/cn.token" ] || fail "the control server did not register the guest and the CN"
 ip netns exec xrx-cn node "$REPO/guest-agent/dist/src/main.js" --correspondent --control "$CONTROL" \
   --token-file "$RUN/cn.token" --public-key "$RUN/control.key.pub" --listen "[2001:db8:c::100]:7361" \
@@ -109,12 +111,16 @@ wait_ping $HOA 150 || { tail -5 "$RUN/correspondent.log"; fail "the guest never 
 dom0 xa 120 'd=$(xl domid domu); for i in $(seq 60); do xenstore-exists /local/domain/$d/data/xenroam && break; sleep 1; done; xenstore-exists /local/domain/$d/data/xenroam && echo agent-connected' |
   grep -q agent-connected || fail "the guest agent did not connect to xenstore"
 say "guest up on xa (locator $ADDR_A), agent connected; the correspondent reaches its home address $HOA"
+for h in xa xb; do
+  dom0 $h 30 "mkdir -p /etc/xenroam && umask 077 && printf %s $(cat "$RUN/$h.token") > /etc/xenroam/host.token && echo ok" |
+    grep -q ok || fail "could not give $h its control token"
+done
 
 # Step 1 alone first (its own timeline line), then the migration that reuses it. Under TCG the guest is slow
 # (an nft run takes seconds), so it gets 60 s to prepare instead of the default 8.
 migrate() { # from to expected-address
   say "xenroam prepare domu --to $2 (on $1)"
-  out=$(dom0 "$1" 120 "xenroam --host $1 prepare domu --to $2 --timeout 60000 2>&1")
+  out=$(dom0 "$1" 120 "xenroam --host $1 --control '$CONTROL' prepare domu --to $2 --timeout 60000 2>&1")
   printf '%s\n' "$out" | grep -a 'prepared for site\|error' | sed 's/^/  /'
   if ! printf '%s\n' "$out" | grep -q "prepared for site .*MoA $3"; then
     printf '%s\n' "$out" | tail -20
@@ -124,7 +130,7 @@ migrate() { # from to expected-address
   say "xenroam migrate domu $2 (on $1); the CN pings the home address every 0.2 s meanwhile"
   ip netns exec xrx-cn ping -D -n -i 0.2 -W 1 $HOA >"$RUN/ping-$2.log" 2>&1 &
   local pinger=$!
-  out=$(dom0 "$1" 900 "xenroam --host $1 migrate domu $2 2>&1")
+  out=$(dom0 "$1" 900 "xenroam --host $1 --control '$CONTROL' migrate domu $2 2>&1")
   printf '%s\n' "$out" | sed -n '/^migration /,$p' | sed 's/^/  /'
   if ! printf '%s\n' "$out" | grep -q "dual-interface"; then
     printf '%s\n' "$out" | tail -20

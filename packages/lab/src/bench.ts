@@ -124,11 +124,15 @@ export interface RunResult {
   readonly reverse?: { readonly gapMs: number; readonly networkMs: number; readonly lost: number };
   /** The TCP stream's longest stall around this migration (method+hoa). */
   readonly tcpStallMs?: number;
+  /** Mobility layer: from the pause to the control server's acceptance of the relayed activation. */
+  readonly relayMs?: number;
 }
 
 export interface ScenarioResult {
   readonly name: string;
   readonly description: string;
+  /** How the lab toolstack restored the VM (the topology's `toolstack`): hold or xl-shaped, reconnect delay. */
+  readonly toolstack: { readonly restore: "lab" | "xl"; readonly reconnectMs: number };
   readonly runs: number;
   readonly gapMs: { readonly p50: number; readonly p95: number; readonly max: number };
   readonly pausedMs: { readonly p50: number };
@@ -301,7 +305,14 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
             `migration ${i + 1} of ${s.name} failed: ${r.stderr.trim().split("\n").at(-1) ?? ""}`,
           );
         }
-        const report = JSON.parse(r.stdout) as { pausedMs?: number; method: string };
+        const report = JSON.parse(r.stdout) as {
+          pausedMs?: number;
+          method: string;
+          timeline?: Array<{ phase: string; atMs: number }>;
+        };
+        const phaseAt = (p: string) => report.timeline?.find((m) => m.phase === p)?.atMs;
+        const [pausedAt, relayedAt] = [phaseAt("paused"), phaseAt("binding-relayed")];
+        const relayMs = pausedAt !== undefined && relayedAt !== undefined ? relayedAt - pausedAt : undefined;
         const deadline = t1 + RECOVERY_DEADLINE_MS;
         while (firstReplyAfter(log, t1) === undefined && Date.now() < deadline) await sleep(20);
         const recoveredAt = firstReplyAfter(log, t1);
@@ -340,6 +351,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
           recovered: recoveredAt !== undefined,
           ...(reverse ? { reverse } : {}),
           ...(tcpStallMs !== undefined ? { tcpStallMs } : {}),
+          ...(relayMs !== undefined ? { relayMs } : {}),
         });
         progress(
           `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)${recoveredAt === undefined ? " NOT RECOVERED" : ""}`,
@@ -364,6 +376,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     return {
       name: s.name,
       description: s.description,
+      toolstack: topology.toolstack,
       runs: samples.length,
       gapMs: { p50: percentile(gaps, 50), p95: percentile(gaps, 95), max: Math.max(...gaps) },
       pausedMs: {
@@ -417,15 +430,26 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
   const tcp = results.flatMap((r) =>
     r.tcp
       ? [
-          `TCP stream CN←VM to the HoA through ${r.runs} migrations (${r.name}): longest stall ${r.tcp.longestStallMs} ms, p50 ${r.tcp.stallP50Ms} ms, ${r.tcp.reset ? "RESET" : "never reset"}`,
+          `- TCP stream CN←VM to the HoA through ${r.runs} migrations (${r.name}): longest stall ${r.tcp.longestStallMs} ms, p50 ${r.tcp.stallP50Ms} ms, ${r.tcp.reset ? "RESET" : "never reset"}`,
         ]
       : [],
   );
+  const relay = results.flatMap((r) => {
+    const ms = r.samples.flatMap((x) => (x.relayMs === undefined ? [] : [x.relayMs]));
+    return ms.length > 0
+      ? [
+          `- Relayed activation (${r.name}): accepted by the control server ${percentile(ms, 50)} ms after the pause at p50, ${Math.max(...ms)} ms at most (${ms.length} of ${r.runs} runs)`,
+        ]
+      : [];
+  });
+  const shapes = [...new Set(results.map((r) => `${r.toolstack.reconnectMs}`))];
   return [
+    `Frontends reconnect ${shapes.join("/")} ms after resume in every scenario; restore: ${results.map((r) => `${r.name} ${r.toolstack.restore === "xl" ? "xl-shaped (no hold)" : "held"}`).join(", ")}.`,
+    "",
     "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost | not recovered |",
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
-    ...(tcp.length > 0 ? ["", ...tcp] : []),
+    ...(tcp.length > 0 || relay.length > 0 ? ["", ...tcp, ...relay] : []),
   ].join("\n");
 }
 
