@@ -11,6 +11,9 @@ export interface MigrationReport {
   fallback?: string;
   moa?: string;
   domid: number;
+  /** When the migration started (ms since the epoch); the timeline counts from it. */
+  startedAt: number;
+  timeline: Array<{ phase: string; atMs: number }>;
 }
 
 export async function migrate(
