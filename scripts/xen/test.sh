@@ -15,6 +15,9 @@ T0=$SECONDS
 say() { printf '[%4ds] %s\n' $((SECONDS - T0)) "$*"; }
 fail() { FAILED=1; say "FAILED: $*"; exit 1; }
 [ "$(id -u)" = 0 ] || fail "run as root (namespaces, taps, QEMU)"
+# One rig run at a time (bench.sh takes the same lock): the namespaces, taps and cache are shared.
+mkdir -p "$CACHE" && exec 9>>"$CACHE/rig.lock"
+flock -n 9 || fail "another real-Xen run (test:xen or bench:xen) holds $CACHE/rig.lock"
 for c in qemu-system-x86_64 socat radvd ssh; do
   command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd openssh-client >/dev/null; break; }
 done
@@ -151,11 +154,13 @@ migrate() { # from to expected-address
   # The carrier hold (host-plugin/src/hold.ts): xenroam receive kept the old primary's frontend from connecting
   # until the guest reported its switch; the detached releaser logs how long.
   for i in $(seq 15); do
-    hold=$(dom0 "$2" 30 'tail -n 3 /run/xenroam/hold-release.log 2>/dev/null' | grep -a '"event":"hold_released"' | tail -1)
+    hold=$(dom0 "$2" 30 'tail -n 3 /run/xenroam/hold-release.log 2>/dev/null' | grep -a '"event":"hold_released"' | tail -1 || true)
     [ -n "$hold" ] && break; sleep 1
   done
-  printf '%s\n' "$hold" | grep -q '"why":"switched"' ||
+  if ! printf '%s\n' "$hold" | grep -q '"why":"switched"'; then
+    dom0 "$2" 30 'ls -l /run/xenroam; cat /run/xenroam/hold-release.log' | sed 's/^/  /'
     fail "on $2 the old primary's frontend was not held until the guest switched (hold-release.log: ${hold:-nothing})"
+  fi
   say "carrier hold on $2: the old primary's frontend connected only after the guest's switch ($(printf '%s' "$hold" | grep -o '"heldMs":[0-9]*'))"
   say "the guest agent's switch on $2 (from its console):"
   guest_events "$2"
