@@ -6,6 +6,7 @@ import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { writeFileSync } from "node:fs";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import type { MachineFacts } from "./facts.js";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { NsWorker } from "./netns.js";
 import { netnsName, planLab } from "./plan.js";
@@ -475,9 +476,20 @@ export async function runBench(options: BenchOptions): Promise<ScenarioResult[]>
   return results;
 }
 
-export function writeBenchJson(file: string, results: readonly ScenarioResult[]): void {
+export function writeBenchJson(
+  file: string,
+  results: readonly ScenarioResult[],
+  machine: MachineFacts,
+): void {
   writeFileSync(
     file,
-    `${JSON.stringify({ generatedAt: new Date().toISOString(), scenarios: results }, null, 2)}\n`,
+    `${JSON.stringify({ generatedAt: new Date().toISOString(), machine, scenarios: results }, null, 2)}\n`,
   );
+}
+
+/** The machine's facts as one line under the table. */
+export function machineLine(machine: MachineFacts): string {
+  return `Machine: ${Object.entries(machine)
+    .map(([k, v]) => `${k} ${v}`)
+    .join(", ")}.`;
 }

@@ -17,7 +17,8 @@ import {
   stateDirOf,
 } from "./lab.js";
 import { netnsName, routerAddressOf } from "./present.js";
-import { markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
+import { machineLine, markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
+import { machineFacts } from "./facts.js";
 import { runEchoServer, runProbeSender, runTcpStreamClient, runTcpStreamServer } from "./probe.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
@@ -338,8 +339,9 @@ program
         labName: opts.labName,
         ...(opts.scenarios ? { scenarios: opts.scenarios.split(",").map((s) => s.trim()) } : {}),
       });
-      if (opts.json) writeBenchJson(opts.json, results);
-      console.log(markdownTable(results));
+      const machine = await machineFacts();
+      if (opts.json) writeBenchJson(opts.json, results, machine);
+      console.log(`${markdownTable(results)}\n\n${machineLine(machine)}`);
     },
   );
 
