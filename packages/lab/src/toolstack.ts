@@ -79,7 +79,27 @@ async function importTree(
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl">;
+type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl" | "readSysctl">;
+
+/**
+ * What netfront does once reconnected after a migration: netdev_notify_peers() (drivers/net/xen-netfront.c,
+ * netback_changed, XenbusStateConnected), on which IPv6 sends an unsolicited NA for each of the interface's
+ * addresses (net/ipv6/ndisc.c, ndisc_netdev_event, NETDEV_NOTIFY_PEERS → ndisc_send_unsol_na). Without it a
+ * router that began resolving the guest's address while it had no carrier waits a second for its next
+ * solicitation. A veth has no such event; the same kernel function runs on NETDEV_CHANGEADDR when
+ * `ndisc_notify` is set, so the lab sets the interface's MAC to itself with `ndisc_notify` on for a moment.
+ */
+async function notifyPeers(nl: NetlinkLike, ifname: string): Promise<void> {
+  const link = await nl.link(ifname);
+  if (!link?.up || !link.mac) return;
+  const before = await nl.readSysctl(ifname, "ndisc_notify");
+  await nl.writeSysctl(ifname, "ndisc_notify", 1);
+  try {
+    await nl.setLink(ifname, { mac: link.mac });
+  } finally {
+    await nl.writeSysctl(ifname, "ndisc_notify", before.trim());
+  }
+}
 
 export class LabToolstack implements Toolstack {
   constructor(
@@ -139,6 +159,7 @@ export class LabToolstack implements Toolstack {
       XenstoreClient.connect(join(this.stateDir, dom0SocketFile(destination))),
     ]);
     const pids = await netnsPids(vmNs);
+    let guest: Promise<{ nl: NetlinkLike; close: () => Promise<void> }> | undefined;
     mark("pre-copy-done");
     try {
       for (const pid of pids) {
@@ -188,12 +209,20 @@ export class LabToolstack implements Toolstack {
       for (const pid of pids) process.kill(pid, "SIGCONT");
       mark("resumed");
       const pausedMs = Date.now() - pausedAt;
-      // The frontends reconnect after resume, in the background of the hold below.
+      // The frontends reconnect after resume, in the background of the hold below, each announcing the guest's
+      // addresses as netfront does. (The VM's netlink worker starts now: one started before the pause would
+      // have been stopped with the VM's processes.)
+      guest = this.netlinkIn(vmNs);
+      guest.catch(() => {}); // awaited where used; this only keeps an early throw from leaving it unobserved
+      const plug = async (d: number) => {
+        await dst.nl.setLink(vifName(domid, d), { up: true });
+        if (guest) await notifyPeers((await guest).nl, `eth${d}`);
+      };
       const reconnected =
         reconnectMs === 0
           ? Promise.resolve()
           : sleep(reconnectMs).then(async () => {
-              for (const d of devids) if (!held.has(d)) await dst.nl.setLink(vifName(domid, d), { up: true });
+              for (const d of devids) if (!held.has(d)) await plug(d);
               mark("frontends-reconnected");
             });
       reconnected.catch(() => {}); // awaited below; this only keeps an early throw from leaving it unobserved
@@ -215,7 +244,7 @@ export class LabToolstack implements Toolstack {
         }
         await releaseWatch.close();
         await reconnected;
-        for (const d of hold.devids) await dst.nl.setLink(vifName(domid, d), { up: true });
+        for (const d of hold.devids) await plug(d);
         mark("held-vifs-plugged");
       }
       await reconnected;
@@ -239,7 +268,8 @@ export class LabToolstack implements Toolstack {
     } finally {
       xsSrc.close();
       xsDst.close();
-      await Promise.all([src.close(), dst.close()]);
+      const g = await guest?.catch(() => undefined);
+      await Promise.all([src.close(), dst.close(), g?.close()]);
     }
   }
 }
