@@ -4,7 +4,8 @@
 # usage: boot-host.sh NAME ADDR/PLEN GATEWAY_LL [QEMU_NETDEV]
 #   QEMU_NETDEV, e.g. tap,id=n0,ifname=xq-hosta,script=no,downscript=no (default: no network)
 # Serial console: unix socket $RUN/NAME.sock (log $RUN/NAME.log), pid in $RUN/NAME.pid; RUN defaults to
-# $XENROAM_XEN_CACHE/run. The host prints XENROAM-DOM0-READY when xl and sshd are up.
+# $XENROAM_XEN_CACHE/run. The host prints XENROAM-DOM0-READY when xl and sshd are up. XENROAM_XEN_HOST_MB: the
+# emulated machine's memory (default 2048; Dom0 keeps 1408 MB of it, the rest is for guests).
 set -euo pipefail
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
 RUN=${RUN:-$CACHE/run}
@@ -13,10 +14,12 @@ KV=$(basename "$(ls -d "$CACHE"/ex/lib/modules/* | head -1)")
 MAC=52:54:00:00:00:$(printf %02x $(( $(echo "$NAME" | cksum | cut -d' ' -f1) % 200 + 16 )))
 mkdir -p "$RUN"; rm -f "$RUN/$NAME.sock" "$RUN/$NAME.log"
 XEN_ARGS="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning dom0_mem=1408M,max:1408M dom0_max_vcpus=1 noreboot"
-DOM0_ARGS="console=hvc0 earlyprintk=xen xr.host=$NAME xr.addr=$ADDR xr.gw=$GW"
+# The Dom0 configures its address and route itself: no RA may race it (an RA that lands before init turns
+# accept_ra off installs a default route identical to the static one, which then fails and the RA one expires).
+DOM0_ARGS="console=hvc0 earlyprintk=xen sysctl.net.ipv6.conf.default.accept_ra=0 xr.host=$NAME xr.addr=$ADDR xr.gw=$GW"
 NET=(-nic none)
 [ -n "$NETDEV" ] && NET=(-netdev "$NETDEV" -device "virtio-net-pci,netdev=n0,mac=$MAC")
-qemu-system-x86_64 -accel tcg -cpu qemu64 -m 2048 -smp 1 -display none -no-reboot \
+qemu-system-x86_64 -accel tcg -cpu qemu64 -m "${XENROAM_XEN_HOST_MB:-2048}" -smp 1 -display none -no-reboot \
   -chardev "socket,id=s0,path=$RUN/$NAME.sock,server=on,wait=off,logfile=$RUN/$NAME.log" \
   -serial chardev:s0 -monitor none "${NET[@]}" \
   -kernel "$CACHE/xen-4.17-shadow" -append "$XEN_ARGS" \

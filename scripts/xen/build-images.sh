@@ -4,7 +4,7 @@
 #   rootfs/        debootstrap'd bookworm minbase + xen-utils-4.17, radvd, nftables, openssh (kept: slow to make)
 #   id_ed25519     the key the Dom0s accept from each other for `xl migrate` over ssh
 #   dom0.cpio.gz   rootfs trimmed + kernel modules + xenroam's Dom0 bundle + scripts/xen/dom0/init, with the
-#                  guest (domu.cpio.gz: busybox, xen-netfront, xenroam's DomU bundle) and its xl.cfg
+#                  guest (domu.cpio.zst: busybox, xen-netfront, xenroam's DomU bundle) and its xl.cfg
 # Idempotent; pass --rebuild-dom0 after changing xenroam (the rootfs is kept).
 set -euo pipefail
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
@@ -15,7 +15,7 @@ cd "$CACHE"
 KV=$(basename "$(ls -d ex/lib/modules/* | head -1)")
 
 need=()
-for p in debootstrap cpio busybox-static; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
+for p in debootstrap cpio busybox-static zstd; do dpkg -s "$p" >/dev/null 2>&1 || need+=("$p"); done
 if ((${#need[@]})); then
   say "installing ${need[*]}"
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
@@ -76,8 +76,19 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
     mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
   done
   install -m 755 "$REPO/scripts/xen/domu/init" domuroot/init
+  # The benchmark's VM->CN probe (scripts/xen/bench.sh boots the guest with rdinit=/bench-init xr.probe=HOST,PORT):
+  # /bench-init is the guest's /init with the probe started just before its console shell.
+  mkdir -p domuroot/xenroam-bench && install -m 644 "$REPO/scripts/xen/probe.mjs" domuroot/xenroam-bench/probe.mjs
+  grep -q '^exec setsid' domuroot/init || { say "scripts/xen/domu/init no longer ends with 'exec setsid'"; exit 1; }
+  sed '/^exec setsid/i\
+for a in $(cat /proc/cmdline); do case $a in xr.probe=*) p=${a#xr.probe=} ;; esac; done\
+[ -n "${p:-}" ] \&\& /opt/xenroam-agent/bin/node /xenroam-bench/probe.mjs send "${p%,*}" "${p#*,}" 20 </dev/null >/dev/hvc0 2>\&1 \&' \
+    domuroot/init > domuroot/bench-init
+  chmod 755 domuroot/bench-init
   mkdir -p dom0root/xenroam-test
-  (cd domuroot && find . | cpio -o -H newc --quiet | gzip -1) > dom0root/xenroam-test/domu.cpio.gz
+  # zstd, not gzip: xl's domain builder unpacks a gzip ramdisk into the guest's memory (111 MB here) before the
+  # guest unpacks it again, so a gzip image needs ~70 MB more guest memory (304 MB against 232) to boot.
+  (cd domuroot && find . | cpio -o -H newc --quiet | zstd -q -10 -T0) > dom0root/xenroam-test/domu.cpio.zst
   cp "ex/boot/vmlinuz-$KV" dom0root/xenroam-test/domu-vmlinuz
   install -m 644 "$REPO/scripts/xen/domu.cfg" dom0root/etc/xen/domu.cfg
   rm -rf domuroot
