@@ -26,9 +26,10 @@ usage: npm run bench:xen -- [options]        (as root; builds and boots like npm
                     not recovered (default 60)
   --out PREFIX      where the results go (default docs/bench/xen-<date>): PREFIX.json, .md, .svg
 
-The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes about 50 minutes here
-(2 cores, QEMU TCG): xl migrate moves a 256 MB guest in ~50 s and a 512 MB one in ~100 s under emulation.
-Raw logs stay in $CACHE/run/bench-<time>/.
+The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes 45 minutes here (2 cores,
+QEMU TCG; 2705 s on 2026-12-03): a measured migration costs 60-100 s at 256 MB and 80-175 s at 512 MB under
+emulation (the method's most: its prepare and two xenroam start-ups), each guest boot ~25 s, the hosts ~40 s.
+A third run each would take it past an hour. Raw logs stay in $CACHE/run/bench-<time>/.
 EOF
 }
 
@@ -148,9 +149,10 @@ for h in xa xb; do
     fail "no ssh to $h, or could not give it its control token"
 done
 say "both Dom0s up: $(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'") on $(dom0 xa 30 'uname -r')"
-printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64, 1 vCPU and %s MB per host)"}\n' \
+printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64, 1 vCPU and %s MB per host)","guest":"%s"}\n' \
   "$(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'")" "$(dom0 xa 30 'uname -r')" \
-  "$(qemu-system-x86_64 --version | head -1 | sed 's/^QEMU emulator version //')" "$XENROAM_XEN_HOST_MB" >"$BENCH/facts.json"
+  "$(qemu-system-x86_64 --version | head -1 | sed 's/^QEMU emulator version //')" "$XENROAM_XEN_HOST_MB" \
+  "PV, 1 vCPU, the Dom0 kernel; initramfs in RAM (busybox, xenroam-agent with its Node.js; 107 MB unpacked)" >"$BENCH/facts.json"
 
 # ---- the topology ----
 # Two sites (xa on lan-a, xb on lan-b), or one: xb's tap moved onto lan-a, its Dom0 given a site-a address.
