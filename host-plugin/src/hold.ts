@@ -55,12 +55,15 @@ export async function engageHold(
   const held: number[] = [];
   for (const devid of devids) {
     const path = backendStatePath(domid, devid);
-    const ok = await xs.transaction(async (tx) => {
-      const state = await tx.tryRead(path);
-      if (state !== XENBUS.initWait) return state ?? "missing";
-      await tx.write(path, XENBUS.initialising);
-      return true;
-    });
+    // Never throws: a vif held before a later one failed must still be returned, or nobody would release it.
+    const ok = await xs
+      .transaction(async (tx) => {
+        const state = await tx.tryRead(path);
+        if (state !== XENBUS.initWait) return state ?? "missing";
+        await tx.write(path, XENBUS.initialising);
+        return true;
+      })
+      .catch((err: unknown) => `error: ${String(err)}`);
     if (ok === true) held.push(devid);
     else log("hold_skipped", { domid, devid, backendState: ok });
   }
