@@ -60,6 +60,8 @@ export interface MigrationReport {
   readonly domid: number;
   /** How long the toolstack kept the VM paused, when it knows. */
   readonly pausedMs?: number;
+  /** xl: the destination's steps between the domain complete and running (DomainInfo.arrival). */
+  readonly arrival?: readonly PhaseMark[];
   /** When the migration started (ms since the epoch): the timeline's zero. */
   readonly startedAt: number;
   readonly timeline: readonly PhaseMark[];
@@ -357,8 +359,10 @@ export class Engine {
     } catch (err) {
       log("migrate_failed", { migration: migrationId, vm, error: (err as Error).message });
       // Before the guest hears of the abort: it withdraws its standby then, which must no longer be active.
+      // On xl the destination relays (xenroam receive), unseen from here: try the rollback whenever the
+      // activation could have gone; the server refuses it (409) when it did not.
       const relayed = await relay?.outcome();
-      if (relayed && relayed !== "refused" && activation && control) {
+      if (relayed !== "refused" && activation && control) {
         await this.rollBack(vm, migrationId, activation, control, mark);
       }
       if (useMethod) await this.abort(vm);
@@ -382,6 +386,7 @@ export class Engine {
       ...(staged ? { moa: staged.moa } : {}),
       domid: arrived.domid,
       ...(arrived.pausedMs !== undefined ? { pausedMs: arrived.pausedMs } : {}),
+      ...(arrived.arrival ? { arrival: arrived.arrival } : {}),
       startedAt: started,
       timeline,
     };
@@ -457,7 +462,8 @@ export class Engine {
       mark("binding-rolled-back");
       log("binding_rolled_back", { ...fields, active: back.locator, activeSeq: back.seq });
     } catch (err) {
-      log("binding_rollback_failed", { ...fields, error: (err as Error).message });
+      if ((err as { status?: number }).status === 409) log("binding_not_relayed", fields);
+      else log("binding_rollback_failed", { ...fields, error: (err as Error).message });
     }
   }
 

@@ -106,6 +106,11 @@ export class FakeToolstack implements Toolstack {
    * (the VM runs on at the source), "moved" as when something fails after it runs at the destination.
    */
   failAfterPause: "resumed-here" | "moved" | undefined;
+  /**
+   * xl-shaped: the source never sees the pause (onPaused is not called); the destination's own step runs there
+   * instead (xenroam receive relays the guest's activation, unseen by the engine).
+   */
+  atDestinationPause: (() => Promise<unknown>) | undefined;
   constructor(private readonly journal: Journal = []) {}
   addVm(vm: string, host: string, domid: number, vifs: VifInfo[]) {
     this.domains.set(vm, { vm, host, domid, vifs });
@@ -120,7 +125,8 @@ export class FakeToolstack implements Toolstack {
     this.requests.push(request);
     this.journal.push(`toolstack migrate ${vm} ${destination} ${JSON.stringify(request.bridges)}`);
     this.journal.push(`toolstack pause ${vm}`);
-    request.onPaused?.();
+    if (this.atDestinationPause) await this.atDestinationPause();
+    else request.onPaused?.();
     if (this.failAfterPause === "resumed-here") {
       this.journal.push(`toolstack resume ${vm} here`);
       throw new Error("restore failed on the destination");

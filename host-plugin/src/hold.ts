@@ -9,8 +9,9 @@
 // (drivers/net/xen-netback/xenbus.c); __xenbus_switch_state compares only its cached state, not xenstore's
 // (drivers/xen/xenbus/xenbus_client.c). libxl waits for backend state 2 before running the hotplug script
 // and nothing after `migrate-receive` returns or after unpause looks at it (tools/libs/light/libxl_device.c);
-// libxl itself writes a backend's `state` to remove a device. So: between `xl migrate-receive -p` and
-// `xl unpause` Dom0 writes the held vif's backend state back to Initialising (1); the frontend then waits;
+// libxl itself writes a backend's `state` to remove a device. So: while xl's "ready" message waits in
+// `xenroam receive` (the domain complete and paused, before the sender's GO and xl's own unpause), Dom0 writes
+// the held vif's backend state back to Initialising (1); the frontend then waits;
 // writing InitWait (2) again later makes it connect by its ordinary path. The release writes only where the
 // node still reads 1, in a transaction, so it can never undo libxl's Closing (5) or revive a gone domain.
 //
@@ -88,28 +89,34 @@ export async function releaseHold(
   }
 }
 
-/** Waits until the guest's status says it switched for this migration, or the timeout passes. */
+/** How often the releaser looks whether the domain still exists (its watch says nothing of that). */
+export const GONE_POLL_MS = 500;
+
+/** Waits until the guest's status says it switched for this migration, the domain is gone, or the timeout passes. */
 export async function awaitSwitch(
   xs: HoldXenstore,
   statusPath: string,
   migrationId: string,
   timeoutMs: number,
-): Promise<"switched" | "timeout"> {
+  /** A node that exists as long as the domain does (its name): gone means the domain is, too. */
+  alivePath?: string,
+): Promise<"switched" | "timeout" | "gone"> {
   const deadline = Date.now() + timeoutMs;
   const watch = await xs.watch(statusPath);
   const it = watch[Symbol.asyncIterator]();
   try {
     for (;;) {
       if (holdReleased(await xs.tryRead(statusPath), migrationId)) return "switched";
+      // A domain the receiver destroyed (the sender never said go) will never switch.
+      if (alivePath !== undefined && (await xs.tryRead(alivePath)) === undefined) return "gone";
       const left = deadline - Date.now();
       if (left <= 0) return "timeout";
       let timer: NodeJS.Timeout | undefined;
-      const timeout = new Promise<"timeout">((r) => {
-        timer = setTimeout(() => r("timeout"), left);
+      const wake = new Promise<"wake">((r) => {
+        timer = setTimeout(() => r("wake"), Math.min(left, GONE_POLL_MS));
       });
-      const next = await Promise.race([it.next(), timeout]);
+      await Promise.race([it.next(), wake]);
       clearTimeout(timer);
-      if (next === "timeout") return "timeout";
     }
   } finally {
     await watch.close();

@@ -15,16 +15,19 @@ import { installXapi } from "./install.js";
 import { checks, gatherFacts } from "./doctor.js";
 import {
   CHANNEL_DIR,
+  type DomainInfo,
   KEYS,
   parseSites,
   type SiteDirectory,
   SitesError,
   type Toolstack,
+  type VifInfo,
 } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { createDom0Channel } from "./adapters/channel.js";
 import { createRadvdControl } from "./adapters/radvd.js";
-import { spawnHoldRelease } from "./adapters/hold-release.js";
+import { type PendingRelease, spawnPendingRelease } from "./adapters/hold-release.js";
+import { domidByName, watchSuspend } from "./adapters/suspend-watch.js";
 import { awaitSwitch, engageHold, releaseHold } from "./hold.js";
 import { createStateStore } from "./adapters/state.js";
 import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
@@ -83,29 +86,61 @@ function makeLog(json: boolean): Log {
   };
 }
 
-/** receive's half of the carrier hold: the releaser runs detached, so receive's stdio closes at once. */
-function startHoldRelease(
+/**
+ * receive's half of the carrier hold: the releaser starts with the migration (Node.js starting in Dom0 shares the
+ * CPU with the memory stream then, not with the guest resuming) and waits to be told what was held.
+ */
+function startHoldReleaser(
   g: GlobalOptions,
-  r: { vm: string; domid: number; devids: readonly number[]; migration: string },
+  r: { vm: string; devids: readonly number[]; migration: string },
   log: Log,
-): void {
+): { release: (domid: number, devids: readonly number[]) => void; cancel: () => void } {
+  let pending: PendingRelease | undefined;
   try {
-    const pid = spawnHoldRelease(r, {
+    pending = spawnPendingRelease(r, {
       stateDir: g.stateDir ?? "/run/xenroam",
       ...(g.xenstore ? { xenstore: g.xenstore } : {}),
     });
-    log("hold_engaged", { migration: r.migration, domid: r.domid, devids: r.devids, releaser: pid });
   } catch (err) {
-    // Nobody would release the frontends: do it now rather than leave them waiting.
     log("hold_releaser_failed", { migration: r.migration, error: (err as Error).message });
-    void XenstoreClient.connect(g.xenstore).then(async (xs) => {
-      try {
-        await releaseHold(xs, r.domid, r.devids, log);
-      } finally {
-        xs.close();
-      }
-    });
   }
+  return {
+    release: (domid, devids) => {
+      if (pending) {
+        pending.engage(domid, devids);
+        log("hold_engaged", { migration: r.migration, domid, devids, releaser: pending.pid });
+        return;
+      }
+      // Nobody would release the frontends: do it now rather than leave them waiting.
+      void XenstoreClient.connect(g.xenstore).then(async (xs) => {
+        try {
+          await releaseHold(xs, domid, devids, log);
+        } finally {
+          xs.close();
+        }
+      });
+    },
+    cancel: () => pending?.cancel(),
+  };
+}
+
+/** The domain's vifs from their backends (libxl writes mac and bridge there: libxl_nic.c 213, 236), no xl started. */
+async function xenstoreDomain(
+  xs: XenstoreClient,
+  vm: string,
+  domid: number,
+): Promise<DomainInfo | undefined> {
+  const base = `/local/domain/0/backend/vif/${domid}`;
+  const vifs: VifInfo[] = [];
+  for (const d of await xs.directory(base).catch(() => [] as string[])) {
+    const devid = Number(d);
+    const mac = await xs.tryRead(`${base}/${d}/mac`);
+    const bridge = await xs.tryRead(`${base}/${d}/bridge`);
+    if (!Number.isInteger(devid) || mac === undefined || bridge === undefined) return undefined;
+    vifs.push({ devid, mac: mac.toLowerCase(), ifname: `vif${domid}.${devid}`, bridge });
+  }
+  if (vifs.length === 0) return undefined;
+  return { vm, domid, host: hostname(), vifs: vifs.sort((a, b) => a.devid - b.devid) };
 }
 
 function loadSites(file: string): SiteDirectory {
@@ -226,6 +261,20 @@ async function withEngineInner<T>(
       stateDir,
       carrierHold: opts.carrierHold,
       ...(opts.control ? { relayControl: opts.control } : {}),
+      watchSuspend: async (vm, onSuspend) => {
+        const c = await XenstoreClient.connect(xenstore);
+        try {
+          const stop = await watchSuspend(c, vm, onSuspend);
+          return async () => {
+            await stop();
+            c.close();
+          };
+        } catch (err) {
+          c.close();
+          throw err;
+        }
+      },
+      log: makeLog(opts.logJson === true),
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
   } else {
@@ -290,6 +339,11 @@ function printReport(r: MigrationReport): void {
   );
   if (r.fallback) console.log(`  fell back to a plain migration: ${r.fallback}`);
   for (const m of r.timeline) console.log(`  ${String(m.atMs).padStart(7)} ms  ${m.phase}`);
+  if (r.arrival?.length) {
+    console.log(
+      `  at the destination, from the domain complete and paused: ${r.arrival.map((m) => `${m.phase} ${m.atMs} ms`).join(", ")}`,
+    );
+  }
 }
 
 const program = new Command("xenroam")
@@ -499,6 +553,10 @@ program
     const relay = o.relay && receiveRelay(o.relay, g, (e, f) => log(e, { migration: o.migration, ...f }));
     const xs = await XenstoreClient.connect(g.xenstore);
     const netlink = createNetlink();
+    const releaser =
+      holdDevids.length > 0
+        ? startHoldReleaser(g, { vm, devids: holdDevids, migration: o.migration }, log)
+        : undefined;
     try {
       await xlReceive({
         vm,
@@ -506,6 +564,9 @@ program
         ...(relay ? { relay } : {}),
         log: (event, fields) => log(event, { migration: o.migration, ...fields }),
         write: (domid, key, value) => xs.write(`/local/domain/${domid}/${CHANNEL_DIR.xl}/${key}`, value),
+        findDomid: (names) => domidByName(xs, names),
+        hasName: async (domid, name) => (await xs.tryRead(`/local/domain/${domid}/name`)) === name,
+        describe: (domid) => xenstoreDomain(xs, vm, domid),
         ...(holdDevids.length > 0
           ? {
               hold: {
@@ -514,8 +575,7 @@ program
                   engageHold(xs, domid, devids, (event, fields) =>
                     log(event, { migration: o.migration, ...fields }),
                   ),
-                release: (domid, devids) =>
-                  startHoldRelease(g, { vm, domid, devids, migration: o.migration }, log),
+                release: (domid, devids) => releaser?.release(domid, devids),
               },
             }
           : {}),
@@ -530,6 +590,7 @@ program
         },
       });
     } finally {
+      releaser?.cancel();
       xs.close();
       netlink.close();
     }
@@ -539,29 +600,52 @@ program
   .command("hold-release", { hidden: true })
   .description("xl destination: let held frontends connect once the guest has switched (started by receive)")
   .argument("<vm>")
-  .requiredOption("--domid <n>", "the restored domain", positiveInt)
+  .option("--domid <n>", "the restored domain", positiveInt)
+  .option(
+    "--domid-from-stdin",
+    "wait for '<domid> <devids>' on stdin (receive starts it ahead); EOF: nothing held",
+  )
   .requiredOption("--devids <list>", "the held vif devids")
   .requiredOption("--migration <id>", "the migration whose switch ends the hold")
   .option("--timeout-ms <ms>", "release anyway after this long", positiveInt, HOLD_TIMEOUT_MS)
-  .action(async (vm: string, o: { domid: number; devids: string; migration: string; timeoutMs: number }) => {
-    const g = program.opts<GlobalOptions>();
-    const log = makeLog(true);
-    const devids = o.devids.split(",").map(Number);
-    const fields = { migration: o.migration, vm, domid: o.domid, devids };
-    const xs = await XenstoreClient.connect(g.xenstore);
-    const started = Date.now();
-    try {
-      const path = `/local/domain/${o.domid}/${CHANNEL_DIR.xl}/${KEYS.status}`;
-      const why = await awaitSwitch(xs, path, o.migration, o.timeoutMs).catch((err: unknown) => {
-        log("hold_watch_failed", { ...fields, error: String(err) });
-        return "error" as const;
-      });
-      await releaseHold(xs, o.domid, devids, (event, f) => log(event, { ...fields, ...f }));
-      log("hold_released", { ...fields, why, heldMs: Date.now() - started });
-    } finally {
-      xs.close();
-    }
-  });
+  .action(
+    async (
+      vm: string,
+      o: { domid?: number; domidFromStdin?: boolean; devids: string; migration: string; timeoutMs: number },
+    ) => {
+      const g = program.opts<GlobalOptions>();
+      const log = makeLog(true);
+      let devids = o.devids.split(",").map(Number);
+      let domid = o.domid;
+      if (o.domidFromStdin) {
+        const chunks: Buffer[] = [];
+        for await (const c of process.stdin) chunks.push(c as Buffer);
+        const m = /^(\d+) ([\d,]+)\n?$/.exec(Buffer.concat(chunks).toString("utf8"));
+        if (!m) {
+          log("hold_not_engaged", { migration: o.migration, vm });
+          return;
+        }
+        domid = Number(m[1]);
+        devids = (m[2] ?? "").split(",").map(Number);
+      }
+      if (domid === undefined) throw new UsageError("give --domid N or --domid-from-stdin");
+      const fields = { migration: o.migration, vm, domid, devids };
+      const xs = await XenstoreClient.connect(g.xenstore);
+      const started = Date.now();
+      try {
+        const path = `/local/domain/${domid}/${CHANNEL_DIR.xl}/${KEYS.status}`;
+        const alive = `/local/domain/${domid}/name`;
+        const why = await awaitSwitch(xs, path, o.migration, o.timeoutMs, alive).catch((err: unknown) => {
+          log("hold_watch_failed", { ...fields, error: String(err) });
+          return "error" as const;
+        });
+        await releaseHold(xs, domid, devids, (event, f) => log(event, { ...fields, ...f }));
+        log("hold_released", { ...fields, why, heldMs: Date.now() - started });
+      } finally {
+        xs.close();
+      }
+    },
+  );
 
 program.parseAsync().catch((err: unknown) => {
   const known = [

@@ -295,6 +295,24 @@ test("mobility: a move that fails after the pause rolls the relayed binding back
   t.deepEqual(h.state.state, { staging: {}, vms: {} });
 });
 
+test("mobility, xl: the destination relayed unseen; a move that fails after it is rolled back all the same", async (t) => {
+  const h = host("mobile", { control: true });
+  h.toolstack.atDestinationPause = () => h.control.activate({ ...ACTIVATION, seq: 7 });
+  h.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(h.engine.migrate("vm", "hostb", { migrationId: "m1" }), { message: /restore failed/ });
+  const rollback = h.journal.indexOf(`control rollback vm ${MOA} 7`);
+  t.true(rollback > h.journal.indexOf(`control activated ${MOA} 7`), h.journal.join("\n"));
+  t.true(h.logged.includes("binding_rolled_back"));
+
+  // Failed before the destination relayed anything: the server has nothing to undo, and says so.
+  const early = host("mobile", { control: true });
+  early.toolstack.atDestinationPause = async () => {};
+  early.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(early.engine.migrate("vm", "hostb", { migrationId: "m2" }));
+  t.true(early.logged.includes("binding_not_relayed"));
+  t.false(early.logged.includes("binding_rollback_failed"));
+});
+
 test("mobility: no rollback when the VM runs at the destination after all, or when the server refused the relay", async (t) => {
   const moved = host("mobile", { control: true });
   moved.toolstack.failAfterPause = "moved";

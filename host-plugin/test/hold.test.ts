@@ -64,5 +64,12 @@ test("the hold ends on this migration's switch, not on another phase or another 
   t.is(await waiting, "switched");
   const started = Date.now();
   t.is(await awaitSwitch(xs, path, "m2", 200), "timeout");
+  // A destroyed domain (the receiver never got GO) will never switch: no waiting out the timeout for it.
+  await xs.write("/local/domain/9/name", "web1--incoming");
+  const since = Date.now();
+  const gone = awaitSwitch(xs, "/local/domain/9/data/xenroam/status", "m3", 10_000, "/local/domain/9/name");
+  await xs.rm("/local/domain/9");
+  t.is(await gone, "gone");
+  t.true(Date.now() - since < 2000);
   t.true(Date.now() - started >= 200);
 });

@@ -1,6 +1,7 @@
 // The xl adapter's contract, against a recording fake `xl` first on PATH: the swapped config goes to
 // `xl migrate -C` with `xenroam receive` as the transport's far end; the destination runs
-// `xl migrate-receive -p`, writes the arrival into the guest's xenstore, and only then unpauses.
+// `xl migrate-receive` and holds its "ready" message until the arrival is in the guest's xenstore, so xl
+// unpauses a domain that already has it. The fake speaks xl's protocol (fixtures/fake-xl.mjs).
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import type { AddressInfo } from "node:net";
@@ -18,6 +19,7 @@ import { encodeMessage, type PrepareAnswer } from "@xenroam/protocol";
 import { XenstoreClient, XenstoreServer } from "@xenroam/xenstore";
 import { receiveRune, XL_DEFAULTS, XlError, XlToolstack } from "../src/adapters/xl.js";
 import { parseRelayArgument } from "../src/relay.js";
+import { watchSuspend } from "../src/adapters/suspend-watch.js";
 
 const FAKE_XL = fileURLToPath(new URL("../../test/fixtures/fake-xl.mjs", import.meta.url));
 const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
@@ -29,6 +31,8 @@ vif = [ 'mac=00:16:3e:00:00:10,bridge=xenbr0', 'mac=00:16:3e:00:01:10,bridge=xrp
 
 interface Call {
   argv: string[];
+  /** "unpause": the moment the domain ran; "destroyed": the receiver gave it up. */
+  event?: string;
   cfg?: string;
   arrived?: string;
   dest?: string;
@@ -64,6 +68,10 @@ async function setup(t: ExecutionContext) {
   const xs = new XenstoreServer();
   const sock = join(dir, "xs.sock");
   await xs.listen(sock, { domid: 0 });
+  // The source's domain as libxl names it in xenstore (libxl_create.c 810).
+  const named = await XenstoreClient.connect(sock);
+  await named.write("/local/domain/5/name", "web1");
+  named.close();
   const saved = { PATH: process.env.PATH, dir: process.env.FAKE_XL_DIR };
   process.env.PATH = `${bin}:${process.env.PATH ?? ""}`;
   process.env.FAKE_XL_DIR = dir;
@@ -121,8 +129,8 @@ test.serial(
     const log = calls();
     t.deepEqual(
       log.map((c) => c.argv[0]),
-      ["migrate", "migrate-receive", "domid", "unpause", "list"],
-      "source: migrate; destination: receive paused, find the domain, unpause, report",
+      ["migrate", "migrate-receive", "(suspend)", "(unpaused)"],
+      "source: migrate; destination: receive; xl itself unpauses; no other xl process (xenstore has the rest)",
     );
     const migrate = log[0] as Call;
     t.deepEqual(migrate.argv.slice(0, 5), ["migrate", "-C", migrate.argv[2], "-s", ""]);
@@ -135,10 +143,15 @@ test.serial(
       migrate.cfg,
       "name = \"web1\"\nvif = [ 'mac=00:16:3e:00:00:10,bridge=xrpark0', 'mac=00:16:3e:00:01:10,bridge=xenbr0' ]\n",
     );
-    t.deepEqual(log[1]?.argv, ["migrate-receive", "-p"], "the destination keeps the domain paused");
+    t.deepEqual(log[1]?.argv, ["migrate-receive"], "xl unpauses on GO: no process in the window");
     t.is(log[1]?.dest, "hostb");
     t.is(log[3]?.arrived, ARRIVED, "the guest's arrival key was there when the domain was unpaused");
     t.is(info.domid, 6);
+    t.deepEqual(
+      info.arrival?.map((m) => m.phase),
+      ["found", "written", "ready-sent", "xl-done"],
+      "the destination's steps between the domain complete and running come back in the report",
+    );
     t.is(info.host, "hostb");
     t.deepEqual(
       info.vifs.map((v) => v.bridge),
@@ -158,7 +171,7 @@ test.serial("a failed receive fails the migration with xl's reason; nothing is u
   );
   t.regex(err.message, /xl migrate web1 to hostb failed/);
   t.regex(err.message, /restore failed|migrate-receive failed/);
-  t.false(calls().some((c) => c.argv[0] === "unpause"));
+  t.false(calls().some((c) => c.event === "unpause"));
 });
 
 test("the receive command line refuses what a shell would misread", (t) => {
@@ -210,7 +223,7 @@ test.serial(
     t.true(Date.now() - started < 5000, `migrate took ${Date.now() - started} ms`);
     const rune = calls()[0]?.argv[6] ?? "";
     t.regex(rune, / --hold 0$/);
-    const unpause = calls().find((c) => c.argv[0] === "unpause");
+    const unpause = calls().find((c) => c.event === "unpause");
     t.deepEqual(unpause?.backend, { 0: "1", 1: "2" }, "vif 0 held (netfront waits), vif 1 free to connect");
     const xs = await XenstoreClient.connect(sock);
     t.teardown(() => xs.close());
@@ -226,6 +239,60 @@ test.serial(
       (l) => l.includes("hold_released"),
     );
     t.regex(lines, /"event":"hold_released".*"why":"switched"/);
+  },
+);
+
+test.serial(
+  "a restore that fails before ready: the releaser started ahead is told nothing was held",
+  async (t) => {
+    const { toolstack, dir } = await setup(t);
+    writeFileSync(join(dir, "fail-receive"), "");
+    await t.throwsAsync(
+      toolstack.migrate("web1", "hostb", {
+        migrationId: "m1",
+        bridges: { 0: "xrpark0", 1: "xenbr0" },
+        hold: HOLD,
+      }),
+      { instanceOf: XlError },
+    );
+    const log = join(dir, "hold-release.log");
+    const lines = await waitFor(
+      "the releaser's log",
+      5000,
+      async () => (existsSync(log) ? readFileSync(log, "utf8") : ""),
+      (l) => l.includes("hold_"),
+    );
+    t.regex(lines, /"event":"hold_not_engaged"/, lines);
+  },
+);
+
+test.serial(
+  "the sender dies after ready: the domain is destroyed unstarted, the migration fails, the releaser lets go",
+  async (t) => {
+    const { toolstack, calls, dir } = await setup(t);
+    writeFileSync(join(dir, "fail-go"), "");
+    await t.throwsAsync(
+      toolstack.migrate("web1", "hostb", {
+        migrationId: "m1",
+        bridges: { 0: "xrpark0", 1: "xenbr0" },
+        guestWrites: { arrived: ARRIVED },
+        hold: HOLD,
+      }),
+      { instanceOf: XlError, message: /migrate-receive failed/ },
+    );
+    t.true(calls().some((c) => c.event === "destroyed"));
+    t.false(
+      calls().some((c) => c.event === "unpause"),
+      "never ran at the destination",
+    );
+    const lines = await waitFor(
+      "the releaser's log",
+      5000,
+      async () =>
+        existsSync(join(dir, "hold-release.log")) ? readFileSync(join(dir, "hold-release.log"), "utf8") : "",
+      (l) => l.includes("hold_"),
+    );
+    t.regex(lines, /"event":"hold_released".*"why":"gone"/, lines);
   },
 );
 
@@ -279,7 +346,7 @@ test.serial(
       hold: HOLD,
     });
     t.notRegex(calls()[0]?.argv[6] ?? "", /--hold/);
-    t.deepEqual(calls().find((c) => c.argv[0] === "unpause")?.backend, { 0: "2", 1: "2" });
+    t.deepEqual(calls().find((c) => c.event === "unpause")?.backend, { 0: "2", 1: "2" });
   },
 );
 
@@ -292,6 +359,7 @@ test.serial("hold-release: without the guest's switch the frontends are let go a
     JSON.stringify({ v: 1, phase: "switching", id: "m9" }),
   );
   await xs.write("/local/domain/0/backend/vif/7/0/state", "1");
+  await xs.write("/local/domain/7/name", "web1"); // libxl names every domain (libxl_create.c 810)
   const { execFile } = await import("node:child_process");
   const started = Date.now();
   const out = await new Promise<string>((resolve, reject) =>
@@ -377,8 +445,49 @@ test.serial(
     });
     const rune = calls()[0]?.argv[6] ?? "";
     t.regex(rune, / --relay [A-Za-z0-9_-]+$/, "one base64url word: nothing a shell could misread");
-    const unpause = calls().find((c) => c.argv[0] === "unpause");
+    const unpause = calls().find((c) => c.event === "unpause");
     t.like(unpause?.binding, { active: "2001:db8:b::5", seq: 2 }, "active when the domain was unpaused");
+  },
+);
+
+test.serial(
+  "xl relay at the source: the guest's activation goes at libxl's suspend, before the last round; receive relays nothing",
+  async (t) => {
+    const { dir, calls, sock } = await setup(t);
+    const control = await controlServer(t, dir);
+    const watcher = await XenstoreClient.connect(sock);
+    t.teardown(() => watcher.close());
+    let pausedAt: number | undefined;
+    const phases: string[] = [];
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
+      stateDir: dir,
+      relayControl: control.url,
+      watchSuspend: (vm, onSuspend) => watchSuspend(watcher, vm, onSuspend),
+    });
+    const answer = encodeMessage({
+      v: 1,
+      id: "m1",
+      status: "prepared",
+      moa: "2001:db8:b::5",
+      ifname: "eth1",
+      activation: control.activation,
+    });
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { answer, arrived: ARRIVED },
+      mark: (p) => phases.push(p),
+      onPaused: () => (pausedAt ??= Date.now()),
+    });
+    const suspend = calls().find((c) => c.event === "suspend") as (Call & { at: number }) | undefined;
+    t.truthy(suspend && pausedAt, "onPaused ran");
+    t.true((pausedAt ?? 0) >= (suspend?.at ?? Infinity), "not before libxl asked the guest to suspend");
+    t.true((pausedAt ?? Infinity) - (suspend?.at ?? 0) < 100, "while the last round still ran");
+    t.deepEqual(phases, ["xl-migrate", "suspended", "running-on-destination"]);
+    t.notRegex(calls()[0]?.argv[6] ?? "", /--relay/, "the destination does not relay it again");
   },
 );
 
@@ -440,7 +549,7 @@ test.serial(
       guestWrites: { answer: answer(control.activation), arrived: ARRIVED },
     });
     t.is(info.domid, 6);
-    t.true(calls().some((c) => c.argv[0] === "unpause"));
+    t.true(calls().some((c) => c.event === "unpause"));
     t.like(
       await control.service.binding("2001:db8:f::5"),
       { active: "2001:db8:a::5", seq: 1 },

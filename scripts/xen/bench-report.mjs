@@ -186,16 +186,19 @@ async function report(runsPath, prefix, rate, factsPath, command) {
     `runs recovered within the deadline, "—" where nothing was measured. The paper's figures are its Table 2`,
     `(Watanabe et al., mean of three runs, Xen 3.2, 100 and 1000 Mbps); ours are ${rate} Mbps shaped with tbf on`,
     "the Dom0s' taps, and unshaped. T_DW: the longer of VM→CN and CN→VM, each from the last echo reply before the",
-    "stop to the first after it (probes every 20 ms both ways); T_ALL: from the start of `xenroam prepare` (the",
-    "method) or `xenroam migrate` to traffic restored both ways.",
+    "stop to the first after it (probes every 20 ms both ways; the method's own addresses, a diagnostic, every",
+    "200 ms, so every subject carries the same probe load); T_ALL: from the start of `xenroam prepare` (the",
+    "method) or `xl migrate` (the baselines) to traffic restored both ways.",
     "",
     table2Markdown(samples, o),
     "",
     "## Every direction",
     "",
     "Seconds, means over the runs. *T_ALL from migrate*: counted from `xenroam migrate` (the method's without its",
-    "prepare); *xenroam start-up*: from issuing `xenroam migrate` to its engine starting (Node.js in an emulated",
-    "Dom0). *probed at*: the CN's ping targets, then the source address the CN saw on the VM's probe.",
+    "prepare; the baselines: from `xl migrate`); *xenroam start-up*: from issuing `xenroam migrate` to its engine",
+    "starting (Node.js in an emulated Dom0); *ready held*: how long `xenroam receive` held xl's ready message while",
+    "the domain was complete and paused (its own steps: find, hold, arrival, relay), mean (min–max) in ms.",
+    "*probed at*: the CN's ping targets, then the source address the CN saw on the VM's probe.",
     "",
     detailMarkdown(samples),
     "",
@@ -232,9 +235,9 @@ async function report(runsPath, prefix, rate, factsPath, command) {
 
 const HOW = {
   ordinary:
-    "both Dom0s on site a's LAN (xb's tap moved onto lan-a, its Dom0 given 2001:db8:a::b); `xenroam migrate --no-method` (plain xl migrate); a guest without the mobility layer.",
+    "both Dom0s on site a's LAN (xb's tap moved onto lan-a, its Dom0 given 2001:db8:a::b); `xl migrate domu HOST` (xl's own ssh transport, no xenroam on either side); a guest without the mobility layer.",
   without:
-    "the two sites; `xenroam migrate --no-method` (plain xl migrate); a guest without the mobility layer that finds its new address by SLAAC (radvd every 3–4 s). Before each run the guest forgets what it kept from the site it goes to (address, prefix route, router), as the lab bench does for its baselines: that favours it.",
+    "the two sites; `xl migrate domu HOST` (xl's own ssh transport, no xenroam on either side); a guest without the mobility layer that finds its new address by SLAAC (radvd every 3–4 s). Before each run the guest forgets what it kept from the site it goes to (address, prefix route, router), as the lab bench does for its baselines: that favours it.",
   method:
     "the two sites; `xenroam --control … prepare` then `xenroam --control … migrate` (the guest's activation relayed by xenroam receive); the guest runs the mobility layer with home address 2001:db8:f::5 (the CN runs the correspondent agent).",
 };

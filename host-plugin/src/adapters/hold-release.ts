@@ -2,6 +2,10 @@
 // stdio is the migration transport, which must close as soon as the domain runs (the source's ssh waits for
 // it), while the releaser waits up to the hold's timeout for the guest's switch. Its JSON log lines are
 // appended to hold-release.log in the state directory.
+//
+// receive starts it when the migration begins, long before the domain runs: Node.js starting in Dom0 then
+// shares the CPU with the incoming memory stream, not with the guest resuming. It waits on a pipe for the
+// domain and the vifs held ("<domid> <devid,...>\n"); a pipe closed without them means nothing was held.
 
 import { spawn } from "node:child_process";
 import { mkdirSync, openSync, closeSync } from "node:fs";
@@ -9,16 +13,24 @@ import { join } from "node:path";
 
 export interface HoldRelease {
   readonly vm: string;
-  readonly domid: number;
   readonly devids: readonly number[];
   readonly migration: string;
 }
 
-/** Spawns the releaser in its own session with no tie to our stdio; returns its PID. */
-export function spawnHoldRelease(
+/** A releaser started ahead of the hold. */
+export interface PendingRelease {
+  readonly pid: number | undefined;
+  /** Hands it the domain and the vifs now held; it takes over from here. */
+  engage(domid: number, devids: readonly number[]): void;
+  /** Nothing was held (or will be): it exits. A no-op after engage. */
+  cancel(): void;
+}
+
+/** Spawns the releaser in its own session with no tie to our stdio but the pipe it waits on. */
+export function spawnPendingRelease(
   r: HoldRelease,
   options: { readonly stateDir: string; readonly xenstore?: string },
-): number | undefined {
+): PendingRelease {
   mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
   const logFd = openSync(join(options.stateDir, "hold-release.log"), "a", 0o600);
   try {
@@ -31,17 +43,32 @@ export function spawnHoldRelease(
         ...(options.xenstore ? ["--xenstore", options.xenstore] : []),
         "hold-release",
         r.vm,
-        "--domid",
-        String(r.domid),
         "--devids",
         r.devids.join(","),
         "--migration",
         r.migration,
+        "--domid-from-stdin",
       ],
-      { detached: true, stdio: ["ignore", logFd, logFd] },
+      { detached: true, stdio: ["pipe", logFd, logFd] },
     );
     child.unref();
-    return child.pid;
+    const stdin = child.stdin;
+    if (!stdin) throw new Error("the releaser has no stdin pipe");
+    stdin.on("error", () => {}); // a releaser that died: receive's log says so through the hold's fallback
+    let done = false;
+    return {
+      pid: child.pid,
+      engage(domid, devids) {
+        if (done) return;
+        done = true;
+        stdin.end(`${domid} ${devids.join(",")}\n`);
+      },
+      cancel() {
+        if (done) return;
+        done = true;
+        stdin.end();
+      },
+    };
   } finally {
     closeSync(logFd);
   }

@@ -1,13 +1,14 @@
 // The xl adapter: the only code in xenroam that runs `xl`. Source side: `xl migrate -C <swapped config>` over
 // a transport the admin chooses (ssh by default), whose far end is `xenroam receive` on the destination.
-// Destination side (`receive`): `xl migrate-receive -p` (the domain stays paused), the arrival written into
-// the guest's xenstore, then `xl unpause` — so the guest learns it has arrived first thing after resume.
+// Destination side (`receive`): `xl migrate-receive`, whose "ready" message xenroam holds back while it writes
+// the arrival into the guest's xenstore (and holds the old primary, relays the guest's activation); xl then
+// unpauses the domain itself, so the guest learns it has arrived first thing after resume.
 
 import { spawn } from "node:child_process";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
+import type { DomainInfo, MigrateRequest, PhaseMark, Toolstack, VifInfo } from "@xenroam/protocol";
 import { relayArgument } from "../relay.js";
 import { setVifBridges } from "../xlcfg.js";
 
@@ -98,6 +99,12 @@ export interface XlOptions {
   readonly carrierHold?: boolean;
   /** Mobility layer: the control server the destination relays the guest's activation to (receive --relay). */
   readonly relayControl?: string;
+  /**
+   * Sees the pause from the source (adapters/suspend-watch.ts): when it is there, the engine's onPaused runs
+   * at libxl's suspend of the guest, and the destination relays nothing. Resolves with the watch's remover.
+   */
+  readonly watchSuspend?: (vm: string, onSuspend: () => void) => Promise<() => Promise<void>>;
+  readonly log?: (event: string, fields?: Record<string, unknown>) => void;
 }
 
 export const XL_DEFAULTS = {
@@ -114,9 +121,16 @@ function shellWord(what: string, w: string): string {
 }
 
 /** The receiving command line: what `xl migrate -s ""` runs as its transport (through sh). */
-export function receiveRune(o: XlOptions, vm: string, destination: string, request: MigrateRequest): string {
+export function receiveRune(
+  o: XlOptions,
+  vm: string,
+  destination: string,
+  request: MigrateRequest,
+  /** The source relays at the suspend itself: the destination must not. */
+  sourceRelays = false,
+): string {
   const writes = Buffer.from(JSON.stringify(request.guestWrites ?? {})).toString("base64url");
-  const relay = relayArgument(o.relayControl, vm, request.guestWrites);
+  const relay = sourceRelays ? undefined : relayArgument(o.relayControl, vm, request.guestWrites);
   const transport = o.transport.replaceAll("{host}", shellWord("destination", destination));
   return [
     "exec",
@@ -155,6 +169,20 @@ export class XlToolstack implements Toolstack {
     }
     const swapped = join(this.options.stateDir, `migrate-${request.migrationId}.cfg`);
     writeFileSync(swapped, setVifBridges(cfg, request.bridges));
+    // The pause, seen from here when it can be: the guest's activation is relayed at libxl's suspend.
+    let unwatch: (() => Promise<void>) | undefined;
+    const onPaused = request.onPaused;
+    if (onPaused && this.options.watchSuspend) {
+      unwatch = await this.options
+        .watchSuspend(vm, () => {
+          mark("suspended");
+          onPaused();
+        })
+        .catch((err: unknown) => {
+          this.options.log?.("suspend_watch_failed", { vm, error: (err as Error).message });
+          return undefined;
+        });
+    }
     mark("xl-migrate");
     let r: XlResult;
     try {
@@ -165,10 +193,11 @@ export class XlToolstack implements Toolstack {
         "-s",
         "",
         vm,
-        receiveRune(this.options, vm, destination, request),
+        receiveRune(this.options, vm, destination, request, unwatch !== undefined),
       ]);
     } finally {
       rmSync(swapped, { force: true }); // xl has sent it; nothing of the migration stays in the state dir
+      await unwatch?.();
     }
     const line = r.stderr.split("\n").find((l) => l.startsWith(RECEIVE_REPORT));
     if (r.code !== 0) {
@@ -185,15 +214,28 @@ export class XlToolstack implements Toolstack {
 
 export interface ReceiveOptions {
   readonly vm: string;
-  /** Writes into the guest's xenroam directory before unpause. */
+  /** Writes into the guest's xenroam directory before the domain runs. */
   readonly writes: Readonly<Record<string, string>>;
   /** Writes one key into the new domain's xenstore (Dom0 client). */
   readonly write: (domid: number, key: string, value: string) => Promise<void>;
+  /**
+   * The incoming domain's id, once xl has it complete and paused (it is still named `<vm>--incoming` then).
+   * Default: `xl domid <vm>--incoming`; main.ts reads xenstore instead (no process started in the window).
+   */
+  readonly findDomid?: (names: readonly string[]) => Promise<number | undefined>;
+  /**
+   * Whether a domain still has the name it was found by: with it, receive looks for the incoming domain while
+   * the stream arrives (libxl names it at the start), and only checks it in the window.
+   */
+  readonly hasName?: (domid: number, name: string) => Promise<boolean>;
+  /** The running domain as the report gives it (default: `xl list -l`); main.ts reads xenstore. */
+  readonly describe?: (domid: number) => Promise<DomainInfo | undefined>;
   /** Before the stream arrives: make sure the bridges the config names exist (the parking bridge). */
   readonly ensureBridges?: () => Promise<void>;
   /**
    * The carrier hold (host-plugin/src/hold.ts): `engage` runs while the domain is paused and returns the devids
-   * it holds; `release` hands them to a detached process that lets them connect once the guest has switched.
+   * it holds; `release`, called at once, hands them to the detached process that lets them connect once the
+   * guest has switched (it must be cheap: the domain is still paused).
    */
   readonly hold?: {
     readonly devids: readonly number[];
@@ -201,53 +243,203 @@ export interface ReceiveOptions {
     readonly release: (domid: number, devids: readonly number[]) => void;
   };
   readonly log: (event: string, fields?: Record<string, unknown>) => void;
-  /** Mobility layer: relays the guest's activation (never throws); unpause waits for it RELAY_WAIT_MS at most. */
+  /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
+  /** Where xl's back channel goes (default: fd 1, the transport); tests give their own. */
+  readonly send?: (chunk: Buffer) => void;
 }
+
+/** How often, and how many times, receive looks for the incoming domain while the stream arrives. */
+const EARLY_LOOK_MS = 500;
+const EARLY_LOOKS = 120;
 
 /** How long the domain may stay paused for the relay of the guest's activation. */
 export const RELAY_WAIT_MS = 250;
+/** How long xenroam's own steps may keep a complete domain paused before xl is let go regardless. */
+export const ARRIVAL_DEADLINE_MS = 2000;
 
 /**
- * The destination side. stdin/stdout carry the migration stream and go to `xl migrate-receive` untouched;
- * xenroam itself writes only to stderr.
+ * xl's own messages on the migration's back channel, tools/xl/xl.h 60-67 (Xen 4.17.5). The receiver writes
+ * "ready" with its NUL (`sizeof`, xl_migrate.c 414-417) once the domain is complete and paused, its devices
+ * added and their hotplug scripts run; the sender renames its copy away and answers GO (xl_migrate.c 222-253);
+ * the receiver then renames the domain from `<vm>--incoming` and unpauses it at once (xl_migrate.c 421-434).
+ */
+export const XL_READY = Buffer.from("domain received, ready to unpause\0", "latin1");
+
+/**
+ * Passes a byte stream through, except that it stops at `marker` and hands it on only once `before` has
+ * settled: the window between "the domain is complete" and "the sender may let it run" is xenroam's.
+ * Bytes are never reordered, dropped or held longer than needed to recognise the marker.
+ */
+export class MarkerGate {
+  private pending = Buffer.alloc(0);
+  private state: "looking" | "holding" | "open" = "looking";
+
+  constructor(
+    private readonly marker: Buffer,
+    private readonly forward: (chunk: Buffer) => void,
+    private readonly before: () => Promise<void>,
+  ) {}
+
+  push(chunk: Buffer): void {
+    if (this.state === "open") return this.forward(chunk);
+    this.pending = Buffer.concat([this.pending, chunk]);
+    if (this.state === "holding") return;
+    const at = this.pending.indexOf(this.marker);
+    if (at >= 0) {
+      if (at > 0) this.forward(this.pending.subarray(0, at));
+      this.pending = this.pending.subarray(at);
+      this.state = "holding";
+      void this.before()
+        .catch(() => {})
+        .finally(() => {
+          this.state = "open";
+          const rest = this.pending;
+          this.pending = Buffer.alloc(0);
+          this.forward(rest);
+        });
+      return;
+    }
+    // Keep back only a tail that could be the marker's beginning.
+    let keep = Math.min(this.marker.length - 1, this.pending.length);
+    while (
+      keep > 0 &&
+      !this.pending.subarray(this.pending.length - keep).equals(this.marker.subarray(0, keep))
+    )
+      keep--;
+    if (this.pending.length > keep) this.forward(this.pending.subarray(0, this.pending.length - keep));
+    this.pending = this.pending.subarray(this.pending.length - keep);
+  }
+
+  /** Whatever is left when the stream ends (a receiver that died before its ready message). */
+  end(): void {
+    if (this.state === "looking" && this.pending.length > 0) this.forward(this.pending);
+    this.pending = Buffer.alloc(0);
+  }
+}
+
+function writeAll(fd: number, chunk: Buffer): void {
+  let off = 0;
+  while (off < chunk.length) {
+    try {
+      off += writeSync(fd, chunk, off);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EAGAIN") throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
+}
+
+/**
+ * The destination side. The migration stream (stdin) goes to `xl migrate-receive` untouched; its back channel
+ * (stdout) passes through xenroam, which holds xl's "ready" message while it finds the paused domain, holds
+ * the old primary's frontend, writes the arrival into the guest's xenstore and relays the guest's activation.
+ * Then xl itself renames and unpauses the domain when the sender says go: no process starts between the
+ * domain being complete and it running. xenroam itself writes only to stderr.
  */
 export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   await o.ensureBridges?.();
-  const code = await new Promise<number>((resolve, reject) => {
-    const child = spawn(xlBinary(), ["migrate-receive", "-p"], { stdio: ["inherit", "inherit", "inherit"] });
-    child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
-    child.on("close", (c) => resolve(c ?? 1));
-  });
-  if (code !== 0) throw new XlError(`xl migrate-receive failed (exit ${code}); the source keeps the VM`);
-  const domid = Number((await xlOk(["domid", o.vm])).trim());
-  if (!Number.isInteger(domid) || domid <= 0) throw new XlError(`xl domid ${o.vm} gave no domain id`);
-  const started = Date.now();
-  // The source cannot see the pause on xl: the guest's activation goes to the control server from here.
-  const relaying = o.relay?.();
+  const phases: PhaseMark[] = [];
+  let complete = 0;
+  const mark = (phase: string) => phases.push({ phase, atMs: Date.now() - complete });
+  let domid: number | undefined;
   let held: number[] = [];
-  try {
+  let relaying: Promise<unknown> | undefined;
+  let early: number | undefined;
+  let looking = o.findDomid !== undefined && o.hasName !== undefined;
+  const arrival = async (): Promise<void> => {
+    complete = Date.now();
+    looking = false;
+    // The source cannot see the pause on xl: the guest's activation goes to the control server from here.
+    relaying = o.relay?.();
+    const names = [`${o.vm}--incoming`, o.vm];
+    domid =
+      early !== undefined && (await o.hasName?.(early, names[0] ?? ""))
+        ? early
+        : o.findDomid
+          ? await o.findDomid(names)
+          : await xlDomidOf(names);
+    if (domid === undefined) throw new XlError(`no domain named ${names.join(" or ")} on this host`);
+    mark("found");
     // The hold first: a frontend must never see its backend at InitWait once the domain runs.
     if (o.hold) {
       held = await o.hold.engage(domid, o.hold.devids).catch((err: unknown) => {
         o.log("hold_failed", { vm: o.vm, domid, error: String(err) });
         return [];
       });
+      // At once, whatever follows: nothing may stay held without someone to release it.
+      if (held.length > 0) o.hold.release(domid, held);
+      mark("held");
     }
     for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
-    if (relaying) await Promise.race([relaying, new Promise((r) => setTimeout(r, RELAY_WAIT_MS).unref())]);
-  } finally {
-    // Whatever happened to the arrival keys, the domain must not stay paused: the source has let go of it.
-    try {
-      await xlOk(["unpause", o.vm]);
-    } finally {
-      // Even if unpause failed: nothing may stay held without someone to release it.
-      if (held.length > 0) o.hold?.release(domid, held);
+    if (Object.keys(o.writes).length > 0) mark("written");
+    if (relaying) {
+      await Promise.race([relaying, new Promise((r) => setTimeout(r, RELAY_WAIT_MS).unref())]);
+      mark("relayed");
     }
+  };
+  const send = o.send ?? ((chunk: Buffer) => writeAll(1, chunk));
+  const gate = new MarkerGate(
+    XL_READY,
+    (chunk) => {
+      try {
+        send(chunk);
+      } catch (err) {
+        o.log("back_channel_failed", { vm: o.vm, error: (err as Error).message });
+      }
+    },
+    async () => {
+      // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
+      let timer: NodeJS.Timeout | undefined;
+      const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
+      const outcome = await Promise.race([arrival().then(() => "done" as const), late]).catch(
+        (err: unknown) => {
+          o.log("arrival_failed", { vm: o.vm, domid, error: (err as Error).message });
+          return "failed" as const;
+        },
+      );
+      clearTimeout(timer);
+      if (outcome === "late") o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
+      mark("ready-sent");
+    },
+  );
+  // The incoming domain, looked for while its memory arrives (never waited for).
+  void (async () => {
+    for (let i = 0; looking && early === undefined && i < EARLY_LOOKS; i++) {
+      early = await o.findDomid?.([`${o.vm}--incoming`]).catch(() => undefined);
+      if (early === undefined) await new Promise((r) => setTimeout(r, EARLY_LOOK_MS).unref());
+    }
+  })();
+  const code = await new Promise<number>((resolve, reject) => {
+    const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
+    child.stdout.on("data", (c: Buffer) => gate.push(c));
+    child.stdout.on("end", () => gate.end());
+    child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
+    child.on("close", (c) => resolve(c ?? 1));
+    // xl's domain-monitoring daemon reopens its stdio on a log file (tools/xl/xl_utils.c 284-286); should
+    // anything else keep the back channel's pipe open, its exit is enough once what it wrote has been read.
+    child.on("exit", (c) => setTimeout(() => resolve(c ?? 1), 1000).unref());
+  });
+  if (code !== 0) {
+    throw new XlError(
+      `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,
+    );
   }
-  o.log("unpaused", { vm: o.vm, domid, arrivalMs: Date.now() - started, held });
+  if (domid === undefined) throw new XlError(`xl migrate-receive gave no ready message for ${o.vm}`);
+  mark("xl-done");
+  o.log("unpaused", { vm: o.vm, domid, held, phases });
   await relaying;
-  const info = await xlDomain(o.vm);
-  process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(info)}\n`);
-  return info;
+  const info = (await o.describe?.(domid)) ?? (await xlDomain(o.vm));
+  const report: DomainInfo = { ...info, arrival: phases };
+  process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(report)}\n`);
+  return report;
+}
+
+async function xlDomidOf(names: readonly string[]): Promise<number | undefined> {
+  for (const name of names) {
+    const r = await xl(["domid", name]);
+    const domid = Number(r.stdout.trim());
+    if (r.code === 0 && Number.isInteger(domid) && domid > 0) return domid;
+  }
+  return undefined;
 }

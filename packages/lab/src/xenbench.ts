@@ -233,6 +233,11 @@ export interface Sample extends Omit<RunRecord, "pings" | "echoLog" | "echoOffse
   readonly tAllFromMigrateMs: number | null;
   /** From issuing `xenroam migrate` to its engine starting (the report's startedAt): Node.js starting in Dom0. */
   readonly startupMs?: number;
+  /**
+   * xl, the method: how long `xenroam receive` held xl's ready message (the domain complete and paused) for its
+   * own steps (find, hold, arrival, relay): xenroam's share of the pause at the destination.
+   */
+  readonly readyHeldMs?: number;
   readonly recovered: boolean;
 }
 
@@ -259,6 +264,10 @@ export function sampleOf(run: RunRecord, logs: Readonly<Record<string, string>>)
   const restored = Math.max(...both.map((d) => d.restoredMs ?? 0));
   const migrateFrom = run.preparedMs ?? run.startMs;
   const startedAt = (run.report as { startedAt?: unknown } | undefined)?.startedAt;
+  const arrival = (run.report as { arrival?: unknown } | undefined)?.arrival;
+  const readyHeld = Array.isArray(arrival)
+    ? (arrival as Array<{ phase?: unknown; atMs?: unknown }>).find((m) => m.phase === "ready-sent")?.atMs
+    : undefined;
   return {
     ...rest,
     directions,
@@ -266,6 +275,7 @@ export function sampleOf(run: RunRecord, logs: Readonly<Record<string, string>>)
     tAllMs: recovered ? restored - run.startMs : null,
     tAllFromMigrateMs: recovered ? restored - migrateFrom : null,
     ...(typeof startedAt === "number" ? { startupMs: startedAt - migrateFrom } : {}),
+    ...(typeof readyHeld === "number" ? { readyHeldMs: readyHeld } : {}),
     recovered,
   };
 }
@@ -349,6 +359,11 @@ function meanText(ms: readonly (number | null | undefined)[]): string {
   return xs.length ? s2(mean(xs)) : "";
 }
 
+function msText(ms: readonly (number | null | undefined)[]): string {
+  const xs = ms.filter((x): x is number => typeof x === "number");
+  return xs.length ? `${Math.round(mean(xs))} (${Math.min(...xs)}–${Math.max(...xs)})` : "";
+}
+
 /** The mean time `xenroam prepare` took (inside T_ALL), for the method. */
 function prepareText(group: readonly Sample[]): string {
   const p = group.flatMap((s) => (s.preparedMs === undefined ? [] : [(s.preparedMs - s.startMs) / 1000]));
@@ -368,6 +383,7 @@ export function detailMarkdown(samples: readonly Sample[]): string {
     "of which prepare",
     "T_ALL from migrate",
     "xenroam start-up",
+    "ready held (ms)",
     ...(["vmToCn", "cnToVm", "cnToVmOwn", "vmToCnAtCn"] as const).map((d) => `${DIRECTION_LABEL[d]}: T_DW`),
     "probed at (CN→VM; VM→CN source)",
   ];
@@ -399,6 +415,7 @@ export function detailMarkdown(samples: readonly Sample[]): string {
             prepareText(group),
             meanText(group.map((s) => s.tAllFromMigrateMs)),
             meanText(group.map((s) => s.startupMs)),
+            msText(group.map((s) => s.readyHeldMs)),
             dir("vmToCn"),
             dir("cnToVm"),
             dir("cnToVmOwn"),

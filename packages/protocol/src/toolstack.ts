@@ -17,6 +17,12 @@ export interface DomainInfo {
   readonly vifs: readonly VifInfo[];
   /** After a migration: how long the VM was paused, when the toolstack knows. */
   readonly pausedMs?: number;
+  /**
+   * After a migration, xl: the destination's own steps while the domain was complete but not yet running,
+   * in ms from the moment xl had it complete (its "ready" message): found, held, written, relayed, ready-sent,
+   * and xl-done (xl had unpaused it and exited).
+   */
+  readonly arrival?: readonly PhaseMark[];
 }
 
 /** A named moment of a migration, milliseconds since the migration started. */
