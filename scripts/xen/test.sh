@@ -141,6 +141,11 @@ migrate() { # from to expected-address
     fail "the migration did not use the method"
   fi
   printf '%s\n' "$out" | grep -q "MoA $3" || fail "the guest's new locator is not $3"
+  # The relay (host-plugin/src/adapters/suspend-watch.ts): the source saw libxl suspend the guest and relayed its
+  # activation then, during the stop-and-copy round.
+  if ! printf '%s\n' "$out" | grep -q ' suspended$' || ! printf '%s\n' "$out" | grep -q ' binding-relayed$'; then
+    fail "the source did not relay the guest's activation at libxl's suspend (no 'suspended' and 'binding-relayed' in the timeline)"
+  fi
   if ! wait_ping $HOA 30; then
     kill $pinger 2>/dev/null || true
     tail -5 "$RUN/correspondent.log"

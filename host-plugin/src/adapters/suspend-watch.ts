@@ -2,7 +2,7 @@
 // suspend event channel (Linux registers none: xs_suspend_evtchn_port reads nothing) by writing "suspend" into
 // its control/shutdown node (tools/libs/light/libxl_dom_suspend.c 145-148, 206-208, Xen 4.17.5) — after the
 // live rounds, right before the last one that copies what the stopped guest dirtied. The guest acknowledges by
-// clearing the node and suspends. Seeing the write is seeing the pause: the engine relays the guest's activation
+// clearing the node and suspends. Seeing the node change is seeing the pause: the engine relays the guest's activation
 // there, as it does at the lab's pause, and the stop-and-copy round carries it to the correspondents before the
 // VM resumes anywhere.
 
@@ -40,14 +40,16 @@ export async function watchSuspend(
   if (domid === undefined) throw new Error(`no domain named ${vm} in xenstore`);
   const path = `/local/domain/${domid}/control/shutdown`;
   const watch = await xs.watch(path);
-  let seen = false;
+  let events = 0;
   const done = (async () => {
     for await (const _ of watch) {
-      if (seen) continue;
-      if ((await xs.tryRead(path).catch(() => undefined)) === "suspend") {
-        seen = true;
-        onSuspend();
-      }
+      // The first event is the watch's registration. Any change after it is libxl's "suspend" — read it and it
+      // may already be gone: a guest kernel acknowledges (clears the node) faster than Dom0's Node.js wakes
+      // (on the real-Xen rig the value read back was already ""). Only libxl writes the node while an xl
+      // migration runs, unless an admin shuts the guest down at that very moment: the relay is then early,
+      // and the failed migration rolls it back.
+      events++;
+      if (events === 2) onSuspend();
     }
   })().catch(() => {});
   return async () => {

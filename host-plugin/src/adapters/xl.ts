@@ -171,10 +171,12 @@ export class XlToolstack implements Toolstack {
     writeFileSync(swapped, setVifBridges(cfg, request.bridges));
     // The pause, seen from here when it can be: the guest's activation is relayed at libxl's suspend.
     let unwatch: (() => Promise<void>) | undefined;
+    let suspended = false;
     const onPaused = request.onPaused;
     if (onPaused && this.options.watchSuspend) {
       unwatch = await this.options
         .watchSuspend(vm, () => {
+          suspended = true;
           mark("suspended");
           onPaused();
         })
@@ -198,6 +200,10 @@ export class XlToolstack implements Toolstack {
     } finally {
       rmSync(swapped, { force: true }); // xl has sent it; nothing of the migration stays in the state dir
       await unwatch?.();
+    }
+    if (unwatch && !suspended) {
+      // Then the guest activates its binding itself once it runs: later, but not lost.
+      this.options.log?.("suspend_not_seen", { vm, migration: request.migrationId });
     }
     const line = r.stderr.split("\n").find((l) => l.startsWith(RECEIVE_REPORT));
     if (r.code !== 0) {
