@@ -162,6 +162,27 @@ test.serial(
   },
 );
 
+test.serial(
+  "the arrival is written while the memory still arrives; in the window only the hold and xl's ready",
+  async (t) => {
+    const { toolstack, calls } = await setup(t);
+    process.env.FAKE_XL_RESTORE_MS = "1200";
+    t.teardown(() => delete process.env.FAKE_XL_RESTORE_MS);
+    const info = await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { arrived: ARRIVED },
+      hold: HOLD,
+    });
+    t.is(calls().find((c) => c.event === "unpause")?.arrived, ARRIVED);
+    t.deepEqual(
+      info.arrival?.map((m) => m.phase),
+      ["found", "held", "ready-sent", "xl-done"],
+      "nothing written in the window: it was there before",
+    );
+  },
+);
+
 test.serial("a failed receive fails the migration with xl's reason; nothing is unpaused", async (t) => {
   const { toolstack, calls, dir } = await setup(t);
   writeFileSync(join(dir, "fail-receive"), "");

@@ -352,6 +352,8 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   let held: number[] = [];
   let relaying: Promise<unknown> | undefined;
   let early: number | undefined;
+  /** The arrival's keys written while the memory still arrived (libxl made the domain's xenstore first). */
+  let writtenEarly: Promise<boolean> | undefined;
   let looking = o.findDomid !== undefined && o.hasName !== undefined;
   const arrival = async (): Promise<void> => {
     complete = Date.now();
@@ -377,8 +379,10 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
       if (held.length > 0) o.hold.release(domid, held);
       mark("held");
     }
-    for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
-    if (Object.keys(o.writes).length > 0) mark("written");
+    if (!(domid === early && (await writtenEarly))) {
+      for (const [key, value] of Object.entries(o.writes)) await o.write(domid, key, value);
+      if (Object.keys(o.writes).length > 0) mark("written");
+    }
     if (relaying) {
       await Promise.race([relaying, new Promise((r) => setTimeout(r, RELAY_WAIT_MS).unref())]);
       mark("relayed");
@@ -410,10 +414,22 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     },
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
+  // The guest cannot read them before it runs, and a domain that never runs is destroyed with them.
   void (async () => {
     for (let i = 0; looking && early === undefined && i < EARLY_LOOKS; i++) {
-      early = await o.findDomid?.([`${o.vm}--incoming`]).catch(() => undefined);
-      if (early === undefined) await new Promise((r) => setTimeout(r, EARLY_LOOK_MS).unref());
+      const found = await o.findDomid?.([`${o.vm}--incoming`]).catch(() => undefined);
+      if (found === undefined || !looking) {
+        await new Promise((r) => setTimeout(r, EARLY_LOOK_MS).unref());
+        continue;
+      }
+      writtenEarly = (async () => {
+        for (const [key, value] of Object.entries(o.writes)) await o.write(found, key, value);
+        return true;
+      })().catch((err: unknown) => {
+        o.log("early_write_failed", { vm: o.vm, domid: found, error: (err as Error).message });
+        return false;
+      });
+      early = found;
     }
   })();
   const code = await new Promise<number>((resolve, reject) => {
