@@ -117,6 +117,12 @@ export class Engine {
     const here = sites.siteOfHost(this.p.host);
     const site = sites.siteOfHost(destination);
     if (site.name === here.name) return { kind: "same-site", site: site.name };
+    const refusal = await this.p.toolstack.methodRefusal?.(vm, destination);
+    if (refusal) {
+      throw new PluginError(
+        `the method cannot move ${vm} to ${destination} here: ${refusal}. Migrate it plainly with --no-method (its address then changes by SLAAC)`,
+      );
+    }
     const dom = await this.domain(vm);
     const timeoutMs = options.timeoutMs ?? DEFAULT_PREPARE_TIMEOUT_MS;
 

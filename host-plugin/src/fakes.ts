@@ -111,7 +111,12 @@ export class FakeToolstack implements Toolstack {
    * instead (xenroam receive relays the guest's activation, unseen by the engine).
    */
   atDestinationPause: (() => Promise<unknown>) | undefined;
+  /** Set: the toolstack cannot swap before resume (XAPI inside a pool) and says why. */
+  refusal: string | undefined;
   constructor(private readonly journal: Journal = []) {}
+  async methodRefusal() {
+    return this.refusal;
+  }
   addVm(vm: string, host: string, domid: number, vifs: VifInfo[]) {
     this.domains.set(vm, { vm, host, domid, vifs });
   }

@@ -1,11 +1,8 @@
 #!/usr/bin/env node
-// xenroam-xapi-hook: what /etc/xapi.d/vm-pre-migrate/xenroam and vm-post-migrate/xenroam run, and the
-// detached VIF swap the post-migrate hook starts. Exit codes are XAPI's contract (xapi-hooks.ts): whatever
+// xenroam-xapi-hook: what /etc/xapi.d/vm-pre-migrate/xenroam and vm-post-migrate/xenroam run. Exit codes are XAPI's contract (xapi-hooks.ts): whatever
 // happens in here — an exception, a hang, a missing xe — post-migrate exits 0 or 1, never anything else.
 // Logs: JSON lines on stderr (XAPI keeps hook output in its log).
 
-import { spawn } from "node:child_process";
-import { fileURLToPath } from "node:url";
 import { CHANNEL_DIR } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { Xe } from "./adapters/xe.js";
@@ -54,44 +51,10 @@ const ports: HookPorts = {
   domid: (vm) => Xe.vmDomid(vm),
   readGuest: (domid, key) => withXenstore((xs) => xs.tryRead(guestPath(domid, key))),
   writeGuest: (domid, key, value) => withXenstore((xs) => xs.write(guestPath(domid, key), value)),
-  spawnSwap: (vm, swap) => {
-    const child = spawn(process.execPath, [fileURLToPath(import.meta.url), "swap", vm, swap], {
-      detached: true,
-      stdio: "ignore",
-    });
-    child.unref();
-  },
   log,
 };
 
-/** The detached swap: VIF.move (xe vif-move) once XAPI lets go of the VM; retried, idempotent. */
-async function swap(vm: string, swapJson: string): Promise<number> {
-  const want = JSON.parse(swapJson) as Record<string, string>;
-  for (const wait of [500, 1000, 2000, 4000, 8000, 16000]) {
-    await new Promise((r) => setTimeout(r, wait));
-    try {
-      let moved = 0;
-      for (const vif of await Xe.vifs(vm)) {
-        const bridge = want[String(vif.device)];
-        if (!bridge) continue;
-        const net = await Xe.networkOfBridge(bridge);
-        if (!net) throw new Error(`no network on bridge ${bridge}`);
-        if (net !== vif.networkUuid) {
-          await Xe.vifMove(vif.uuid, net);
-          moved++;
-        }
-      }
-      log("swapped", { vm, moved });
-      return 0;
-    } catch (err) {
-      log("swap_retry", { vm, error: (err as Error).message });
-    }
-  }
-  return 1;
-}
-
 async function main(): Promise<number> {
-  if (kind === "swap") return swap(rest[0] ?? "", rest[1] ?? "{}");
   if (kind !== "pre-migrate" && kind !== "post-migrate") {
     log("usage", { error: "expected pre-migrate|post-migrate -vmuuid UUID -reason R [-vmdomid D]" });
     return 1;

@@ -11,7 +11,6 @@ import { KEYS, parseAnswer } from "@xenroam/protocol";
 export const HOOK_OTHER_CONFIG = {
   migration: "xenroam-migration",
   arrival: "xenroam-arrival",
-  swap: "xenroam-swap",
 } as const;
 
 export interface HookArgs {
@@ -45,8 +44,6 @@ export interface HookPorts {
   /** Keys of the guest's vm-data/xenroam directory. */
   readGuest(domid: number, key: string): Promise<string | undefined>;
   writeGuest(domid: number, key: string, value: string): Promise<void>;
-  /** Starts the VIF swap in a detached process (VIF.move from inside a hook would deadlock). */
-  spawnSwap(vmuuid: string, swapJson: string): void;
   log(event: string, fields?: Record<string, unknown>): void;
 }
 
@@ -74,7 +71,11 @@ export async function preMigrate(args: HookArgs, ports: HookPorts): Promise<0 | 
   return 2;
 }
 
-/** Destination, right after unpause: tell the guest it arrived, start the swap. Never more than 1. */
+/**
+ * Destination, after unpause (xenopsd runs it after VM_unpause: ocaml/xenopsd/lib/xenops_server.ml 2820-2830):
+ * tell the guest it arrived. The VIFs are swapped already, by the vif_map (the method goes only between pools).
+ * Never more than 1.
+ */
 export async function postMigrate(args: HookArgs, ports: HookPorts): Promise<0 | 1> {
   try {
     const arrival = await ports.otherConfig(args.vmuuid, HOOK_OTHER_CONFIG.arrival);
@@ -85,8 +86,6 @@ export async function postMigrate(args: HookArgs, ports: HookPorts): Promise<0 |
       if (typeof v === "string") await ports.writeGuest(domid, k, v);
     }
     ports.log("guest_notified", { vm: args.vmuuid, domid, keys: Object.keys(writes) });
-    const swap = await ports.otherConfig(args.vmuuid, HOOK_OTHER_CONFIG.swap);
-    if (swap !== undefined) ports.spawnSwap(args.vmuuid, swap);
     for (const k of Object.values(HOOK_OTHER_CONFIG))
       await ports.removeOtherConfig(args.vmuuid, k).catch(() => {});
     return 0;

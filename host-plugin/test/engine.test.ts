@@ -295,6 +295,22 @@ test("mobility: a move that fails after the pause rolls the relayed binding back
   t.deepEqual(h.state.state, { staging: {}, vms: {} });
 });
 
+test("a toolstack that cannot swap before resume: the method is refused with its reason, nothing touched", async (t) => {
+  const h = host("answers");
+  h.toolstack.refusal = "inside one XAPI pool the VIFs cannot be swapped before the VM resumes";
+  const err = await t.throwsAsync(h.engine.migrate("vm", "hostb", { migrationId: "m1" }));
+  t.regex(err?.message ?? "", /cannot move vm to hostb here: inside one XAPI pool .*--no-method/);
+  t.is(h.toolstack.requests.length, 0, "nothing migrated");
+  t.deepEqual(h.state.state, { staging: {}, vms: {} });
+  t.false(
+    h.journal.some((j) => j.startsWith("xenstore write")),
+    "the guest was never asked",
+  );
+  // A plain migration is the admin's to choose.
+  await h.engine.migrate("vm", "hostb", { migrationId: "m2", method: false });
+  t.is(h.toolstack.requests.length, 1);
+});
+
 test("mobility, xl: the destination relayed unseen; a move that fails after it is rolled back all the same", async (t) => {
   const h = host("mobile", { control: true });
   h.toolstack.atDestinationPause = () => h.control.activate({ ...ACTIVATION, seq: 7 });

@@ -1,5 +1,5 @@
 // XAPI's hook contract: pre-migrate aborts (exit 2) a xenroam migration the guest has not prepared, and lets
-// anything else go; post-migrate tells the guest it arrived and starts the swap — and exits 0 or 1 whatever
+// anything else go; post-migrate tells the guest it arrived (the vif_map swapped the VIFs) — and exits 0 or 1 whatever
 // happens, because any other code makes XAPI destroy the VM.
 import { execFile } from "node:child_process";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,7 +20,6 @@ const prepared = encodeMessage({ v: 1, id: "m1", status: "prepared", moa: "2001:
 function fakePorts(otherConfig: Record<string, string>, guest: Record<string, string> = {}) {
   const oc = { ...otherConfig };
   const written: Record<string, string> = {};
-  const swaps: string[] = [];
   const ports: HookPorts = {
     otherConfig: async (_vm, k) => oc[k],
     removeOtherConfig: async (_vm, k) => {
@@ -31,10 +30,9 @@ function fakePorts(otherConfig: Record<string, string>, guest: Record<string, st
     writeGuest: async (_d, k, v) => {
       written[k] = v;
     },
-    spawnSwap: (_vm, s) => swaps.push(s),
     log: () => {},
   };
-  return { ports, oc, written, swaps };
+  return { ports, oc, written };
 }
 
 test("hook arguments are XAPI's -vmuuid -reason -vmdomid", (t) => {
@@ -52,16 +50,14 @@ test("pre-migrate: not a xenroam migration or a prepared one goes on; an unprepa
   t.is(await preMigrate(ARGS, other.ports), 2, "prepared for another migration is not prepared");
 });
 
-test("post-migrate: the arrival is written, the swap started, the keys removed; a failure is exit 1", async (t) => {
+test("post-migrate: the arrival is written, the keys removed; a failure is exit 1", async (t) => {
   const arrived = JSON.stringify({ v: 1, id: "m1", host: "hostb" });
   const f = fakePorts({
     "xenroam-migration": "m1",
     "xenroam-arrival": JSON.stringify({ arrived }),
-    "xenroam-swap": JSON.stringify({ 0: "xrpark0", 1: "xenbr0" }),
   });
   t.is(await postMigrate(ARGS, f.ports), 0);
   t.deepEqual(f.written, { arrived });
-  t.deepEqual(f.swaps, [JSON.stringify({ 0: "xrpark0", 1: "xenbr0" })]);
   t.deepEqual(f.oc, {});
   t.is(await postMigrate(ARGS, fakePorts({}).ports), 0, "not ours: nothing to do");
   const broken = fakePorts({ "xenroam-arrival": JSON.stringify({ arrived }) });

@@ -159,18 +159,34 @@ printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TC
 TOPO=two
 topology() { # one|two
   [ "$TOPO" = "$1" ] && return 0
+  # The route changes in the background, after this ssh session has returned: changed under it, the session's
+  # own replies would go the new way before the tap has moved (one full run failed so).
   if [ "$1" = one ]; then
-    dom0 xb 30 'ip -6 addr replace 2001:db8:a::b/64 dev xenbr0 nodad; ip -6 route replace default via fe80::a:1 dev xenbr0'
+    dom0 xb 30 'ip -6 addr replace 2001:db8:a::b/64 dev xenbr0 nodad; (sleep 1; ip -6 route replace default via fe80::a:1 dev xenbr0) >/dev/null 2>&1 </dev/null &'
+    sleep 1.5
     ip netns exec xrx-router ip link set xq-xb master lan-a
     DOM0_ADDR[xb]=2001:db8:a::b
   else
-    dom0 xb 30 'ip -6 route replace default via fe80::b:1 dev xenbr0'
+    dom0 xb 30 '(sleep 1; ip -6 route replace default via fe80::b:1 dev xenbr0) >/dev/null 2>&1 </dev/null &'
+    sleep 1.5
     ip netns exec xrx-router ip link set xq-xb master lan-b
     DOM0_ADDR[xb]=2001:db8:b::b
-    dom0 xb 30 'ip -6 addr del 2001:db8:a::b/64 dev xenbr0'
+    dom0 xb 30 'ip -6 addr del 2001:db8:a::b/64 dev xenbr0' || true
   fi
   TOPO=$1
-  dom0 xb 30 'ip -6 route | grep ^default' >/dev/null || fail "xb has no route after the topology change"
+  # ssh's multiplexing masters to xb's addresses may hold a connection whose path just changed (or changed at
+  # the last switch): a stale one hangs every command sent through it. Fresh connections from here on.
+  local a
+  for a in 2001:db8:a::b 2001:db8:b::b; do
+    timeout 5 ip netns exec xrx-router "${SSH[@]}" -O exit "root@$a" >/dev/null 2>&1 || true
+    rm -f "$RUN/ssh-$a"
+  done
+  local ok=
+  for _ in $(seq 10); do
+    dom0 xb 30 'ip -6 route | grep ^default' >/dev/null && { ok=1; break; }
+    sleep 2
+  done
+  [ -n "$ok" ] || fail "xb has no route after the topology change (or no ssh to ${DOM0_ADDR[xb]})"
   dom0 xb 30 true || fail "no ssh to xb at ${DOM0_ADDR[xb]}"
   dom0 xa 30 "timeout 10 bash -c 'exec 3<>/dev/tcp/${DOM0_ADDR[xb]}/22'" || fail "xa does not reach xb at ${DOM0_ADDR[xb]}"
   say "topology: $([ "$1" = one ] && echo "one subnet (xb's tap on lan-a, its Dom0 at ${DOM0_ADDR[xb]})" || echo "two sites (xa on lan-a, xb on lan-b)")"

@@ -1,6 +1,7 @@
-// The XAPI adapter: the only code in xenroam that talks to XAPI (through the npm `xen-api` client). Inside a
-// pool: VM.pool_migrate, then VIF.move for the swapped attachments. Across pools: VM.migrate_send with a
-// vif_map that maps each VIF to the destination network of its swapped bridge. What the destination must do
+// The XAPI adapter: the only code in xenroam that talks to XAPI (through the npm `xen-api` client). Across
+// pools: VM.migrate_send with a vif_map that maps each VIF to the destination network of its swapped bridge,
+// which the destination applies before the VM resumes. Inside a pool the method is refused (see
+// INTRA_POOL_REFUSAL): a plain VM.pool_migrate only. What the destination must do
 // right after unpause (tell the guest it arrived) travels in the VM's other_config for the vm-post-migrate
 // hook, which runs there.
 
@@ -91,8 +92,26 @@ export interface XapiOptions {
   readonly remote?: () => Promise<Xapi>;
 }
 
+/**
+ * Why xenroam refuses the method inside one pool. xenopsd plugs the VIFs of the incoming domain into the
+ * bridges of their current networks before the memory copy (VM_receive_memory: VM_restore_vifs,
+ * ocaml/xenopsd/lib/xenops_server.ml 1328-1333, 2693-2707; not again at restore, 1335), then unpauses and only
+ * then runs vm-post-migrate (2820-2830). Inside a pool nothing can change a VIF's network before that:
+ * VM.migrate_send refuses a vif_map (ocaml/xapi/xapi_vm_migrate.ml 1985-1994) and VM.pool_migrate passes none
+ * (528); VIF.move re-bridges a running VM's vif (ocaml/xapi/xapi_vif.ml 67-77), so from vm-post-migrate it
+ * lands after the guest resumed — with its old primary parked and its new one on the staging network's
+ * isolated bridge: cut off until the move, worse than a plain migration. (xen-api e2ee48d6, v26.17.0.)
+ */
+export const INTRA_POOL_REFUSAL =
+  "inside one XAPI pool the VIFs are attached to their current networks before the VM resumes and cannot be swapped until after it has (xenopsd plugs them before the memory copy; VM.migrate_send refuses a vif_map within a pool; VIF.move runs on the running VM), so the guest would be cut off until the swap; between pools (--xapi-remote) the vif_map swaps them before resume";
+
 export class XapiToolstack implements Toolstack {
   constructor(private readonly o: XapiOptions) {}
+
+  async methodRefusal(_vm: string, destination: string): Promise<string | undefined> {
+    const hosts = await this.o.local.call<string[]>("host.get_by_name_label", destination);
+    return hosts.length > 0 ? INTRA_POOL_REFUSAL : undefined;
+  }
 
   async domain(vm: string): Promise<DomainInfo> {
     const x = this.o.local;
@@ -128,11 +147,11 @@ export class XapiToolstack implements Toolstack {
     // The destination's hook finds here what to tell the guest and how the VIFs must end up.
     // Only a migration with the method has anything for the hooks (a plain one leaves the VM untouched).
     const method = Object.keys(request.guestWrites ?? {}).length > 0;
+    if (method && hosts.length > 0) throw new XapiAdapterError(`not with the method: ${INTRA_POOL_REFUSAL}`);
     const keys: Array<[string, string]> = method
       ? [
           [OTHER_CONFIG.migration, request.migrationId],
           [OTHER_CONFIG.arrival, JSON.stringify(request.guestWrites ?? {})],
-          [OTHER_CONFIG.swap, JSON.stringify(request.bridges)],
         ]
       : [];
     for (const [k, v] of keys) {
@@ -142,12 +161,10 @@ export class XapiToolstack implements Toolstack {
     let crossed = false;
     try {
       if (hosts.length > 0) {
+        // A plain migration: each VIF stays on its network (the method is refused above).
         mark("pool-migrate");
         await x.call("VM.pool_migrate", ref, hosts[0], { live: "true" });
         mark("running-on-destination");
-        // The hook forks the same swap; VIF.move onto the network a VIF is on already changes nothing.
-        await swapVifs(x, ref, request.bridges);
-        mark("vifs-swapped");
       } else {
         if (!this.o.remote) throw new XapiAdapterError("internal: no remote pool");
         const remote = await this.o.remote();
@@ -195,25 +212,4 @@ export class XapiToolstack implements Toolstack {
     await x.call("VM.migrate_send", ref, token, true, {}, vifMap, {});
     mark("running-on-destination");
   }
-}
-
-/** Moves each VIF of the VM onto the network of the bridge `bridges` names for its devid; idempotent. */
-export async function swapVifs(
-  x: Xapi,
-  ref: string,
-  bridges: Readonly<Record<number, string>>,
-): Promise<number> {
-  const networks = await networksByBridge(x);
-  let moved = 0;
-  for (const v of await x.call<string[]>("VM.get_VIFs", ref)) {
-    const r = await x.call<VifRecord>("VIF.get_record", v);
-    const want = bridges[Number(r.device)];
-    if (want === undefined) continue;
-    const net = networks.get(want);
-    if (!net) throw new XapiAdapterError(`no network on bridge ${want} in this pool`);
-    if (net === r.network) continue;
-    await x.call("VIF.move", v, net);
-    moved++;
-  }
-  return moved;
 }

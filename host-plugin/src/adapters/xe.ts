@@ -26,27 +26,6 @@ async function xeOk(args: readonly string[]): Promise<string> {
   return r.stdout.trim();
 }
 
-/** `xe … list` output without --minimal: records of "key ( RO): value" lines, separated by blank lines. */
-export function parseXeRecords(text: string): Array<Record<string, string>> {
-  return text
-    .split(/\n\s*\n/)
-    .map((block) => {
-      const rec: Record<string, string> = {};
-      for (const line of block.split("\n")) {
-        const m = /^\s*([\w-]+)\s*\([^)]*\)\s*:\s?(.*)$/.exec(line);
-        if (m?.[1]) rec[m[1]] = (m[2] ?? "").trim();
-      }
-      return rec;
-    })
-    .filter((r) => Object.keys(r).length > 0);
-}
-
-export interface XeVif {
-  readonly uuid: string;
-  readonly device: number;
-  readonly networkUuid: string;
-}
-
 export const Xe = {
   /** One key of a map parameter (other-config), or undefined when it is not set. */
   async vmMapKey(vmUuid: string, param: string, key: string): Promise<string | undefined> {
@@ -64,20 +43,5 @@ export const Xe = {
     const d = Number(await xeOk(["vm-param-get", `uuid=${vmUuid}`, "param-name=dom-id"]));
     if (!Number.isInteger(d) || d <= 0) throw new XeError(`VM ${vmUuid} has no running domain`);
     return d;
-  },
-  async vifs(vmUuid: string): Promise<XeVif[]> {
-    const out = await xeOk(["vif-list", `vm-uuid=${vmUuid}`, "params=uuid,device,network-uuid"]);
-    return parseXeRecords(out).map((r) => ({
-      uuid: r.uuid ?? "",
-      device: Number(r.device),
-      networkUuid: r["network-uuid"] ?? "",
-    }));
-  },
-  async networkOfBridge(bridge: string): Promise<string | undefined> {
-    const out = await xeOk(["network-list", `bridge=${bridge}`, "params=uuid", "--minimal"]);
-    return out.split(",").filter(Boolean)[0];
-  },
-  async vifMove(vifUuid: string, networkUuid: string): Promise<void> {
-    await xeOk(["vif-move", `uuid=${vifUuid}`, `network-uuid=${networkUuid}`]);
   },
 };

@@ -1,5 +1,9 @@
 // An in-repo fake XAPI pool speaking JSON-RPC (POST /jsonrpc) as the real xen-api client expects: enough of
 // session, pool, system, VM, VIF, network, host and PIF to check the adapter's call sequence and contract.
+// Its migrations keep xapi's and xenopsd's order, read at xapi-project/xen-api e2ee48d6 (v26.17.0), in
+// `timeline`: the incoming domain's VIFs are plugged into their networks' bridges before the memory copy
+// (ocaml/xenopsd/lib/xenops_server.ml 1328-1333, 2693-2707), the domain is unpaused, and only then does
+// vm-post-migrate run (2820-2830); VIF.move re-bridges the running VM's vif (ocaml/xapi/xapi_vif.ml 67-77).
 import { createServer, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 
@@ -26,6 +30,17 @@ export interface Call {
   readonly args: unknown[];
 }
 
+/** What xenopsd does to a migrating VM, in order (the networks are refs of the pool that holds the VM then). */
+export type Event =
+  | {
+      readonly event: "vifs-plugged";
+      readonly pool: "local" | "remote";
+      readonly networks: Record<string, string>;
+    }
+  | { readonly event: "unpaused" }
+  | { readonly event: "hook"; readonly hook: "vm-post-migrate" }
+  | { readonly event: "vif-moved"; readonly device: string; readonly network: string };
+
 class Failure extends Error {
   constructor(
     readonly code: string,
@@ -37,6 +52,7 @@ class Failure extends Error {
 
 export class FakeXapi {
   readonly calls: Call[] = [];
+  readonly timeline: Event[] = [];
   private server: Server | undefined;
   url = "";
   /** Set to make a method fail with an XAPI error code. */
@@ -73,6 +89,31 @@ export class FakeXapi {
   /** The calls after login, without the session argument; pool/system introspection left out. */
   sequence(): string[] {
     return this.calls.map((c) => c.method).filter((m) => !/^(session|pool|system)\./.test(m));
+  }
+
+  private networksOf(v: FakeVm): Record<string, string> {
+    const out: Record<string, string> = {};
+    for (const ref of v.VIFs) {
+      const r = this.pool.vifs[ref];
+      if (r) out[r.device] = r.network;
+    }
+    return out;
+  }
+
+  /** The bridge of each VIF (by device) when the migrated VM was unpaused, from `timeline`. */
+  bridgesAtUnpause(remote?: FakePool): Record<string, string> | undefined {
+    const at = this.timeline.findIndex((e) => e.event === "unpaused");
+    if (at < 0) return undefined;
+    const nets: Record<string, string> = {};
+    let pool: FakePool = this.pool;
+    for (const e of this.timeline.slice(0, at)) {
+      if (e.event === "vifs-plugged") {
+        Object.assign(nets, e.networks);
+        pool = e.pool === "remote" && remote ? remote : this.pool;
+      }
+      if (e.event === "vif-moved") nets[e.device] = e.network;
+    }
+    return Object.fromEntries(Object.entries(nets).map(([d, n]) => [d, pool.networks[n]?.bridge ?? "?"]));
   }
 
   private handle(method: string, params: unknown[]): unknown {
@@ -129,14 +170,37 @@ export class FakeXapi {
       case "VM.pool_migrate": {
         const v = vm(args[0]);
         if (!p.hosts[String(args[1])]) throw new Failure("HANDLE_INVALID", ["host", String(args[1])]);
+        // No vif_map inside a pool (xapi_vm_migrate.ml 528): each VIF goes to its current network's bridge.
+        this.timeline.push({ event: "vifs-plugged", pool: "local", networks: this.networksOf(v) });
         v.resident_on = String(args[1]);
         v.domid += 1;
+        this.timeline.push({ event: "unpaused" }, { event: "hook", hook: "vm-post-migrate" });
         return "";
       }
       case "VM.assert_can_migrate":
-        return "";
       case "VM.migrate_send": {
         const v = vm(args[0]);
+        const token = args[1] as Record<string, string>;
+        const vifMap = (args[4] ?? {}) as Record<string, string>;
+        // xapi_vm_migrate.ml 1985-1994: within a pool a vif_map is refused.
+        if (token.master === this.url && Object.keys(vifMap).length > 0) {
+          throw new Failure("OPERATION_NOT_ALLOWED", [
+            "VIF mapping is not allowed for intra-pool migration -all VIFs must be on the same network",
+          ]);
+        }
+        if (method === "VM.assert_can_migrate") return "";
+        // Across pools the map is applied before the VIFs are plugged (xapi_vm_migrate.ml 1657-1676, 697-706;
+        // import.ml 1571-1592), so they reach the destination's mapped networks before unpause.
+        const mapped: Record<string, string> = {};
+        for (const ref of v.VIFs) {
+          const r = p.vifs[ref];
+          if (r) mapped[r.device] = vifMap[ref] ?? r.network;
+        }
+        this.timeline.push(
+          { event: "vifs-plugged", pool: "remote", networks: mapped },
+          { event: "unpaused" },
+          { event: "hook", hook: "vm-post-migrate" },
+        );
         v.power_state = "Halted"; // gone from this pool
         return "OpaqueRef:remote-vm";
       }
@@ -149,6 +213,7 @@ export class FakeXapi {
         const r = p.vifs[String(args[0])];
         if (!r || !p.networks[String(args[1])]) throw new Failure("HANDLE_INVALID");
         r.network = String(args[1]);
+        this.timeline.push({ event: "vif-moved", device: r.device, network: r.network });
         return "";
       }
       case "network.get_bridge":

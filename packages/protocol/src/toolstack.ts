@@ -37,8 +37,9 @@ export interface MigrateRequest {
   readonly bridges: Readonly<Record<number, string>>;
   /**
    * Keys (relative to the guest's xenroam directory) the destination writes into the restored domain's
-   * xenstore after the vifs are attached and before the VM resumes (xl: between migrate-receive and
-   * unpause; XAPI: vm-post-migrate): how the guest learns, first thing, that it has arrived.
+   * xenstore: how the guest learns that it has arrived. When, per toolstack: lab and xl before the VM
+   * resumes (xl: while the memory arrives, `xenroam receive`); XAPI only after it has resumed (xenopsd runs
+   * vm-post-migrate after VM_unpause: ocaml/xenopsd/lib/xenops_server.ml 2820-2830, xen-api e2ee48d6).
    */
   readonly guestWrites?: Readonly<Record<string, string>>;
   /**
@@ -57,8 +58,9 @@ export interface MigrateRequest {
   /**
    * Called once, synchronously, when the toolstack has paused the VM on the source for the last time (the
    * stop-and-copy begins) — for work that must be done by the time the VM resumes, such as relaying the
-   * guest's pre-signed binding. The toolstack does not wait for anything the callback starts. Only toolstacks
-   * that see the pause call it (the lab); xl's destination acts before unpause instead.
+   * guest's pre-signed binding. The toolstack does not wait for anything the callback starts. Toolstacks that
+   * see the pause call it: the lab, and xl (the source watches libxl's suspend of the guest; without that
+   * watch xl's destination relays before the domain runs instead). XAPI does not.
    */
   readonly onPaused?: () => void;
 }
@@ -66,6 +68,12 @@ export interface MigrateRequest {
 export interface Toolstack {
   /** The VM as it runs on this host now. */
   domain(vm: string): Promise<DomainInfo>;
+  /**
+   * Why this toolstack cannot attach the vifs swapped before the VM resumes at `destination` (then the
+   * method would cut the guest off until a swap after resume: worse than a plain migration); undefined when
+   * it can. The engine refuses the method with this reason before it touches anything.
+   */
+  methodRefusal?(vm: string, destination: string): Promise<string | undefined>;
   /** Live-migrates the VM to `destination`; resolves once it runs there. */
   migrate(vm: string, destination: string, request: MigrateRequest): Promise<DomainInfo>;
 }
