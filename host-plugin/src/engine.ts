@@ -463,6 +463,12 @@ export class Engine {
       log("binding_kept", { ...fields, host: where });
       return;
     }
+    if (where === undefined) {
+      // Not found here under its name: xl renames its copy away once it has told the destination to go
+      // (xl_migrate.c 236-253), so the VM most likely runs there. Keep the binding; the guest re-binds if not.
+      log("binding_kept", { ...fields, host: "unknown" });
+      return;
+    }
     try {
       const back = await control.rollback(vm, activation);
       mark("binding-rolled-back");

@@ -104,6 +104,8 @@ export async function awaitSwitch(
   const deadline = Date.now() + timeoutMs;
   const watch = await xs.watch(statusPath);
   const it = watch[Symbol.asyncIterator]();
+  // One outstanding read of the watch at a time: an event must wake the loop, not a read it gave up on.
+  let next = it.next();
   try {
     for (;;) {
       if (holdReleased(await xs.tryRead(statusPath), migrationId)) return "switched";
@@ -115,8 +117,9 @@ export async function awaitSwitch(
       const wake = new Promise<"wake">((r) => {
         timer = setTimeout(() => r("wake"), Math.min(left, GONE_POLL_MS));
       });
-      await Promise.race([it.next(), wake]);
+      const woke = await Promise.race([next.then(() => "event" as const), wake]);
       clearTimeout(timer);
+      if (woke === "event") next = it.next();
     }
   } finally {
     await watch.close();

@@ -320,6 +320,18 @@ test("mobility, xl: the destination relayed unseen; a move that fails after it i
   t.true(rollback > h.journal.indexOf(`control activated ${MOA} 7`), h.journal.join("\n"));
   t.true(h.logged.includes("binding_rolled_back"));
 
+  // Failed after xl renamed its copy away (the VM is not found here under its name): most likely it runs at
+  // the destination, so the binding stays.
+  const away = host("mobile", { control: true });
+  away.toolstack.atDestinationPause = async () => {
+    await away.control.activate({ ...ACTIVATION, seq: 7 });
+    away.toolstack.domains.delete("vm");
+  };
+  away.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(away.engine.migrate("vm", "hostb", { migrationId: "m3" }));
+  t.false(away.journal.some((j) => j.startsWith("control rollback")), away.journal.join("\n"));
+  t.true(away.logged.includes("binding_kept"));
+
   // Failed before the destination relayed anything: the server has nothing to undo, and says so.
   const early = host("mobile", { control: true });
   early.toolstack.atDestinationPause = async () => {};

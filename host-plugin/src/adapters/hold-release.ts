@@ -20,8 +20,8 @@ export interface HoldRelease {
 /** A releaser started ahead of the hold. */
 export interface PendingRelease {
   readonly pid: number | undefined;
-  /** Hands it the domain and the vifs now held; it takes over from here. */
-  engage(domid: number, devids: readonly number[]): void;
+  /** Hands it the domain and the vifs now held; false when it is gone (then nobody would release them). */
+  engage(domid: number, devids: readonly number[]): boolean;
   /** Nothing was held (or will be): it exits. A no-op after engage. */
   cancel(): void;
 }
@@ -54,14 +54,20 @@ export function spawnPendingRelease(
     child.unref();
     const stdin = child.stdin;
     if (!stdin) throw new Error("the releaser has no stdin pipe");
-    stdin.on("error", () => {}); // a releaser that died: receive's log says so through the hold's fallback
+    // A releaser that failed to start or died while the memory arrived: engage says so, and receive then
+    // releases the vifs itself at once rather than leave them held.
+    let alive = true;
+    child.on("error", () => (alive = false));
+    child.on("exit", () => (alive = false));
+    stdin.on("error", () => (alive = false));
     let done = false;
     return {
       pid: child.pid,
       engage(domid, devids) {
-        if (done) return;
+        if (done || !alive || child.pid === undefined) return false;
         done = true;
         stdin.end(`${domid} ${devids.join(",")}\n`);
+        return true;
       },
       cancel() {
         if (done) return;

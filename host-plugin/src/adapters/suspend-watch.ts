@@ -49,7 +49,11 @@ export async function watchSuspend(
       // migration runs, unless an admin shuts the guest down at that very moment: the relay is then early,
       // and the failed migration rolls it back.
       events++;
-      if (events === 2) onSuspend();
+      if (events < 2) continue;
+      // A removed node (the domain destroyed: xenstored fires watches on a removed subtree) is no suspend.
+      if ((await xs.tryRead(path).catch(() => undefined)) === undefined) continue;
+      onSuspend();
+      break;
     }
   })().catch(() => {});
   return async () => {

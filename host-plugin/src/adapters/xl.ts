@@ -225,8 +225,9 @@ export interface ReceiveOptions {
   /** Writes one key into the new domain's xenstore (Dom0 client). */
   readonly write: (domid: number, key: string, value: string) => Promise<void>;
   /**
-   * The incoming domain's id, once xl has it complete and paused (it is still named `<vm>--incoming` then).
-   * Default: `xl domid <vm>--incoming`; main.ts reads xenstore instead (no process started in the window).
+   * The incoming domain's id (named `<vm>--incoming` from before the stream until xl's rename after GO), looked
+   * for while the memory arrives and, failing that, in the window. Default: `xl domid`; main.ts reads xenstore
+   * instead (no process started in the window).
    */
   readonly findDomid?: (names: readonly string[]) => Promise<number | undefined>;
   /**
@@ -257,7 +258,7 @@ export interface ReceiveOptions {
 
 /** How often, and how many times, receive looks for the incoming domain while the stream arrives. */
 const EARLY_LOOK_MS = 500;
-const EARLY_LOOKS = 120;
+const EARLY_LOOKS = 600;
 
 /** How long the domain may stay paused for the relay of the guest's activation. */
 export const RELAY_WAIT_MS = 250;
@@ -319,7 +320,8 @@ export class MarkerGate {
 
   /** Whatever is left when the stream ends (a receiver that died before its ready message). */
   end(): void {
-    if (this.state === "looking" && this.pending.length > 0) this.forward(this.pending);
+    if (this.state !== "looking") return; // a held marker still goes on once its steps settle
+    if (this.pending.length > 0) this.forward(this.pending);
     this.pending = Buffer.alloc(0);
   }
 }
@@ -355,6 +357,9 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   /** The arrival's keys written while the memory still arrived (libxl made the domain's xenstore first). */
   let writtenEarly: Promise<boolean> | undefined;
   let looking = o.findDomid !== undefined && o.hasName !== undefined;
+  /** Set when the deadline let xl go: the domain may run now, so nothing is held any more. */
+  let abandoned = false;
+  let arrivalRun: Promise<unknown> | undefined;
   const arrival = async (): Promise<void> => {
     complete = Date.now();
     looking = false;
@@ -370,7 +375,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     if (domid === undefined) throw new XlError(`no domain named ${names.join(" or ")} on this host`);
     mark("found");
     // The hold first: a frontend must never see its backend at InitWait once the domain runs.
-    if (o.hold) {
+    if (o.hold && !abandoned) {
       held = await o.hold.engage(domid, o.hold.devids).catch((err: unknown) => {
         o.log("hold_failed", { vm: o.vm, domid, error: String(err) });
         return [];
@@ -402,19 +407,24 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
       // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
-      const outcome = await Promise.race([arrival().then(() => "done" as const), late]).catch(
+      arrivalRun = arrival();
+      const outcome = await Promise.race([arrivalRun.then(() => "done" as const), late]).catch(
         (err: unknown) => {
           o.log("arrival_failed", { vm: o.vm, domid, error: (err as Error).message });
           return "failed" as const;
         },
       );
       clearTimeout(timer);
-      if (outcome === "late") o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
+      if (outcome === "late") {
+        abandoned = true;
+        o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
+      }
       mark("ready-sent");
     },
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
   // The guest cannot read them before it runs, and a domain that never runs is destroyed with them.
+  // (libxl refuses a second domain of one name, so an `<vm>--incoming` found here is this migration's.)
   void (async () => {
     for (let i = 0; looking && early === undefined && i < EARLY_LOOKS; i++) {
       const found = await o.findDomid?.([`${o.vm}--incoming`]).catch(() => undefined);
@@ -440,18 +450,27 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     child.on("close", (c) => resolve(c ?? 1));
     // xl's domain-monitoring daemon reopens its stdio on a log file (tools/xl/xl_utils.c 284-286); should
     // anything else keep the back channel's pipe open, its exit is enough once what it wrote has been read.
-    child.on("exit", (c) => setTimeout(() => resolve(c ?? 1), 1000).unref());
+    child.on("exit", (c) =>
+      setTimeout(() => {
+        child.stdout.destroy();
+        resolve(c ?? 1);
+      }, 1000).unref(),
+    );
   });
+  // Steps still running (a late hold's transaction) finish before the xenstore connection goes: a hold they
+  // engage is handed to the releaser.
+  if (arrivalRun)
+    await Promise.race([arrivalRun.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
   if (code !== 0) {
     throw new XlError(
       `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,
     );
   }
-  if (domid === undefined) throw new XlError(`xl migrate-receive gave no ready message for ${o.vm}`);
   mark("xl-done");
   o.log("unpaused", { vm: o.vm, domid, held, phases });
   await relaying;
-  const info = (await o.describe?.(domid)) ?? (await xlDomain(o.vm));
+  // xl ran it even if xenroam's steps could not find it (they logged why): report what xl says.
+  const info = (domid !== undefined ? await o.describe?.(domid) : undefined) ?? (await xlDomain(o.vm));
   const report: DomainInfo = { ...info, arrival: phases };
   process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(report)}\n`);
   return report;
