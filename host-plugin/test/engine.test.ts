@@ -329,7 +329,10 @@ test("mobility, xl: the destination relayed unseen; a move that fails after it i
   };
   away.toolstack.failAfterPause = "resumed-here";
   await t.throwsAsync(away.engine.migrate("vm", "hostb", { migrationId: "m3" }));
-  t.false(away.journal.some((j) => j.startsWith("control rollback")), away.journal.join("\n"));
+  t.false(
+    away.journal.some((j) => j.startsWith("control rollback")),
+    away.journal.join("\n"),
+  );
   t.true(away.logged.includes("binding_kept"));
 
   // Failed before the destination relayed anything: the server has nothing to undo, and says so.
