@@ -1,22 +1,12 @@
 // The carrier hold's xenstore steps against the in-repo xenstored: only a backend at InitWait is held, only a
 // held one is released, and the guest's switch for this migration (not another's) ends the wait.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { XenstoreClient, XenstoreServer } from "@xenroam/xenstore";
+import type { XenstoreClient } from "@xenroam/xenstore";
+import { dom0Xenstore } from "./support/xenstore.js";
 import { awaitSwitch, backendStatePath, engageHold, holdReleased, releaseHold } from "../src/hold.js";
 
 async function dom0(t: ExecutionContext): Promise<XenstoreClient> {
-  const dir = mkdtempSync(join(tmpdir(), "xr-hold-"));
-  const server = new XenstoreServer();
-  await server.listen(join(dir, "xs.sock"), { domid: 0 });
-  const xs = await XenstoreClient.connect(join(dir, "xs.sock"));
-  t.teardown(async () => {
-    xs.close();
-    await server.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const xs = await dom0Xenstore(t, "xr-hold-");
   return xs;
 }
 

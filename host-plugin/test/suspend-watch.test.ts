@@ -1,22 +1,12 @@
 // The source's view of the pause on xl: libxl's "suspend" in the guest's control/shutdown, however fast the
 // guest acknowledges it.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { XenstoreClient, XenstoreServer } from "@xenroam/xenstore";
+import type { XenstoreClient } from "@xenroam/xenstore";
+import { dom0Xenstore } from "./support/xenstore.js";
 import { domidByName, watchSuspend } from "../src/adapters/suspend-watch.js";
 
 async function dom0(t: ExecutionContext): Promise<XenstoreClient> {
-  const dir = mkdtempSync(join(tmpdir(), "xr-suspend-"));
-  const server = new XenstoreServer();
-  await server.listen(join(dir, "xs.sock"), { domid: 0 });
-  const xs = await XenstoreClient.connect(join(dir, "xs.sock"));
-  t.teardown(async () => {
-    xs.close();
-    await server.close();
-    rmSync(dir, { recursive: true, force: true });
-  });
+  const xs = await dom0Xenstore(t, "xr-suspend-");
   await xs.write("/local/domain/0/name", "Domain-0");
   await xs.write("/local/domain/3/name", "web1");
   await xs.write("/local/domain/4/name", "web2--incoming");
