@@ -13,11 +13,10 @@ import {
   type Site,
   type VifInfo,
 } from "@xenroam/protocol";
-import { applyOps as apply } from "@xenroam/netlink";
 import type { ControlRelay, HostPorts, HostState, VmState } from "./ports.js";
 import { holdReleased } from "./hold.js";
 import { type RelayOutcome, relayActivation } from "./relay.js";
-import { planAttach, planDetach, planStagingBridge, radvdFor, stagingBridge } from "./staging.js";
+import { radvdFor, stagingBridge } from "./staging.js";
 
 export type PrepareFailure = "silent" | "refused" | "malformed";
 
@@ -97,11 +96,17 @@ export class Engine {
     return dom;
   }
 
-  private vifsOf(vm: string, dom: DomainInfo): { primary: VifInfo; secondary: VifInfo } {
+  /** The VM's primary (on the real bridge) and secondary (parked, or left on a staging bridge) vifs. */
+  private vifsOf(
+    vm: string,
+    dom: DomainInfo,
+    stagingBridges: ReadonlySet<string>,
+  ): { primary: VifInfo; secondary: VifInfo } {
     const { real, parking } = this.p.bridges;
     const primary = dom.vifs.find((v) => v.bridge === real);
     const secondary =
-      dom.vifs.find((v) => v.bridge === parking) ?? dom.vifs.find((v) => v.bridge.startsWith("xr-"));
+      dom.vifs.find((v) => v.bridge === parking) ??
+      dom.vifs.find((v) => stagingBridges.has(v.bridge) || v.bridge.startsWith("xr-"));
     if (!primary || !secondary) {
       throw new PluginError(
         `${vm} needs two vifs, one on ${real} and one on ${parking} (it has: ${dom.vifs.map((v) => `${v.ifname} on ${v.bridge}`).join(", ") || "none"}). ` +
@@ -113,7 +118,7 @@ export class Engine {
 
   /** Step 1 (and the wait for step 2): stage the destination gateway and have the guest take its MoA. */
   async prepare(vm: string, destination: string, options: PrepareOptions = {}): Promise<PrepareResult> {
-    const { sites, state, channel, netlink, log } = this.p;
+    const { sites, state, channel, log } = this.p;
     const here = sites.siteOfHost(this.p.host);
     const site = sites.siteOfHost(destination);
     if (site.name === here.name) return { kind: "same-site", site: site.name };
@@ -152,7 +157,8 @@ export class Engine {
     }
     if (existing) await this.abort(vm);
 
-    const { secondary } = this.vifsOf(vm, dom);
+    const stagingBridges = new Set(Object.values((await state.read()).staging).map((st) => st.bridge));
+    const { secondary } = this.vifsOf(vm, dom, stagingBridges);
     const id = options.migrationId ?? newMigrationId(this.p.now());
     const record: VmState = {
       migrationId: id,
@@ -172,9 +178,9 @@ export class Engine {
     try {
       // The vif joins the staging bridge before radvd starts on it: a radvd started on a bridge without a port
       // (no carrier) is the suspect of the one real-Xen run whose guest never saw an RA.
-      await this.ensureStagingBridge(site, id);
-      await apply(netlink, planAttach(secondary.ifname, stagingBridge(site.name)));
-      await this.ensureStagingRadvd(site, id);
+      const bridge = await this.ensureStagingBridge(site, id);
+      await this.p.staging.attach(site, vm, secondary);
+      await this.ensureStagingRadvd(site, bridge, id);
       await channel.remove(dom.domid, KEYS.answer);
       await channel.write(
         dom.domid,
@@ -251,7 +257,7 @@ export class Engine {
 
   /** Undoes a preparation: the guest is told, the secondary goes back to parking, staging is released. */
   async abort(vm: string): Promise<boolean> {
-    const { state, channel, netlink, log } = this.p;
+    const { state, channel, log } = this.p;
     const rec = (await state.read()).vms[vm];
     if (!rec) return false;
     await channel
@@ -259,11 +265,7 @@ export class Engine {
       .catch((err: unknown) =>
         log("abort_notify_failed", { migration: rec.migrationId, error: String(err) }),
       );
-    const vif = await netlink.link(rec.secondary.ifname);
-    if (vif) {
-      await netlink.setBridgePort(rec.secondary.ifname, { isolated: false }).catch(() => {});
-      await apply(netlink, planDetach(rec.secondary.ifname, this.p.bridges.parking));
-    }
+    await this.p.staging.detach(vm, rec.secondary);
     await this.releaseStaging(rec.site, vm, rec.migrationId);
     await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
     log("aborted", { migration: rec.migrationId, vm });
@@ -428,14 +430,21 @@ export class Engine {
     mark: (phase: string) => void,
   ): { onPaused: () => void; outcome: () => Promise<RelayOutcome> | undefined } {
     let outcome: Promise<RelayOutcome> | undefined;
+    // Rendered now, before anything is paused: at the pause it is one connection and one write.
+    const send = control.prepareActivate?.(activation);
     return {
       onPaused: () => {
-        outcome ??= relayActivation(control, activation, this.p.log, { migration, vm }, this.p.now).then(
-          (o) => {
-            mark(o === "accepted" ? "binding-relayed" : "binding-relay-failed");
-            return o;
-          },
-        );
+        outcome ??= relayActivation(
+          control,
+          activation,
+          this.p.log,
+          { migration, vm },
+          this.p.now,
+          send,
+        ).then((o) => {
+          mark(o === "accepted" ? "binding-relayed" : "binding-relay-failed");
+          return o;
+        });
       },
       outcome: () => outcome,
     };
@@ -490,11 +499,11 @@ export class Engine {
     return { ...s, radvdRunning };
   }
 
-  private async ensureStagingBridge(site: Site, migration: string): Promise<void> {
-    const { netlink, log } = this.p;
-    const bridge = stagingBridge(site.name);
-    if (!(await netlink.link(bridge))) {
-      await apply(netlink, planStagingBridge(site));
+  /** The site's staging bridge, made if need be; its name is recorded (XAPI names its own bridges). */
+  private async ensureStagingBridge(site: Site, migration: string): Promise<string> {
+    const { log } = this.p;
+    const { bridge, created } = await this.p.staging.ensure(site);
+    if (created) {
       log("staging_bridge_created", {
         migration,
         bridge,
@@ -502,14 +511,21 @@ export class Engine {
         mac: site.gateway.mac,
       });
     }
+    await this.p.state.update((s) => {
+      const st = s.staging[site.name] ?? { bridge, users: [] };
+      return {
+        state: { ...s, staging: { ...s.staging, [site.name]: { ...st, bridge } } },
+        result: undefined,
+      };
+    });
+    return bridge;
   }
 
-  private async ensureStagingRadvd(site: Site, migration: string): Promise<void> {
+  private async ensureStagingRadvd(site: Site, bridge: string, migration: string): Promise<void> {
     const { radvd, state, log } = this.p;
-    const bridge = stagingBridge(site.name);
     const current = (await state.read()).staging[site.name];
     if (current?.radvd && radvd.running(current.radvd)) return;
-    const ref = await radvd.start(bridge, renderRadvdConf([radvdFor(site)]));
+    const ref = await radvd.start(bridge, renderRadvdConf([radvdFor(site, bridge)]));
     await state.update((s) => {
       const st = s.staging[site.name] ?? { bridge, users: [] };
       return {
@@ -522,7 +538,7 @@ export class Engine {
 
   /** Drops one user of a staging bridge; the last one out stops radvd, then removes the bridge. */
   private async releaseStaging(siteName: string, vm: string, migration: string): Promise<void> {
-    const { netlink, radvd, state, log } = this.p;
+    const { radvd, state, log } = this.p;
     const last = await state.update((s) => {
       const st = s.staging[siteName];
       if (!st) return { state: s, result: undefined };
@@ -537,7 +553,7 @@ export class Engine {
     });
     if (!last) return;
     if (last.radvd) await radvd.stop(last.bridge, last.radvd);
-    if (await netlink.link(last.bridge)) await netlink.deleteLink(last.bridge);
+    await this.p.staging.remove(siteName, last.bridge);
     log("staging_removed", { migration, bridge: last.bridge });
   }
 

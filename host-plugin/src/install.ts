@@ -1,8 +1,10 @@
-// What `xenroam install-xapi` puts on an XAPI host: the two migration hooks and the host plugin, each a tiny
-// sh wrapper around this installation's node and scripts. The post-migrate wrapper turns every exit code but
-// 0 into 1 — even "node not found" — because any other code makes XAPI destroy the migrated VM.
+// What `xenroam install-xapi` puts on an XAPI host: the two migration hooks, the VIF hotplug hook and the host
+// plugin, each a tiny sh wrapper around this installation's runtime and scripts. The post-migrate wrapper turns
+// every exit code but 0 into 1 — even "runtime not found" — because any other code makes XAPI destroy the
+// migrated VM. /etc/xapi.d/vif-hotplug is a single file XAPI calls for every VIF (ocaml/xenopsd/scripts/
+// vif-real 179-210): one that is not xenroam's is never overwritten.
 
-import { chmodSync, existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -15,21 +17,46 @@ export function sibling(...candidates: string[]): string {
 const HOOK_MAIN = sibling("./xapi-hook-main.js", "../xapi-hook/xapi-hook.mjs");
 const PLUGIN_MAIN = sibling("./xapi-plugin-main.js", "../xapi-plugin/xapi-plugin.mjs");
 
+const HEADER = "#!/bin/sh\n# Installed by `xenroam install-xapi`; see xenroam's README.\n";
+
 const quote = (s: string) => `'${s.replaceAll("'", `'\\''`)}'`;
 
 export function xapiFiles(node = process.execPath): Record<string, string> {
-  const header = "#!/bin/sh\n# Installed by `xenroam install-xapi`; see xenroam's README.\n";
+  const header = HEADER;
   return {
     "etc/xapi.d/vm-pre-migrate/10-xenroam": `${header}# Exit 2 aborts the migration before the memory copy (the guest has not prepared it).\nexec ${quote(node)} ${quote(HOOK_MAIN)} pre-migrate "$@"\n`,
     "etc/xapi.d/vm-post-migrate/10-xenroam": `${header}# Never exit with anything but 0 or 1: XAPI destroys the VM otherwise.\n${quote(node)} ${quote(HOOK_MAIN)} post-migrate "$@"\n[ $? -eq 0 ] || exit 1\nexit 0\n`,
+    // vif-real waits for it, xenopsd does not (or, with run_hotplug_scripts=true, only before the memory copy).
+    "etc/xapi.d/vif-hotplug": `${header}${VIF_HOTPLUG_MARK}\n${quote(node)} ${quote(HOOK_MAIN)} vif-hotplug "$@"\nexit 0\n`,
     "etc/xapi.d/plugins/xenroam": `${header}exec ${quote(node)} ${quote(PLUGIN_MAIN)} "$@"\n`,
   };
+}
+
+/** The line that tells xenroam's vif-hotplug from an admin's own. */
+export const VIF_HOTPLUG_MARK =
+  "# xenroam: writes a migrating guest's arrival into its new domain before it resumes.";
+
+export class InstallError extends Error {
+  override readonly name = "InstallError";
 }
 
 /** Writes the files under `root` (/ on a host; a staging directory for packages and tests). */
 export function installXapi(root: string, node = process.execPath): string[] {
   const written: string[] = [];
-  for (const [rel, text] of Object.entries(xapiFiles(node))) {
+  const files = xapiFiles(node);
+  const hotplug = join(root, "etc/xapi.d/vif-hotplug");
+  const current = existsSync(hotplug) ? readFileSync(hotplug, "utf8") : undefined;
+  if (current !== undefined && !current.startsWith(HEADER)) {
+    // An admin's own: kept when it calls xenroam's hook (the two lines below), refused otherwise.
+    const ours = (files["etc/xapi.d/vif-hotplug"] ?? "").split("\n").slice(2, 4).join("\n  ");
+    if (!current.includes(VIF_HOTPLUG_MARK)) {
+      throw new InstallError(
+        `${hotplug} exists and is not xenroam's, and XAPI runs only that one file. Add these two lines to it, then run install-xapi again:\n  ${ours}`,
+      );
+    }
+    delete files["etc/xapi.d/vif-hotplug"];
+  }
+  for (const [rel, text] of Object.entries(files)) {
     const path = join(root, rel);
     mkdirSync(dirname(path), { recursive: true });
     writeFileSync(path, text);

@@ -1,17 +1,17 @@
 #!/usr/bin/env node
-// xenroam: the Dom0 command. Builds the adapters (rtnetlink, xenstore, radvd, state file, toolstack) from
+// xenroam: the Dom0 command. Builds the adapters (staging, xenstore, radvd, state file, toolstack) from
 // the command line and hands them to the engine. Human output on stdout; --log-json for JSON log lines.
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
-import { createNetlink } from "@xenroam/netlink";
+import { createNetlink, type Netlink } from "@xenroam/netlink";
 import { ControlClient, ControlClientError } from "@xenroam/control";
 import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
-import { connectXapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js";
+import { connectXapi, type Xapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js";
 import { XlConfigError } from "./xlcfg.js";
-import { installXapi } from "./install.js";
+import { InstallError, installXapi } from "./install.js";
 import { checks, gatherFacts } from "./doctor.js";
 import {
   CHANNEL_DIR,
@@ -31,7 +31,10 @@ import { domidByName, watchSuspend } from "./adapters/suspend-watch.js";
 import { awaitSwitch, engageHold, releaseHold } from "./hold.js";
 import { createStateStore } from "./adapters/state.js";
 import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
-import type { Log } from "./ports.js";
+import type { Log, StagingNetwork } from "./ports.js";
+import { LinuxStaging } from "./adapters/linux-staging.js";
+import { ensureParkingNetwork, XapiStaging } from "./adapters/xapi-staging.js";
+import { createDom0Net, Dom0NetError } from "./adapters/dom0-net.js";
 import { parseRelayArgument, relayActivation } from "./relay.js";
 
 interface GlobalOptions {
@@ -213,6 +216,16 @@ function readSecretFile(file: string): string {
   throw new UsageError(`${file} is empty`);
 }
 
+/** A session with this host's pool: the host plugin's session, or the password file's. */
+function localXapi(opts: GlobalOptions): Promise<Xapi> {
+  const url = opts.xapiUrl ?? "https://localhost";
+  const user = opts.xapiUser ?? "root";
+  const password = opts.xapiSession
+    ? ""
+    : readSecretFile(opts.xapiPasswordFile ?? "/etc/xenroam/xapi.password");
+  return connectXapi(url, user, password, opts.xapiSession);
+}
+
 async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
   const closers: Array<() => Promise<void>> = [];
   try {
@@ -235,6 +248,7 @@ async function withEngineInner<T>(
   let channelDir: string = CHANNEL_DIR.xl;
   let toolstack: Toolstack;
   let bridges = { real: "xenbr0", parking: "xrpark0" };
+  let staging: StagingNetwork | undefined;
   if (opts.toolstack === "lab" || opts.lab) {
     const labDir = opts.lab ?? "/run/xenroam-lab/xr";
     // The lab is loaded only for the lab: a Dom0 runs xenroam without any of it.
@@ -278,12 +292,7 @@ async function withEngineInner<T>(
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
   } else {
-    const url = opts.xapiUrl ?? process.env.XENROAM_XAPI_URL ?? "https://localhost";
-    const user = opts.xapiUser ?? "root";
-    const password = opts.xapiSession
-      ? ""
-      : readSecretFile(opts.xapiPasswordFile ?? "/etc/xenroam/xapi.password");
-    const local = await connectXapi(url, user, password, opts.xapiSession);
+    const local = await localXapi(opts);
     closers.push(() => local.close());
     const remoteUrl = opts.xapiRemote;
     const remotePasswordFile = opts.xapiRemotePasswordFile;
@@ -302,6 +311,9 @@ async function withEngineInner<T>(
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
     channelDir = CHANNEL_DIR.xapi;
+    // No rtnetlink on a XAPI host: XAPI attaches the VIF to a staging network; Dom0 commands do the rest.
+    host ??= hostname();
+    staging = new XapiStaging({ xapi: local, host, parking: bridges.parking, dom0: createDom0Net() });
   }
   host ??= hostname();
   stateDir ??= "/run/xenroam";
@@ -311,12 +323,12 @@ async function withEngineInner<T>(
     ? await sitesFromControl(opts.control, opts.controlTokenFile)
     : loadSites(sites ?? "/etc/xenroam/sites.json");
   const xs = await XenstoreClient.connect(xenstore);
-  const netlink = createNetlink();
+  const netlink = staging ? undefined : createNetlink();
   try {
     const engine = new Engine({
       host,
       bridges,
-      netlink,
+      staging: staging ?? new LinuxStaging(netlink as Netlink, bridges.parking),
       radvd: createRadvdControl(stateDir),
       channel: createDom0Channel(xs, channelDir),
       toolstack,
@@ -329,7 +341,7 @@ async function withEngineInner<T>(
     return await fn(engine);
   } finally {
     xs.close();
-    netlink.close();
+    netlink?.close();
   }
 }
 
@@ -351,11 +363,21 @@ const program = new Command("xenroam")
     "Live-migrate Xen VMs across IPv6 subnets with the downtime of a same-subnet migration. prepare: stage the destination gateway on a bridge and have the guest take its destination address (MoA); migrate: prepare, migrate with the vif attachments swapped, clean up; abort: undo a prepare.",
   )
   .option("--host <name>", "this host's name in the sites file (default: hostname)")
-  .option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)")
+  .addOption(
+    new Option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)").env("XENROAM_SITES"),
+  )
   .option("--control <url>", "read the sites from this control server instead of a file")
   .option("--control-token-file <file>", "this host's control token (default: /etc/xenroam/host.token)")
-  .option("--state-dir <dir>", "where xenroam keeps host state (default: /run/xenroam)")
-  .option("--xenstore <path>", "xenstored socket (default: the usual Dom0 socket)")
+  .addOption(
+    new Option("--state-dir <dir>", "where xenroam keeps host state (default: /run/xenroam)").env(
+      "XENROAM_STATE_DIR",
+    ),
+  )
+  .addOption(
+    new Option("--xenstore <path>", "xenstored socket (default: the usual Dom0 socket)").env(
+      "XENROAM_XENSTORE",
+    ),
+  )
   .addOption(
     new Option("--toolstack <name>", "which toolstack drives migrations")
       .choices(["xl", "xapi", "lab"])
@@ -372,7 +394,11 @@ const program = new Command("xenroam")
     "--no-carrier-hold",
     "xl: do not keep the old primary's frontend from connecting at the destination until the guest has switched (for guest kernels without the XSA-465 fix, before Linux 6.1.123 in Debian 12)",
   )
-  .option("--xapi-url <url>", "xapi: the pool master (default: https://localhost)")
+  .addOption(
+    new Option("--xapi-url <url>", "xapi: the pool master (default: https://localhost)").env(
+      "XENROAM_XAPI_URL",
+    ),
+  )
   .option("--xapi-user <name>", "xapi: user (default: root)")
   .option("--xapi-password-file <file>", "xapi: password file (default: /etc/xenroam/xapi.password)")
   .option("--xapi-session <ref>", "xapi: an existing session (the host plugin passes XAPI's)")
@@ -507,11 +533,31 @@ program
 
 program
   .command("install-xapi")
-  .description("install the XAPI hooks (vm-pre-migrate, vm-post-migrate) and the host plugin (idempotent)")
+  .description(
+    "install the XAPI hooks (vm-pre-migrate, vm-post-migrate, vif-hotplug) and the host plugin (idempotent)",
+  )
   .option("--root <dir>", "install under DIR instead of / (for packaging)", "/")
   .action((o: { root: string }) => {
     for (const f of installXapi(o.root)) console.log(`installed ${f}`);
     console.log("check with: xe host-call-plugin host-uuid=<this host> plugin=xenroam fn=status");
+  });
+
+program
+  .command("xapi-parking")
+  .description(
+    "XAPI: make this pool's parking network (an internal network on the --parking-bridge, xrpark0 by default, where each VM's second VIF waits between migrations) if it is missing; print its uuid (idempotent; once per pool)",
+  )
+  .action(async () => {
+    const g = program.opts<GlobalOptions>();
+    const x = await localXapi(g);
+    try {
+      const { uuid, created } = await ensureParkingNetwork(x, g.parkingBridge ?? "xrpark0");
+      console.log(
+        `${created ? "created" : "found"} the parking network ${uuid} (bridge ${g.parkingBridge ?? "xrpark0"}); give each VM a second VIF on it:\n  xe vif-create vm-uuid=<vm> network-uuid=${uuid} device=1 mac=<mac>`,
+      );
+    } finally {
+      await x.close();
+    }
   });
 
 program
@@ -657,6 +703,8 @@ program.parseAsync().catch((err: unknown) => {
     XlError,
     XlConfigError,
     XapiAdapterError,
+    InstallError,
+    Dom0NetError,
   ].some((k) => err instanceof k);
   const message = err instanceof Error ? err.message : String(err);
   const debug = process.env.XENROAM_DEBUG === "1" && err instanceof Error ? `\n${err.stack ?? ""}` : "";

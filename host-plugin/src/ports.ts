@@ -1,8 +1,6 @@
 // The host plugin's ports: everything outside the core, each with a real adapter and a fake.
 
-import type { Netlink } from "@xenroam/netlink";
-import type { SignedActivation, Toolstack } from "@xenroam/protocol";
-import type { SiteDirectory } from "@xenroam/protocol";
+import type { SignedActivation, Site, SiteDirectory, Toolstack, VifInfo } from "@xenroam/protocol";
 
 /** Dom0's side of the guest channel: keys under a domain's xenroam directory. */
 export interface Dom0Channel {
@@ -30,6 +28,23 @@ export interface RadvdControl {
   /** Stops the radvd `start(name, …)` returned `ref` for, and removes what it left (config, pid file, log). */
   stop(name: string, ref: ProcessRef): Promise<void>;
   running(ref: ProcessRef): boolean;
+}
+
+/**
+ * Step 1's network side: the staging bridge that impersonates a destination site's gateway (its MAC and
+ * link-local; radvd runs on it), and the secondary vif's moves between it and its parking place. On xl and in
+ * the lab a Linux bridge xenroam makes (adapters/linux-staging.ts); on XAPI a XAPI internal network, so that
+ * XAPI itself attaches the vif there (adapters/xapi-staging.ts).
+ */
+export interface StagingNetwork {
+  /** Makes the site's staging bridge, or finds it made, and (re)applies the gateway's MAC and link-local. */
+  ensure(site: Site): Promise<{ readonly bridge: string; readonly created: boolean }>;
+  /** Puts the VM's secondary vif on the site's staging bridge (isolated from other guests' where it can). */
+  attach(site: Site, vm: string, secondary: VifInfo): Promise<void>;
+  /** Puts the secondary vif back where it waits between migrations; nothing when the vif is gone. */
+  detach(vm: string, secondary: { readonly devid: number; readonly ifname: string }): Promise<void>;
+  /** The site's last user is gone: undo what `ensure` made here. */
+  remove(site: string, bridge: string): Promise<void>;
 }
 
 export interface StagingState {
@@ -72,6 +87,8 @@ export interface ControlRelay {
   /** Any cheap request: made before the pause, so the relay then reuses a warm client and connection. */
   health(): Promise<unknown>;
   activate(b: SignedActivation): Promise<{ revision: number }>;
+  /** `activate`, made ready now to go later at the least cost (ControlClient.prepareActivate). */
+  prepareActivate?(b: SignedActivation): () => Promise<{ revision: number }>;
   /** Undoes `activation` (which must be the VM's active binding): its previous locator is active again. */
   rollback(vm: string, activation: SignedActivation): Promise<SignedActivation>;
 }
@@ -79,7 +96,7 @@ export interface ControlRelay {
 export interface HostPorts {
   readonly host: string;
   readonly bridges: { readonly real: string; readonly parking: string };
-  readonly netlink: Netlink;
+  readonly staging: StagingNetwork;
   readonly radvd: RadvdControl;
   readonly channel: Dom0Channel;
   readonly toolstack: Toolstack;

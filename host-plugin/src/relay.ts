@@ -17,11 +17,13 @@ export async function relayActivation(
   log: Log,
   fields: Record<string, unknown>,
   now: () => number = Date.now,
+  /** The activation made ready beforehand (ControlRelay.prepareActivate), sent instead of `control.activate`. */
+  send?: () => Promise<{ revision: number }>,
 ): Promise<RelayOutcome> {
   const started = now();
   const what = { ...fields, locator: activation.locator, seq: activation.seq };
   try {
-    const { revision } = await control.activate(activation);
+    const { revision } = await (send ? send() : control.activate(activation));
     log("binding_relayed", { ...what, revision, ms: now() - started });
     return "accepted";
   } catch (err) {

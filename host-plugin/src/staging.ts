@@ -36,9 +36,9 @@ export function planDetach(vif: string, parking: string): NetOp[] {
   return [{ op: "setLink", name: vif, change: { master: parking } }];
 }
 
-export function radvdFor(site: Site): RadvdInterface {
+export function radvdFor(site: Site, bridge: string = stagingBridge(site.name)): RadvdInterface {
   return {
-    ifname: stagingBridge(site.name),
+    ifname: bridge,
     prefix: site.prefix,
     minIntervalMs: site.ra.minIntervalMs,
     maxIntervalMs: site.ra.maxIntervalMs,

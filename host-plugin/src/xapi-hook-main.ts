@@ -1,12 +1,20 @@
 #!/usr/bin/env node
-// xenroam-xapi-hook: what /etc/xapi.d/vm-pre-migrate/xenroam and vm-post-migrate/xenroam run. Exit codes are XAPI's contract (xapi-hooks.ts): whatever
-// happens in here — an exception, a hang, a missing xe — post-migrate exits 0 or 1, never anything else.
+// xenroam-xapi-hook: what /etc/xapi.d/vm-pre-migrate/10-xenroam, vm-post-migrate/10-xenroam and vif-hotplug
+// run. Exit codes are XAPI's contract (xapi-hooks.ts): whatever happens in here — an exception, a hang, a
+// missing xe — post-migrate and vif-hotplug exit 0 or 1, never anything else.
 // Logs: JSON lines on stderr (XAPI keeps hook output in its log).
 
 import { CHANNEL_DIR } from "@xenroam/protocol";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { Xe } from "./adapters/xe.js";
-import { type HookPorts, parseHookArgs, postMigrate, preMigrate } from "./xapi-hooks.js";
+import {
+  type HookPorts,
+  parseHookArgs,
+  parseVifHotplugArgs,
+  postMigrate,
+  preMigrate,
+  vifHotplug,
+} from "./xapi-hooks.js";
 
 const [kind, ...rest] = process.argv.slice(2);
 const log = (event: string, fields: Record<string, unknown> = {}) => {
@@ -49,14 +57,35 @@ const ports: HookPorts = {
   otherConfig: (vm, key) => Xe.vmMapKey(vm, "other-config", key),
   removeOtherConfig: (vm, key) => Xe.vmMapRemove(vm, "other-config", key),
   domid: (vm) => Xe.vmDomid(vm),
+  xenstoreRead: (path) => withXenstore((xs) => xs.tryRead(path)),
+  xenstoreList: (path) => withXenstore((xs) => xs.directory(path).catch(() => [])),
+  writeGuestWhile: (guard, domid, writes) =>
+    withXenstore((xs) =>
+      xs.transaction(async (tx) => {
+        if ((await tx.tryRead(guard)) === undefined) return false;
+        for (const [k, v] of Object.entries(writes)) await tx.write(guestPath(domid, k), v);
+        return true;
+      }),
+    ),
   readGuest: (domid, key) => withXenstore((xs) => xs.tryRead(guestPath(domid, key))),
   writeGuest: (domid, key, value) => withXenstore((xs) => xs.write(guestPath(domid, key), value)),
   log,
 };
 
 async function main(): Promise<number> {
+  if (kind === "vif-hotplug") {
+    try {
+      return await vifHotplug(parseVifHotplugArgs(rest), ports);
+    } catch (err) {
+      log("bad_arguments", { error: (err as Error).message, argv: rest });
+      return 1;
+    }
+  }
   if (kind !== "pre-migrate" && kind !== "post-migrate") {
-    log("usage", { error: "expected pre-migrate|post-migrate -vmuuid UUID -reason R [-vmdomid D]" });
+    log("usage", {
+      error:
+        "expected pre-migrate|post-migrate -vmuuid UUID -reason R [-vmdomid D], or vif-hotplug -action A -vifuuid V -vmuuid T",
+    });
     return 1;
   }
   let args;

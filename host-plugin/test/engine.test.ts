@@ -1,6 +1,7 @@
 import test from "ava";
 import { FakeNetlink } from "@xenroam/netlink";
-import { encodeMessage, parseRequest, parseSites } from "@xenroam/protocol";
+import { LinuxStaging } from "../src/adapters/linux-staging.js";
+import { encodeMessage, parseRequest, parseSites, type SignedActivation } from "@xenroam/protocol";
 import {
   Engine,
   FakeControl,
@@ -85,7 +86,7 @@ function host(
   const engine = new Engine({
     host: "hosta",
     bridges: { real: "xenbr0", parking: "xrpark0" },
-    netlink,
+    staging: new LinuxStaging(netlink, "xrpark0"),
     radvd,
     channel,
     toolstack,
@@ -278,6 +279,29 @@ test("mobility: the guest's activation is relayed when the VM is paused, without
   t.true(report.timeline.some((m) => m.phase === "binding-relayed"));
   t.true(h.logged.includes("binding_relayed"));
   t.false(h.journal.some((j) => j.startsWith("control rollback")));
+});
+
+test("mobility: a relay the control client can make ready ahead is made ready before the pause and sent at it", async (t) => {
+  const h = host("mobile", { control: true });
+  const control = h.control as FakeControl & {
+    prepareActivate?: (b: SignedActivation) => () => Promise<{ revision: number }>;
+  };
+  control.prepareActivate = (b) => {
+    h.journal.push(`control prepared ${b.locator} ${b.seq}`);
+    return () => {
+      h.journal.push(`control sent ${b.locator} ${b.seq}`);
+      return Promise.resolve({ revision: b.seq });
+    };
+  };
+  const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
+  const at = (entry: string) => h.journal.indexOf(entry);
+  t.true(
+    at(`control prepared ${MOA} 7`) >= 0 && at(`control prepared ${MOA} 7`) < at("toolstack pause vm"),
+    h.journal.join("\n"),
+  );
+  t.true(at(`control sent ${MOA} 7`) > at("toolstack pause vm"));
+  t.false(h.journal.includes(`control activate ${MOA} 7`), "not the ordinary call");
+  t.true(report.timeline.some((m) => m.phase === "binding-relayed"));
 });
 
 test("mobility: a move that fails after the pause rolls the relayed binding back before the guest hears of the abort", async (t) => {

@@ -4,7 +4,8 @@
 // it must never be possible. Each fake records the bridges at its unpause the way the real toolstack orders
 // it: fixtures/fake-xl.mjs (libxl plugs the vifs while it builds the domain, before xl's "ready"),
 // support/fake-xapi.ts (xenopsd plugs them before the memory copy and unpauses before vm-post-migrate).
-// The lab toolstack's order is checked by test/lab/restore.root.test.ts against real namespaces.
+// The lab toolstack's order is checked by test/lab/restore.root.test.ts against real namespaces; the lab's XAPI
+// (xenopsd's order, with xenroam's real hooks and the real xen-api client) by test/lab/xapi.root.test.ts.
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";

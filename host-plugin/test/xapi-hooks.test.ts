@@ -9,7 +9,14 @@ import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
 import { encodeMessage } from "@xenroam/protocol";
 import { XenstoreServer } from "@xenroam/xenstore";
-import { type HookPorts, parseHookArgs, postMigrate, preMigrate } from "../src/xapi-hooks.js";
+import {
+  type HookPorts,
+  parseHookArgs,
+  parseVifHotplugArgs,
+  postMigrate,
+  preMigrate,
+  vifHotplug,
+} from "../src/xapi-hooks.js";
 
 const UUID = "5e1d4f4e-0000-4000-8000-000000000001";
 const HOOK = fileURLToPath(new URL("../src/xapi-hook-main.js", import.meta.url));
@@ -60,6 +67,14 @@ test("post-migrate: the arrival is written, the keys removed; a failure is exit 
   t.deepEqual(f.written, { arrived });
   t.deepEqual(f.oc, {});
   t.is(await postMigrate(ARGS, fakePorts({}).ports), 0, "not ours: nothing to do");
+  // Told already (vif-hotplug, before the resume): the running guest's keys are left as they are now.
+  const told = fakePorts(
+    { "xenroam-arrival": JSON.stringify({ arrived, status: "prepared" }) },
+    { arrived, status: "switched" },
+  );
+  t.is(await postMigrate(ARGS, told.ports), 0);
+  t.deepEqual(told.written, {}, "status stays switched");
+  t.deepEqual(told.oc, {});
   const broken = fakePorts({ "xenroam-arrival": JSON.stringify({ arrived }) });
   broken.ports.writeGuest = async () => {
     throw new Error("xenstore is gone");
@@ -158,6 +173,7 @@ test("install-xapi: hooks and plugin in place; the post-migrate wrapper exits 1 
     [
       "/etc/xapi.d/vm-pre-migrate/10-xenroam",
       "/etc/xapi.d/vm-post-migrate/10-xenroam",
+      "/etc/xapi.d/vif-hotplug",
       "/etc/xapi.d/plugins/xenroam",
     ],
   );
@@ -169,7 +185,7 @@ test("install-xapi: hooks and plugin in place; the post-migrate wrapper exits 1 
   );
   t.is(code, 1, "127 (node not found) became 1");
   const real = installXapi(root);
-  t.is(real.length, 3);
+  t.is(real.length, 4);
   const ok = await new Promise<number>((resolve) =>
     execFile(
       post,
@@ -179,4 +195,132 @@ test("install-xapi: hooks and plugin in place; the post-migrate wrapper exits 1 
     ),
   );
   t.is(ok, 1, "the real hook, failing (no xe), still exits 1");
+});
+
+const TMP = "5e1d4f4e-0000-4000-8000-000000000001".slice(0, 24) + "000000000001";
+
+test("vif-hotplug: an incoming migration's arrival is written into the new domain before it resumes", async (t) => {
+  const arrived = JSON.stringify({ v: 1, id: "m1", host: "hostb" });
+  const xs: Record<string, string> = { [`/vm/${TMP}/final-uuid`]: UUID };
+  const f = fakePorts({ "xenroam-arrival": JSON.stringify({ arrived, request: "r" }) });
+  let domidWritten: number | undefined;
+  const ports: HookPorts = {
+    ...f.ports,
+    xenstoreRead: async (p) => xs[p],
+    xenstoreList: async (p) => (p === `/vm/${TMP}/domains` ? ["12"] : []),
+    writeGuest: async (d, k, v) => {
+      domidWritten = d;
+      f.written[k] = v;
+    },
+  };
+  const args = parseVifHotplugArgs(["-action", "online", "-vifuuid", "v-1", "-vmuuid", TMP]);
+  t.is(await vifHotplug(args, ports), 0);
+  t.deepEqual(f.written, { arrived, request: "r" });
+  t.is(domidWritten, 12);
+  t.deepEqual(
+    Object.keys(f.oc),
+    ["xenroam-arrival"],
+    "the keys stay for post-migrate, which writes it again",
+  );
+  // The rename before unpause has happened (final-uuid gone): too late to write under the running guest.
+  const late: HookPorts = { ...ports, writeGuestWhile: async () => false };
+  f.written.arrived = "";
+  delete f.written.arrived;
+  delete f.written.request;
+  t.is(await vifHotplug(args, late), 0);
+  t.deepEqual(f.written, {});
+});
+
+test("vif-hotplug: not an arrival (no final-uuid), not xenroam's, or another action: nothing written", async (t) => {
+  const f = fakePorts({ "xenroam-arrival": JSON.stringify({ arrived: "x" }) });
+  const ports: HookPorts = {
+    ...f.ports,
+    xenstoreRead: async () => undefined,
+    xenstoreList: async () => ["3"],
+  };
+  t.is(
+    await vifHotplug(parseVifHotplugArgs(["-action", "online", "-vifuuid", "v", "-vmuuid", UUID]), ports),
+    0,
+  );
+  t.is(
+    await vifHotplug(parseVifHotplugArgs(["-action", "remove", "-vifuuid", "v", "-vmuuid", TMP]), ports),
+    0,
+  );
+  const plain = fakePorts({});
+  const plainPorts: HookPorts = {
+    ...plain.ports,
+    xenstoreRead: async () => UUID,
+    xenstoreList: async () => ["3"],
+  };
+  t.is(
+    await vifHotplug(parseVifHotplugArgs(["-action", "online", "-vifuuid", "v", "-vmuuid", TMP]), plainPorts),
+    0,
+  );
+  t.deepEqual(f.written, {});
+  t.deepEqual(plain.written, {});
+  const broken: HookPorts = { ...plainPorts, otherConfig: async () => "{not json" };
+  t.is(
+    await vifHotplug(parseVifHotplugArgs(["-action", "online", "-vifuuid", "v", "-vmuuid", TMP]), broken),
+    1,
+  );
+  t.throws(() => parseVifHotplugArgs(["-action", "online"]), { message: /-vmuuid/ });
+});
+
+test("the installed vif-hotplug writes the arrival into the new domain's vm-data through xenstore, and exits 0 whatever fails", async (t) => {
+  const { dir, xe } = await xeDir(t);
+  const server = new XenstoreServer();
+  const sock = join(dir, "xs.sock");
+  await server.listen(sock, { domid: 0 });
+  t.teardown(() => server.close());
+  const { XenstoreClient } = await import("@xenroam/xenstore");
+  const xs = await XenstoreClient.connect(sock);
+  t.teardown(() => xs.close());
+  // As xenopsd's Domain.make leaves it on a migration's destination (ocaml/xenopsd/xc/domain.ml 563-573).
+  await xs.write(`/vm/${TMP}/final-uuid`, UUID);
+  await xs.write(`/vm/${TMP}/domains/12`, "/local/domain/12");
+  const arrived = JSON.stringify({ v: 1, id: "m1", host: "hostb" });
+  const { installXapi } = await import("../src/install.js");
+  installXapi(dir);
+  const hotplug = join(dir, "etc/xapi.d/vif-hotplug");
+  const run = (env: Record<string, string>) =>
+    new Promise<{ code: number; stderr: string }>((resolve) =>
+      execFile(
+        hotplug,
+        ["-action", "online", "-vifuuid", "v-1", "-vmuuid", TMP],
+        { env: { ...process.env, ...env } },
+        (err, _o, stderr) =>
+          resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stderr }),
+      ),
+    );
+  const r = await run({
+    XENROAM_XE: xe,
+    XENROAM_XENSTORE: sock,
+    FAKE_XE_OTHER_CONFIG: JSON.stringify({ "xenroam-arrival": JSON.stringify({ arrived }) }),
+  });
+  t.is(r.code, 0, r.stderr);
+  t.is(await xs.tryRead("/local/domain/12/vm-data/xenroam/arrived"), arrived);
+  t.regex(r.stderr, /guest_notified_before_resume/);
+  t.is((await run({ XENROAM_XE: join(dir, "missing-xe"), XENROAM_XENSTORE: sock })).code, 0);
+});
+
+test("install-xapi keeps an admin's own vif-hotplug that calls xenroam's, and refuses to replace one that does not", async (t) => {
+  const { installXapi, InstallError } = await import("../src/install.js");
+  const root = mkdtempSync(join(tmpdir(), "xr-inst-"));
+  t.teardown(() => rmSync(root, { recursive: true, force: true }));
+  const { mkdirSync } = await import("node:fs");
+  mkdirSync(join(root, "etc/xapi.d"), { recursive: true });
+  const path = join(root, "etc/xapi.d/vif-hotplug");
+  writeFileSync(path, '#!/bin/sh\n/usr/local/bin/my-vif-accounting "$@"\n');
+  const err = t.throws(() => installXapi(root), { instanceOf: InstallError });
+  t.regex(err?.message ?? "", /is not xenroam's[\s\S]*vif-hotplug "\$@"/);
+  t.is(readFileSync(path, "utf8"), '#!/bin/sh\n/usr/local/bin/my-vif-accounting "$@"\n', "untouched");
+  const merged = `${readFileSync(path, "utf8")}${(err?.message ?? "")
+    .split("\n")
+    .slice(1)
+    .map((l) => l.trim())
+    .join("\n")}\n`;
+  writeFileSync(path, merged);
+  const files = installXapi(root).map((f) => f.slice(root.length));
+  t.false(files.includes("/etc/xapi.d/vif-hotplug"));
+  t.is(readFileSync(path, "utf8"), merged, "kept");
 });

@@ -1,9 +1,11 @@
 // The XAPI adapter: the only code in xenroam that talks to XAPI (through the npm `xen-api` client). Across
 // pools: VM.migrate_send with a vif_map that maps each VIF to the destination network of its swapped bridge,
 // which the destination applies before the VM resumes. Inside a pool the method is refused (see
-// INTRA_POOL_REFUSAL): a plain VM.pool_migrate only. What the destination must do
-// right after unpause (tell the guest it arrived) travels in the VM's other_config for the vm-post-migrate
-// hook, which runs there.
+// INTRA_POOL_REFUSAL): a plain VM.pool_migrate only. What the destination must tell the guest (it arrived)
+// travels in the VM's other_config, which the cross-pool import copies into the destination's record before
+// the domain is made there: its vif-hotplug hook writes it into the new domain as the VIFs are plugged,
+// before the memory copy, and vm-post-migrate again after unpause (xapi-hooks.ts). The parking and staging
+// networks have the same bridge names in every pool (xrpark0, xr-<site>), which the vif_map is matched by.
 
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
 import { createClient, type XapiClient } from "xen-api";

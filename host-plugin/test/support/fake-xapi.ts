@@ -19,7 +19,10 @@ export interface FakeVm {
 
 export interface FakePool {
   hosts: Record<string, { name_label: string; pif: string }>;
-  networks: Record<string, { bridge: string; name_label: string }>;
+  networks: Record<
+    string,
+    { bridge: string; name_label: string; other_config?: Record<string, string>; attached?: string[] }
+  >;
   vms: Record<string, FakeVm>;
   vifs: Record<string, { device: string; MAC: string; network: string; VM: string }>;
   pifs: Record<string, { network: string }>;
@@ -215,6 +218,46 @@ export class FakeXapi {
         r.network = String(args[1]);
         this.timeline.push({ event: "vif-moved", device: r.device, network: r.network });
         return "";
+      }
+      case "network.create": {
+        // ocaml/xapi/xapi_network.ml 254-270: a given bridge name must not start with xen, xapi, vif, tap or
+        // eth, nor be longer than 15 characters; without one xapi picks xapiN (213-234).
+        const rec = args[0] as { name_label: string; bridge?: string; other_config?: Record<string, string> };
+        let bridge = rec.bridge ?? "";
+        if (bridge === "") {
+          for (let n = 0; ; n++) {
+            if (!Object.values(p.networks).some((x) => x.bridge === `xapi${n}`)) {
+              bridge = `xapi${n}`;
+              break;
+            }
+          }
+        } else if (/^(xen|xapi|vif|tap|eth)/.test(bridge) || bridge.length > 15) {
+          throw new Failure("INVALID_VALUE", ["bridge", bridge]);
+        } else if (Object.values(p.networks).some((x) => x.bridge === bridge)) {
+          throw new Failure("BRIDGE_NAME_EXISTS", [bridge]);
+        }
+        const ref = `OpaqueRef:net-${Object.keys(p.networks).length}`;
+        p.networks[ref] = { bridge, name_label: rec.name_label, other_config: { ...rec.other_config } };
+        return ref;
+      }
+      case "network.attach": {
+        // xapi_network.ml 160-161, 88-142: makes an internal network's bridge on the host.
+        const n = p.networks[String(args[0])];
+        if (!n || !p.hosts[String(args[1])]) throw new Failure("HANDLE_INVALID");
+        n.attached = [...new Set([...(n.attached ?? []), String(args[1])])];
+        return "";
+      }
+      case "VIF.get_device": {
+        const r = p.vifs[String(args[0])];
+        if (!r) throw new Failure("HANDLE_INVALID", ["VIF", String(args[0])]);
+        return r.device;
+      }
+      case "network.get_uuid": {
+        if (!p.networks[String(args[0])]) throw new Failure("HANDLE_INVALID", ["network", String(args[0])]);
+        return `5e1d4f4e-0000-4000-9000-${String(args[0])
+          .replace(/[^a-z0-9]/gi, "")
+          .slice(-12)
+          .padStart(12, "0")}`;
       }
       case "network.get_bridge":
         return p.networks[String(args[0])]?.bridge ?? "";

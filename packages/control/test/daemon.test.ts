@@ -107,6 +107,9 @@ test("restart loses no binding; the watch resumes from the last revision seen; r
   t.like(await cn2.binding("2001:db8:f::5"), { active: "2001:db8:a::5", seq: 1 });
   t.deepEqual((await cn2.changes(seen.revision, 0)).changes, [], "nothing new since the revision seen");
   await t.throwsAsync(vm2.activate(activation), { message: /409 replayed or stale/ });
+  // The same through a request rendered ahead (the relay at a guest's suspend): the same answers.
+  const stale = await t.throwsAsync(vm2.prepareActivate(activation)(), { message: /409 replayed or stale/ });
+  t.is((stale as { status?: number }).status, 409);
   const waiting = cn2.changes(seen.revision, 5000);
   const next = await vm2.registerStandby("vm", "2001:db8:b::5");
   t.is(next.seq, 2);
@@ -116,7 +119,8 @@ test("restart loses no binding; the watch resumes from the last revision seen; r
     active: "2001:db8:a::5",
     locators: ["2001:db8:a::5", "2001:db8:b::5"],
   });
-  await vm2.activate(next);
+  const relayed = vm2.prepareActivate(next);
+  t.true((await relayed()).revision > standby.revision, "a prepared activation is taken");
   const active = await cn2.changes(standby.revision, 5000);
   t.like(active.changes.at(-1)?.binding, { active: "2001:db8:b::5", seq: 2 });
   t.is(await second.stop(), 0);

@@ -338,3 +338,22 @@ test("a withdrawn locator is no rollback target", async (t) => {
   t.is(r.status, 409);
   t.regex(String(r.json.error), /no previous locator/);
 });
+
+test("a whole HTTP/1.1 answer is read: Content-Length, chunked, or refused when it is not one", async (t) => {
+  const { parseHttpResponse } = await import("../src/client.js");
+  const plain = Buffer.from(
+    'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{"revision":7}',
+  );
+  t.deepEqual(parseHttpResponse(plain), { status: 200, text: '{"revision":7}' });
+  const chunked = Buffer.from(
+    'HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{"erro\r\n8\r\nr":"no"}\r\n0\r\n\r\n',
+  );
+  t.deepEqual(parseHttpResponse(chunked), { status: 409, text: '{"error":"no"}' });
+  t.throws(() => parseHttpResponse(Buffer.alloc(0)), { message: /without answering/ });
+  t.throws(() => parseHttpResponse(Buffer.from("SSH-2.0-OpenSSH\r\n\r\n")), {
+    message: /not an HTTP answer/,
+  });
+  t.throws(() => parseHttpResponse(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}")), {
+    message: /cut short/,
+  });
+});

@@ -3,7 +3,8 @@
 // driven through the real `xenroam` command, the real guest agent and the lab toolstack.
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import type { MachineFacts } from "./facts.js";
@@ -23,7 +24,8 @@ import {
 } from "./probe.js";
 import { percentile } from "./stats.js";
 import { readVmLocation } from "./toolstack.js";
-import { DEFAULT_TOPOLOGY, parseTopology, type TopologyInput } from "./topology.js";
+import { DEFAULT_TOPOLOGY, parseTopology, type Topology, type TopologyInput } from "./topology.js";
+import { XAPI_MIGRATION_FILE, xapiXenroamArgs } from "./xapi.js";
 
 const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
@@ -38,8 +40,11 @@ export interface Scenario {
   readonly reverse?: boolean;
   /** The mobility layer: the VM keeps its HoA; every probe addresses it; a TCP stream CN←VM runs throughout. */
   readonly mobility?: boolean;
-  /** How the lab toolstack restores the VM: "lab" (the default) holds the old primary; "xl" restores it plugged. */
-  readonly restore?: "lab" | "xl";
+  /**
+   * How the lab toolstack restores the VM: "lab" (the default) holds the old primary; "xl" restores it plugged;
+   * "xapi" migrates through the lab's XAPI (xapi.ts) with `xenroam --toolstack xapi`, every vif plugged too.
+   */
+  readonly restore?: "lab" | "xl" | "xapi";
 }
 
 const STANDARD_RA = { minIntervalMs: 3000, maxIntervalMs: 4000 };
@@ -99,6 +104,16 @@ export const SCENARIOS: readonly Scenario[] = [
     restore: "xl",
   },
   {
+    name: "method-xapi",
+    description:
+      "the method through XAPI across pools: the real xen-api client, VM.migrate_send with a swapping vif_map, xenroam's hooks where xenopsd runs them (the arrival written by vif-hotplug during the memory copy), every vif plugged, frontends reconnecting after resume",
+    hosts: ["hosta", "hostb"],
+    method: true,
+    ra: STANDARD_RA,
+    tunedGuest: false,
+    restore: "xapi",
+  },
+  {
     name: "method+hoa",
     description:
       "the method with the mobility layer: the VM keeps its home address; probes and a TCP stream use it",
@@ -133,7 +148,7 @@ export interface ScenarioResult {
   readonly name: string;
   readonly description: string;
   /** How the lab toolstack restored the VM (the topology's `toolstack`): hold or xl-shaped, reconnect delay. */
-  readonly toolstack: { readonly restore: "lab" | "xl"; readonly reconnectMs: number };
+  readonly toolstack: Topology["toolstack"];
   readonly runs: number;
   readonly gapMs: { readonly p50: number; readonly p95: number; readonly max: number };
   readonly pausedMs: { readonly p50: number };
@@ -186,6 +201,14 @@ export interface BenchOptions extends LabOptions {
   readonly runs: number;
   readonly scenarios?: readonly string[];
   readonly labName?: string;
+}
+
+function readXapiMigration(stateDir: string): { pausedMs?: number } | undefined {
+  try {
+    return JSON.parse(readFileSync(join(stateDir, XAPI_MIGRATION_FILE), "utf8")) as { pausedMs?: number };
+  } catch {
+    return undefined;
+  }
 }
 
 function runCommand(argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -286,14 +309,17 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
         const here = readVmLocation(stateDir).host;
         const there = here === s.hosts[0] ? s.hosts[1] : s.hosts[0];
         const t0 = Date.now();
+        // Through XAPI, xenroam is configured as on a XAPI host (this pool's XAPI, the other's for a cross-pool
+        // move); otherwise it drives the lab's toolstack directly.
+        const how =
+          s.restore === "xapi" ? xapiXenroamArgs(topology, stateDir, here, there) : ["--lab", stateDir];
         const r = await runCommand([
           "ip",
           "netns",
           "exec",
           netnsName(topology, here),
           ...xenroam,
-          "--lab",
-          stateDir,
+          ...how,
           "migrate",
           topology.vm.name,
           there,
@@ -323,7 +349,9 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
         // Without recovery, the silence runs from the last reply before the migration to the deadline.
         const lastBefore = log.replies.filter((x) => x < t0).at(-1) ?? t0;
         const o = recoveredAt === undefined ? { ...measured, gapMs: end - lastBefore } : measured;
-        const pausedMs = report.pausedMs ?? 0;
+        // XAPI does not say how long the VM was paused; the lab's XAPI records it (xapi.ts).
+        const pausedMs =
+          report.pausedMs ?? (s.restore === "xapi" ? readXapiMigration(stateDir)?.pausedMs : undefined) ?? 0;
         let reverse: RunResult["reverse"];
         if (s.reverse) {
           while (firstReplyAfter(back, t1) === undefined && Date.now() < deadline) await sleep(20);

@@ -10,3 +10,4 @@ export * from "./toolstack.js";
 export * from "./bench.js";
 export * from "./probe.js";
 export * from "./stats.js";
+export * from "./xapi.js";

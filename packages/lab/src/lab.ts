@@ -1,7 +1,8 @@
 // Bringing the namespace lab up and down. `up` records what it is about to make before making it, so `down`
 // removes everything even after a crash; `down` stops processes by recorded identity, never by name.
 
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import {
   closeSync,
   existsSync,
@@ -20,7 +21,8 @@ import { renderRadvdConf } from "@xenroam/core";
 import { createNetlink } from "@xenroam/netlink";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { NsWorker } from "./netns.js";
-import { type LabPlan, planLab } from "./plan.js";
+import { type LabPlan, netnsName, planLab } from "./plan.js";
+import { XAPI_HOOKS_ROOT, XAPI_NETWORK_CONF, XAPI_PASSWORD_FILE, XAPI_XE, xapiSocketFile } from "./xapi.js";
 import {
   cnLocatorOf,
   controlService,
@@ -188,7 +190,7 @@ export function agentServicesOf(
               "--xenstore",
               join(stateDir, guest.socket),
               "--channel",
-              "xl",
+              topology.toolstack.restore === "xapi" ? "xapi" : "xl",
               ...(m ? mobileAgentArgs(topology, m, stateDir) : []),
             ],
           },
@@ -222,6 +224,7 @@ export function servicesOf(
         "stderr",
       ],
     },
+    ...(topology?.toolstack.restore === "xapi" ? xapiServicesOf(topology, plan, stateDir) : []),
     ...plan.xenstored.map((x) => ({
       name: `xenstored-${x.host}`,
       netns: x.netns,
@@ -235,6 +238,56 @@ export function servicesOf(
       ],
     })),
   ];
+}
+
+/**
+ * The lab's XAPI (xapi.ts: one process, a unix socket per pool, in the router's namespace where nothing
+ * else listens) and, in each host's namespace, port 80 forwarded to its pool's socket — XAPI's HTTP port,
+ * where the xen-api client finds it (it speaks TCP only).
+ */
+function xapiServicesOf(topology: Topology, plan: LabPlan, stateDir: string): ServiceSpec[] {
+  return [
+    {
+      name: "xapi",
+      netns: plan.radvd.netns,
+      argv: [process.execPath, LAB_MAIN, "xapi-serve", "--state-dir", stateDir],
+    },
+    ...topology.hosts.map((h) => ({
+      name: `xapi-port-${h.name}`,
+      netns: netnsName(topology, h.name),
+      argv: [
+        process.execPath,
+        LAB_MAIN,
+        "forward",
+        "--port",
+        "80",
+        "--socket",
+        join(stateDir, xapiSocketFile(h.site)),
+      ],
+    })),
+  ];
+}
+
+/** What the lab's XAPI hosts need beside the services: a password, xe, network.conf, xenroam's hooks. */
+function prepareXapi(stateDir: string): void {
+  const xenroam = findWorkspaceCommand("xenroam");
+  if (!xenroam) throw new LabError("no xenroam in this workspace for the XAPI hooks; run `npm run build`");
+  writeFileSync(join(stateDir, XAPI_PASSWORD_FILE), `${randomBytes(12).toString("hex")}\n`, { mode: 0o600 });
+  mkdirSync(dirname(join(stateDir, XAPI_XE)), { recursive: true });
+  writeFileSync(
+    join(stateDir, XAPI_XE),
+    `#!/bin/sh\n# The lab's xe (packages/lab/src/xe.ts): what xenroam's XAPI hooks run, against the lab's XAPI.\nexec '${process.execPath}' '${LAB_MAIN}' xe "$@"\n`,
+    { mode: 0o755 },
+  );
+  // The lab's hosts are XAPI hosts on the Linux bridge backend (/etc/xensource/network.conf).
+  writeFileSync(join(stateDir, XAPI_NETWORK_CONF), "bridge\n");
+  execFileSync(
+    xenroam[0] as string,
+    [...xenroam.slice(1), "install-xapi", "--root", join(stateDir, XAPI_HOOKS_ROOT)],
+    {
+      stdio: ["ignore", "ignore", "inherit"],
+    },
+  );
 }
 
 async function waitFor(
@@ -343,6 +396,12 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
     const control = mobility ? findWorkspaceCommand("xenroam-control") : undefined;
     if (mobility && !control) throw new LabError("no xenroam-control in this workspace; run `npm run build`");
     if (mobility && control) await initControl(topology, stateDir, control);
+    if (topology.toolstack.restore === "xapi") {
+      progress(
+        "installing xenroam's XAPI hooks for the lab's XAPI (vm-pre-migrate, vif-hotplug, vm-post-migrate)",
+      );
+      prepareXapi(stateDir);
+    }
     const services = servicesOf(plan, stateDir, topology, control);
     writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify(services, null, 2));
     const logFd = openSync(join(stateDir, "supervisor.log"), "a");
@@ -366,7 +425,10 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
           existsSync(join(stateDir, x.dom0Socket)) &&
           x.guests.every((g) => existsSync(join(stateDir, g.socket))),
       );
-      return running && sockets && existsSync(join(stateDir, "radvd.pid"));
+      const xapi =
+        topology.toolstack.restore !== "xapi" ||
+        topology.hosts.every((h) => existsSync(join(stateDir, xapiSocketFile(h.site))));
+      return running && sockets && xapi && existsSync(join(stateDir, "radvd.pid"));
     });
 
     const vmHost = plan.xenstored.find((x) => x.guests.length > 0);

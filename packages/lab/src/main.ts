@@ -4,6 +4,8 @@
 
 import { spawn } from "node:child_process";
 import { readFileSync } from "node:fs";
+import { connect, createServer as createNetServer } from "node:net";
+import { join } from "node:path";
 import { Command, Option } from "commander";
 import {
   findWorkspaceCommand,
@@ -22,6 +24,8 @@ import { machineFacts } from "./facts.js";
 import { runEchoServer, runProbeSender, runTcpStreamClient, runTcpStreamServer } from "./probe.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
+import { LabXapi, XAPI_PASSWORD_FILE, type XapiLog } from "./xapi.js";
+import { parseXe, runXe } from "./xe.js";
 import { DEFAULT_TOPOLOGY, parseTopology, type Topology, TopologyError } from "./topology.js";
 
 class UsageError extends Error {}
@@ -363,6 +367,73 @@ program
   .command("tuned-guest", { hidden: true })
   .requiredOption("--dev <ifname>")
   .action((opts: { dev: string }) => runTunedGuest(opts.dev));
+
+program
+  .command("xapi-serve", { hidden: true })
+  .description("the lab's XAPI: one JSON-RPC socket per pool (run by the supervisor)")
+  .requiredOption("--state-dir <dir>")
+  .action(async (opts: { stateDir: string }) => {
+    const state = readState(opts.stateDir);
+    if (!state) throw new UsageError(`no lab state in ${opts.stateDir}`);
+    const log: XapiLog = (event, fields = {}) =>
+      process.stderr.write(
+        `${JSON.stringify({ ts: new Date().toISOString(), component: "lab-xapi", event, ...fields })}\n`,
+      );
+    const xapi = new LabXapi({
+      stateDir: opts.stateDir,
+      topology: state.topology,
+      password: readFileSync(join(opts.stateDir, XAPI_PASSWORD_FILE), "utf8").trim(),
+      log,
+    });
+    await xapi.listen();
+    const stop = () => {
+      log("stopping");
+      void xapi.close().finally(() => process.exit(0));
+    };
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
+
+program
+  .command("xe", { hidden: true })
+  .description("the lab's xe, for xenroam's XAPI hooks (vm-param-get, vm-param-remove)")
+  .allowUnknownOption()
+  .argument("[args...]")
+  .action(async (args: string[]) => {
+    const socket = process.env.XENROAM_LAB_XAPI;
+    const password = process.env.XENROAM_LAB_XAPI_PASSWORD_FILE;
+    if (!socket || !password)
+      throw new UsageError("xe: XENROAM_LAB_XAPI and XENROAM_LAB_XAPI_PASSWORD_FILE are not set");
+    try {
+      const out = await runXe(parseXe(args), socket, password);
+      if (out !== "") process.stdout.write(`${out}\n`);
+    } catch (err) {
+      process.stderr.write(`${(err as Error).message}\n`);
+      process.exitCode = 1;
+    }
+  });
+
+program
+  .command("forward", { hidden: true })
+  .description("TCP port -> unix socket, in this namespace (the lab's XAPI port on each host)")
+  .requiredOption("--port <n>", "TCP port on every address of this namespace", Number)
+  .requiredOption("--socket <path>", "unix socket to forward to")
+  .action((opts: { port: number; socket: string }) => {
+    const server = createNetServer((c) => {
+      const u = connect(opts.socket);
+      c.pipe(u).pipe(c);
+      const drop = () => {
+        c.destroy();
+        u.destroy();
+      };
+      c.on("error", drop);
+      u.on("error", drop);
+    });
+    server.listen({ port: opts.port, host: "::" });
+    const stop = () => server.close(() => process.exit(0));
+    process.once("SIGTERM", stop);
+    process.once("SIGINT", stop);
+  });
 
 program
   .command("supervise", { hidden: true })

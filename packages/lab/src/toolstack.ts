@@ -66,15 +66,21 @@ async function exportTree(xs: XenstoreClient, path: string): Promise<TreeNode> {
   return { value, perms, children };
 }
 
+/** Writes an exported tree under `path`; with `keep`, nodes the destination has already are left as they are. */
 async function importTree(
   xs: XenstoreClient,
   path: string,
   node: TreeNode,
   remap: (p: Perm) => Perm,
+  keep = false,
 ): Promise<void> {
-  await xs.write(path, node.value);
-  await xs.setPerms(path, node.perms.map(remap));
-  await Promise.all(Object.entries(node.children).map(([n, c]) => importTree(xs, `${path}/${n}`, c, remap)));
+  if (!keep || (await xs.tryRead(path)) === undefined) {
+    await xs.write(path, node.value);
+    await xs.setPerms(path, node.perms.map(remap));
+  }
+  await Promise.all(
+    Object.entries(node.children).map(([n, c]) => importTree(xs, `${path}/${n}`, c, remap, keep)),
+  );
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -99,6 +105,16 @@ async function notifyPeers(nl: NetlinkLike, ifname: string): Promise<void> {
   } finally {
     await nl.writeSysctl(ifname, "ndisc_notify", before.trim());
   }
+}
+
+/**
+ * What the lab's XAPI (xapi.ts) adds to a migration, at xenopsd's points on the destination: before the pause
+ * (the incoming domain made, its VIFs plugged, the memory copied: VM_receive_memory, xenops_server.ml
+ * 2608-2782) and between the pause and the unpause (the Post_migration rename, 2811-2823).
+ */
+export interface LabMigrationSteps {
+  beforePause?(newDomid: number): Promise<void>;
+  beforeResume?(newDomid: number): Promise<void>;
 }
 
 export class LabToolstack implements Toolstack {
@@ -138,7 +154,12 @@ export class LabToolstack implements Toolstack {
     }
   }
 
-  async migrate(vm: string, destination: string, req: MigrateRequest): Promise<DomainInfo> {
+  async migrate(
+    vm: string,
+    destination: string,
+    req: MigrateRequest,
+    steps: LabMigrationSteps = {},
+  ): Promise<DomainInfo> {
     const mark = req.mark ?? (() => {});
     const t = this.topology;
     if (!t.hosts.some((h) => h.name === destination))
@@ -152,14 +173,16 @@ export class LabToolstack implements Toolstack {
       if (!req.bridges[d]) throw new Error(`no destination bridge given for vif devid ${d}`);
     }
 
+    // The toolstack's own steps before the pause (XAPI: the incoming domain and its VIFs, the memory copy).
+    await steps.beforePause?.(domid);
     // Before the pause, as Xen does during pre-copy: connect to both Dom0s and open the destination.
     const [src, dst] = await Promise.all([this.netlinkIn(srcNs), this.netlinkIn(dstNs)]);
     const [xsSrc, xsDst] = await Promise.all([
       XenstoreClient.connect(join(this.stateDir, dom0SocketFile(loc.host))),
       XenstoreClient.connect(join(this.stateDir, dom0SocketFile(destination))),
     ]);
-    const pids = await netnsPids(vmNs);
     let guest: Promise<{ nl: NetlinkLike; close: () => Promise<void> }> | undefined;
+    const pids = await netnsPids(vmNs);
     mark("pre-copy-done");
     try {
       for (const pid of pids) {
@@ -179,7 +202,7 @@ export class LabToolstack implements Toolstack {
         await src.nl.setLink(vifName(loc.domid, d), { netns: { name: dstNs }, name: vifName(domid, d) });
       }
       mark("vifs-moved");
-      // xl restores every vif plugged: it has no hold (host-plugin's xl adapter keeps the old primary's frontend
+      // xl and XAPI restore every vif plugged: no hold (host-plugin's xl adapter keeps the old primary's frontend
       // from connecting instead). With a reconnect delay, no vif has carrier until the frontends reconnect.
       const { restore, reconnectMs } = t.toolstack;
       const hold = restore === "lab" ? req.hold : undefined;
@@ -195,7 +218,9 @@ export class LabToolstack implements Toolstack {
       }
       mark("vifs-attached");
       const remap = (p: Perm): Perm => (p.domid === loc.domid ? { ...p, domid } : p);
-      await importTree(xsDst, `/local/domain/${domid}`, tree, remap);
+      // XAPI's destination made the domain's tree before the memory copy, and its hooks wrote into it: the
+      // carried tree fills in only what is not there (xenopsd itself carries none of it).
+      await importTree(xsDst, `/local/domain/${domid}`, tree, remap, restore === "xapi");
       await xsDst.write(`/local/domain/${domid}/domid`, String(domid));
       await xsDst.control("introduce", String(domid), join(this.stateDir, guestSocketFile(vm)));
       for (const [key, value] of Object.entries(req.guestWrites ?? {})) {
@@ -203,6 +228,7 @@ export class LabToolstack implements Toolstack {
       }
       mark("guest-notified");
       writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
+      await steps.beforeResume?.(domid);
       // Watch for the hold's release before the guest can answer it.
       const releasePath = hold ? `/local/domain/${domid}/${CHANNEL_DIR.xl}/${hold.key}` : undefined;
       const releaseWatch = releasePath ? await xsDst.watch(releasePath) : undefined;

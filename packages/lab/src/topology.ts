@@ -70,13 +70,21 @@ const mobility = z.strictObject({
 /**
  * How the lab's toolstack restores the VM, to show what each real toolstack's users get. `restore`: "lab"
  * honours the engine's hold (the old primary attached but unplugged until the guest has switched); "xl" restores
- * every vif plugged, as `xl migrate-receive` does. `reconnectMs`: the guest's frontends reconnect this long
+ * every vif plugged, as `xl migrate-receive` does; "xapi" drives the lab through the lab's XAPI (xapi.ts), which
+ * restores every vif plugged too, runs xenroam's real XAPI hooks where xenopsd runs them and serves the real
+ * xen-api client. `reconnectMs`: the guest's frontends reconnect this long
  * after resume (no carrier on any vif until then), as netfront does on real Xen — 304–436 ms measured on the
  * real-Xen rig (docs/xen-test-2026-11-22-hoa.log); 0 gives the carrier back before resume, as the lab once did.
  */
 const toolstackShape = z.strictObject({
-  restore: z.enum(["lab", "xl"]).default("lab"),
+  restore: z.enum(["lab", "xl", "xapi"]).default("lab"),
   reconnectMs: z.number().int().min(0).max(10_000).default(300),
+  /**
+   * "xapi": how long the memory copy takes between the destination plugging the incoming domain's VIFs and
+   * the pause (what the vif-hotplug hook has to write the guest's arrival; xenopsd does not wait for it).
+   * 1 s is a 256 MB guest's pre-copy at ~2 Gbit/s; the real-Xen rig's took 3-8 s.
+   */
+  precopyMs: z.number().int().min(0).max(60_000).default(1000),
 });
 
 const correspondent = z.strictObject({
@@ -100,7 +108,7 @@ export const topologySchema = z.strictObject({
     .strictObject({ real: z.string(), parking: z.string() })
     .default({ real: "xenbr0", parking: "xrpark0" }),
   mobility: mobility.optional(),
-  toolstack: toolstackShape.default({ restore: "lab", reconnectMs: 300 }),
+  toolstack: toolstackShape.default({ restore: "lab", reconnectMs: 300, precopyMs: 1000 }),
 });
 
 export type Topology = z.output<typeof topologySchema>;

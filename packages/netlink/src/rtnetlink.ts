@@ -37,7 +37,12 @@ const IFLA_BR_MCAST_SNOOPING = 23;
 const IFLA_BRPORT_ISOLATED = 33;
 const VETH_INFO_PEER = 1;
 const NLA_F_NESTED = 0x8000;
-const CREATE_EXCL = nl.FlagsNew.CREATE | nl.FlagsNew.EXCL;
+/**
+ * NLM_F_CREATE | NLM_F_EXCL. Nothing reads the addon until a Netlink is made: xenroam's XAPI build, which
+ * never opens rtnetlink (its Dom0 cannot load the addon), replaces the `netlink` package with one that fails
+ * on use (scripts/bun-bundle.mjs), and must still load this module.
+ */
+const createExcl = () => nl.FlagsNew.CREATE | nl.FlagsNew.EXCL;
 
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 2: "kernel", 3: "boot", 4: "static", 9: "ra" };
 const SCOPE_NAMES: Readonly<Record<number, AddressInfo["scope"]>> = {
@@ -254,7 +259,7 @@ class RtNetlink implements Netlink {
     const linkinfo = Buffer.concat([nlaString(IFLA_INFO.KIND, "bridge"), ...data]);
     await this.run("create bridge", name, () =>
       withNetnsFd(options.netns, (fd) =>
-        this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: CREATE_EXCL }),
+        this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: createExcl() }),
       ),
     );
   }
@@ -274,7 +279,7 @@ class RtNetlink implements Netlink {
             nlaString(IFLA_INFO.KIND, "veth"),
             nla(IFLA_INFO.DATA, nla(VETH_INFO_PEER, peerAttrs)),
           ]);
-          return this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: CREATE_EXCL });
+          return this.sock.newLink({}, newLinkAttrs(name, linkinfo, options, fd), { flags: createExcl() });
         }),
       ),
     );
@@ -339,7 +344,7 @@ class RtNetlink implements Netlink {
       this.sock.newAddress(
         { family, prefixlen: len, index },
         { address: bytes, local: bytes, flags },
-        { flags: CREATE_EXCL },
+        { flags: createExcl() },
       ),
     );
   }
@@ -441,7 +446,7 @@ class RtNetlink implements Netlink {
 
   async addRoute(route: RouteSpec): Promise<void> {
     const { data, attrs } = await this.routeMessage("add route", route);
-    await this.run("add route", route.dev, () => this.sock.newRoute(data, attrs, { flags: CREATE_EXCL }));
+    await this.run("add route", route.dev, () => this.sock.newRoute(data, attrs, { flags: createExcl() }));
   }
 
   async deleteRoute(route: RouteSpec): Promise<void> {

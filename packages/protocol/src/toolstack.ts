@@ -38,8 +38,9 @@ export interface MigrateRequest {
   /**
    * Keys (relative to the guest's xenroam directory) the destination writes into the restored domain's
    * xenstore: how the guest learns that it has arrived. When, per toolstack: lab and xl before the VM
-   * resumes (xl: while the memory arrives, `xenroam receive`); XAPI only after it has resumed (xenopsd runs
-   * vm-post-migrate after VM_unpause: ocaml/xenopsd/lib/xenops_server.ml 2820-2830, xen-api e2ee48d6).
+   * resumes (xl: while the memory arrives, `xenroam receive`); XAPI as the destination plugs the incoming
+   * domain's VIFs, before the memory copy (the vif-hotplug hook; xenopsd does not wait for it), and again
+   * after unpause (vm-post-migrate: ocaml/xenopsd/lib/xenops_server.ml 2820-2830, xen-api e2ee48d6).
    */
   readonly guestWrites?: Readonly<Record<string, string>>;
   /**
