@@ -4,6 +4,7 @@
 // the XAPI path never opens rtnetlink (XAPI moves the VIFs; host-plugin/src/adapters/dom0-net.ts does the
 // rest), so only a bug would reach it.
 // Usage: bun scripts/bun-bundle.mjs ENTRY.js OUTFILE.mjs
+/* global Bun */
 import { basename, dirname } from "node:path";
 
 const [entry, outfile] = process.argv.slice(2);
