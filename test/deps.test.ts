@@ -113,6 +113,7 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "host-plugin/src/adapters/xl.ts",
     "host-plugin/src/adapters/xe.ts",
     "host-plugin/src/adapters/hold-release.ts",
+    "host-plugin/src/adapters/dom0-net.ts",
     "host-plugin/src/xapi-hook-main.ts",
     "host-plugin/src/xapi-plugin-main.ts",
     "packages/mobility/src/nft.ts",
@@ -122,6 +123,7 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/lab/src/lab.ts",
     "packages/lab/src/bench.ts",
     "packages/lab/src/main.ts",
+    "packages/lab/src/xapi.ts",
   ]);
   const spawners = [...areas.packages, ...areas.guestAgent, ...areas.hostPlugin]
     .flatMap((d) => sources(d))

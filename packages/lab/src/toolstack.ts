@@ -232,7 +232,14 @@ export class LabToolstack implements Toolstack {
       // Watch for the hold's release before the guest can answer it.
       const releasePath = hold ? `/local/domain/${domid}/${CHANNEL_DIR.xl}/${hold.key}` : undefined;
       const releaseWatch = releasePath ? await xsDst.watch(releasePath) : undefined;
-      for (const pid of pids) process.kill(pid, "SIGCONT");
+      for (const pid of pids) {
+        try {
+          process.kill(pid, "SIGCONT");
+        } catch (err) {
+          // One that was already exiting when it was stopped (a probe's `ip`) has finished exiting since.
+          if ((err as NodeJS.ErrnoException).code !== "ESRCH") throw err;
+        }
+      }
       mark("resumed");
       const pausedMs = Date.now() - pausedAt;
       // The frontends reconnect after resume, in the background of the hold below, each announcing the guest's
