@@ -244,7 +244,10 @@ export class Engine {
         error: (err as Error).message,
         ...(staging?.radvd ? { radvdRunning: !radvdGone } : {}),
       });
-      await this.abort(vm);
+      // The prepare's own failure is the one to report (a PrepareError makes migrate fall back to plain).
+      await this.abort(vm).catch((e: unknown) =>
+        log("abort_failed", { migration: id, vm, error: (e as Error).message }),
+      );
       if (radvdGone && err instanceof PrepareError) {
         throw new PrepareError(
           err.kind,
@@ -265,7 +268,12 @@ export class Engine {
       .catch((err: unknown) =>
         log("abort_notify_failed", { migration: rec.migrationId, error: String(err) }),
       );
-    await this.p.staging.detach(vm, rec.secondary);
+    // A secondary that cannot be parked again must not keep the VM's record (and every later prepare) stuck.
+    await this.p.staging
+      .detach(vm, rec.secondary)
+      .catch((err: unknown) =>
+        log("detach_failed", { migration: rec.migrationId, vm, error: (err as Error).message }),
+      );
     await this.releaseStaging(rec.site, vm, rec.migrationId);
     await state.update((s) => ({ state: this.withoutVm(s, vm), result: undefined }));
     log("aborted", { migration: rec.migrationId, vm });

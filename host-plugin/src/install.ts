@@ -4,7 +4,7 @@
 // migrated VM. /etc/xapi.d/vif-hotplug is a single file XAPI calls for every VIF (ocaml/xenopsd/scripts/
 // vif-real 179-210): one that is not xenroam's is never overwritten.
 
-import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -48,10 +48,17 @@ export function installXapi(root: string, node = process.execPath): string[] {
   const current = existsSync(hotplug) ? readFileSync(hotplug, "utf8") : undefined;
   if (current !== undefined && !current.startsWith(HEADER)) {
     // An admin's own: kept when it calls xenroam's hook (the two lines below), refused otherwise.
-    const ours = (files["etc/xapi.d/vif-hotplug"] ?? "").split("\n").slice(2, 4).join("\n  ");
+    const lines = (files["etc/xapi.d/vif-hotplug"] ?? "").split("\n").slice(2, 4);
+    const ours = lines.join("\n  ");
     if (!current.includes(VIF_HOTPLUG_MARK)) {
       throw new InstallError(
-        `${hotplug} exists and is not xenroam's, and XAPI runs only that one file. Add these two lines to it, then run install-xapi again:\n  ${ours}`,
+        `${hotplug} exists and is not xenroam's, and XAPI runs only that one file. Add these two lines to it (the command never stops a script: it exits 0 or 1), then run install-xapi again:\n  ${ours}`,
+      );
+    }
+    // Kept — if it calls this installation's hook (a runtime or path changed since it was merged, otherwise).
+    if (!current.includes(lines[1] ?? "")) {
+      throw new InstallError(
+        `${hotplug} has xenroam's mark but not this installation's command; replace the line after the mark with:\n  ${lines[1] ?? ""}`,
       );
     }
     delete files["etc/xapi.d/vif-hotplug"];
@@ -59,8 +66,10 @@ export function installXapi(root: string, node = process.execPath): string[] {
   for (const [rel, text] of Object.entries(files)) {
     const path = join(root, rel);
     mkdirSync(dirname(path), { recursive: true });
-    writeFileSync(path, text);
-    chmodSync(path, 0o755);
+    // Written aside and renamed: XAPI may run a hook at any moment, and a half-written one could exit 2.
+    writeFileSync(`${path}.xenroam-new`, text, { mode: 0o755 });
+    chmodSync(`${path}.xenroam-new`, 0o755);
+    renameSync(`${path}.xenroam-new`, path);
     written.push(path);
   }
   return written;

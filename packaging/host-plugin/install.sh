@@ -29,4 +29,10 @@ cat > "$root/usr/local/sbin/xenroam" <<WRAP
 exec /opt/xenroam/bin/$rt /opt/xenroam/lib/xenroam/xenroam.mjs "\$@"
 WRAP
 chmod 755 "$dest/bin/$rt" "$root/usr/local/sbin/xenroam"
+# Hooks installed before point at the runtime and files of then: rewrite them now, or XAPI would run a
+# missing runtime (exit 127, which aborts a migration).
+if [ -e "$root/etc/xapi.d/vm-pre-migrate/10-xenroam" ]; then
+  "$dest/bin/$rt" "$dest/lib/xenroam/xenroam.mjs" install-xapi --root "$root" >/dev/null \
+    || echo "install.sh: the XAPI hooks were not rewritten; run: xenroam install-xapi" >&2
+fi
 echo "installed xenroam in $dest; check this host with: xenroam doctor"

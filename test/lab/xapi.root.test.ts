@@ -67,6 +67,7 @@ test("across pools through XAPI: the vif_map swaps before resume, vif-hotplug te
       pausedMs?: number;
       timeline: Array<{ step: string; at: number }>;
       vifHotplug: { codes: number[]; beforeUnpause: boolean };
+      hooks: { preMigrate: number[]; postMigrate: number[] };
     };
   const xe = (host: string, ...args: string[]) =>
     run("ip", ["netns", "exec", `${name}-${host}`, join(stateDir, XAPI_XE), ...args], {
@@ -106,6 +107,7 @@ test("across pools through XAPI: the vif_map swaps before resume, vif-hotplug te
       "xenopsd's order",
     );
     t.deepEqual(m.vifHotplug.codes, [0, 0]);
+    t.deepEqual(m.hooks, { preMigrate: [0], postMigrate: [0] }, "xenroam's hooks as xenopsd runs them");
     t.true(m.vifHotplug.beforeUnpause, "the arrival was in the new domain before it resumed");
     t.true((m.pausedMs ?? 0) > 0);
     // The guest answers at its MoA, from the correspondent, through the destination site.

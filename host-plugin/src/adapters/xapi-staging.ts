@@ -72,27 +72,52 @@ export class XapiStaging implements StagingNetwork {
     const bridge = stagingBridge(site.name);
     const ref = await this.networkOnBridge(bridge);
     if (ref) return { ref, created: false };
-    const created = await this.o.xapi.call<string>("network.create", {
-      name_label: `xenroam staging: site ${site.name}`,
-      name_description: `xenroam: impersonates site ${site.name}'s gateway (${site.gateway.linkLocal}, ${site.gateway.mac}) for guests about to move there. Made by xenroam; safe to delete when no VIF is on it.`,
-      MTU: 1500,
-      bridge,
-      managed: true,
-      tags: [],
-      // A VM with its secondary here must still be movable by a plain migration inside the pool: xapi counts
-      // an internal network as present on a host only with this key (xapi_network_attach_helpers.ml 117-199).
-      other_config: { [STAGING_OTHER_CONFIG]: site.name, assume_network_is_shared: "true" },
-    });
-    return { ref: created, created: true };
+    const created = await this.createNetwork(site, bridge);
+    if (created) return { ref: created, created: true };
+    // Another host of the pool (or another prepare here) made it first: BRIDGE_NAME_EXISTS.
+    const theirs = await this.networkOnBridge(bridge);
+    if (!theirs) throw new XapiAdapterError(`XAPI refused a network on bridge ${bridge} and has none there`);
+    return { ref: theirs, created: false };
+  }
+
+  /** The network made, or undefined when XAPI says one on that bridge exists already. */
+  private async createNetwork(site: Site, bridge: string): Promise<string | undefined> {
+    return this.o.xapi
+      .call<string>("network.create", {
+        name_label: `xenroam staging: site ${site.name}`,
+        name_description: `xenroam: impersonates site ${site.name}'s gateway (${site.gateway.linkLocal}, ${site.gateway.mac}) for guests about to move there. Made by xenroam; safe to delete when no VIF is on it.`,
+        MTU: 1500,
+        bridge,
+        managed: true,
+        tags: [],
+        // A VM with its secondary here must still be movable by a plain migration inside the pool: xapi counts
+        // an internal network as present on a host only with this key (xapi_network_attach_helpers.ml 117-199).
+        other_config: { [STAGING_OTHER_CONFIG]: site.name, assume_network_is_shared: "true" },
+      })
+      .catch((err: unknown) => {
+        if ((err as { code?: unknown }).code === "BRIDGE_NAME_EXISTS") return undefined;
+        throw err;
+      });
   }
 
   async ensure(site: Site): Promise<{ bridge: string; created: boolean }> {
-    const { xapi, dom0 } = this.o;
+    const { xapi } = this.o;
     const { ref, created } = await this.stagingNetwork(site);
     const [host] = await xapi.call<string[]>("host.get_by_name_label", this.o.host);
     if (!host) throw new XapiAdapterError(`no host named ${this.o.host} in this pool (--host)`);
     await xapi.call("network.attach", ref, host);
     const bridge = await xapi.call<string>("network.get_bridge", ref);
+    await this.impersonate(bridge, site);
+    return { bridge, created };
+  }
+
+  /**
+   * Dom0's end of the staging bridge as the site's gateway. Again after every VIF.move onto it: XAPI destroys
+   * an internal network's bridge when its last VIF leaves the host and makes it afresh (no MAC, no address)
+   * for the next one — another guest's migration may do that between this guest's ensure and its move.
+   */
+  private async impersonate(bridge: string, site: Site): Promise<void> {
+    const { dom0 } = this.o;
     // Only the gateway's link-local: RAs must come from exactly the address the guest will keep using. No
     // address of the kernel's own (before the MAC changes: a new MAC makes a new EUI-64 link-local), then IPv6
     // on (XCP-ng's xe-enable-ipv6 may have left it off by default).
@@ -108,7 +133,6 @@ export class XapiStaging implements StagingNetwork {
       await dom0.deleteAddress(bridge, `${other}/64`);
     }
     if (!present.includes(gateway)) await dom0.addAddress(bridge, `${gateway}/64`);
-    return { bridge, created };
   }
 
   private async vifOf(vm: string, devid: number): Promise<string | undefined> {
@@ -116,8 +140,11 @@ export class XapiStaging implements StagingNetwork {
     let ref: string;
     try {
       ref = await vmRef(xapi, vm);
-    } catch {
-      return undefined; // gone from this pool (migrated away)
+    } catch (err) {
+      // Gone from this pool (migrated away); any other failure is the caller's to see.
+      const code = (err as { code?: unknown }).code;
+      if (code === "UUID_INVALID" || /no VM named/.test((err as Error).message ?? "")) return undefined;
+      throw err;
     }
     for (const v of await xapi.call<string[]>("VM.get_VIFs", ref)) {
       if (Number(await xapi.call<string>("VIF.get_device", v)) === devid) return v;
@@ -131,6 +158,7 @@ export class XapiStaging implements StagingNetwork {
     const net = await this.networkOnBridge(stagingBridge(site.name));
     if (!net) throw new XapiAdapterError(`the staging network of site ${site.name} is gone`);
     await this.o.xapi.call("VIF.move", vif, net);
+    await this.impersonate(await this.o.xapi.call<string>("network.get_bridge", net), site);
   }
 
   async detach(vm: string, secondary: { readonly devid: number }): Promise<void> {

@@ -130,24 +130,44 @@ export class ControlClient {
     const what = `control server ${this.base}: ${method} ${path}`;
     return () =>
       new Promise<T>((resolve, reject) => {
-        const chunks: Buffer[] = [];
+        let chunks = Buffer.alloc(0);
+        let settled = false;
+        const settle = (fn: () => void) => {
+          if (settled) return;
+          settled = true;
+          clearTimeout(deadline);
+          socket.destroy();
+          fn();
+        };
+        const fail = (why: string) => settle(() => reject(new ControlClientError(`${what}: ${why}`)));
+        // One deadline for the whole exchange, however the server trickles its answer.
+        const deadline = setTimeout(() => fail("no answer in time"), this.timeoutMs);
         // Written whole, not half-closed: the server closes after its answer (Connection: close).
         const socket = connect({ host, port }, () => socket.write(bytes));
-        socket.setTimeout(this.timeoutMs, () => socket.destroy(new Error("no answer in time")));
-        socket.on("data", (c: Buffer) => chunks.push(c));
-        socket.on("error", (err) => reject(new ControlClientError(`${what}: ${err.message}`)));
-        socket.on("close", () => {
+        const done = (final: boolean) => {
+          let parsed: { status: number; text: string } | undefined;
           try {
-            const { status, text } = parseHttpResponse(Buffer.concat(chunks));
-            resolve(this.answer<T>(status, text, method, path));
+            parsed = parseHttpResponse(chunks, final);
           } catch (err) {
-            reject(
-              err instanceof ControlClientError
-                ? err
-                : new ControlClientError(`${what}: ${(err as Error).message}`),
-            );
+            // Not whole yet: wait for more, unless the connection is over.
+            if (final) fail((err as Error).message);
+            return;
           }
+          const { status, text } = parsed;
+          settle(() => {
+            try {
+              resolve(this.answer<T>(status, text, method, path));
+            } catch (err) {
+              reject(err instanceof Error ? err : new Error(String(err)));
+            }
+          });
+        };
+        socket.on("data", (c: Buffer) => {
+          chunks = Buffer.concat([chunks, c]);
+          done(false);
         });
+        socket.on("error", (err) => (chunks.length > 0 ? done(true) : fail(err.message)));
+        socket.on("close", () => done(true));
       });
   }
 
@@ -230,10 +250,10 @@ export class ControlClient {
 }
 
 /**
- * One HTTP/1.1 response, whole (the connection closed after it): status and body, with a chunked body
- * decoded. Throws on anything that is not one.
+ * One HTTP/1.1 response, whole: status and body, with a chunked body decoded. Throws on anything that is
+ * not one, or not one yet (`closed` false: the connection is still open, more may come).
  */
-export function parseHttpResponse(raw: Buffer): { status: number; text: string } {
+export function parseHttpResponse(raw: Buffer, closed = true): { status: number; text: string } {
   const end = raw.indexOf("\r\n\r\n");
   if (end < 0)
     throw new Error(
@@ -257,6 +277,7 @@ export function parseHttpResponse(raw: Buffer): { status: number; text: string }
       const size = Number.parseInt(body.subarray(at, eol).toString("latin1"), 16);
       if (!Number.isFinite(size)) throw new Error("a bad chunk size");
       if (size === 0) break;
+      if (eol + 2 + size + 2 > body.length) throw new Error("a chunked answer cut short");
       parts.push(body.subarray(eol + 2, eol + 2 + size));
       at = eol + 2 + size + 2;
     }
@@ -265,6 +286,8 @@ export function parseHttpResponse(raw: Buffer): { status: number; text: string }
     const length = Number(headers.get("content-length"));
     if (body.length < length) throw new Error("an answer cut short");
     body = body.subarray(0, length);
+  } else if (!closed) {
+    throw new Error("an answer that ends with the connection, not ended yet");
   }
   return { status: Number(m[1]), text: body.toString("utf8") };
 }

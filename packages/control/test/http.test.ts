@@ -356,4 +356,13 @@ test("a whole HTTP/1.1 answer is read: Content-Length, chunked, or refused when 
   t.throws(() => parseHttpResponse(Buffer.from("HTTP/1.1 200 OK\r\nContent-Length: 50\r\n\r\n{}")), {
     message: /cut short/,
   });
+  const untilClose = Buffer.from("HTTP/1.1 200 OK\r\n\r\n{}");
+  t.throws(() => parseHttpResponse(untilClose, false), { message: /not ended yet/ });
+  t.deepEqual(parseHttpResponse(untilClose, true), { status: 200, text: "{}" });
+  t.throws(
+    () => parseHttpResponse(Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{}")),
+    {
+      message: /cut short/,
+    },
+  );
 });

@@ -148,6 +148,8 @@ export interface RunResult {
   readonly tcpStallMs?: number;
   /** Mobility layer: from the pause to the control server's acceptance of the relayed activation. */
   readonly relayMs?: number;
+  /** Through the lab's XAPI: whether the vif-hotplug hook had written the arrival before the unpause. */
+  readonly arrivalBeforeResume?: boolean;
 }
 
 export interface ScenarioResult {
@@ -209,9 +211,14 @@ export interface BenchOptions extends LabOptions {
   readonly labName?: string;
 }
 
-function readXapiMigration(stateDir: string): { pausedMs?: number } | undefined {
+function readXapiMigration(
+  stateDir: string,
+): { pausedMs?: number; vifHotplug?: { beforeUnpause: boolean } } | undefined {
   try {
-    return JSON.parse(readFileSync(join(stateDir, XAPI_MIGRATION_FILE), "utf8")) as { pausedMs?: number };
+    return JSON.parse(readFileSync(join(stateDir, XAPI_MIGRATION_FILE), "utf8")) as {
+      pausedMs?: number;
+      vifHotplug?: { beforeUnpause: boolean };
+    };
   } catch {
     return undefined;
   }
@@ -360,8 +367,8 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
         const lastBefore = log.replies.filter((x) => x < t0).at(-1) ?? t0;
         const o = recoveredAt === undefined ? { ...measured, gapMs: end - lastBefore } : measured;
         // XAPI does not say how long the VM was paused; the lab's XAPI records it (xapi.ts).
-        const pausedMs =
-          report.pausedMs ?? (s.restore === "xapi" ? readXapiMigration(stateDir)?.pausedMs : undefined) ?? 0;
+        const xapiRecord = s.restore === "xapi" ? readXapiMigration(stateDir) : undefined;
+        const pausedMs = report.pausedMs ?? xapiRecord?.pausedMs ?? 0;
         let reverse: RunResult["reverse"];
         if (s.reverse) {
           while (firstReplyAfter(back, t1) === undefined && Date.now() < deadline) await sleep(20);
@@ -391,6 +398,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
           ...(reverse ? { reverse } : {}),
           ...(tcpStallMs !== undefined ? { tcpStallMs } : {}),
           ...(relayMs !== undefined ? { relayMs } : {}),
+          ...(xapiRecord?.vifHotplug ? { arrivalBeforeResume: xapiRecord.vifHotplug.beforeUnpause } : {}),
         });
         progress(
           `${s.name} ${i + 1}/${options.runs}: ${here} -> ${there} gap ${o.gapMs} ms (paused ${pausedMs} ms)${recoveredAt === undefined ? " NOT RECOVERED" : ""}`,
@@ -481,6 +489,14 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
         ]
       : [];
   });
+  const arrival = results.flatMap((r) => {
+    const seen = r.samples.filter((x) => x.arrivalBeforeResume !== undefined);
+    return seen.length > 0
+      ? [
+          `- Arrival written by the vif-hotplug hook before the unpause (${r.name}): ${seen.filter((x) => x.arrivalBeforeResume).length} of ${seen.length} runs`,
+        ]
+      : [];
+  });
   const shapes = [...new Set(results.map((r) => `${r.toolstack.reconnectMs}`))];
   return [
     `Frontends reconnect ${shapes.join("/")} ms after resume in every scenario; restore: ${results.map((r) => `${r.name} ${RESTORE_TEXT[r.toolstack.restore]}`).join(", ")}.`,
@@ -488,7 +504,7 @@ export function markdownTable(results: readonly ScenarioResult[]): string {
     "| scenario | runs | gap p50 (ms) | gap p95 | gap max | paused p50 | network p50 | network p95 | lost | not recovered |",
     "|---|---|---|---|---|---|---|---|---|---|",
     ...rows,
-    ...(tcp.length > 0 || relay.length > 0 ? ["", ...tcp, ...relay] : []),
+    ...(tcp.length + relay.length + arrival.length > 0 ? ["", ...tcp, ...relay, ...arrival] : []),
   ].join("\n");
 }
 
