@@ -29,14 +29,22 @@ export interface HookArgs {
 
 export class HookArgsError extends Error {}
 
+/** The value after `flag` in a hook's argv (XAPI's hooks take `-name value` pairs). */
+function flagValue(argv: readonly string[], flag: string): string | undefined {
+  const i = argv.indexOf(flag);
+  return i >= 0 ? argv[i + 1] : undefined;
+}
+
+function vmuuidOf(argv: readonly string[]): string {
+  const vmuuid = flagValue(argv, "-vmuuid");
+  if (!vmuuid || !/^[0-9a-f-]{36}$/i.test(vmuuid)) throw new HookArgsError("expected -vmuuid UUID");
+  return vmuuid;
+}
+
 /** XAPI's hook arguments: `-vmuuid U -reason R [-vmdomid D]`. */
 export function parseHookArgs(argv: readonly string[]): HookArgs {
-  const get = (flag: string) => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
-  const vmuuid = get("-vmuuid");
-  if (!vmuuid || !/^[0-9a-f-]{36}$/i.test(vmuuid)) throw new HookArgsError("expected -vmuuid UUID");
+  const get = (flag: string) => flagValue(argv, flag);
+  const vmuuid = vmuuidOf(argv);
   const domid = get("-vmdomid");
   return {
     vmuuid,
@@ -137,12 +145,8 @@ export interface VifHotplugArgs {
 
 /** vif-real's call: `-action A -vifuuid V -vmuuid T` (ocaml/xenopsd/scripts/vif-real 179-210). */
 export function parseVifHotplugArgs(argv: readonly string[]): VifHotplugArgs {
-  const get = (flag: string) => {
-    const i = argv.indexOf(flag);
-    return i >= 0 ? argv[i + 1] : undefined;
-  };
-  const vmuuid = get("-vmuuid");
-  if (!vmuuid || !/^[0-9a-f-]{36}$/i.test(vmuuid)) throw new HookArgsError("expected -vmuuid UUID");
+  const get = (flag: string) => flagValue(argv, flag);
+  const vmuuid = vmuuidOf(argv);
   return { action: get("-action") ?? "", vifuuid: get("-vifuuid") ?? "", vmuuid };
 }
 

@@ -561,6 +561,7 @@ export class LabXapi {
     let hotplugsDoneAt: number | undefined;
     let pausedMs: number | undefined;
     const hooks = { preMigrate: [] as number[], postMigrate: [] as number[] };
+    let incomingDomid: number | undefined;
     try {
       for (const net of new Set(Object.values(target)))
         await this.attach(this.network(destPool, net), destination);
@@ -582,6 +583,7 @@ export class LabXapi {
         { migrationId: "", bridges, guestWrites: {} },
         {
           beforePause: async (domid) => {
+            incomingDomid = domid;
             // VM_create (xc/domain.ml 535-629): the domain under the temporary uuid, vm-data the guest's own.
             const xs = await dst();
             try {
@@ -641,6 +643,18 @@ export class LabXapi {
       this.vm.pool = destPool;
       this.save();
       pausedMs = arrived.pausedMs;
+    } catch (err) {
+      // A migration that fails before the VM arrived: the destination destroys the domain it made (VM_shutdown,
+      // VM_remove: xenops_server.ml 2836-2846), so nothing of it stays in the destination's xenstore.
+      if (incomingDomid !== undefined && readVmLocation(this.o.stateDir).host !== destination) {
+        const xs = await XenstoreClient.connect(join(this.o.stateDir, dom0SocketFile(destination))).catch(
+          () => undefined,
+        );
+        await xs?.rm(`/vm/${tmp}`).catch(() => {});
+        await xs?.rm(`/local/domain/${incomingDomid}`).catch(() => {});
+        xs?.close();
+      }
+      throw err;
     } finally {
       this.incoming = undefined;
       // Wherever the VM ended up (a failure after the lab toolstack moved it included), the database says so.
