@@ -2,7 +2,6 @@
 // guest's interfaces to what the channel (xenstore) says — request, arrival, its own last status — so any
 // event, a reconnection after resume, or a restart in any phase leads to the same result. Ports only.
 
-import { formatIpv6, parsePrefix, slaacAddress } from "@xenroam/core";
 import { isNetlinkError, type LinkInfo, type Netlink, type RouteInfo } from "@xenroam/netlink";
 import {
   type AgentStatus,
@@ -207,13 +206,23 @@ export class Agent {
       await netlink.writeSysctl(primary.name, "ignore_routes_with_linkdown", 1);
       await netlink.setLink(dev, { up: true });
       await this.replaceDefault(dev, request.gateway.linkLocal, STANDBY_METRIC);
-      const moa = formatIpv6(slaacAddress(parsePrefix(request.prefix), request.secondaryMac));
       // Dom0 waits request.timeoutMs for the answer: give up a little earlier, so that the reason (no RA, say)
       // reaches it instead of a silence it can only guess about.
       const margin = Math.min(ANSWER_MARGIN_MS, request.timeoutMs / 4);
-      await netlink.waitAddress(dev, moa, {
+      // The MoA is the address the kernel makes from the staged RA, however it makes its interface identifiers
+      // (addr_gen_mode: EUI-64, stable-privacy, random); a temporary address beside it is never the MoA.
+      const { address: moa } = await netlink.waitAddressIn(dev, request.prefix, {
         timeoutMs: Math.max(100, request.timeoutMs - margin - (Date.now() - started)),
       });
+      // No neighbour entry for the gateway on the secondary: after resume, its first packet then asks for the
+      // gateway's MAC with an NS sourced from the MoA (Linux ndisc_solicit takes the packet's own source), and
+      // the destination's router learns the MoA from that NS (RFC 4861 7.2.3) at the guest's first packet,
+      // not at its own next retry. The staging RAs carry no link-layer address, so nothing re-learns it.
+      await netlink
+        .flushNeighbours(dev)
+        .catch((err: unknown) =>
+          log("neighbour_flush_failed", { migration: request.id, dev, error: String(err) }),
+        );
       const activation = await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
       await this.answer({
         v: 1,

@@ -5,10 +5,10 @@
 // step 4 hands that activation to the known correspondents directly (UDP), then to the server — no round trip
 // before traffic flows again. Ports only; main.ts wires the real ones.
 
-import { canonicalIpv6, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import { canonicalIpv6 } from "@xenroam/core";
 import type { SignedBinding } from "@xenroam/control";
 import { type Locator, type Nft, renderMobileNode, renderRemoval } from "@xenroam/mobility";
-import type { Netlink } from "@xenroam/netlink";
+import { type Netlink, usableLocator } from "@xenroam/netlink";
 import type { Log, MobilityHooks } from "./core.js";
 
 /** What the mobile node needs of the control server. */
@@ -58,16 +58,9 @@ export interface MobileConfig {
   readonly hoa: string;
 }
 
+/** The addresses of an interface that can be a locator (never a temporary one, never the HoA). */
 const globalAddressesOf = async (netlink: Netlink, ifname: string, hoa: string) =>
-  (await netlink.addresses(ifname)).filter(
-    (a) =>
-      a.family === 6 &&
-      a.scope === "global" &&
-      !a.tentative &&
-      !a.dadFailed &&
-      a.address !== hoa &&
-      !isLinkLocal(parseIpv6(a.address)),
-  );
+  (await netlink.addresses(ifname)).filter((a) => usableLocator(a) && a.address !== hoa);
 
 export class MobileNode implements MobilityHooks {
   readonly hoa: string;

@@ -43,9 +43,51 @@ test("step 2: the secondary comes up with SLAAC only, a standby route, and the M
     "sysctl -w net.ipv6.conf.eth0.ignore_routes_with_linkdown=1",
     "link set eth1 up",
     "route add default via fe80::b:1 dev eth1 metric 2100",
+    // Whatever it learned of the gateway goes: its first packet after resume asks again, from the MoA.
+    "neigh flush dev eth1",
   ]);
   t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "prepared", moa: MOA, ifname: "eth1" });
   t.like(g.channel.json("status"), { phase: "prepared", id: "m1", primary: "eth0", secondary: "eth1" });
+});
+
+for (const [mode, moa] of [
+  ["stable-privacy (addr_gen_mode 2)", "2001:db8:b:0:5e1:9a2c:7b30:44d1"],
+  ["random (addr_gen_mode 3)", "2001:db8:b:0:a0b1:c2d3:e4f5:617"],
+] as const) {
+  test(`step 2, ${mode}: the MoA is the address the kernel made, not the EUI-64 one`, async (t) => {
+    const g = guest();
+    g.channel.keys.set("request", encodeMessage(request));
+    setTimeout(() => g.netlink.seedAddress("eth1", `${moa}/64`), 5);
+    await g.agent.converge("test");
+    t.like(g.channel.json("answer"), { status: "prepared", moa, ifname: "eth1" });
+  });
+}
+
+test("step 2 with temporary addresses on (use_tempaddr 2): a temporary address is never the MoA", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage(request));
+  setTimeout(() => {
+    // The kernel makes the temporary address right after the stable one; seen first here on purpose.
+    g.netlink.seedAddress("eth1", "2001:db8:b:0:9c1e:2b77:d01:5a3f/64", { temporary: true });
+    g.netlink.seedAddress("eth1", "2001:db8:c:0:216:3eff:fe00:2/64"); // another prefix: not this site's
+    setTimeout(() => g.netlink.seedAddress("eth1", `${MOA}/64`), 5);
+  }, 5);
+  await g.agent.converge("test");
+  t.like(g.channel.json("answer"), { status: "prepared", moa: MOA });
+});
+
+test("step 2 without an RA: the reason names the prefix and what the interface had", async (t) => {
+  const g = guest();
+  g.channel.keys.set("request", encodeMessage({ ...request, timeoutMs: 400 }));
+  setTimeout(
+    () => g.netlink.seedAddress("eth1", "2001:db8:b:0:9c1e:2b77:d01:5a3f/64", { temporary: true }),
+    5,
+  );
+  await g.agent.converge("test");
+  const answer = g.channel.json("answer") as { status: string; reason: string };
+  t.is(answer.status, "error");
+  t.regex(answer.reason, /2001:db8:b::\/64/);
+  t.regex(answer.reason, /2001:db8:b:0:9c1e:2b77:d01:5a3f temporary/);
 });
 
 test("step 4: on arrival the old primary goes down first, then the routes move; applying again changes nothing", async (t) => {

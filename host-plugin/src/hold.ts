@@ -125,3 +125,43 @@ export async function awaitSwitch(
     await watch.close();
   }
 }
+
+export const hotplugStatusPath = (domid: number, devid: number): string =>
+  `/local/domain/0/backend/vif/${domid}/${devid}/hotplug-status`;
+
+/**
+ * Resolves once libxl is done with each of these vifs while the domain is still being built: its hotplug script
+ * has written `hotplug-status` = connected (tools/hotplug/Linux/xen-hotplug-common.sh.in, `success`), which libxl
+ * runs only after the backend reached InitWait (tools/libs/light/libxl_device.c, libxl__wait_device_connection
+ * before device_hotplug) and after which it reads that backend's `state` no more. From then on the hold may be
+ * engaged — during the memory stream's tail instead of in the window before unpause. Resolves false when
+ * `signal` aborts first (xl said "ready" regardless, or the scripts run elsewhere): the hold is then engaged in
+ * the window, as before.
+ */
+export async function awaitHotplugged(
+  xs: HoldXenstore,
+  domid: number,
+  devids: readonly number[],
+  signal: AbortSignal,
+): Promise<boolean> {
+  for (const devid of devids) {
+    const path = hotplugStatusPath(domid, devid);
+    const watch = await xs.watch(path);
+    const it = watch[Symbol.asyncIterator]();
+    let next = it.next();
+    const aborted = new Promise<"aborted">((r) => {
+      if (signal.aborted) r("aborted");
+      else signal.addEventListener("abort", () => r("aborted"), { once: true });
+    });
+    try {
+      for (;;) {
+        if ((await xs.tryRead(path)) === "connected") break;
+        if ((await Promise.race([next.then(() => "event" as const), aborted])) === "aborted") return false;
+        next = it.next();
+      }
+    } finally {
+      await watch.close();
+    }
+  }
+  return true;
+}

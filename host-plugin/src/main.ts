@@ -28,7 +28,7 @@ import { createDom0Channel } from "./adapters/channel.js";
 import { createRadvdControl } from "./adapters/radvd.js";
 import { type PendingRelease, spawnPendingRelease } from "./adapters/hold-release.js";
 import { domidByName, watchSuspend } from "./adapters/suspend-watch.js";
-import { awaitSwitch, engageHold, releaseHold } from "./hold.js";
+import { awaitHotplugged, awaitSwitch, engageHold, releaseHold } from "./hold.js";
 import { createStateStore } from "./adapters/state.js";
 import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
 import type { Log, StagingNetwork } from "./ports.js";
@@ -82,6 +82,11 @@ function makeLog(json: boolean): Log {
     }
     // Phases reach people as the timeline printed at the end; JSON logs keep them line by line.
     if (event === "phase") return;
+    // xl's own progress lines, as an admin knows them from a plain `xl migrate`.
+    if (event === "xl" && typeof fields.line === "string") {
+      process.stderr.write(`xl: ${fields.line}\n`);
+      return;
+    }
     const detail = Object.entries(fields)
       .map(([k, v]) => `${k}=${typeof v === "string" ? v : JSON.stringify(v)}`)
       .join(" ");
@@ -622,6 +627,7 @@ program
                     log(event, { migration: o.migration, ...fields }),
                   ),
                 release: (domid, devids) => releaser?.release(domid, devids),
+                hotplugged: (domid, devids, signal) => awaitHotplugged(xs, domid, devids, signal),
               },
             }
           : {}),

@@ -43,5 +43,7 @@ export function radvdFor(site: Site, bridge: string = stagingBridge(site.name)):
     minIntervalMs: site.ra.minIntervalMs,
     maxIntervalMs: site.ra.maxIntervalMs,
     sourceLinkLocal: site.gateway.linkLocal,
+    // The guest must not learn the gateway's MAC on the staging bridge (see RadvdInterface.sourceLinkLayer).
+    sourceLinkLayer: false,
   };
 }

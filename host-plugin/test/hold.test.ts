@@ -3,7 +3,15 @@
 import test, { type ExecutionContext } from "ava";
 import type { XenstoreClient } from "@xenroam/xenstore";
 import { dom0Xenstore } from "./support/xenstore.js";
-import { awaitSwitch, backendStatePath, engageHold, holdReleased, releaseHold } from "../src/hold.js";
+import {
+  awaitHotplugged,
+  awaitSwitch,
+  backendStatePath,
+  engageHold,
+  holdReleased,
+  hotplugStatusPath,
+  releaseHold,
+} from "../src/hold.js";
 
 async function dom0(t: ExecutionContext): Promise<XenstoreClient> {
   const xs = await dom0Xenstore(t, "xr-hold-");
@@ -62,4 +70,22 @@ test("the hold ends on this migration's switch, not on another phase or another 
   t.is(await gone, "gone");
   t.true(Date.now() - since < 2000);
   t.true(Date.now() - started >= 200);
+});
+
+test("awaitHotplugged: true once every vif's hotplug script wrote connected; false when cut short", async (t) => {
+  const xs = await dom0(t);
+  const done = awaitHotplugged(xs, 9, [0, 1], new AbortController().signal);
+  let settled = false;
+  void done.then(() => (settled = true));
+  await xs.write(hotplugStatusPath(9, 0), "connected");
+  await new Promise((r) => setTimeout(r, 50));
+  t.false(settled, "vif 1's script has not run yet");
+  await xs.write(hotplugStatusPath(9, 1), "connected");
+  t.true(await done);
+
+  const stop = new AbortController();
+  const cut = awaitHotplugged(xs, 10, [0], stop.signal);
+  await xs.write(hotplugStatusPath(10, 0), "error"); // a failed script: never "connected"
+  setTimeout(() => stop.abort(), 50);
+  t.false(await cut);
 });

@@ -163,6 +163,34 @@ test.serial(
 );
 
 test.serial(
+  "migrate: xl's progress lines reach the log as they come; receive's report does not",
+  async (t) => {
+    const { dir, sock } = await setup(t);
+    const lines: string[] = [];
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
+      stateDir: dir,
+      log: (event, fields) => {
+        if (event === "xl") lines.push(String(fields?.line));
+      },
+    });
+    const info = await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { arrived: ARRIVED },
+    });
+    t.is(info.domid, 6, "the report was still read");
+    t.true(lines.includes("migration sender: Target reports successful startup."), lines.join(" | "));
+    t.false(
+      lines.some((l) => l.startsWith("xenroam-receive ")),
+      "the receiver's report is data, not progress",
+    );
+  },
+);
+
+test.serial(
   "the arrival is written while the memory still arrives; in the window only the hold and xl's ready",
   async (t) => {
     const { toolstack, calls } = await setup(t);
@@ -179,6 +207,57 @@ test.serial(
       info.arrival?.map((m) => m.phase),
       ["found", "held", "ready-sent", "xl-done"],
       "nothing written in the window: it was there before",
+    );
+  },
+);
+
+test.serial(
+  "carrier hold ahead: engaged once the vif's hotplug script has run, while the other vifs are still added",
+  async (t) => {
+    const { dir, sock, calls } = await setup(t);
+    process.env.FAKE_XL_RESTORE_MS = "1200";
+    process.env.FAKE_XL_HOTPLUG_MS = "400";
+    t.teardown(() => {
+      delete process.env.FAKE_XL_RESTORE_MS;
+      delete process.env.FAKE_XL_HOTPLUG_MS;
+    });
+    const events: Array<{ event?: string; devids?: number[] }> = [];
+    const toolstack = new XlToolstack({
+      configPath: join(dir, "{vm}.cfg"),
+      transport: "env XENROAM_FAKE_DEST={host}",
+      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
+      stateDir: dir,
+      log: (event, fields) => {
+        // receive logs JSON on its stderr, which reaches the source as xl's.
+        const line = String(fields?.line ?? "");
+        if (event === "xl" && line.startsWith("{")) events.push(JSON.parse(line) as { event?: string });
+      },
+    });
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xenbr0" },
+      guestWrites: { arrived: ARRIVED },
+      hold: HOLD,
+    });
+    const ahead = events.find((e) => e.event === "hold_engaged_ahead");
+    t.deepEqual(ahead?.devids, [0], JSON.stringify(events.map((e) => e.event)));
+    t.deepEqual(
+      calls().find((c) => c.event === "unpause")?.backend,
+      { 0: "1", 1: "2" },
+      "held when the domain ran, as when engaged in the window",
+    );
+    const xs = await XenstoreClient.connect(sock);
+    t.teardown(() => xs.close());
+    await xs.write("/local/domain/6/data/xenroam/status", SWITCHED);
+    t.is(
+      await waitFor(
+        "release",
+        5000,
+        () => xs.tryRead("/local/domain/0/backend/vif/6/0/state"),
+        (v) => v === "2",
+      ),
+      "2",
+      "the hold engaged ahead is released like any other",
     );
   },
 );

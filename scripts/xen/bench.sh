@@ -25,6 +25,8 @@ usage: npm run bench:xen -- [options]        (as root; builds and boots like npm
   --deadline S      how long after xenroam returns a subject may take to recover before it is reported as
                     not recovered (default 60)
   --out PREFIX      where the results go (default docs/bench/xen-<date>): PREFIX.json, .md, .svg
+  --trace           also capture ICMPv6 and the probes on each site's LAN at the router during every measured
+                    migration (tcpdump; lan-a.pcap, lan-b.pcap in the raw logs): where a downtime goes
 
 The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes 45 minutes here (2 cores,
 QEMU TCG; 2705 s on 2026-12-03): a measured migration costs 60-100 s at 256 MB and 80-175 s at 512 MB under
@@ -33,7 +35,7 @@ A third run each would take it past an hour. Raw logs stay in $CACHE/run/bench-<
 EOF
 }
 
-MEMORY=256,512 RUNS=2 SUBJECTS=ordinary,without,method LINKS=shaped,unshaped RATE=100 DEADLINE=60
+MEMORY=256,512 RUNS=2 SUBJECTS=ordinary,without,method LINKS=shaped,unshaped RATE=100 DEADLINE=60 TRACE=
 OUT=$REPO/docs/bench/xen-$(date +%F)
 ARGS="$*"
 while [ $# -gt 0 ]; do
@@ -46,6 +48,7 @@ while [ $# -gt 0 ]; do
   --deadline) DEADLINE=$2 ;;
   --out) OUT=$(realpath -m "$2") ;;
   -h | --help) usage; exit 0 ;;
+  --trace) TRACE=1; shift; continue ;;
   *) echo "bench.sh: unknown option $1 (--help)" >&2; exit 2 ;;
   esac
   [ $# -ge 2 ] || { echo "bench.sh: $1 needs a value" >&2; exit 2; }
@@ -68,6 +71,9 @@ has() { local x; for x in "${@:2}"; do [ "$x" = "$1" ] && return 0; done; return
 for c in qemu-system-x86_64 socat radvd ssh; do
   command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd openssh-client >/dev/null; break; }
 done
+if [ -n "$TRACE" ] && ! command -v tcpdump >/dev/null; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends tcpdump >/dev/null
+fi
 
 # One rig run at a time (test.sh takes the same lock): the namespaces, taps and cache are shared.
 mkdir -p "$CACHE" && exec 9>>"$CACHE/rig.lock"
@@ -289,6 +295,12 @@ measure() { # subject link memory run
   done
   printf '{"subject":"%s","link":"%s","memoryMb":%s,"run":%s,"from":"%s","to":"%s","pings":[%s],"echoLog":"%s","echoOffset":%s}\n' \
     "$subject" "$link" "$mem" "$r" "$from" "$to" "$pings_json" "$ECHO_LOG" "$(stat -c %s "$ECHO_LOG")" >"$dir/meta.json"
+  if [ -n "$TRACE" ]; then
+    for k in a b; do
+      ip netns exec xrx-router tcpdump -i lan-$k -n -s 200 -U -w "$dir/lan-$k.pcap" 'icmp6 or udp port 7400' >/dev/null 2>&1 &
+      PINGS+=($!)
+    done
+  fi
   # Steady traffic both ways before the migration starts.
   for _ in $(seq 60); do
     sleep 0.5

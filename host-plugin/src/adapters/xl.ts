@@ -28,14 +28,26 @@ interface XlResult {
   readonly stderr: string;
 }
 
-/** Runs xl with piped output (never for the migration stream itself). */
-function xl(args: readonly string[]): Promise<XlResult> {
+/**
+ * Runs xl with piped output (never for the migration stream itself). `onLine` sees each line of its stderr as it
+ * comes (xl migrate's progress: the receiver's restore, "Target has acknowledged transfer", GO, ...).
+ */
+function xl(args: readonly string[], onLine?: (line: string) => void): Promise<XlResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(xlBinary(), args, { stdio: ["ignore", "pipe", "pipe"] });
     let stdout = "";
     let stderr = "";
+    let seen = 0;
     child.stdout.on("data", (c) => (stdout += String(c)));
-    child.stderr.on("data", (c) => (stderr += String(c)));
+    child.stderr.on("data", (c) => {
+      stderr += String(c);
+      if (!onLine) return;
+      for (let nl = stderr.indexOf("\n", seen); nl >= 0; nl = stderr.indexOf("\n", seen)) {
+        const line = stderr.slice(seen, nl).trimEnd();
+        seen = nl + 1;
+        if (line) onLine(line);
+      }
+    });
     child.on("error", (err) =>
       reject(
         new XlError(`cannot run ${xlBinary()} (${err.message}); is this a Xen Dom0 with the xl toolstack?`),
@@ -188,15 +200,22 @@ export class XlToolstack implements Toolstack {
     mark("xl-migrate");
     let r: XlResult;
     try {
-      r = await xl([
-        "migrate",
-        "-C",
-        swapped,
-        "-s",
-        "",
-        vm,
-        receiveRune(this.options, vm, destination, request, unwatch !== undefined),
-      ]);
+      r = await xl(
+        [
+          "migrate",
+          "-C",
+          swapped,
+          "-s",
+          "",
+          vm,
+          receiveRune(this.options, vm, destination, request, unwatch !== undefined),
+        ],
+        // xl's progress as it happens (both ends: the receiver's stderr comes through the transport); the
+        // receiver's report is read at the end.
+        (line) => {
+          if (!line.startsWith(RECEIVE_REPORT)) this.options.log?.("xl", { line });
+        },
+      );
     } finally {
       rmSync(swapped, { force: true }); // xl has sent it; nothing of the migration stays in the state dir
       await unwatch?.();
@@ -248,6 +267,12 @@ export interface ReceiveOptions {
     readonly devids: readonly number[];
     readonly engage: (domid: number, devids: readonly number[]) => Promise<number[]>;
     readonly release: (domid: number, devids: readonly number[]) => void;
+    /**
+     * Resolves true once libxl is done with these vifs of the incoming domain (their hotplug scripts ran), false
+     * when `signal` aborts first. With it, the hold is engaged as soon as that is so, while the domain is still
+     * being built, and the window before unpause only collects the result (hold.ts awaitHotplugged).
+     */
+    readonly hotplugged?: (domid: number, devids: readonly number[], signal: AbortSignal) => Promise<boolean>;
   };
   readonly log: (event: string, fields?: Record<string, unknown>) => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
@@ -360,6 +385,16 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   /** Set when the deadline let xl go: the domain may run now, so nothing is held any more. */
   let abandoned = false;
   let arrivalRun: Promise<unknown> | undefined;
+  /** The hold engaged while the domain is still being built, once its vifs' hotplug scripts have run. */
+  let earlyHold: Promise<number[] | undefined> | undefined;
+  const stopEarlyHold = new AbortController();
+  let handedOff = false;
+  /** What is held goes to the releaser once, whoever engaged it. */
+  const handOff = (d: number, devids: readonly number[]) => {
+    if (handedOff || !o.hold) return;
+    handedOff = true;
+    o.hold.release(d, devids);
+  };
   const arrival = async (): Promise<void> => {
     complete = Date.now();
     looking = false;
@@ -376,12 +411,17 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     mark("found");
     // The hold first: a frontend must never see its backend at InitWait once the domain runs.
     if (o.hold && !abandoned) {
-      held = await o.hold.engage(domid, o.hold.devids).catch((err: unknown) => {
-        o.log("hold_failed", { vm: o.vm, domid, error: String(err) });
-        return [];
-      });
+      // Engaged ahead (or engaging now, its wait for the hotplug scripts cut short): take that one's result.
+      stopEarlyHold.abort();
+      const ahead = domid === early ? await earlyHold : undefined;
+      held =
+        ahead ??
+        (await o.hold.engage(domid, o.hold.devids).catch((err: unknown) => {
+          o.log("hold_failed", { vm: o.vm, domid, error: String(err) });
+          return [];
+        }));
       // At once, whatever follows: nothing may stay held without someone to release it.
-      if (held.length > 0) o.hold.release(domid, held);
+      if (held.length > 0) handOff(domid, held);
       mark("held");
     }
     if (!(domid === early && (await writtenEarly))) {
@@ -440,6 +480,23 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         return false;
       });
       early = found;
+      const hold = o.hold;
+      if (hold?.hotplugged && hold.devids.length > 0) {
+        const started = Date.now();
+        earlyHold = hold
+          .hotplugged(found, hold.devids, stopEarlyHold.signal)
+          .catch((err: unknown) => {
+            o.log("hotplug_watch_failed", { vm: o.vm, domid: found, error: String(err) });
+            return false;
+          })
+          .then(async (ahead) => {
+            // Cut short: the window engages it (or, past the deadline, nobody does).
+            if (!ahead) return undefined;
+            const devids = await hold.engage(found, hold.devids);
+            o.log("hold_engaged_ahead", { vm: o.vm, domid: found, devids, waitedMs: Date.now() - started });
+            return devids;
+          });
+      }
     }
   })();
   const code = await new Promise<number>((resolve, reject) => {
@@ -461,6 +518,14 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   // engage is handed to the releaser.
   if (arrivalRun)
     await Promise.race([arrivalRun.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
+  // A hold engaged ahead that the window never collected (xl let go at the deadline, or it failed before
+  // ready): it is released like any other, never left standing.
+  stopEarlyHold.abort();
+  if (earlyHold && !handedOff && early !== undefined) {
+    const domidAhead = early;
+    const aheadHeld = await earlyHold.catch(() => undefined);
+    if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
+  }
   if (code !== 0) {
     throw new XlError(
       `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,

@@ -15,6 +15,14 @@ export interface RadvdInterface {
   /** Source link-local address of the RAs (AdvRASrcAddress): the gateway being impersonated. */
   readonly sourceLinkLocal?: string;
   readonly mtu?: number;
+  /**
+   * Whether the RAs carry the router's link-layer address (AdvSourceLLAddress, default on). Off on staging
+   * bridges: a guest that never learned the gateway's MAC there resolves it at its first packet after resume,
+   * and that solicitation (sourced from the packet's own address, the MoA, with the guest's MAC: Linux
+   * net/ipv6/ndisc.c ndisc_solicit) is what makes the destination's router learn the MoA at once (RFC 4861
+   * 7.2.3), instead of at its next solicitation retry, up to a second later.
+   */
+  readonly sourceLinkLayer?: boolean;
 }
 
 export class RadvdConfigError extends Error {
@@ -63,6 +71,7 @@ export function renderRadvdConf(interfaces: readonly RadvdInterface[]): string {
       `  AdvIntervalOpt ${i.maxIntervalMs < 4000 ? "on" : "off"};`,
       `  AdvDefaultLifetime ${lifetime};`,
     ];
+    if (i.sourceLinkLayer === false) lines.push("  AdvSourceLLAddress off;");
     if (i.mtu !== undefined) lines.push(`  AdvLinkMTU ${i.mtu};`);
     lines.push(`  prefix ${formatPrefix(prefix)} {`, "    AdvOnLink on;", "    AdvAutonomous on;", "  };");
     if (i.sourceLinkLocal !== undefined) {

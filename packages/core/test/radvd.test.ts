@@ -17,6 +17,13 @@ test("renders fast-interval radvd config with the impersonated source address", 
   t.regex(conf, /AdvIntervalOpt on;/);
   t.regex(conf, /prefix 2001:db8:b::\/64 \{/);
   t.regex(conf, /AdvRASrcAddress \{\n {4}fe80::b:1;/);
+  t.notRegex(conf, /AdvSourceLLAddress/, "radvd's default (on) unless asked");
+});
+
+test("a staging RA without the router's link-layer address (sourceLinkLayer false)", (t) => {
+  const base = { ifname: "xr-b", prefix: "2001:db8:b::/64", minIntervalMs: 30, maxIntervalMs: 70 };
+  t.regex(renderRadvdConf([{ ...base, sourceLinkLayer: false }]), /\n {2}AdvSourceLLAddress off;\n/);
+  t.notRegex(renderRadvdConf([{ ...base, sourceLinkLayer: true }]), /AdvSourceLLAddress/);
 });
 
 test("refuses what radvd would refuse, with the reason", (t) => {

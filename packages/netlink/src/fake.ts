@@ -3,6 +3,7 @@
 
 import { canonicalIpv6, canonicalMac } from "@xenroam/core";
 import { NetlinkError } from "./errors.js";
+import { addressInPrefix, unusableIn, usableLocator } from "./match.js";
 import type {
   AddAddressOptions,
   AddressInfo,
@@ -216,7 +217,7 @@ export class FakeNetlink implements Netlink {
   seedAddress(
     name: string,
     cidr: string,
-    options: { tentative?: boolean; scope?: AddressInfo["scope"] } = {},
+    options: { tentative?: boolean; scope?: AddressInfo["scope"]; temporary?: boolean } = {},
   ): void {
     const l = this.need("seed", name);
     const [a = "", len = "64"] = cidr.split("/");
@@ -230,6 +231,7 @@ export class FakeNetlink implements Netlink {
       dadFailed: false,
       permanent: false,
       deprecated: false,
+      temporary: options.temporary ?? false,
     };
     this.addrs = this.addrs.filter((x) => !(x.index === l.index && x.address === addr.address));
     this.addrs.push(addr);
@@ -432,6 +434,7 @@ export class FakeNetlink implements Netlink {
       dadFailed: false,
       permanent: true,
       deprecated: false,
+      temporary: false,
     };
     this.addrs.push(info);
     const flags = `${options.nodad ? " nodad" : ""}${options.noPrefixRoute ? " noprefixroute" : ""}`;
@@ -452,16 +455,41 @@ export class FakeNetlink implements Netlink {
 
   async waitAddress(name: string, address: string, options: WaitOptions = {}): Promise<AddressInfo> {
     const want = canonicalIpv6(address);
-    const l = this.need("wait address", name);
-    const check = (a: AddressInfo) => {
-      if (a.index !== l.index || a.address !== want) return undefined;
+    return this.waitFor(name, options, want, (a) => {
+      if (a.address !== want) return undefined;
       if (a.dadFailed)
         throw new NetlinkError("EADDRNOTAVAIL", "wait address", name, `DAD failed for ${want}`);
       return a.tentative ? undefined : a;
-    };
+    });
+  }
+
+  async waitAddressIn(name: string, prefix: string, options: WaitOptions = {}): Promise<AddressInfo> {
+    this.need("wait address", name);
+    const inside = addressInPrefix("wait address", name, prefix);
+    const seen = new Map<string, AddressInfo>();
+    return this.waitFor(
+      name,
+      options,
+      () => unusableIn(prefix, seen),
+      (a) => {
+        if (!inside(a)) return undefined;
+        seen.set(a.address, a);
+        return usableLocator(a) ? a : undefined;
+      },
+    );
+  }
+
+  private waitFor(
+    name: string,
+    options: WaitOptions,
+    what: string | (() => string),
+    pick: (a: AddressInfo) => AddressInfo | undefined,
+  ): Promise<AddressInfo> {
+    const l = this.need("wait address", name);
+    const check = (a: AddressInfo) => (a.index === l.index ? pick(a) : undefined);
     for (const a of this.addrs) {
       const done = check(a);
-      if (done) return done;
+      if (done) return Promise.resolve(done);
     }
     return new Promise<AddressInfo>((resolve, reject) => {
       const finish = (err?: Error, value?: AddressInfo) => {
@@ -484,10 +512,10 @@ export class FakeNetlink implements Netlink {
       const timer =
         options.timeoutMs === undefined
           ? undefined
-          : setTimeout(
-              () => finish(new NetlinkError("ETIMEDOUT", "wait address", name, `${want} not usable in time`)),
-              options.timeoutMs,
-            );
+          : setTimeout(() => {
+              const wanted = typeof what === "string" ? what : what();
+              finish(new NetlinkError("ETIMEDOUT", "wait address", name, `${wanted} not usable in time`));
+            }, options.timeoutMs);
       options.signal?.addEventListener("abort", onAbort, { once: true });
       this.listeners.add(listener);
     });

@@ -30,6 +30,8 @@ export interface AddressInfo {
   readonly dadFailed: boolean;
   readonly permanent: boolean;
   readonly deprecated: boolean;
+  /** A privacy extension address (RFC 8981, IFA_F_TEMPORARY): never a locator. */
+  readonly temporary: boolean;
 }
 
 export interface AddAddressOptions {
@@ -138,6 +140,13 @@ export interface Netlink {
    * events; rejects with a NetlinkError (EADDRNOTAVAIL) when DAD fails, (ETIMEDOUT) at the deadline.
    */
   waitAddress(name: string, address: string, options?: WaitOptions): Promise<AddressInfo>;
+  /**
+   * Resolves with the address the kernel itself made inside `prefix` ("2001:db8:b::/64") on the link, once it is
+   * usable: global, not tentative, not deprecated, not temporary — whatever its interface identifier (EUI-64,
+   * stable-privacy, random: `addr_gen_mode` 0-3). Rejects with ETIMEDOUT at the deadline (naming the addresses
+   * that were there but not usable, a failed DAD among them).
+   */
+  waitAddressIn(name: string, prefix: string, options?: WaitOptions): Promise<AddressInfo>;
 
   routes(filter?: { readonly table?: number; readonly dev?: string }): Promise<RouteInfo[]>;
   addRoute(route: RouteSpec): Promise<void>;

@@ -7,6 +7,7 @@ import { canonicalMac, formatIpv6, ipv6FromBytes, ipv6ToBytes, macToBytes, parse
 import type { ifla as IflaT, rt as RtT } from "netlink";
 import nl from "netlink";
 import { NetlinkError, toNetlinkError } from "./errors.js";
+import { addressInPrefix, unusableIn, usableLocator } from "./match.js";
 import type {
   AddAddressOptions,
   AddressInfo,
@@ -132,6 +133,8 @@ function toAddressInfo(m: RtT.AddressMessage): AddressInfo {
     dadFailed: flags.dadfailed === true,
     permanent: flags.permanent === true,
     deprecated: flags.deprecated === true,
+    // IFA_F_TEMPORARY is IFA_F_SECONDARY's bit (include/uapi/linux/if_addr.h 41-42): IPv6 means temporary.
+    temporary: family === 6 && flags.secondary === true,
   };
 }
 
@@ -359,6 +362,38 @@ class RtNetlink implements Netlink {
 
   async waitAddress(name: string, address: string, options: WaitOptions = {}): Promise<AddressInfo> {
     const want = formatIpv6(parseIpv6(address));
+    return this.waitFor("wait address", name, options, want, (a) => {
+      if (a.address !== want) return undefined;
+      if (a.dadFailed)
+        throw new NetlinkError("EADDRNOTAVAIL", "wait address", name, `DAD failed for ${want}`);
+      return a.tentative ? undefined : a;
+    });
+  }
+
+  async waitAddressIn(name: string, prefix: string, options: WaitOptions = {}): Promise<AddressInfo> {
+    const inside = addressInPrefix("wait address", name, prefix);
+    const seen = new Map<string, AddressInfo>();
+    return this.waitFor(
+      "wait address",
+      name,
+      options,
+      () => unusableIn(prefix, seen),
+      (a) => {
+        if (!inside(a)) return undefined;
+        seen.set(a.address, a);
+        return usableLocator(a) ? a : undefined;
+      },
+    );
+  }
+
+  /** The first address of a link that `pick` takes, now or from RTM_NEWADDR events, by the deadline. */
+  private async waitFor(
+    op: string,
+    name: string,
+    options: WaitOptions,
+    what: string | (() => string),
+    pick: (a: AddressInfo) => AddressInfo | undefined,
+  ): Promise<AddressInfo> {
     const controller = new AbortController();
     const timer =
       options.timeoutMs === undefined ? undefined : setTimeout(() => controller.abort(), options.timeoutMs);
@@ -367,13 +402,8 @@ class RtNetlink implements Netlink {
     // Subscribe before looking, so an RTM_NEWADDR between the look and the wait is not lost.
     const events = this.events({ signal: controller.signal })[Symbol.asyncIterator]();
     try {
-      const index = await this.indexOf("wait address", name);
-      const verdict = (a: AddressInfo): AddressInfo | undefined => {
-        if (a.index !== index || a.address !== want) return undefined;
-        if (a.dadFailed)
-          throw new NetlinkError("EADDRNOTAVAIL", "wait address", name, `DAD failed for ${want}`);
-        return a.tentative ? undefined : a;
-      };
+      const index = await this.indexOf(op, name);
+      const verdict = (a: AddressInfo) => (a.index === index ? pick(a) : undefined);
       for (const a of await this.addresses(name)) {
         const done = verdict(a);
         if (done) return done;
@@ -381,11 +411,12 @@ class RtNetlink implements Netlink {
       for (;;) {
         const next = await events.next();
         if (next.done) {
+          const wanted = typeof what === "string" ? what : what();
           throw new NetlinkError(
             "ETIMEDOUT",
-            "wait address",
+            op,
             name,
-            `${want} not usable within ${options.timeoutMs ?? "?"} ms`,
+            `${wanted} not usable within ${options.timeoutMs ?? "?"} ms`,
           );
         }
         const ev = next.value;

@@ -396,6 +396,29 @@ export const CONTRACT: readonly ContractCase[] = [
   },
   {
     title:
+      "waitAddressIn resolves with the address inside the prefix, whatever its identifier; others are not taken",
+    async run(t, f) {
+      const { nl } = f;
+      const [a] = await veth(f, "q", true);
+      await nl.addAddress(a, "2001:db8:7::1/64", { nodad: true }); // another prefix: never the answer
+      const waiting = nl.waitAddressIn(a, "2001:db8:9::/64", { timeoutMs: 5000 });
+      await nl.addAddress(a, "2001:db8:9::8f3c:12ab:4d5e:6f70/64", { nodad: true });
+      const got = await waiting;
+      t.is(got.address, "2001:db8:9:0:8f3c:12ab:4d5e:6f70");
+      t.false(got.temporary, "an address added so is no privacy address");
+      t.is(
+        (await nl.waitAddressIn(a, "2001:db8:9::/64", { timeoutMs: 100 })).address,
+        got.address,
+        "already there",
+      );
+      const err = await t.throwsAsync(nl.waitAddressIn(a, "2001:db8:8::/64", { timeoutMs: 100 }));
+      t.true(isNetlinkError(err, "ETIMEDOUT"), String(err));
+      t.regex(String(err), /2001:db8:8::\/64/, "the timeout names the prefix it waited for");
+      await fails(t, nl.waitAddressIn(a, "not-a-prefix", { timeoutMs: 100 }), "EINVAL", "a bad prefix");
+    },
+  },
+  {
+    title:
       "a link moved to another namespace leaves with its routes and addresses; its veth peer loses the carrier",
     async run(t, f) {
       const { nl } = f;
