@@ -46,6 +46,18 @@ export interface MobilityHooks {
   switched(migration: string, primary: string): Promise<void>;
   /** The prepare was undone (abort or failure): back to the primary's locator only. */
   aborted(migration: string, primary: string | undefined): Promise<void>;
+  /**
+   * Whether the primary now hears another site than its locator's (a move the method did not make): the
+   * address to take, or undefined when nothing moved.
+   */
+  locate?(
+    primary: string,
+  ): Promise<
+    | { readonly from?: string; readonly to: string; readonly site: string; readonly gateway: string }
+    | undefined
+  >;
+  /** The primary's locator becomes `address`: the rewrite points at it and the HoA is bound to it. */
+  roamed?(primary: string, address: string, trigger: string): Promise<void>;
 }
 
 export interface AgentPorts {
@@ -68,6 +80,12 @@ export class Agent {
   private running: Promise<void> = Promise.resolve();
   private again = false;
   private busy = false;
+  /** One change of the guest's network at a time: the method's steps and a roam never interleave. */
+  private lock: Promise<unknown> = Promise.resolve();
+  private roaming: Promise<void> | undefined;
+  private roamAgain = false;
+  /** The phase this agent last wrote (kept here: a roam decides without a round trip to Dom0's channel). */
+  private phase: AgentStatus["phase"] | undefined;
 
   constructor(private readonly ports: AgentPorts) {}
 
@@ -85,7 +103,7 @@ export class Agent {
       try {
         do {
           this.again = false;
-          await this.pass(reason);
+          await this.exclusive(() => this.pass(reason));
         } while (this.again);
       } finally {
         this.busy = false;
@@ -94,8 +112,80 @@ export class Agent {
     return this.running;
   }
 
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const run = this.lock.then(fn, fn);
+    this.lock = run.catch(() => {});
+    return run;
+  }
+
+  /**
+   * Convergence after a move the method did not make — a fallback to a plain migration, a plain `xl migrate`
+   * by hand, the agent down during the move: when the primary hears another site's RAs than its locator's
+   * (mobility.locate), the default route goes to that site's gateway, the rewrite to the new address, and the
+   * HoA is bound there (mobility.roamed). Never while a method migration is being prepared or switched.
+   * Calls while one runs are coalesced into one more run. Never throws (logs).
+   */
+  roam(trigger: string): Promise<void> {
+    if (this.roaming) {
+      this.roamAgain = true;
+      return this.roaming;
+    }
+    this.roaming = (async () => {
+      try {
+        do {
+          this.roamAgain = false;
+          await this.roamOnce(trigger).catch((err: unknown) =>
+            this.ports.log("roam_failed", {
+              trigger,
+              error: err instanceof Error ? err.message : String(err),
+            }),
+          );
+        } while (this.roamAgain);
+      } finally {
+        this.roaming = undefined;
+      }
+    })();
+    return this.roaming;
+  }
+
+  private async roamOnce(trigger: string): Promise<void> {
+    const { mobility, netlink, log } = this.ports;
+    if (!mobility?.locate || !mobility.roamed || this.methodBusy()) return;
+    const primaryNow = async () =>
+      (await netlink.routes()).find((r) => r.dst === "default" && r.metric === PRIMARY_METRIC)?.dev;
+    const primary = await primaryNow();
+    if (!primary) return;
+    // Decided without the lock (reads only); the lock is taken to act, and the decision checked again there.
+    const moved = await mobility.locate(primary);
+    if (!moved) return;
+    await this.exclusive(async () => {
+      if (this.methodBusy() || (await primaryNow()) !== primary) return;
+      const started = Date.now();
+      // The site's gateway from the sites document; a MAC the guest cached for that link-local at the old
+      // site (gateways may share fe80::1) must not be used here.
+      await netlink.flushNeighbours(primary).catch(() => {});
+      await this.replaceDefault(primary, moved.gateway, PRIMARY_METRIC);
+      await mobility.roamed?.(primary, moved.to, trigger);
+      log("roamed", {
+        trigger,
+        primary,
+        from: moved.from,
+        to: moved.to,
+        site: moved.site,
+        gateway: moved.gateway,
+        ms: Date.now() - started,
+      });
+    });
+  }
+
   private async setStatus(status: AgentStatus): Promise<void> {
+    this.phase = status.phase;
     await this.ports.channel.write(KEYS.status, encodeMessage(status));
+  }
+
+  /** A method migration is being prepared or switched by this agent: no roam may touch the network now. */
+  private methodBusy(): boolean {
+    return this.phase === "preparing" || this.phase === "switching";
   }
 
   private async answer(a: PrepareAnswer): Promise<void> {
@@ -352,6 +442,16 @@ export class Agent {
       .sort((a, b) => a.metric - b.metric);
     const best = defaults[0];
     if (!best?.dev || !best.gateway) return undefined;
+    // After a move the method did not make (a roam), the new site's address is usable as soon as its RA
+    // arrives instead of a second later: optimistic DAD (RFC 4429, meant for mobile nodes). A kernel built
+    // without CONFIG_IPV6_OPTIMISTIC_DAD has no such sysctl; a roam then waits for DAD.
+    for (const dev of nics) {
+      for (const key of ["optimistic_dad", "use_optimistic"]) {
+        await netlink
+          .writeSysctl(dev, key, 1)
+          .catch((err: unknown) => log("optimistic_dad_unavailable", { dev, key, error: String(err) }));
+      }
+    }
     await netlink.writeSysctl(best.dev, "accept_ra_defrtr", 0);
     await this.replaceDefault(best.dev, best.gateway, PRIMARY_METRIC);
     for (const r of defaults) {

@@ -18,6 +18,9 @@ import { Agent, type GuestChannel, type Log } from "./core.js";
 import { createKicker } from "./kick.js";
 import { MobileNode, type MobileState, type StateFile } from "./mobile.js";
 
+/** How often a guest with a HoA checks, besides address events, whether it has moved without the method. */
+const ROAM_CHECK_MS = 5000;
+
 /** The UDP port correspondents receive signed bindings on. */
 export const BINDING_PORT = 7361;
 const MAX_DATAGRAM = 2048;
@@ -283,10 +286,34 @@ async function main(): Promise<void> {
     signal: stop.signal,
   });
 
+  // With a HoA, a move the method did not make is converged on: when an address changes (an RA made or
+  // refreshed one), at start (the agent may have been down during a move), and every ROAM_CHECK_MS.
+  let roamSoon: NodeJS.Timeout | undefined;
+  const roam = (trigger: string) => {
+    if (!mobile || roamSoon) return;
+    roamSoon = setTimeout(() => {
+      roamSoon = undefined;
+      void agent.roam(trigger);
+    }, 20);
+  };
+  if (mobile) {
+    roam("start");
+    const every = setInterval(() => roam("timer"), ROAM_CHECK_MS);
+    every.unref();
+    stop.signal.addEventListener(
+      "abort",
+      () => {
+        clearInterval(every);
+        clearTimeout(roamSoon);
+      },
+      { once: true },
+    );
+  }
   // A carrier change on a NIC is a hint that the VM moved: re-read the channel now. Never acted on alone.
   void (async () => {
     for await (const ev of netlink.events({ signal: stop.signal })) {
       if (ev.type === "link" && ev.action === "new" && ev.link.name !== "lo") kick("carrier");
+      if (ev.type === "address" && ev.action === "new" && mobile?.unfamiliar(ev.address)) roam("address");
     }
   })();
 

@@ -5,17 +5,26 @@
 // step 4 hands that activation to the known correspondents directly (UDP), then to the server — no round trip
 // before traffic flows again. Ports only; main.ts wires the real ones.
 
-import { canonicalIpv6 } from "@xenroam/core";
+import { canonicalIpv6, formatIpv6, parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
 import type { SignedBinding } from "@xenroam/control";
 import { type Locator, type Nft, renderMobileNode, renderRemoval } from "@xenroam/mobility";
-import { type Netlink, usableLocator } from "@xenroam/netlink";
+import { type AddressInfo, type Netlink, usableLocator } from "@xenroam/netlink";
 import type { Log, MobilityHooks } from "./core.js";
+
+/** A site as the control server tells a VM: its prefix and its gateway. */
+export interface SiteView {
+  readonly name: string;
+  readonly prefix: string;
+  readonly gateway: { readonly linkLocal: string };
+}
 
 /** What the mobile node needs of the control server. */
 export interface ControlApi {
   registerStandby(vm: string, locator: string): Promise<SignedBinding>;
   withdrawStandby(vm: string, locator: string): Promise<{ withdrawn: boolean }>;
   activate(b: SignedBinding): Promise<{ revision: number }>;
+  /** The sites (for a roam: which site an address is in, and its gateway). */
+  sites?(): Promise<{ readonly sites: readonly SiteView[] }>;
 }
 
 /** Sends a signed binding to every known correspondent (UDP datagrams; best effort, repeated). */
@@ -30,6 +39,13 @@ export interface MobileState {
   readonly seq: number;
   /** The last migration whose activation was handed out (switched() is idempotent per migration). */
   readonly done?: string | undefined;
+  /** A roam's new locator that is in the rewrite but not yet bound at the control server (retried). */
+  readonly unbound?: string | undefined;
+  /**
+   * The sites as the control server last gave them: read while the server is reachable, since after a move
+   * the method did not make it is not (the default route still points at the old site's gateway).
+   */
+  readonly sites?: readonly SiteView[] | undefined;
 }
 
 export interface StateFile {
@@ -53,6 +69,12 @@ export interface MobilePorts {
 
 export const CARRIER_WAIT_MS = 2000;
 
+/**
+ * Addresses refreshed within this many hundredths of a second of each other came from one RA (the kernel
+ * handles all of an RA's prefixes at once): hearing both, the guest has not moved.
+ */
+export const ROAM_TIE_CS = 5;
+
 export interface MobileConfig {
   readonly vm: string;
   readonly hoa: string;
@@ -66,6 +88,11 @@ export class MobileNode implements MobilityHooks {
   readonly hoa: string;
   private state: MobileState;
   private activating: Promise<void> = Promise.resolve();
+  private readonly unknownPrefixes = new Set<string>();
+  /** A roam's binding is being attempted. */
+  private binding = false;
+  /** stop() ran: nothing reinstalls the rewrite after it. */
+  private stopped = false;
 
   constructor(
     private readonly config: MobileConfig,
@@ -101,6 +128,11 @@ export class MobileNode implements MobilityHooks {
       const binding = await this.ports.control.registerStandby(this.config.vm, first.moa);
       await this.handOut(binding, "start");
     }
+    // A roam whose binding did not go through before a restart: bind it now.
+    if (this.state.unbound) this.retryUnbound("start");
+    // The sites, while the server is reachable: a later roam needs them when it is not. In the background:
+    // right after a move the server may be out of reach, and the roam must not wait for that to time out.
+    void this.refreshSites();
     log("mobility_started", { hoa: this.hoa, locators: this.state.locators });
   }
 
@@ -121,6 +153,7 @@ export class MobileNode implements MobilityHooks {
     try {
       const binding = await this.ports.control.registerStandby(this.config.vm, standby.moa);
       this.save({ ...this.state, pending: { migration, binding } });
+      void this.refreshSites(); // kept current for a roam, should this move end up without the method
       log("standby_registered", {
         migration,
         moa: binding.locator,
@@ -195,6 +228,127 @@ export class MobileNode implements MobilityHooks {
     }
   }
 
+  /**
+   * Whether the primary hears another site than its locator's. Each RA refreshes the addresses SLAAC made from
+   * its prefixes (the kernel's tstamp), all of one RA at once; after a move the new site's address is refreshed
+   * and the old one is not. The most recently refreshed locator-capable address of the primary is where the
+   * guest is — when the locator's own address is not refreshed as recently (within ROAM_TIE_CS), and the two
+   * lie in different sites of the sites document (which also names the new site's gateway). Undefined when
+   * nothing moved, or when the new address is in no known site (logged once per prefix).
+   */
+  async locate(
+    primary: string,
+  ): Promise<{ from?: string; to: string; site: string; gateway: string } | undefined> {
+    if (this.stopped || this.state.unbound) {
+      if (this.state.unbound && !this.binding) this.retryUnbound("check");
+      return undefined;
+    }
+    const locator = this.state.locators.find((l) => l.ifname === primary);
+    const addrs = await globalAddressesOf(this.ports.netlink, primary, this.hoa);
+    if (addrs.length === 0) return undefined;
+    const refreshed = (a: { refreshedCs?: number | undefined }) => a.refreshedCs ?? 0;
+    const newest = addrs.reduce((a, b) => (refreshed(b) > refreshed(a) ? b : a));
+    if (locator && newest.address === locator.moa) return undefined;
+    const mine = locator && addrs.find((a) => a.address === locator.moa);
+    if (mine && refreshed(newest) - refreshed(mine) <= ROAM_TIE_CS) return undefined;
+    const site = await this.siteOf(newest.address);
+    if (!site) return undefined;
+    if (locator && (await this.siteOf(locator.moa))?.name === site.name) return undefined;
+    return {
+      ...(locator ? { from: locator.moa } : {}),
+      to: newest.address,
+      site: site.name,
+      gateway: site.gateway.linkLocal,
+    };
+  }
+
+  /**
+   * Cheap, in memory: whether an address the kernel announced could mean a move — global, usable, in a /64 of
+   * none of the current locators. The RA refreshes of the locators' own prefixes (every few seconds; on a
+   * staging bridge every few tens of ms) are not.
+   */
+  unfamiliar(a: AddressInfo): boolean {
+    if (!usableLocator(a) || a.address === this.hoa) return false;
+    const p64 = (x: string) => parseIpv6(x).slice(0, 4).join(":");
+    return !this.state.locators.some((l) => p64(l.moa) === p64(a.address));
+  }
+
+  /** The site an address is in (the sites document, fetched again when a prefix is not in the copy). */
+  private async siteOf(address: string): Promise<SiteView | undefined> {
+    const inSite = (s: SiteView) => prefixContains(parsePrefix(s.prefix), parseIpv6(address));
+    let site = this.state.sites?.find(inSite);
+    if (!site) {
+      await this.refreshSites();
+      site = this.state.sites?.find(inSite);
+    }
+    if (!site) {
+      const key = formatIpv6(parseIpv6(address)).split(":").slice(0, 4).join(":");
+      if (!this.unknownPrefixes.has(key)) {
+        this.unknownPrefixes.add(key);
+        this.ports.log("roam_unknown_site", {
+          address,
+          reason: "no site of the control server has this prefix",
+        });
+      }
+    }
+    return site;
+  }
+
+  /** The sites document, read again and kept in the state file (best effort: the copy stays when it fails). */
+  async refreshSites(): Promise<void> {
+    if (!this.ports.control.sites) return;
+    const doc = await this.ports.control.sites().catch(() => undefined);
+    if (!doc) return;
+    const sites = doc.sites.map((x) => ({
+      name: x.name,
+      prefix: x.prefix,
+      gateway: { linkLocal: x.gateway.linkLocal },
+    }));
+    if (JSON.stringify(sites) !== JSON.stringify(this.state.sites)) this.save({ ...this.state, sites });
+  }
+
+  /**
+   * After a move the method did not make: the primary's locator is `address` from now on (the rewrite at
+   * once), and the HoA is bound to it in the background (retried until the control server takes it).
+   */
+  async roamed(primary: string, address: string, trigger: string): Promise<void> {
+    if (this.stopped) return;
+    const moa = canonicalIpv6(address);
+    const locators = [...this.state.locators.filter((l) => l.ifname !== primary), { ifname: primary, moa }];
+    await this.apply({ ...this.state, locators, pending: undefined, unbound: moa });
+    this.retryUnbound(trigger);
+  }
+
+  /** Binds the roam's locator (registers it and activates it): correspondents directly, then the server. */
+  private retryUnbound(trigger: string): void {
+    const address = this.state.unbound;
+    if (!address || this.binding || this.stopped) return;
+    const migration = `roam-${Date.now().toString(36)}`;
+    this.binding = true;
+    this.activating = this.activating.then(async () => {
+      try {
+        for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000])]) {
+          await new Promise((r) => setTimeout(r, wait));
+          if (this.stopped || this.state.unbound !== address) return;
+          try {
+            const binding = await this.ports.control.registerStandby(this.config.vm, address);
+            this.save({ ...this.state, unbound: undefined });
+            await this.handOut(binding, migration);
+            return;
+          } catch (err) {
+            this.ports.log("activation_retry", { migration, trigger, error: (err as Error).message });
+          }
+        }
+        this.ports.log("activation_failed", {
+          migration,
+          reason: `the control server did not take ${address} yet`,
+        });
+      } finally {
+        this.binding = false;
+      }
+    });
+  }
+
   /** The prepare was undone: the standby locator is dropped from the rewrite and its activation forgotten. */
   async aborted(migration: string, primary: string | undefined): Promise<void> {
     const kept = this.state.locators.filter((l) => l.ifname === primary);
@@ -250,6 +404,7 @@ export class MobileNode implements MobilityHooks {
 
   /** Shutdown: the rewrite goes; the HoA stays on lo (sockets bound to it keep working locally). */
   async stop(): Promise<void> {
+    this.stopped = true;
     await this.ports.nft.apply(renderRemoval());
     this.ports.log("mobility_stopped", { hoa: this.hoa });
   }

@@ -43,6 +43,14 @@ class FakeControl implements ControlApi {
     if (this.withdrawFails) throw this.withdrawFails;
     return { withdrawn: true };
   }
+  async sites() {
+    return {
+      sites: [
+        { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1" } },
+        { name: "b", prefix: "2001:db8:b::/64", gateway: { linkLocal: "fe80::b:1" } },
+      ],
+    };
+  }
   async activate(b: SignedBinding) {
     this.calls.push(`activate ${b.locator} ${b.seq}`);
     if (this.activateFails) throw this.activateFails;
@@ -409,4 +417,95 @@ test("correspondent: a rollback from the stream beats the VM's late datagram for
   t.true((early.nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_A}`));
   await late.cn.stop();
   await early.cn.stop();
+});
+
+test("roam: after a move without the method, the primary's newest address becomes the locator and is bound", async (t) => {
+  const g = await startedGuest();
+  g.control.calls.length = 0;
+  const before = g.announced.length;
+  // Nothing moved: the locator's own address is the newest.
+  await g.agent.roam("test");
+  t.deepEqual(g.control.calls, [], "no roam while the locator is what the RAs refresh");
+  // A plain migration to site b: its router's RA makes an address there (newer than site a's last RA);
+  // site a's address stays, no longer refreshed.
+  const MOVED = "2001:db8:b:0:5e1:9a2c:7b30:44d1";
+  g.netlink.seedAddress("eth0", `${MOVED}/64`, { refreshedCs: Math.floor(Date.now() / 10) + 400 });
+  await g.agent.roam("test");
+  await g.mobile.settled();
+  t.true(
+    g.netlink.effects.includes(`route add default via fe80::b:1 dev eth0 src ${HOA} metric 1100`),
+    "the default route goes to site b's gateway (the sites document)",
+  );
+  t.true(g.netlink.effects.includes("neigh flush dev eth0"), "no MAC cached at the old site is used");
+  t.true(g.nft.scripts.at(-1)?.includes(`oifname map { "eth0" : ${MOVED} }`), "egress rewritten to it");
+  t.deepEqual(g.control.calls, [`standby ${MOVED}`, `activate ${MOVED} 2`]);
+  t.is(g.announced.length, before + 1, "correspondents are told directly");
+  t.true(g.events.includes("roamed"));
+  // Converged: once more changes nothing.
+  g.control.calls.length = 0;
+  await g.agent.roam("test");
+  await g.mobile.settled();
+  t.deepEqual(g.control.calls, []);
+});
+
+test("roam: the control server down when the guest moved: the rewrite at once, the binding when it is back", async (t) => {
+  const g = await startedGuest();
+  g.control.calls.length = 0;
+  const MOVED = "2001:db8:b:0:216:3eff:fe00:1";
+  await g.mobile.locate("eth0"); // the sites document is read while the server answers
+  g.control.down = true;
+  g.netlink.seedAddress("eth0", `${MOVED}/64`, { refreshedCs: Math.floor(Date.now() / 10) + 400 });
+  await g.agent.roam("test");
+  await g.mobile.settled();
+  t.true(g.nft.scripts.at(-1)?.includes(`oifname map { "eth0" : ${MOVED} }`));
+  t.is(g.saved()?.unbound, MOVED, "kept to be bound later");
+  g.control.down = false;
+  await g.agent.roam("timer");
+  await g.mobile.settled();
+  t.is(g.saved()?.unbound, undefined);
+  t.deepEqual(g.control.calls.slice(-2), [`standby ${MOVED}`, `activate ${MOVED} 2`]);
+});
+
+test("roam: an address in no site of the control server is not taken", async (t) => {
+  const g = await startedGuest();
+  g.control.calls.length = 0;
+  g.netlink.seedAddress("eth0", "2001:db8:99:0:216:3eff:fe00:1/64", {
+    refreshedCs: Math.floor(Date.now() / 10) + 400,
+  });
+  await g.agent.roam("test");
+  t.deepEqual(g.control.calls, []);
+  t.true(g.events.some((e) => e.startsWith("roam_unknown_site")));
+});
+
+test("roam: one RA refreshing two prefixes is no move; a temporary address is never taken", async (t) => {
+  const g = await startedGuest();
+  g.control.calls.length = 0;
+  const now = Math.floor(Date.now() / 10) + 100;
+  g.netlink.seedAddress("eth0", `${MOA_A}/64`, { refreshedCs: now });
+  g.netlink.seedAddress("eth0", "2001:db8:7:0:216:3eff:fe00:1/64", { refreshedCs: now + 1 });
+  g.netlink.seedAddress("eth0", "2001:db8:b:0:9c1e:2b77:d01:5a3f/64", {
+    temporary: true,
+    refreshedCs: now + 500,
+  });
+  await g.agent.roam("test");
+  t.deepEqual(g.control.calls, []);
+});
+
+test("roam: never while a method migration is being prepared", async (t) => {
+  const g = await startedGuest();
+  g.control.calls.length = 0;
+  g.netlink.seedAddress("eth0", "2001:db8:b:0:216:3eff:fe00:1/64", {
+    refreshedCs: Math.floor(Date.now() / 10) + 400,
+  });
+  // A prepare whose RA never comes: the agent is "preparing" until it gives up (request.timeoutMs).
+  g.channel.keys.set("request", encodeMessage({ ...request, timeoutMs: 800 }));
+  const preparing = g.agent.converge("test");
+  await new Promise((r) => setTimeout(r, 50));
+  await g.agent.roam("test");
+  t.deepEqual(g.control.calls, [], "no roam while preparing");
+  await preparing;
+  t.like(g.channel.json("answer"), { status: "error" });
+  await g.agent.roam("test");
+  await g.mobile.settled();
+  t.true(g.control.calls.includes("standby 2001:db8:b:0:216:3eff:fe00:1"), "once the prepare is over");
 });

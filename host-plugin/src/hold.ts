@@ -134,7 +134,8 @@ export const hotplugStatusPath = (domid: number, devid: number): string =>
  * has written `hotplug-status` = connected (tools/hotplug/Linux/xen-hotplug-common.sh.in, `success`), which libxl
  * runs only after the backend reached InitWait (tools/libs/light/libxl_device.c, libxl__wait_device_connection
  * before device_hotplug) and after which it reads that backend's `state` no more. From then on the hold may be
- * engaged — during the memory stream's tail instead of in the window before unpause. Resolves false when
+ * engaged — while libxl still adds the domain's other devices after the stream, instead of in the window
+ * before unpause (libxl adds the vifs only once the memory has arrived: the gain is that tail). Resolves false when
  * `signal` aborts first (xl said "ready" regardless, or the scripts run elsewhere): the hold is then engaged in
  * the window, as before.
  */

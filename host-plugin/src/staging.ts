@@ -45,5 +45,18 @@ export function radvdFor(site: Site, bridge: string = stagingBridge(site.name)):
     sourceLinkLocal: site.gateway.linkLocal,
     // The guest must not learn the gateway's MAC on the staging bridge (see RadvdInterface.sourceLinkLayer).
     sourceLinkLayer: false,
+    // What the site's own RAs carry, so the new primary is right from the first instant after the switch.
+    ...(site.advertise?.mtu !== undefined ? { mtu: site.advertise.mtu } : {}),
+    ...(site.advertise?.rdnss ? { rdnss: site.advertise.rdnss } : {}),
+    ...(site.advertise?.dnssl ? { dnssl: site.advertise.dnssl } : {}),
+    // The guest keeps them until the site's own RAs take over (minutes apart with common radvd settings).
+    ...(site.advertise?.rdnss || site.advertise?.dnssl ? { dnsLifetimeS: STAGING_DNS_LIFETIME_S } : {}),
   };
 }
+
+/**
+ * How long a guest may use the DNS servers the staging RA gave it without another RA (s): long enough for the
+ * site's own RAs to take over (radvd's longest default interval is 600 s), short enough that after an abort
+ * the other site's servers do not linger for long.
+ */
+export const STAGING_DNS_LIFETIME_S = 600;

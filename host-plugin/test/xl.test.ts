@@ -229,7 +229,7 @@ test.serial(
       stateDir: dir,
       log: (event, fields) => {
         // receive logs JSON on its stderr, which reaches the source as xl's.
-        const line = String(fields?.line ?? "");
+        const line = typeof fields?.line === "string" ? fields.line : "";
         if (event === "xl" && line.startsWith("{")) events.push(JSON.parse(line) as { event?: string });
       },
     });

@@ -492,7 +492,11 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
           .then(async (ahead) => {
             // Cut short: the window engages it (or, past the deadline, nobody does).
             if (!ahead) return undefined;
-            const devids = await hold.engage(found, hold.devids);
+            const devids = await hold.engage(found, hold.devids).catch((err: unknown) => {
+              o.log("hold_failed", { vm: o.vm, domid: found, error: String(err) });
+              return undefined; // the window tries again
+            });
+            if (!devids) return undefined;
             o.log("hold_engaged_ahead", { vm: o.vm, domid: found, devids, waitedMs: Date.now() - started });
             return devids;
           });

@@ -12,7 +12,7 @@ import type { Principal } from "./store.js";
 export const ROUTES = [
   "GET  /v1/health",
   "GET  /v1/public-key",
-  "GET  /v1/sites                 (admin, peer)",
+  "GET  /v1/sites                 (admin, peer; a VM: sites and gateways only)",
   "PUT  /v1/sites                 (admin)",
   "GET  /v1/vms                   (admin)",
   "POST /v1/vms                   (admin) {name, hoa, macs}",
@@ -117,8 +117,18 @@ export function createControlServer(
       const rollback = /^\/v1\/vms\/([^/]+)\/rollback$/.exec(path);
       const bindingPath = /^\/v1\/bindings\/([^/]+)$/.exec(path);
       if (route === "GET /v1/sites") {
-        need(who, admin || peer, "read the sites");
-        send(res, 200, await service.sites());
+        const vm = who.kind === "vm";
+        need(who, admin || peer || vm, "read the sites");
+        const doc = await service.sites();
+        // A VM sees what its own RAs tell it anyway, to find its gateway after a move: sites, prefixes and
+        // gateways; never the hosts and their addresses.
+        send(
+          res,
+          200,
+          vm
+            ? { sites: doc.sites.map((s) => ({ name: s.name, prefix: s.prefix, gateway: s.gateway })) }
+            : doc,
+        );
       } else if (route === "PUT /v1/sites") {
         need(who, admin, "change the sites");
         send(res, 200, await service.putSites(await body(req)));

@@ -23,6 +23,11 @@ export interface RadvdInterface {
    * 7.2.3), instead of at its next solicitation retry, up to a second later.
    */
   readonly sourceLinkLayer?: boolean;
+  /** Recursive DNS servers (RFC 8106 RDNSS) and search domains (DNSSL) the RAs carry. */
+  readonly rdnss?: readonly string[];
+  readonly dnssl?: readonly string[];
+  /** How long a guest may use them without a new RA (s); default radvd's (2 × MaxRtrAdvInterval). */
+  readonly dnsLifetimeS?: number;
 }
 
 export class RadvdConfigError extends Error {
@@ -74,6 +79,24 @@ export function renderRadvdConf(interfaces: readonly RadvdInterface[]): string {
     if (i.sourceLinkLayer === false) lines.push("  AdvSourceLLAddress off;");
     if (i.mtu !== undefined) lines.push(`  AdvLinkMTU ${i.mtu};`);
     lines.push(`  prefix ${formatPrefix(prefix)} {`, "    AdvOnLink on;", "    AdvAutonomous on;", "  };");
+    const dnsLifetime = (kind: string) =>
+      i.dnsLifetimeS === undefined
+        ? []
+        : [`    Adv${kind}Lifetime ${Math.max(1, Math.round(i.dnsLifetimeS))};`];
+    if (i.rdnss && i.rdnss.length > 0) {
+      if (i.rdnss.length > 3) throw new RadvdConfigError(`${i.ifname}: at most 3 RDNSS servers`);
+      lines.push(
+        `  RDNSS ${i.rdnss.map((a) => canonicalIpv6(a)).join(" ")} {`,
+        ...dnsLifetime("RDNSS"),
+        "  };",
+      );
+    }
+    if (i.dnssl && i.dnssl.length > 0) {
+      if (i.dnssl.length > 3) throw new RadvdConfigError(`${i.ifname}: at most 3 DNSSL domains`);
+      if (i.dnssl.some((d) => !/^[A-Za-z0-9.-]{1,253}$/.test(d)))
+        throw new RadvdConfigError(`${i.ifname}: a DNSSL entry is not a domain`);
+      lines.push(`  DNSSL ${i.dnssl.join(" ")} {`, ...dnsLifetime("DNSSL"), "  };");
+    }
     if (i.sourceLinkLocal !== undefined) {
       const ll = parseIpv6(i.sourceLinkLocal);
       if (!isLinkLocal(ll)) throw new RadvdConfigError(`${i.ifname}: ${i.sourceLinkLocal} is not link-local`);

@@ -290,6 +290,10 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
     if (sender.stdout) createInterface({ input: sender.stdout }).on("line", (l) => ingestProbeLine(log, l));
     if (s.reverse) {
       // The VM's address the CN can use: its home address with the mobility layer, else (same subnet) its own.
+      if (!topology.mobility && topology.vm.addrGenMode !== 0)
+        throw new Error(
+          "the bench probes the VM at its EUI-64 address without a HoA: give the VM addrGenMode 0",
+        );
       const vmAddress = topology.mobility?.hoa ?? planLab(topology).vmPrimary.expectedAddress;
       children.push(startIn(netnsName(topology, topology.vm.name), ["probe-echo"]));
       await sleep(300);

@@ -54,6 +54,7 @@ export function sitesFileOf(t: Topology) {
       prefix: s.prefix,
       gateway: s.gateway,
       ra: { minIntervalMs: 30, maxIntervalMs: 70 },
+      ...(s.advertise ? { advertise: s.advertise } : {}),
     })),
     hosts: t.hosts.map((h) => ({ name: h.name, site: h.site, address: h.address })),
   };
@@ -442,14 +443,18 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
     }
 
     progress(
-      `bringing up the VM's primary interface; waiting for its SLAAC address ${plan.vmPrimary.expectedAddress}`,
+      `bringing up the VM's primary interface; waiting for its SLAAC address in ${plan.vmPrimary.prefix} (addr_gen_mode ${topology.vm.addrGenMode})`,
     );
     const vm = byNs.get(plan.vmPrimary.netns);
     if (!vm) throw new LabError("internal: no worker for the VM namespace");
     await vm.netlink.setLink(plan.vmPrimary.ifname, { up: true });
-    await vm.netlink.waitAddress(plan.vmPrimary.ifname, plan.vmPrimary.expectedAddress, {
-      timeoutMs: 20_000,
-    });
+    const { address: vmAddress } = await vm.netlink.waitAddressIn(
+      plan.vmPrimary.ifname,
+      plan.vmPrimary.prefix,
+      {
+        timeoutMs: 20_000,
+      },
+    );
 
     if (agent) {
       if (mobility && control) {
@@ -471,7 +476,7 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         await waitFor(
           "the correspondent to learn the VM's binding",
           15_000,
-          async () => (await cnLocatorOf(topology, mobility)) === plan.vmPrimary.expectedAddress,
+          async () => (await cnLocatorOf(topology, mobility)) === vmAddress,
         );
       }
     }

@@ -13,6 +13,7 @@ export const WORKER_METHODS = [
   "link",
   "addresses",
   "waitAddress",
+  "waitAddressIn",
   "routes",
   "neighbours",
   "setLink",

@@ -1,6 +1,7 @@
 // What `xenroam-lab up` builds, as data: namespaces, veth pairs between them, the network operations each
 // namespace applies through the Netlink port, and the services the supervisor runs. Pure.
 
+import { createHash } from "node:crypto";
 import { formatIpv6, parsePrefix, type RadvdInterface, slaacAddress } from "@xenroam/core";
 import { applyOps, type LinkChange, type NetOp } from "@xenroam/netlink";
 import { routerAddress } from "./addresses.js";
@@ -49,7 +50,14 @@ export interface LabPlan {
   readonly radvd: { readonly netns: string; readonly interfaces: readonly RadvdInterface[] };
   readonly xenstored: readonly XenstoredPlan[];
   /** Brought up last, once radvd runs, so the VM's first router solicitation is answered. */
-  readonly vmPrimary: { readonly netns: string; readonly ifname: string; readonly expectedAddress: string };
+  readonly vmPrimary: {
+    readonly netns: string;
+    readonly ifname: string;
+    /** The site's prefix the primary takes its address in at lab up. */
+    readonly prefix: string;
+    /** Its EUI-64 address there: the address itself only with addrGenMode 0 (lab up reads the real one). */
+    readonly expectedAddress: string;
+  };
   readonly vmXenstore: Readonly<Record<string, string>>;
 }
 
@@ -62,6 +70,13 @@ export const routerPort = (node: string) => `p-${node}`;
 export const vifName = (domid: number, devid: number) => `vif${domid}.${devid}`;
 export const dom0SocketFile = (host: string) => `xs-${host}.sock`;
 export const guestSocketFile = (vm: string) => `xenbus-${vm}.sock`;
+
+/** The VM's stable_secret (an IPv6-formatted 128-bit value, as the kernel takes it), fixed per VM name. */
+export function stableSecretOf(vm: string): string {
+  const h = createHash("sha256").update(`xenroam-lab stable_secret ${vm}`).digest();
+  const words = Array.from({ length: 8 }, (_, i) => h.readUInt16BE(i * 2).toString(16));
+  return words.join(":");
+}
 
 const sysctl = (ifname: string, key: string, value: string | number): NetOp => ({
   op: "writeSysctl",
@@ -185,11 +200,19 @@ export function planLab(t: Topology): LabPlan {
   });
 
   // The VM: primary takes its address by SLAAC from the site's RAs; the secondary waits, down.
+  // Its address mode as the topology says, on both interfaces before either has an address: a stable_secret
+  // first (the kernel refuses stable-privacy without one; writing it selects that mode), then the mode.
+  const addressing = (dev: string): NetOp[] => [
+    ...(t.vm.addrGenMode === 2 ? [sysctl(dev, "stable_secret", stableSecretOf(t.vm.name))] : []),
+    sysctl(dev, "addr_gen_mode", t.vm.addrGenMode),
+    sysctl(dev, "use_tempaddr", t.vm.useTempaddr),
+  ];
   const vmOps: NetOp[] = [
     up("lo"),
     sysctl("eth0", "accept_ra", 1),
     sysctl("eth0", "autoconf", 1),
-    sysctl("eth0", "addr_gen_mode", 0),
+    ...addressing("eth0"),
+    ...addressing("eth1"),
     { op: "setLink", name: "eth1", change: { up: false } },
   ];
   const { site: vmSite } = siteOf(t.vm.host);
@@ -218,13 +241,16 @@ export function planLab(t: Topology): LabPlan {
         minIntervalMs: s.ra.minIntervalMs,
         maxIntervalMs: s.ra.maxIntervalMs,
         sourceLinkLocal: s.gateway.linkLocal,
-        mtu: t.mtu,
+        mtu: s.advertise?.mtu ?? t.mtu,
+        ...(s.advertise?.rdnss ? { rdnss: s.advertise.rdnss } : {}),
+        ...(s.advertise?.dnssl ? { dnssl: s.advertise.dnssl } : {}),
       })),
     },
     xenstored,
     vmPrimary: {
       netns: ns(t.vm.name),
       ifname: "eth0",
+      prefix: vmSite.prefix,
       expectedAddress: formatIpv6(slaacAddress(parsePrefix(vmSite.prefix), t.vm.primaryMac)),
     },
     vmXenstore: {

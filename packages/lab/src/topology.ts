@@ -42,6 +42,32 @@ const site = z.strictObject({
   prefix: prefix64,
   gateway,
   ra: ra.default({ minIntervalMs: 3000, maxIntervalMs: 4000 }),
+  /** What the site's router advertises beside the prefix (and the sites document passes to staging RAs). */
+  advertise: z
+    .strictObject({
+      mtu: z.number().int().min(1280).max(65535).optional(),
+      // As the sites document takes them (packages/protocol sites.ts): routable servers, DNS domains.
+      rdnss: z
+        .array(
+          ipv6("RDNSS server").refine((a) => !isLinkLocal(parseIpv6(a)), "must be routable, not link-local"),
+        )
+        .min(1)
+        .max(3)
+        .optional(),
+      dnssl: z
+        .array(
+          z
+            .string()
+            .regex(
+              /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
+              "must be a DNS domain such as example.net",
+            ),
+        )
+        .min(1)
+        .max(3)
+        .optional(),
+    })
+    .optional(),
 });
 
 const host = z.strictObject({
@@ -56,6 +82,13 @@ const vm = z.strictObject({
   host: nodeName,
   primaryMac: mac,
   secondaryMac: mac,
+  /**
+   * How the guest's kernel makes interface identifiers (net.ipv6.conf.*.addr_gen_mode): 0 EUI-64, 2
+   * stable-privacy (RFC 7217, with a stable_secret), 3 random. 1 (none) would leave the guest without SLAAC.
+   */
+  addrGenMode: z.union([z.literal(0), z.literal(2), z.literal(3)]).default(0),
+  /** Privacy extensions (use_tempaddr): 2 makes temporary addresses and prefers them as source. */
+  useTempaddr: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(0),
 });
 
 const port = z.number().int().min(1).max(65535);

@@ -217,7 +217,14 @@ export class FakeNetlink implements Netlink {
   seedAddress(
     name: string,
     cidr: string,
-    options: { tentative?: boolean; scope?: AddressInfo["scope"]; temporary?: boolean } = {},
+    options: {
+      tentative?: boolean;
+      scope?: AddressInfo["scope"];
+      temporary?: boolean;
+      optimistic?: boolean;
+      /** When an RA last refreshed it (default: now, in hundredths of a second on the fake's clock). */
+      refreshedCs?: number;
+    } = {},
   ): void {
     const l = this.need("seed", name);
     const [a = "", len = "64"] = cidr.split("/");
@@ -232,6 +239,8 @@ export class FakeNetlink implements Netlink {
       permanent: false,
       deprecated: false,
       temporary: options.temporary ?? false,
+      ...(options.optimistic ? { optimistic: true } : {}),
+      refreshedCs: options.refreshedCs ?? Math.floor(Date.now() / 10),
     };
     this.addrs = this.addrs.filter((x) => !(x.index === l.index && x.address === addr.address));
     this.addrs.push(addr);

@@ -18,14 +18,15 @@ export function addressInPrefix(op: string, name: string, prefix: string): (a: A
 
 /**
  * An address the node can be reached at for as long as it is on the link: global, not link-local, its DAD over
- * and passed, still preferred, and not a privacy (temporary) address, which the kernel replaces on its own
- * schedule and which correspondents must never be bound to.
+ * and passed (or optimistic: RFC 4429 lets a node use it meanwhile), still preferred, and not a privacy
+ * (temporary) address, which the kernel replaces on its own schedule and which correspondents must never be
+ * bound to.
  */
 export const usableLocator = (a: AddressInfo): boolean =>
   a.family === 6 &&
   a.scope === "global" &&
   !isLinkLocal(parseIpv6(a.address)) &&
-  !a.tentative &&
+  (!a.tentative || a.optimistic === true) &&
   !a.dadFailed &&
   !a.deprecated &&
   !a.temporary;

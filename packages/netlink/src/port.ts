@@ -30,8 +30,19 @@ export interface AddressInfo {
   readonly dadFailed: boolean;
   readonly permanent: boolean;
   readonly deprecated: boolean;
+  /**
+   * Optimistic DAD (RFC 4429, IFA_F_OPTIMISTIC): usable while its DAD still runs (the kernel reports it
+   * tentative too).
+   */
+  readonly optimistic?: boolean;
   /** A privacy extension address (RFC 8981, IFA_F_TEMPORARY): never a locator. */
   readonly temporary: boolean;
+  /**
+   * When the kernel last set its lifetimes, in hundredths of a second since boot (IFA_CACHEINFO tstamp): an
+   * address made by SLAAC is refreshed by every RA that carries its prefix, so the newest one tells which
+   * router the link hears now. Undefined where the kernel did not say.
+   */
+  readonly refreshedCs?: number;
 }
 
 export interface AddAddressOptions {
@@ -74,6 +85,8 @@ export interface NeighbourInfo {
   readonly mac: string | undefined;
   readonly state: NeighbourState;
   readonly router: boolean;
+  /** How long ago the entry was last updated, in hundredths of a second (NDA_CACHEINFO ndm_updated). */
+  readonly updatedAgoCs?: number;
 }
 
 export interface BridgeOptions {

@@ -135,6 +135,8 @@ function toAddressInfo(m: RtT.AddressMessage): AddressInfo {
     deprecated: flags.deprecated === true,
     // IFA_F_TEMPORARY is IFA_F_SECONDARY's bit (include/uapi/linux/if_addr.h 41-42): IPv6 means temporary.
     temporary: family === 6 && flags.secondary === true,
+    ...(flags.optimistic === true ? { optimistic: true } : {}),
+    ...(m.attrs.cacheInfo?.tstamp !== undefined ? { refreshedCs: m.attrs.cacheInfo.tstamp } : {}),
   };
 }
 
@@ -499,6 +501,7 @@ class RtNetlink implements Netlink {
         mac: m.attrs.lladdr?.length === 6 ? [...m.attrs.lladdr].map(hex2).join(":") : undefined,
         state: neighbourState(m.data.state),
         router: m.data.flags?.router === true,
+        ...(m.attrs.cacheInfo?.updated !== undefined ? { updatedAgoCs: m.attrs.cacheInfo.updated } : {}),
       }))
       .filter((n) => dev === undefined || n.dev === dev);
   }

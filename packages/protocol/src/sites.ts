@@ -3,7 +3,7 @@
 // and the control server validates what an admin uploads with the same rules.
 
 import { parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
-import { ipv6Field, linkLocalField, macField, prefix64Field } from "./fields.js";
+import { globalAddressField, ipv6Field, linkLocalField, macField, prefix64Field } from "./fields.js";
 import { z } from "zod";
 
 export interface Site {
@@ -12,6 +12,17 @@ export interface Site {
   readonly gateway: { readonly linkLocal: string; readonly mac: string };
   /** RA intervals radvd uses on this site's staging bridges. */
   readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
+  /**
+   * What the site's own RAs carry beside the prefix, which the staging RA carries too: a guest's new primary
+   * then has the site's MTU and DNS servers from the first instant, not from the site's next RA.
+   */
+  readonly advertise?:
+    | {
+        readonly mtu?: number | undefined;
+        readonly rdnss?: readonly string[] | undefined;
+        readonly dnssl?: readonly string[] | undefined;
+      }
+    | undefined;
 }
 
 export interface SiteDirectory {
@@ -36,6 +47,26 @@ const schema = z.strictObject({
         ra: z
           .strictObject({ minIntervalMs: z.number().min(30), maxIntervalMs: z.number().min(70) })
           .default({ minIntervalMs: 30, maxIntervalMs: 70 }),
+        advertise: z
+          .strictObject({
+            // RFC 4861 4.6.4; IPv6 needs at least 1280 (RFC 8200 5).
+            mtu: z.number().int().min(1280).max(65535).optional(),
+            // RFC 8106: radvd takes up to 3 of each per line.
+            rdnss: z.array(globalAddressField).min(1).max(3).optional(),
+            dnssl: z
+              .array(
+                z
+                  .string()
+                  .regex(
+                    /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
+                    "must be a DNS domain such as example.net",
+                  ),
+              )
+              .min(1)
+              .max(3)
+              .optional(),
+          })
+          .optional(),
       }),
     )
     .min(1),
