@@ -42,6 +42,17 @@ interface Call {
   binding?: Record<string, unknown>;
 }
 
+/** The toolstack under test, against the fake `xl` and the test's xenstored; `log` sees xl's progress lines. */
+function xlWith(dir: string, sock: string, log?: (event: string, fields?: Record<string, unknown>) => void) {
+  return new XlToolstack({
+    configPath: join(dir, "{vm}.cfg"),
+    transport: "env XENROAM_FAKE_DEST={host}",
+    remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
+    stateDir: dir,
+    ...(log ? { log } : {}),
+  });
+}
+
 async function setup(t: ExecutionContext) {
   const dir = mkdtempSync(join(tmpdir(), "xr-xl-"));
   const bin = join(dir, "bin");
@@ -82,12 +93,7 @@ async function setup(t: ExecutionContext) {
     await xs.close();
     rmSync(dir, { recursive: true, force: true });
   });
-  const toolstack = new XlToolstack({
-    configPath: join(dir, "{vm}.cfg"),
-    transport: "env XENROAM_FAKE_DEST={host}",
-    remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
-    stateDir: dir,
-  });
+  const toolstack = xlWith(dir, sock);
   const calls = () =>
     readFileSync(join(dir, "log.jsonl"), "utf8")
       .trim()
@@ -167,14 +173,8 @@ test.serial(
   async (t) => {
     const { dir, sock } = await setup(t);
     const lines: string[] = [];
-    const toolstack = new XlToolstack({
-      configPath: join(dir, "{vm}.cfg"),
-      transport: "env XENROAM_FAKE_DEST={host}",
-      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
-      stateDir: dir,
-      log: (event, fields) => {
-        if (event === "xl") lines.push(String(fields?.line));
-      },
+    const toolstack = xlWith(dir, sock, (event, fields) => {
+      if (event === "xl" && typeof fields?.line === "string") lines.push(fields.line);
     });
     const info = await toolstack.migrate("web1", "hostb", {
       migrationId: "m1",
@@ -222,16 +222,10 @@ test.serial(
       delete process.env.FAKE_XL_HOTPLUG_MS;
     });
     const events: Array<{ event?: string; devids?: number[] }> = [];
-    const toolstack = new XlToolstack({
-      configPath: join(dir, "{vm}.cfg"),
-      transport: "env XENROAM_FAKE_DEST={host}",
-      remoteXenroam: `${process.execPath} ${MAIN} --xenstore ${sock} --state-dir ${dir} --parking-bridge lo`,
-      stateDir: dir,
-      log: (event, fields) => {
-        // receive logs JSON on its stderr, which reaches the source as xl's.
-        const line = typeof fields?.line === "string" ? fields.line : "";
-        if (event === "xl" && line.startsWith("{")) events.push(JSON.parse(line) as { event?: string });
-      },
+    const toolstack = xlWith(dir, sock, (event, fields) => {
+      // receive logs JSON on its stderr, which reaches the source as xl's.
+      const line = typeof fields?.line === "string" ? fields.line : "";
+      if (event === "xl" && line.startsWith("{")) events.push(JSON.parse(line) as { event?: string });
     });
     await toolstack.migrate("web1", "hostb", {
       migrationId: "m1",

@@ -10,7 +10,13 @@ import {
   prefixesOverlap,
   radvdIntervalProblem,
 } from "@xenroam/core";
-import { ipv6Field, linkLocalField, prefix64Field, unicastMacField } from "@xenroam/protocol";
+import {
+  advertiseSchema,
+  ipv6Field,
+  linkLocalField,
+  prefix64Field,
+  unicastMacField,
+} from "@xenroam/protocol";
 import { z } from "zod";
 import { routerAddress } from "./addresses.js";
 
@@ -43,31 +49,7 @@ const site = z.strictObject({
   gateway,
   ra: ra.default({ minIntervalMs: 3000, maxIntervalMs: 4000 }),
   /** What the site's router advertises beside the prefix (and the sites document passes to staging RAs). */
-  advertise: z
-    .strictObject({
-      mtu: z.number().int().min(1280).max(65535).optional(),
-      // As the sites document takes them (packages/protocol sites.ts): routable servers, DNS domains.
-      rdnss: z
-        .array(
-          ipv6("RDNSS server").refine((a) => !isLinkLocal(parseIpv6(a)), "must be routable, not link-local"),
-        )
-        .min(1)
-        .max(3)
-        .optional(),
-      dnssl: z
-        .array(
-          z
-            .string()
-            .regex(
-              /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
-              "must be a DNS domain such as example.net",
-            ),
-        )
-        .min(1)
-        .max(3)
-        .optional(),
-    })
-    .optional(),
+  advertise: advertiseSchema.optional(),
 });
 
 const host = z.strictObject({

@@ -3,7 +3,7 @@
 
 import { canonicalIpv6, canonicalMac } from "@xenroam/core";
 import { NetlinkError } from "./errors.js";
-import { addressInPrefix, unusableIn, usableLocator } from "./match.js";
+import { prefixWait } from "./match.js";
 import type {
   AddAddressOptions,
   AddressInfo,
@@ -474,18 +474,8 @@ export class FakeNetlink implements Netlink {
 
   async waitAddressIn(name: string, prefix: string, options: WaitOptions = {}): Promise<AddressInfo> {
     this.need("wait address", name);
-    const inside = addressInPrefix("wait address", name, prefix);
-    const seen = new Map<string, AddressInfo>();
-    return this.waitFor(
-      name,
-      options,
-      () => unusableIn(prefix, seen),
-      (a) => {
-        if (!inside(a)) return undefined;
-        seen.set(a.address, a);
-        return usableLocator(a) ? a : undefined;
-      },
-    );
+    const { pick, what } = prefixWait("wait address", name, prefix);
+    return this.waitFor(name, options, what, pick);
   }
 
   private waitFor(

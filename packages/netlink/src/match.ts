@@ -52,3 +52,24 @@ export function unusableIn(prefix: string, seen: ReadonlyMap<string, AddressInfo
   }
   return `an address in ${text} (${list.length > 0 ? `saw ${list.join(", ")}` : "none made: no RA with that prefix?"})`;
 }
+
+/**
+ * waitAddressIn's test, shared by the port and its fake: `pick` takes the first usable locator inside `prefix`
+ * and remembers what else it saw there; `what` says it for the timeout's message.
+ */
+export function prefixWait(
+  op: string,
+  name: string,
+  prefix: string,
+): { pick: (a: AddressInfo) => AddressInfo | undefined; what: () => string } {
+  const inside = addressInPrefix(op, name, prefix);
+  const seen = new Map<string, AddressInfo>();
+  return {
+    pick: (a) => {
+      if (!inside(a)) return undefined;
+      seen.set(a.address, a);
+      return usableLocator(a) ? a : undefined;
+    },
+    what: () => unusableIn(prefix, seen),
+  };
+}

@@ -7,7 +7,7 @@ import { canonicalMac, formatIpv6, ipv6FromBytes, ipv6ToBytes, macToBytes, parse
 import type { ifla as IflaT, rt as RtT } from "netlink";
 import nl from "netlink";
 import { NetlinkError, toNetlinkError } from "./errors.js";
-import { addressInPrefix, unusableIn, usableLocator } from "./match.js";
+import { prefixWait } from "./match.js";
 import type {
   AddAddressOptions,
   AddressInfo,
@@ -373,19 +373,8 @@ class RtNetlink implements Netlink {
   }
 
   async waitAddressIn(name: string, prefix: string, options: WaitOptions = {}): Promise<AddressInfo> {
-    const inside = addressInPrefix("wait address", name, prefix);
-    const seen = new Map<string, AddressInfo>();
-    return this.waitFor(
-      "wait address",
-      name,
-      options,
-      () => unusableIn(prefix, seen),
-      (a) => {
-        if (!inside(a)) return undefined;
-        seen.set(a.address, a);
-        return usableLocator(a) ? a : undefined;
-      },
-    );
+    const { pick, what } = prefixWait("wait address", name, prefix);
+    return this.waitFor("wait address", name, options, what, pick);
   }
 
   /** The first address of a link that `pick` takes, now or from RTM_NEWADDR events, by the deadline. */

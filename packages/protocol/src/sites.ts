@@ -36,6 +36,29 @@ export class SitesError extends Error {
   override readonly name = "SitesError";
 }
 
+/**
+ * What a site's own RAs carry beside the prefix (and the staging RA carries too). Shared with the lab's
+ * topology, which advertises the same on its routers.
+ */
+export const advertiseSchema = z.strictObject({
+  // RFC 4861 4.6.4; IPv6 needs at least 1280 (RFC 8200 5).
+  mtu: z.number().int().min(1280).max(65535).optional(),
+  // RFC 8106: radvd takes up to 3 of each per line.
+  rdnss: z.array(globalAddressField).min(1).max(3).optional(),
+  dnssl: z
+    .array(
+      z
+        .string()
+        .regex(
+          /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
+          "must be a DNS domain such as example.net",
+        ),
+    )
+    .min(1)
+    .max(3)
+    .optional(),
+});
+
 const name = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, "must be 1-12 characters: a-z, 0-9, -");
 const schema = z.strictObject({
   sites: z
@@ -47,26 +70,7 @@ const schema = z.strictObject({
         ra: z
           .strictObject({ minIntervalMs: z.number().min(30), maxIntervalMs: z.number().min(70) })
           .default({ minIntervalMs: 30, maxIntervalMs: 70 }),
-        advertise: z
-          .strictObject({
-            // RFC 4861 4.6.4; IPv6 needs at least 1280 (RFC 8200 5).
-            mtu: z.number().int().min(1280).max(65535).optional(),
-            // RFC 8106: radvd takes up to 3 of each per line.
-            rdnss: z.array(globalAddressField).min(1).max(3).optional(),
-            dnssl: z
-              .array(
-                z
-                  .string()
-                  .regex(
-                    /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
-                    "must be a DNS domain such as example.net",
-                  ),
-              )
-              .min(1)
-              .max(3)
-              .optional(),
-          })
-          .optional(),
+        advertise: advertiseSchema.optional(),
       }),
     )
     .min(1),
