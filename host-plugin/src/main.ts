@@ -114,12 +114,13 @@ function startHoldReleaser(
   }
   return {
     release: (domid, devids) => {
-      if (pending) {
-        pending.engage(domid, devids);
+      if (pending?.engage(domid, devids)) {
         log("hold_engaged", { migration: r.migration, domid, devids, releaser: pending.pid });
         return;
       }
-      // Nobody would release the frontends: do it now rather than leave them waiting.
+      if (pending) log("hold_releaser_gone", { migration: r.migration, domid, devids, releaser: pending.pid });
+      // Nobody would release the frontends (no releaser, or it died while the memory arrived): do it now
+      // rather than leave them waiting.
       void XenstoreClient.connect(g.xenstore).then(async (xs) => {
         try {
           await releaseHold(xs, domid, devids, log);
