@@ -118,7 +118,8 @@ function startHoldReleaser(
         log("hold_engaged", { migration: r.migration, domid, devids, releaser: pending.pid });
         return;
       }
-      if (pending) log("hold_releaser_gone", { migration: r.migration, domid, devids, releaser: pending.pid });
+      if (pending)
+        log("hold_releaser_gone", { migration: r.migration, domid, devids, releaser: pending.pid });
       // Nobody would release the frontends (no releaser, or it died while the memory arrived): do it now
       // rather than leave them waiting.
       void XenstoreClient.connect(g.xenstore).then(async (xs) => {
