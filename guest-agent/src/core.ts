@@ -417,12 +417,16 @@ export class Agent {
   /** The secondary back to how it waits between migrations: down, with no default route of ours. */
   private async standDown(dev: string): Promise<void> {
     const { netlink } = this.ports;
-    if (!(await netlink.link(dev))) return;
+    const link = await netlink.link(dev);
+    if (!link) return;
     await netlink.setLink(dev, { up: false });
     for (const r of await netlink.routes({ dev })) {
       if (r.dst === "default")
         await netlink.deleteRoute({ dst: "default", dev, metric: r.metric }).catch(() => {});
     }
+    // A staging RA may have set the other site's MTU (its `advertise`); the kernel keeps it across down and up,
+    // and the guest's own sites may never advertise one: back to the link's.
+    await netlink.writeSysctl(dev, "mtu", link.mtu).catch(() => {});
   }
 
   private async hasDefaultRoute(dev: string, metric: number): Promise<boolean> {

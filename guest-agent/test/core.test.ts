@@ -146,8 +146,8 @@ test("abort takes the secondary down again and says so", async (t) => {
   const g = await prepared();
   g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
   await g.agent.converge("xenstore");
-  // Down, eth1 loses its standby route with it (the kernel's fib6_ifdown).
-  t.deepEqual(g.netlink.effects, ["link set eth1 down"]);
+  // Down, eth1 loses its standby route with it (the kernel's fib6_ifdown); a staged MTU goes back to the link's.
+  t.deepEqual(g.netlink.effects, ["link set eth1 down", "sysctl -w net.ipv6.conf.eth1.mtu=1500"]);
   t.deepEqual(await g.netlink.routes({ dev: "eth1" }), [], "without the standby route");
   t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "aborted" });
   t.like(g.channel.json("status"), { phase: "idle", primary: "eth0" });

@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import test from "ava";
 import { DEFAULT_TOPOLOGY, findWorkspaceCommand, labDown, labUp, parseTopology } from "@xenroam/lab";
-import { migrate } from "./support.js";
+import { migrate, prepare } from "./support.js";
 
 const run = promisify(execFile);
 const XENROAM = findWorkspaceCommand("xenroam");
@@ -52,18 +52,7 @@ test("the staging RA carries the destination site's MTU and DNS server: right fr
     Number((await run("ip", ["netns", "exec", vmNs, "cat", `/proc/sys/net/ipv6/conf/${dev}/mtu`])).stdout);
 
   if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
-  await run("ip", [
-    "netns",
-    "exec",
-    `${name}-hosta`,
-    ...XENROAM,
-    "--lab",
-    stateDir,
-    "prepare",
-    topology.vm.name,
-    "--to",
-    "hostb",
-  ]);
+  await prepare(topology, stateDir, "hostb");
   // eth1 sits on the isolated staging bridge: only the staging RA reaches it.
   t.is(await mtu("eth1"), 1400, "the site's MTU from the staging RA");
   for (let i = 0; i < 40 && !known(); i++) await new Promise((r) => setTimeout(r, 50));

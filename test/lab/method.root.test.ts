@@ -17,7 +17,7 @@ import {
   parseTopology,
   type Topology,
 } from "@xenroam/lab";
-import { migrate } from "./support.js";
+import { migrate, prepare } from "./support.js";
 
 const run = promisify(execFile);
 const XENROAM = findWorkspaceCommand("xenroam");
@@ -156,19 +156,8 @@ test("the guest agent killed after prepare: its restart converges and the migrat
   const { topology, stateRoot, stateDir } = fresh(t);
   await labUp(topology, { stateRoot });
   if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
-  const prep = await run("ip", [
-    "netns",
-    "exec",
-    `${topology.name}-hosta`,
-    ...XENROAM,
-    "--lab",
-    stateDir,
-    "prepare",
-    topology.vm.name,
-    "--to",
-    "hostb",
-  ]);
-  t.regex(prep.stdout, /prepared for site b: MoA 2001:db8:b:/);
+  const prep = await prepare(topology, stateDir, "hostb");
+  t.regex(prep, /prepared for site b: MoA 2001:db8:b:/);
   const sup = () =>
     JSON.parse(readFileSync(join(stateDir, "supervisor.json"), "utf8")) as {
       services: Record<string, { process?: { pid: number }; state: string }>;

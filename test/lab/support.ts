@@ -39,3 +39,22 @@ export async function migrate(
   ]);
   return JSON.parse(stdout) as MigrationReport;
 }
+
+/** `xenroam prepare` (step 1 alone) on the host the VM is on now; returns what it printed. */
+export async function prepare(topology: Topology, stateDir: string, to: string): Promise<string> {
+  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
+  const from = readVmLocation(stateDir).host;
+  const { stdout } = await run("ip", [
+    "netns",
+    "exec",
+    `${topology.name}-${from}`,
+    ...XENROAM,
+    "--lab",
+    stateDir,
+    "prepare",
+    topology.vm.name,
+    "--to",
+    to,
+  ]);
+  return stdout;
+}
