@@ -109,6 +109,37 @@ test("step 4: on arrival the old primary goes down first, then the routes move; 
   t.deepEqual(g.netlink.effects, [], "idempotent, also for a restarted agent");
 });
 
+test("step 4's first move: armed by the prepare, the old primary goes down before the rest of the pass", async (t) => {
+  const g = await prepared();
+  const order: string[] = [];
+  const log = g.events;
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  const read = g.channel.read.bind(g.channel);
+  g.channel.read = async (key: string) => {
+    order.push(`read ${key}${g.netlink.effects.length ? " (after the down)" : ""}`);
+    return read(key);
+  };
+  await g.agent.converge("xenstore");
+  t.deepEqual(order.slice(0, 2), ["read request", "read arrived"], "one round trip before it");
+  t.true(
+    order.slice(2).every((r) => r.endsWith("(after the down)")),
+    "every other read comes after",
+  );
+  t.is(g.netlink.effects[0], "link set eth0 down");
+  t.is(g.netlink.effects.filter((e) => e === "link set eth0 down").length, 1, "set down once");
+  t.true(log.indexOf("old_primary_down") >= 0 && log.indexOf("old_primary_down") < log.indexOf("switched"));
+  t.like(g.channel.json("status"), { phase: "switched", id: "m1", primary: "eth1" });
+});
+
+test("armed, an abort of the migration wins over its arrival: the old primary stays up", async (t) => {
+  const g = await prepared();
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  g.channel.keys.set("request", encodeMessage({ v: 1, kind: "abort", id: "m1" }));
+  await g.agent.converge("xenstore");
+  t.false(g.netlink.effects.includes("link set eth0 down"));
+  t.deepEqual(g.channel.json("answer"), { v: 1, id: "m1", status: "aborted" });
+});
+
 test("an arrival for another migration is ignored", async (t) => {
   const g = await prepared();
   g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "other", host: "hostb" }));

@@ -1,6 +1,10 @@
 // The xl destination's carrier hold: the old primary's frontend kept from connecting until the guest has
-// switched, so that from the first instant after resume the guest's kernel routes around it (xl restores every
-// vif plugged; this is what the lab's "hold" is on real Xen).
+// switched (xl restores every vif plugged; this is what the lab's "hold" is on real Xen). What it buys there,
+// as traced in the guest's kernel (scripts/xen/domu/trace.sh): the guest's xenwatch thread connects one
+// frontend at resume instead of two — the new primary's no longer waits behind the old one's, and nothing goes
+// out of the old primary onto the parking bridge. What it does not buy: the guest's kernel does not route
+// around the held vif by itself — netfront_resume detaches it, and linkwatch skips a detached device, so its
+// routes are never marked linkdown; the agent's reflex (taking it down) moves the traffic.
 //
 // How (Linux 6.1, Xen 4.17; read at the source): on resume netfront drops carrier (drivers/net/xen-netfront.c
 // netfront_resume → xennet_disconnect_backend → netif_carrier_off) and reconnects — netif_carrier_on in

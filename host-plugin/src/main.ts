@@ -3,7 +3,7 @@
 // the command line and hands them to the engine. Human output on stdout; --log-json for JSON log lines.
 
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
-import { hostname } from "node:os";
+import { hostname, setPriority } from "node:os";
 import { join } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { createNetlink, type Netlink } from "@xenroam/netlink";
@@ -683,6 +683,13 @@ program
         devids = (m[2] ?? "").split(",").map(Number);
       }
       if (domid === undefined) throw new UsageError("give --domid N or --domid-from-stdin");
+      // From here on it only waits, and the moment it starts waiting is the guest's resume, when Dom0's CPU is
+      // the new primary's (xenstored and netback connecting its frontend): the release is never urgent.
+      try {
+        setPriority(10);
+      } catch {
+        // not allowed here: wait at the same priority
+      }
       const fields = { migration: o.migration, vm, domid, devids };
       const xs = await XenstoreClient.connect(g.xenstore);
       const started = Date.now();

@@ -26,7 +26,8 @@ usage: npm run bench:xen -- [options]        (as root; builds and boots like npm
                     not recovered (default 60)
   --out PREFIX      where the results go (default docs/bench/xen-<date>): PREFIX.json, .md, .svg
   --trace           also capture ICMPv6 and the probes on each site's LAN at the router during every measured
-                    migration (tcpdump; lan-a.pcap, lan-b.pcap in the raw logs): where a downtime goes
+                    migration (tcpdump; lan-a.pcap, lan-b.pcap in the raw logs), and the guest's own link,
+                    address, route and neighbour events with its agent's log (guest.log): where a downtime goes
 
 The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes 45 minutes here (2 cores,
 QEMU TCG; 2705 s on 2026-12-03): a measured migration costs 60-100 s at 256 MB and 80-175 s at 512 MB under
@@ -150,6 +151,11 @@ guest_sh() { # host command
   { sleep 1; printf '%s\r' "$2"; sleep 2; } |
     timeout 20 ip netns exec xrx-router "${SSH[@]}" -tt "root@${DOM0_ADDR[$1]}" 'timeout 4 xl console domu' 2>&1 | tr -d '\r' || true
 }
+guest_logs() { # host: the guest's events and kernel trace (scripts/xen/domu/trace.sh) and its agent's log since the last call
+  { sleep 1; printf '%s\r' 'echo XR-LOG-BEGIN; sh /xenroam-bench/trace.sh dump; echo XR-AGENT-LOG; cat /run/agent.log; echo XR-LOG-END; : >/run/agent.log'; sleep 8; } |
+    timeout 30 ip netns exec xrx-router "${SSH[@]}" -tt "root@${DOM0_ADDR[$1]}" 'timeout 11 xl console domu' 2>&1 | tr -d '\r' |
+    sed -n '/^XR-LOG-BEGIN/,/^XR-LOG-END/p' || true
+}
 for h in xa xb; do
   dom0 $h 60 "mkdir -p /etc/xenroam && umask 077 && printf %s $(cat "$RUN/$h.token") > /etc/xenroam/host.token" ||
     fail "no ssh to $h, or could not give it its control token"
@@ -227,6 +233,7 @@ guest() { # kind memory: a fresh guest on xa
   dom0 xb 60 'xl destroy domu 2>/dev/null; true' || true
   # rootfstype=ramfs: the initramfs (107 MB unpacked) outgrows tmpfs's half-of-RAM limit below ~300 MB.
   extra="console=hvc0 quiet rootfstype=ramfs rdinit=/bench-init xr.probe=$CN,7400"
+  [ -n "$TRACE" ] && extra="$extra xr.trace=1"
   macs="'mac=00:16:3e:00:00:20,bridge=xenbr0', 'mac=00:16:3e:00:00:21,bridge=xrpark0'"
   target=$(own a plain)
   if [ "$kind" = mobile ]; then
@@ -330,7 +337,12 @@ measure() { # subject link memory run
   sleep 3
   for p in "${PINGS[@]}"; do kill "$p" 2>/dev/null || true; done
   PINGS=()
-  node "$X/bench-report.mjs" record "$dir" "$(date +%s%3N)" >>"$RUNS_FILE"
+  local ended
+  ended=$(date +%s%3N)
+  # The guest's own view (its clock; the NA its netfront sends at reconnect is in lan-?.pcap and its carrier
+  # event here): when each interface lost and regained carrier, the agent's steps, the routes and neighbours.
+  [ -n "$TRACE" ] && [ -n "$HERE" ] && guest_logs "$HERE" >"$dir/guest.log"
+  node "$X/bench-report.mjs" record "$dir" "$ended" >>"$RUNS_FILE"
   if [ -z "$HERE" ]; then
     say "  the guest is on neither host after this run (see $dir/xenroam.log): a fresh one for the next"
     guest "$kind" "$mem"

@@ -67,7 +67,10 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
     cp "ex/lib/modules/$KV/kernel/$m.ko" domuroot/lib/modules/
   done
   mkdir -p domuroot/usr/sbin && cp /usr/sbin/nft domuroot/usr/sbin/nft
-  for lib in $(ldd /usr/sbin/nft | grep -o '/[^ ]*'); do
+  # iproute2's ip beside busybox's (/bin/ip): `bench:xen --trace` records the guest's link, address, route and
+  # neighbour events with it (ip -ts monitor), which busybox's ip cannot.
+  cp /usr/sbin/ip domuroot/usr/sbin/ip
+  for lib in $({ ldd /usr/sbin/nft; ldd /usr/sbin/ip; } | grep -o '/[^ ]*' | sort -u); do
     mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
   done
   agent=$(node "$REPO/scripts/package.mjs" agent --out "$CACHE/pkg" 2>/dev/null)
@@ -79,10 +82,12 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   # The benchmark's VM->CN probe (scripts/xen/bench.sh boots the guest with rdinit=/bench-init xr.probe=HOST,PORT):
   # /bench-init is the guest's /init with the probe started just before its console shell.
   mkdir -p domuroot/xenroam-bench && install -m 644 "$REPO/scripts/xen/probe.mjs" domuroot/xenroam-bench/probe.mjs
+  install -m 755 "$REPO/scripts/xen/domu/trace.sh" domuroot/xenroam-bench/trace.sh
   grep -q '^exec setsid' domuroot/init || { say "scripts/xen/domu/init no longer ends with 'exec setsid'"; exit 1; }
   sed '/^exec setsid/i\
 for a in $(cat /proc/cmdline); do case $a in xr.probe=*) p=${a#xr.probe=} ;; esac; done\
-[ -n "${p:-}" ] \&\& /opt/xenroam-agent/bin/node /xenroam-bench/probe.mjs send "${p%,*}" "${p#*,}" 20 </dev/null >/dev/hvc0 2>\&1 \&' \
+[ -n "${p:-}" ] \&\& /opt/xenroam-agent/bin/node /xenroam-bench/probe.mjs send "${p%,*}" "${p#*,}" 20 </dev/null >/dev/hvc0 2>\&1 \&\
+grep -qw xr.trace=1 /proc/cmdline \&\& sh /xenroam-bench/trace.sh start >/dev/hvc0 2>\&1' \
     domuroot/init > domuroot/bench-init
   chmod 755 domuroot/bench-init
   mkdir -p dom0root/xenroam-test
