@@ -205,17 +205,18 @@ export class Agent {
    * The one step of the switch that must not wait (measured on real Xen, scripts/xen/domu/trace.sh): after a
    * resume the guest's kernel keeps routing into the old primary — its frontend is detached (netfront_resume,
    * and xl's hold keeps it so), and linkwatch skips a detached device, so its routes are never marked linkdown —
-   * until the old primary is set down. So when armed by a prepare, a pass first reads the request and the
-   * arrival and, when both are this migration's, sets the old primary down at once: one xenstore round trip, JSON.parse and one
-   * netlink request, no schema and no other step before it (a schema's first use after a long idle compiles,
+   * until the old primary is set down. So when armed by a prepare, a pass first reads the request, the answer
+   * and the arrival and, when they say what the pass would switch on, sets the old primary down at once: one
+   * xenstore round trip, JSON.parse and one netlink request, no schema and no other step before it (a schema's first use after a long idle compiles,
    * which cost 0.4 s here). The arrival is then read and validated again by the pass, which does the rest.
    */
   private async reflex(): Promise<void> {
     const armed = this.armed;
     if (!armed) return;
     const started = Date.now();
-    const [requestText, arrivalText] = await Promise.all([
+    const [requestText, answerText, arrivalText] = await Promise.all([
       this.ports.channel.read(KEYS.request),
+      this.ports.channel.read(KEYS.answer),
       this.ports.channel.read(KEYS.arrived),
     ]);
     const field = (text: string | undefined, key: string): unknown => {
@@ -225,8 +226,10 @@ export class Agent {
         return undefined; // not a message at all: the pass reports it
       }
     };
-    // An abort of this migration wins over its arrival (the pass then undoes the prepare).
+    // The pass's own condition for the switch, read cheaply: this migration's request (an abort of it wins over
+    // its arrival: the pass then undoes the prepare), its answer still "prepared", and its arrival.
     if (field(requestText, "id") !== armed.id || field(requestText, "kind") === "abort") return;
+    if (field(answerText, "id") !== armed.id || field(answerText, "status") !== "prepared") return;
     if (field(arrivalText, "id") !== armed.id || this.armed !== armed) return;
     this.armed = undefined;
     await this.ports.netlink.setLink(armed.oldPrimary, { up: false });
