@@ -43,8 +43,8 @@ export function radvdFor(site: Site, bridge: string = stagingBridge(site.name)):
     minIntervalMs: site.ra.minIntervalMs,
     maxIntervalMs: site.ra.maxIntervalMs,
     sourceLinkLocal: site.gateway.linkLocal,
-    // The guest must not learn the gateway's MAC on the staging bridge (see RadvdInterface.sourceLinkLayer).
-    sourceLinkLayer: false,
+    // The RAs carry the gateway's MAC (radvd's default): the guest knows it before it moves, so its first
+    // packet after resume needs no neighbour solicitation (see the agent's prepare for what that cost).
     // What the site's own RAs carry, so the new primary is right from the first instant after the switch.
     ...(site.advertise?.mtu !== undefined ? { mtu: site.advertise.mtu } : {}),
     ...(site.advertise?.rdnss ? { rdnss: site.advertise.rdnss } : {}),

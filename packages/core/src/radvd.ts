@@ -16,11 +16,10 @@ export interface RadvdInterface {
   readonly sourceLinkLocal?: string;
   readonly mtu?: number;
   /**
-   * Whether the RAs carry the router's link-layer address (AdvSourceLLAddress, default on). Off on staging
-   * bridges: a guest that never learned the gateway's MAC there resolves it at its first packet after resume,
-   * and that solicitation (sourced from the packet's own address, the MoA, with the guest's MAC: Linux
-   * net/ipv6/ndisc.c ndisc_solicit) is what makes the destination's router learn the MoA at once (RFC 4861
-   * 7.2.3), instead of at its next solicitation retry, up to a second later.
+   * Whether the RAs carry the router's link-layer address (AdvSourceLLAddress, default on). Staging bridges
+   * leave it on: tried off (the guest then resolved the gateway at its first packet after resume, from the
+   * MoA, so the router learned the MoA from it), that solicitation was lost on real Xen whenever it was
+   * queued before the frontend's backend forwarded, and the kernel asked again only a second later.
    */
   readonly sourceLinkLayer?: boolean;
   /** Recursive DNS servers (RFC 8106 RDNSS) and search domains (DNSSL) the RAs carry. */
