@@ -22,8 +22,6 @@ export const STANDBY_METRIC = 2100;
 /** After the reflex: how long, and how often, the agent looks for the new primary's carrier before going on. */
 export const REFLEX_CARRIER_WAIT_MS = 2000;
 export const REFLEX_CARRIER_POLL_MS = 40;
-/** When, after the new primary's carrier, the agent announces the MoA (see Agent.announce). */
-export const ANNOUNCE_AT_MS = [0, 60, 150, 300] as const;
 /** How much earlier than Dom0's deadline the agent gives up waiting for its MoA, to answer with the reason. */
 export const ANSWER_MARGIN_MS = 1500;
 
@@ -94,8 +92,11 @@ export class Agent {
   /** Set by a prepare that succeeded, until its migration is switched or undone: what `reflex` acts on. */
   private armed:
     { readonly id: string; readonly oldPrimary: string; readonly newPrimary: string } | undefined;
-  /** The migration whose old primary `reflex` has set down already (the switch then does not again). */
-  private downFor: string | undefined;
+  /**
+   * The old primary `reflex` set down, for which migration: the switch then does not again, and a pass that
+   * does not switch after all (an abort written meanwhile, an arrival the schema refuses) sets it up again.
+   */
+  private down: { readonly id: string; readonly dev: string } | undefined;
 
   constructor(private readonly ports: AgentPorts) {}
 
@@ -239,7 +240,7 @@ export class Agent {
     if (field(arrivalText, "id") !== armed.id || this.armed !== armed) return;
     this.armed = undefined;
     await this.ports.netlink.setLink(armed.oldPrimary, { up: false });
-    this.downFor = armed.id;
+    this.down = { id: armed.id, dev: armed.oldPrimary };
     const downMs = Date.now() - started;
     // The rest of the switch can wait for the new primary's frontend, and should: on one vCPU the agent's
     // work competes with the kernel's xenwatch thread, which is connecting that frontend right now.
@@ -251,7 +252,6 @@ export class Agent {
       ms: downMs,
       ...(link ? { carrierMs: Date.now() - carrierFrom } : { carrier: "missing" }),
     });
-    if (link?.mac) void this.announce(armed.newPrimary, link.mac, armed.id);
   }
 
   /** Polls the link's carrier, gently, for up to REFLEX_CARRIER_WAIT_MS: the link once it has one. */
@@ -262,28 +262,6 @@ export class Agent {
       if (link?.carrier) return link;
       if (Date.now() - started >= REFLEX_CARRIER_WAIT_MS) return undefined;
       await new Promise((r) => setTimeout(r, REFLEX_CARRIER_POLL_MS));
-    }
-  }
-
-  /**
-   * The MoA announced to the destination's router right after the new primary's frontend attached, a few
-   * times: unsolicited NAs (the kernel sends them when the MAC is set, to itself, with `ndisc_notify`, which the
-   * prepare turned on: net/ipv6/ndisc.c ndisc_netdev_event, NETDEV_CHANGEADDR). Netfront sends its own once it
-   * sees its backend connected, ~0.3 s after the attach on the real-Xen rig, while the backend forwards ~0.1 s
-   * after it; the router, resolving the MoA since the correspondents turned to it at the pause, waits for one.
-   * Never throws.
-   */
-  private async announce(dev: string, mac: string, migration: string): Promise<void> {
-    const started = Date.now();
-    for (const at of ANNOUNCE_AT_MS) {
-      const wait = at - (Date.now() - started);
-      if (wait > 0) await new Promise((r) => setTimeout(r, wait));
-      try {
-        await this.ports.netlink.setLink(dev, { mac });
-      } catch (err) {
-        this.ports.log("announce_failed", { migration, dev, error: String(err) });
-        return;
-      }
     }
   }
 
@@ -335,6 +313,8 @@ export class Agent {
       await this.switchOver(request, answered.ifname, status, reason);
       return;
     }
+    // The reflex acted on what the schema now refuses: no switch follows, so the old primary carries on.
+    await this.undoReflex(request.id, "no switch");
     if (answered === undefined) await this.prepare(request);
   }
 
@@ -359,6 +339,7 @@ export class Agent {
     const started = Date.now();
     log("prepare_started", { migration: request.id, site: request.site, prefix: request.prefix });
     this.armed = undefined;
+    if (this.down) await this.undoReflex(this.down.id, "new prepare");
     await this.setStatus({ v: 1, phase: "preparing", id: request.id });
     // Set once this interface is being changed: only then is there anything to undo on failure.
     let touched: string | undefined;
@@ -382,8 +363,6 @@ export class Agent {
         ["accept_dad", 0],
         // At the destination the old primary is restored unplugged; the kernel must route around it at once.
         ["ignore_routes_with_linkdown", 1],
-        // Unsolicited NAs when the MAC is set: how the agent announces the MoA right after the move.
-        ["ndisc_notify", 1],
         ["router_solicitations", 3],
         ["router_solicitation_interval", 1],
       ] as const) {
@@ -461,7 +440,9 @@ export class Agent {
     // refuses two default routes with one metric, so the primary metric moves only after the old one is gone.
     if (oldPrimary) {
       log("switch_started", { migration: request.id, from: oldPrimary, to: newPrimary, trigger: reason });
-      if (this.downFor !== request.id) await netlink.setLink(oldPrimary, { up: false });
+      if (this.down?.id !== request.id || this.down.dev !== oldPrimary)
+        await netlink.setLink(oldPrimary, { up: false });
+      this.down = undefined;
       // With the old primary down its routes are gone, and the standby route carries traffic: correspondents
       // learn the new locator now, before the route cleanup below.
       await this.ports.mobility?.switched(request.id, newPrimary);
@@ -503,12 +484,26 @@ export class Agent {
   private async abort(id: string, status: AgentStatus): Promise<void> {
     const { log } = this.ports;
     this.armed = undefined;
+    await this.undoReflex(id, "abort");
     const dev = status.secondary;
     if (dev) await this.standDown(dev);
     await this.ports.mobility?.aborted(id, status.primary);
     await this.answer({ v: 1, id, status: "aborted" });
     await this.setStatus({ v: 1, phase: "idle", ...(status.primary ? { primary: status.primary } : {}) });
     log("aborted", { migration: id, secondary: dev });
+  }
+
+  /** The old primary up again when the reflex set it down for `id` and no switch follows. Never throws. */
+  private async undoReflex(id: string, why: string): Promise<void> {
+    const down = this.down;
+    if (down?.id !== id) return;
+    this.down = undefined;
+    await this.ports.netlink
+      .setLink(down.dev, { up: true })
+      .then(() => this.ports.log("old_primary_restored", { migration: id, dev: down.dev, why }))
+      .catch((err: unknown) =>
+        this.ports.log("old_primary_restore_failed", { migration: id, dev: down.dev, error: String(err) }),
+      );
   }
 
   /** The secondary back to how it waits between migrations: down, with no default route of ours. */

@@ -69,8 +69,11 @@ function mobileGuest(state?: MobileState) {
   const order: string[] = [];
   let saved = state;
   const events: string[] = [];
-  const log = (e: string, f?: Record<string, unknown>) =>
+  const logged: { event: string; fields?: Record<string, unknown> }[] = [];
+  const log = (e: string, f?: Record<string, unknown>) => {
+    logged.push({ event: e, ...(f ? { fields: f } : {}) });
     events.push(typeof f?.reason === "string" ? `${e}: ${f.reason}` : e);
+  };
   const mobile = new MobileNode(
     { vm: "vm", hoa: HOA },
     {
@@ -100,6 +103,7 @@ function mobileGuest(state?: MobileState) {
     agent,
     channel,
     events,
+    logged,
     saved: () => saved,
   };
 }
@@ -185,7 +189,8 @@ test("mobile node: step 4 announces once the new primary has a carrier (a Xen fr
   const at = g.announcedAt.at(-1) ?? 0;
   t.true(carrierAt > 0 && at >= carrierAt, "nothing sent into a link without carrier");
   // The agent's reflex waited for it (before the rest of the switch), so the mobility layer need not.
-  t.true(g.events.includes("old_primary_down"));
+  const down = g.logged.find((l) => l.event === "old_primary_down");
+  t.true(typeof down?.fields?.carrierMs === "number" && down.fields.carrierMs >= 50, "the reflex waited");
 });
 
 test("mobile node: with the server down at step 2 the prepare still succeeds; the switch activates late", async (t) => {

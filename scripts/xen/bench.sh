@@ -341,7 +341,10 @@ measure() { # subject link memory run
   ended=$(date +%s%3N)
   # The guest's own view (its clock; the NA its netfront sends at reconnect is in lan-?.pcap and its carrier
   # event here): when each interface lost and regained carrier, the agent's steps, the routes and neighbours.
-  [ -n "$TRACE" ] && [ -n "$HERE" ] && guest_logs "$HERE" >"$dir/guest.log"
+  if [ -n "$TRACE" ] && [ -n "$HERE" ]; then
+    guest_logs "$HERE" >"$dir/guest.log"
+    grep -q '^XR-LOG-END' "$dir/guest.log" || say "  the guest's logs came back incomplete (the console was slow): $dir/guest.log"
+  fi
   node "$X/bench-report.mjs" record "$dir" "$ended" >>"$RUNS_FILE"
   if [ -z "$HERE" ]; then
     say "  the guest is on neither host after this run (see $dir/xenroam.log): a fresh one for the next"

@@ -27,6 +27,7 @@ start)
   for e in neigh_create neigh_update_done neigh_timer_handler neigh_event_send_dead; do
     [ -d $T/events/neigh/$e ] && echo 1 >$T/events/neigh/$e/enable
   done
+  exit 0
   ;;
 dump)
   echo XR-IPMON
