@@ -27,7 +27,8 @@ usage: npm run bench:xen -- [options]        (as root; builds and boots like npm
   --out PREFIX      where the results go (default docs/bench/xen-<date>): PREFIX.json, .md, .svg
   --trace           also capture ICMPv6 and the probes on each site's LAN at the router during every measured
                     migration (tcpdump; lan-a.pcap, lan-b.pcap in the raw logs), and the guest's own link,
-                    address, route and neighbour events with its agent's log (guest.log): where a downtime goes
+                    address, route and neighbour events, its kernel's timeline of the resume and its agent's log
+                    (guest.log): where a downtime goes. It loads the guest: keep traced runs out of tables
 
 The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes 45 minutes here (2 cores,
 QEMU TCG; 2705 s on 2026-12-03): a measured migration costs 60-100 s at 256 MB and 80-175 s at 512 MB under
