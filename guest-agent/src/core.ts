@@ -214,8 +214,9 @@ export class Agent {
    * and xl's hold keeps it so), and linkwatch skips a detached device, so its routes are never marked linkdown —
    * until the old primary is set down. So when armed by a prepare, a pass first reads the request, the answer
    * and the arrival and, when they say what the pass would switch on, sets the old primary down at once: one
-   * xenstore round trip, JSON.parse and one netlink request, no schema and no other step before it (a schema's first use after a long idle compiles,
-   * which cost 0.4 s here). The arrival is then read and validated again by the pass, which does the rest.
+   * xenstore round trip, JSON.parse and the link change, no schema and no other step before it (a schema's
+   * first use after a long idle compiles, which cost 0.4 s here). The pass then reads and validates them again
+   * and does the rest; when it does not switch after all, it sets the old primary up again (undoReflex).
    */
   private async reflex(): Promise<void> {
     const armed = this.armed;
