@@ -357,6 +357,7 @@ export class Engine {
         guestWrites: useMethod
           ? { ...carried, [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
           : {},
+        ...(staged ? { announce: { devid: staged.secondary.devid, moa: staged.moa } } : {}),
         ...(staged
           ? {
               hold: {

@@ -147,6 +147,9 @@ test("migrate with the method: staging bridge impersonates the gateway, vifs swa
   t.true(req?.hold?.released(encodeMessage({ v: 1, phase: "switched", id: "m1", primary: "eth1" })));
   t.false(req?.hold?.released(encodeMessage({ v: 1, phase: "switched", id: "older", primary: "eth1" })));
   t.false(req?.hold?.released(encodeMessage({ v: 1, phase: "prepared", id: "m1" })));
+  // The destination announces the new primary's address (the MoA the guest answered with) to the site's router.
+  const answered = JSON.parse((await h.channel.read(5, "answer")) ?? "{}") as { moa?: string };
+  t.deepEqual(req?.announce, { devid: 1, moa: answered.moa ?? "missing" });
   // radvd's goodbye RA must not reach the guest: it stops only after the VM (and its vif) left.
   const migrated = h.journal.findIndex((j) => j.startsWith("toolstack migrate"));
   const stopped = h.journal.findIndex((j) => j.startsWith("radvd stop"));
@@ -189,6 +192,7 @@ test("a silent guest: plain migration within the deadline, nothing of the prepar
   t.deepEqual(h.toolstack.requests[0]?.bridges, { 0: "xenbr0", 1: "xrpark0" });
   t.deepEqual(h.toolstack.requests[0]?.guestWrites, {});
   t.is(h.toolstack.requests[0]?.hold, undefined, "a plain migration holds nothing back");
+  t.is(h.toolstack.requests[0]?.announce, undefined, "nor announces anything");
   t.deepEqual(h.state.state, { staging: {}, vms: {} });
   t.is(h.radvd.count, 0);
   t.is(await h.netlink.link("xr-b"), undefined);

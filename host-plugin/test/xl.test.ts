@@ -651,3 +651,60 @@ test.serial(
     );
   },
 );
+
+test("announce: the rune carries the new primary's devid and MoA as one word; --no-announce leaves it out", (t) => {
+  const o = { ...XL_DEFAULTS, stateDir: "/tmp" };
+  const request = { migrationId: "m1", bridges: {}, announce: { devid: 1, moa: "2001:db8:b::5" } };
+  t.regex(receiveRune(o, "web1", "hostb", request), / --announce 1\/2001:db8:b::5$/);
+  t.notRegex(receiveRune({ ...o, announce: false }, "web1", "hostb", request), /--announce/);
+  t.throws(
+    () =>
+      receiveRune(o, "web1", "hostb", { ...request, announce: { devid: 1, moa: "2001:db8:b::5;reboot" } }),
+    { message: /MoA "2001:db8:b::5;reboot"/ },
+  );
+});
+
+test.serial(
+  "announce: receive starts it once the domain is ready; when it cannot be made it is logged and the guest still runs",
+  async (t) => {
+    const { dir, calls, sock } = await setup(t);
+    const lines: string[] = [];
+    const toolstack = xlWith(dir, sock, (_e, f) => lines.push(String(f?.line ?? "")));
+    // A bridge no host has: the announcement must fail here, never touch this machine's own links.
+    await toolstack.migrate("web1", "hostb", {
+      migrationId: "m1",
+      bridges: { 0: "xrpark0", 1: "xrt-nobridge" },
+      guestWrites: { arrived: ARRIVED },
+      announce: { devid: 1, moa: "2001:db8:b::5" },
+    });
+    t.regex(calls()[0]?.argv[6] ?? "", / --announce 1\/2001:db8:b::5/);
+    t.truthy(
+      calls().find((c) => c.event === "unpause"),
+      "the guest ran",
+    );
+    const failed = lines.find((l) => l.includes('"announce_failed"'));
+    t.regex(failed ?? "", /no bridge xrt-nobridge/);
+    const unpaused = lines.findIndex((l) => l.includes('"event":"unpaused"'));
+    const phases = JSON.parse(lines[unpaused]?.replace(/^[^{]*/, "") ?? "{}") as {
+      phases?: Array<{ phase: string }>;
+    };
+    t.deepEqual(
+      phases.phases?.map((p) => p.phase),
+      ["found", "written", "ready-sent", "xl-done"],
+      "the announcement is not one of the steps xl's ready waits for",
+    );
+  },
+);
+
+test.serial("receive refuses an --announce it cannot read, before it touches anything", async (t) => {
+  const { execFile } = await import("node:child_process");
+  const r = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    execFile(
+      process.execPath,
+      [MAIN, "receive", "web1", "--migration", "m1", "--announce", "1/not-an-address"],
+      (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
+    ),
+  );
+  t.not(r.code, 0);
+  t.regex(r.stderr, /--announce takes the new primary's vif devid and its address/);
+});

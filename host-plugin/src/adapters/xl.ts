@@ -109,6 +109,8 @@ export interface XlOptions {
    * until the guest has switched (host-plugin/src/hold.ts). Off for guests whose kernel lacks the XSA-465 fix.
    */
   readonly carrierHold?: boolean;
+  /** Have the destination announce the guest's new address to its router before it runs (receive --announce). */
+  readonly announce?: boolean;
   /** Mobility layer: the control server the destination relays the guest's activation to (receive --relay). */
   readonly relayControl?: string;
   /**
@@ -116,6 +118,11 @@ export interface XlOptions {
    * at libxl's suspend of the guest, and the destination relays nothing. Resolves with the watch's remover.
    */
   readonly watchSuspend?: (vm: string, onSuspend: () => void) => Promise<() => Promise<void>>;
+  /**
+   * Called once `xl migrate` runs: xenroam's own work (the suspend watch, the relay, xl's progress lines)
+   * then yields the Dom0's CPU to xl, which copies the last dirty pages while the guest is stopped.
+   */
+  readonly yieldCpu?: () => void;
   readonly log?: (event: string, fields?: Record<string, unknown>) => void;
 }
 
@@ -158,6 +165,12 @@ export function receiveRune(
       ? ["--hold", request.hold.devids.map((d) => shellWord("vif devid", String(d))).join(",")]
       : []),
     ...(relay ? ["--relay", relay] : []),
+    ...(request.announce && o.announce !== false
+      ? [
+          "--announce",
+          `${shellWord("vif devid", String(request.announce.devid))}/${shellWord("MoA", request.announce.moa)}`,
+        ]
+      : []),
   ].join(" ");
 }
 
@@ -200,7 +213,7 @@ export class XlToolstack implements Toolstack {
     mark("xl-migrate");
     let r: XlResult;
     try {
-      r = await xl(
+      const running = xl(
         [
           "migrate",
           "-C",
@@ -216,6 +229,8 @@ export class XlToolstack implements Toolstack {
           if (!line.startsWith(RECEIVE_REPORT)) this.options.log?.("xl", { line });
         },
       );
+      this.options.yieldCpu?.(); // after the spawn: xl keeps the priority xenroam had
+      r = await running;
     } finally {
       rmSync(swapped, { force: true }); // xl has sent it; nothing of the migration stays in the state dir
       await unwatch?.();
@@ -275,6 +290,14 @@ export interface ReceiveOptions {
     readonly hotplugged?: (domid: number, devids: readonly number[], signal: AbortSignal) => Promise<boolean>;
   };
   readonly log: (event: string, fields?: Record<string, unknown>) => void;
+  /**
+   * Announces the guest's new address to the site's router (host-plugin/src/announce.ts). Started once xl's
+   * ready message has gone on, never in the window before it: it overlaps the sender's GO and the unpause,
+   * and is done before the guest's frontend can connect. Its failure is logged, never the migration's.
+   */
+  readonly announce?: (domid: number) => Promise<void>;
+  /** Called once `xl migrate-receive` runs: xenroam's own work then yields the Dom0's CPU to xl and the guest. */
+  readonly yieldCpu?: () => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
   /** Where xl's back channel goes (default: fd 1, the transport); tests give their own. */
@@ -385,6 +408,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   /** Set when the deadline let xl go: the domain may run now, so nothing is held any more. */
   let abandoned = false;
   let arrivalRun: Promise<unknown> | undefined;
+  let announcing: Promise<void> | undefined;
   /** The hold engaged while the domain is still being built, once its vifs' hotplug scripts have run. */
   let earlyHold: Promise<number[] | undefined> | undefined;
   const stopEarlyHold = new AbortController();
@@ -460,6 +484,16 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
       }
       mark("ready-sent");
+      const announce = o.announce;
+      const found = domid;
+      if (announce && found !== undefined) {
+        // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
+        announcing = new Promise((r) => setTimeout(r, 0))
+          .then(() => announce(found))
+          .catch((err: unknown) =>
+            o.log("announce_failed", { vm: o.vm, domid: found, error: (err as Error).message }),
+          );
+      }
     },
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
@@ -505,6 +539,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   })();
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
+    o.yieldCpu?.(); // after the spawn: xl keeps the priority xenroam had
     child.stdout.on("data", (c: Buffer) => gate.push(c));
     child.stdout.on("end", () => gate.end());
     child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
@@ -530,6 +565,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     const aheadHeld = await earlyHold.catch(() => undefined);
     if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
   }
+  await announcing;
   if (code !== 0) {
     throw new XlError(
       `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,

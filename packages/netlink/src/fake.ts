@@ -112,6 +112,8 @@ export class FakeNetlink implements Netlink {
       mtu: l.mtu,
       up: l.up,
       carrier: this.carrier(l),
+      // No linkwatch here: operationally up the moment the carrier is (the kernel: a little later).
+      operUp: this.carrier(l),
       master: l.master,
     };
   }
@@ -407,12 +409,23 @@ export class FakeNetlink implements Netlink {
 
   async setBridgePort(name: string, change: BridgePortChange): Promise<void> {
     const l = this.need("set bridge port", name);
-    if (change.isolated === undefined) return;
+    // iproute2's words for them, in the order the adapter sends them.
+    const words: Array<[string, boolean | undefined]> = [
+      ["isolated", change.isolated],
+      ["learning", change.learning],
+      ["flood", change.unicastFlood],
+      ["mcast_flood", change.multicastFlood],
+      ["bcast_flood", change.broadcastFlood],
+    ];
+    const set = words.filter(([, on]) => on !== undefined);
+    if (set.length === 0) return;
     // net/core/rtnetlink.c rtnl_bridge_setlink: only a bridge port has bridge port settings.
     if (l.master === undefined)
       throw new NetlinkError("ENOTSUP", "set bridge port", name, "not a bridge port");
-    l.isolated = change.isolated;
-    this.effects.push(`link set dev ${name} type bridge_slave isolated ${change.isolated ? "on" : "off"}`);
+    if (change.isolated !== undefined) l.isolated = change.isolated;
+    this.effects.push(
+      `link set dev ${name} type bridge_slave ${set.map(([w, on]) => `${w} ${on ? "on" : "off"}`).join(" ")}`,
+    );
   }
 
   /** Whether a bridge port is isolated (for assertions). */

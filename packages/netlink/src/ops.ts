@@ -8,10 +8,12 @@ import type {
   LinkChange,
   Netlink,
   RouteSpec,
+  VethOptions,
 } from "./port.js";
 
 export type NetOp =
   | { readonly op: "createBridge"; readonly name: string; readonly options: BridgeOptions }
+  | { readonly op: "createVeth"; readonly name: string; readonly peer: string; readonly options: VethOptions }
   | { readonly op: "deleteLink"; readonly name: string }
   | { readonly op: "setLink"; readonly name: string; readonly change: LinkChange }
   | { readonly op: "setBridgePort"; readonly name: string; readonly change: BridgePortChange }
@@ -34,6 +36,9 @@ export async function applyOps(netlink: Netlink, ops: readonly NetOp[]): Promise
     switch (o.op) {
       case "createBridge":
         await netlink.createBridge(o.name, o.options);
+        break;
+      case "createVeth":
+        await netlink.createVeth(o.name, o.peer, o.options);
         break;
       case "deleteLink":
         await netlink.deleteLink(o.name);

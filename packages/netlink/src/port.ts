@@ -15,6 +15,12 @@ export interface LinkInfo {
   readonly up: boolean;
   /** Carrier present (IFF_LOWER_UP / RUNNING). */
   readonly carrier: boolean;
+  /**
+   * Operationally up (IFF_RUNNING): linkwatch has taken the carrier in (net/core/link_watch.c linkwatch_do_dev:
+   * rfc2863_policy, then dev_activate), so the device's queue transmits. Until then a packet sent out of it
+   * goes to the noop qdisc and is dropped, carrier or not. The kernel sets it asynchronously, after `carrier`.
+   */
+  readonly operUp: boolean;
   /** Index of the master (bridge) this link is enslaved to. */
   readonly master: number | undefined;
 }
@@ -122,6 +128,14 @@ export interface LinkChange {
 export interface BridgePortChange {
   /** Port isolation: isolated ports cannot talk to each other, only to non-isolated ports. */
   readonly isolated?: boolean;
+  /** Whether the bridge learns source MACs seen on this port (IFLA_BRPORT_LEARNING). */
+  readonly learning?: boolean;
+  /** Whether unknown unicast is flooded to this port (IFLA_BRPORT_UNICAST_FLOOD). */
+  readonly unicastFlood?: boolean;
+  /** Whether multicast without a known listener is flooded to this port (IFLA_BRPORT_MCAST_FLOOD). */
+  readonly multicastFlood?: boolean;
+  /** Whether broadcast is flooded to this port (IFLA_BRPORT_BCAST_FLOOD). */
+  readonly broadcastFlood?: boolean;
 }
 
 export type NetEvent =

@@ -35,7 +35,14 @@ const RTM = { NEWLINK: 16, DELLINK: 17, SETLINK: 19, NEWADDR: 20, DELADDR: 21 } 
 const IFLA = { ADDRESS: 1, IFNAME: 3, MTU: 4, NET_NS_FD: 28, PROTINFO: 12 } as const;
 const IFLA_INFO = { KIND: 1, DATA: 2 } as const;
 const IFLA_BR_MCAST_SNOOPING = 23;
-const IFLA_BRPORT_ISOLATED = 33;
+/** include/uapi/linux/if_link.h, enum IFLA_BRPORT_*. */
+const IFLA_BRPORT = {
+  LEARNING: 8,
+  UNICAST_FLOOD: 9,
+  MCAST_FLOOD: 27,
+  BCAST_FLOOD: 30,
+  ISOLATED: 33,
+} as const;
 const VETH_INFO_PEER = 1;
 const NLA_F_NESTED = 0x8000;
 /**
@@ -108,6 +115,7 @@ function toLinkInfo(m: RtT.LinkMessage): LinkInfo {
     mtu: a.mtu ?? 0,
     up: flags.up === true,
     carrier: flags.lowerUp === true || (flags.running === true && a.carrier !== 0),
+    operUp: flags.running === true,
     master: a.master || undefined,
   };
 }
@@ -323,8 +331,16 @@ class RtNetlink implements Netlink {
 
   async setBridgePort(name: string, change: BridgePortChange): Promise<void> {
     const index = await this.indexOf("set bridge port", name);
-    if (change.isolated === undefined) return;
-    const protinfo = nla(IFLA.PROTINFO | NLA_F_NESTED, nlaU8(IFLA_BRPORT_ISOLATED, change.isolated ? 1 : 0));
+    const flags: Array<[number, boolean | undefined]> = [
+      [IFLA_BRPORT.ISOLATED, change.isolated],
+      [IFLA_BRPORT.LEARNING, change.learning],
+      [IFLA_BRPORT.UNICAST_FLOOD, change.unicastFlood],
+      [IFLA_BRPORT.MCAST_FLOOD, change.multicastFlood],
+      [IFLA_BRPORT.BCAST_FLOOD, change.broadcastFlood],
+    ];
+    const attrs = flags.flatMap(([type, on]) => (on === undefined ? [] : [nlaU8(type, on ? 1 : 0)]));
+    if (attrs.length === 0) return;
+    const protinfo = nla(IFLA.PROTINFO | NLA_F_NESTED, Buffer.concat(attrs));
     await this.run("set bridge port", name, () =>
       this.sock.request(RTM.SETLINK, [ifinfomsg(AF_BRIDGE, index), protinfo]),
     );

@@ -117,6 +117,24 @@ export const CONTRACT: readonly ContractCase[] = [
     },
   },
   {
+    title: "operationally up follows the carrier once linkwatch took it in; never without a carrier",
+    async run(t, f) {
+      const { nl } = f;
+      const [a, b] = await veth(f, "o");
+      await nl.setLink(a, { up: true });
+      t.false((await linkOf(nl, a)).operUp, "peer down: not operationally up");
+      await nl.setLink(b, { up: true });
+      // Asynchronous in the kernel (linkwatch); an urgent event (a queue to activate), so milliseconds.
+      const deadline = Date.now() + 2000;
+      while (!(await linkOf(nl, a)).operUp && Date.now() < deadline)
+        await new Promise((r) => setTimeout(r, 5));
+      t.true((await linkOf(nl, a)).operUp);
+      t.true((await linkOf(nl, a)).carrier);
+      await nl.setLink(b, { up: false });
+      t.false((await linkOf(nl, b)).operUp, "down: never operationally up");
+    },
+  },
+  {
     title: "a veth end has a carrier only while both ends are up",
     async run(t, f) {
       const { nl } = f;
