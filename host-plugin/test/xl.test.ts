@@ -669,7 +669,7 @@ test.serial(
   async (t) => {
     const { dir, calls, sock } = await setup(t);
     const lines: string[] = [];
-    const toolstack = xlWith(dir, sock, (_e, f) => lines.push(String(f?.line ?? "")));
+    const toolstack = xlWith(dir, sock, (_e, f) => lines.push(typeof f?.line === "string" ? f.line : ""));
     // A bridge no host has: the announcement must fail here, never touch this machine's own links.
     await toolstack.migrate("web1", "hostb", {
       migrationId: "m1",
