@@ -35,6 +35,12 @@ export interface DoctorOptions {
 
 const XENSTORE_PATHS = ["/run/xenstored/socket", "/var/run/xenstored/socket", "/dev/xen/xenbus"];
 
+/** Where veth shows it is there: loaded, or a module file of the running kernel (any compression). */
+export function vethPaths(kernel: string): string[] {
+  const ko = `/lib/modules/${kernel}/kernel/drivers/net/veth.ko`;
+  return ["/sys/module/veth", ko, `${ko}.xz`, `${ko}.zst`, `${ko}.gz`];
+}
+
 export function checks(f: HostFacts, o: DoctorOptions): Check[] {
   const [major = 0, minor = 0] = f.nodeVersion.replace(/^v/, "").split(".").map(Number);
   const nodeOk = major > 20 || (major === 20 && minor >= 10);
@@ -113,6 +119,18 @@ export function checks(f: HostFacts, o: DoctorOptions): Check[] {
           }),
     });
   }
+  if (o.toolstack === "xl") {
+    const veth = vethPaths(f.os.kernel).find((p) => f.paths[p]);
+    out.push({
+      name: "veth (announce)",
+      ok: veth !== undefined,
+      essential: false,
+      detail: veth
+        ? `veth at ${veth}`
+        : "no veth module: the destination cannot announce the guest's address to the router before it resumes (it then learns it after, 0.2-1 s later)",
+      ...(veth ? {} : { fix: "install the kernel's modules (veth.ko), or pass --no-announce" }),
+    });
+  }
   if (o.sitesFile !== undefined) {
     const has = f.paths[o.sitesFile] === true;
     out.push({
@@ -143,7 +161,7 @@ function which(cmd: string): string | undefined {
 export async function gatherFacts(sitesFile?: string): Promise<HostFacts> {
   const [os, ifaces] = await Promise.all([si.osInfo(), si.networkInterfaces()]);
   const list = Array.isArray(ifaces) ? ifaces : [ifaces];
-  const paths = [...XENSTORE_PATHS, ...(sitesFile ? [sitesFile] : [])];
+  const paths = [...XENSTORE_PATHS, ...vethPaths(os.kernel), ...(sitesFile ? [sitesFile] : [])];
   return {
     nodeVersion: process.version,
     uid: process.getuid?.(),

@@ -7,7 +7,11 @@ const ready: HostFacts = {
   os: { distro: "Debian GNU/Linux", release: "12", kernel: "6.1.0-xen" },
   interfaces: ["lo", "eth0", "xenbr0", "xrpark0"],
   commands: { xl: "/usr/sbin/xl", radvd: "/usr/sbin/radvd", nft: "/usr/sbin/nft", ip: "/usr/sbin/ip" },
-  paths: { "/run/xenstored/socket": true, "/etc/xenroam/sites.json": true },
+  paths: {
+    "/run/xenstored/socket": true,
+    "/etc/xenroam/sites.json": true,
+    "/lib/modules/6.1.0-xen/kernel/drivers/net/veth.ko": true,
+  },
 };
 const opts = {
   toolstack: "xl" as const,
@@ -43,9 +47,15 @@ test("each missing piece is named with its fix; only essentials fail the host", 
   t.false(byName["parking bridge"]?.essential, "receive creates the parking bridge on demand");
   t.false(byName.nft?.essential);
   t.regex(byName.sites?.fix ?? "", /--control URL/);
+  t.false(byName["veth (announce)"]?.essential, "without it the router learns the address after the resume");
+  t.regex(byName["veth (announce)"]?.fix ?? "", /--no-announce/);
   const xapi = checks(
     { ...ready, commands: { ...ready.commands, xe: undefined } },
     { ...opts, toolstack: "xapi" },
   );
   t.regex(xapi.find((c) => c.name === "toolstack (xapi)")?.fix ?? "", /XCP-ng/);
+  t.false(
+    xapi.some((c) => c.name === "veth (announce)"),
+    "XAPI hosts do not announce",
+  );
 });

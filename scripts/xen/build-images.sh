@@ -39,7 +39,7 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   # Only what a Dom0 of this test loads: the initramfs lives in RAM.
   for d in drivers/xen drivers/virtio drivers/block/xen-blkback net/bridge net/llc net/802 net/core net/ipv6 \
     net/netfilter lib/libcrc32c.ko crypto/crc32c_generic.ko drivers/net/xen-netback drivers/net/virtio_net.ko drivers/net/net_failover.ko \
-    drivers/net/tun.ko; do
+    drivers/net/tun.ko drivers/net/veth.ko; do
     [ -e "ex/lib/modules/$KV/kernel/$d" ] || continue
     mkdir -p "dom0root/lib/modules/$KV/kernel/$(dirname $d)"
     cp -a "ex/lib/modules/$KV/kernel/$d" "dom0root/lib/modules/$KV/kernel/$d"

@@ -296,8 +296,11 @@ export interface ReceiveOptions {
    * and is done before the guest's frontend can connect. Its failure is logged, never the migration's.
    */
   readonly announce?: (domid: number) => Promise<void>;
-  /** Called once `xl migrate-receive` runs: xenroam's own work then yields the Dom0's CPU to xl and the guest. */
-  readonly yieldCpu?: () => void;
+  /**
+   * xenroam's own priority on Dom0's CPU: "background" once `xl migrate-receive` runs (xl restores, then
+   * xenstored and netback connect the guest's frontends), "urgent" while the domain waits on xenroam's window.
+   */
+  readonly priority?: (level: "urgent" | "background") => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
   /** Where xl's back channel goes (default: fd 1, the transport); tests give their own. */
@@ -469,6 +472,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     },
     async () => {
       // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
+      o.priority?.("urgent");
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
       arrivalRun = arrival();
@@ -484,6 +488,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
       }
       mark("ready-sent");
+      o.priority?.("background");
       const announce = o.announce;
       const found = domid;
       if (announce && found !== undefined) {
@@ -539,7 +544,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   })();
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
-    o.yieldCpu?.(); // after the spawn: xl keeps the priority xenroam had
+    o.priority?.("background"); // after the spawn: xl keeps the priority xenroam had
     child.stdout.on("data", (c: Buffer) => gate.push(c));
     child.stdout.on("end", () => gate.end());
     child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
