@@ -101,16 +101,18 @@ export const OPER_UP_POLL_MS = 5;
 /** How long the pair stays after the MAC change: the NA crosses the veth and the bridge in softirq. */
 export const ANNOUNCE_LINGER_MS = 20;
 
+const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+
 /**
- * Sends the announcement and leaves nothing behind: a pair left over by a crash is removed first, and the
- * pair is removed whatever fails. Resolves with the milliseconds it took.
+ * The pair set up and operationally up, ready to announce: long before the guest is (xenroam receive makes it
+ * while the memory arrives), so that what is left when it counts is one sysctl and one link change. A pair left
+ * by a crash is removed first; whatever fails, nothing stays.
  */
-export async function announceLocator(
+export async function prepareAnnouncement(
   netlink: Netlink,
   a: LocatorAnnouncement,
-  sleep: (ms: number) => Promise<void> = (ms) => new Promise((r) => setTimeout(r, ms)),
-): Promise<number> {
-  const started = Date.now();
+  sleep: (ms: number) => Promise<void> = wait,
+): Promise<void> {
   const plan = planAnnounce(a);
   const { inner } = announceLinks(a.mac);
   if (!(await netlink.link(a.bridge))) throw new AnnounceError(`no bridge ${a.bridge} on this host`);
@@ -123,10 +125,39 @@ export async function announceLocator(
         throw new AnnounceError(`${inner} did not come up within ${OPER_UP_WAIT_MS} ms`);
       await sleep(OPER_UP_POLL_MS);
     }
-    await applyOps(netlink, plan.announce);
+  } catch (err) {
+    await withdrawAnnouncement(netlink, a);
+    throw err;
+  }
+}
+
+/** The announcement itself, on a prepared pair; then the pair goes. */
+export async function sendAnnouncement(
+  netlink: Netlink,
+  a: LocatorAnnouncement,
+  sleep: (ms: number) => Promise<void> = wait,
+): Promise<void> {
+  try {
+    await applyOps(netlink, planAnnounce(a).announce);
     await sleep(ANNOUNCE_LINGER_MS);
   } finally {
-    if (await netlink.link(inner)) await applyOps(netlink, plan.teardown);
+    await withdrawAnnouncement(netlink, a);
   }
+}
+
+/** Removes the pair if it is there (idempotent). */
+export async function withdrawAnnouncement(netlink: Netlink, a: LocatorAnnouncement): Promise<void> {
+  if (await netlink.link(announceLinks(a.mac).inner)) await applyOps(netlink, planAnnounce(a).teardown);
+}
+
+/** Prepare and send at once (for a caller with nothing to overlap): resolves with the milliseconds it took. */
+export async function announceLocator(
+  netlink: Netlink,
+  a: LocatorAnnouncement,
+  sleep: (ms: number) => Promise<void> = wait,
+): Promise<number> {
+  const started = Date.now();
+  await prepareAnnouncement(netlink, a, sleep);
+  await sendAnnouncement(netlink, a, sleep);
   return Date.now() - started;
 }

@@ -357,7 +357,9 @@ export class Engine {
         guestWrites: useMethod
           ? { ...carried, [KEYS.arrived]: encodeMessage({ v: 1, id: migrationId, host: destination }) }
           : {},
-        ...(staged ? { announce: { devid: staged.secondary.devid, moa: staged.moa } } : {}),
+        ...(staged
+          ? { announce: { moa: staged.moa, mac: staged.secondary.mac, bridge: this.p.bridges.real } }
+          : {}),
         ...(staged
           ? {
               hold: {

@@ -29,8 +29,13 @@ import { createRadvdControl } from "./adapters/radvd.js";
 import { type PendingRelease, spawnPendingRelease } from "./adapters/hold-release.js";
 import { domidByName, watchSuspend } from "./adapters/suspend-watch.js";
 import { awaitHotplugged, awaitSwitch, engageHold, releaseHold } from "./hold.js";
-import { announceLocator } from "./announce.js";
-import { isIpv6 } from "@xenroam/core";
+import {
+  type LocatorAnnouncement,
+  prepareAnnouncement,
+  sendAnnouncement,
+  withdrawAnnouncement,
+} from "./announce.js";
+import { isIpv6, isMac } from "@xenroam/core";
 import { createStateStore } from "./adapters/state.js";
 import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
 import type { Log, StagingNetwork } from "./ports.js";
@@ -618,8 +623,8 @@ program
     "mobility: the control server and the guest's activation to relay before unpause",
   )
   .option(
-    "--announce <devid/moa>",
-    "announce the guest's address on vif DEVID (its new primary) to the site's router once the domain is ready, e.g. 1/2001:db8:b::216:3eff:fe00:11",
+    "--announce <moa/mac/bridge>",
+    "announce the guest's new primary to the site's router once the domain is ready: its address, its MAC and the bridge its vif lands on, e.g. 2001:db8:b::11/00:16:3e:00:00:11/xenbr0",
   )
   .action(
     async (
@@ -630,15 +635,15 @@ program
       const holdDevids = o.hold === undefined ? [] : o.hold.split(",").map(Number);
       if (holdDevids.some((d) => !Number.isInteger(d) || d < 0 || d > 255))
         throw new UsageError(`--hold takes vif devids such as 0 or 0,2; got "${o.hold ?? ""}"`);
-      const announceArg =
-        o.announce === undefined ? undefined : /^(\d{1,3})\/([0-9A-Fa-f:.]+)$/.exec(o.announce);
-      if (
-        o.announce !== undefined &&
-        (!announceArg || !isIpv6(announceArg[2] ?? "") || Number(announceArg[1]) > 255)
-      )
-        throw new UsageError(
-          `--announce takes the new primary's vif devid and its address, such as 1/2001:db8:b::11; got "${o.announce}"`,
-        );
+      let announcement: LocatorAnnouncement | undefined;
+      if (o.announce !== undefined) {
+        const [moa = "", mac = "", bridge = "", ...rest] = o.announce.split("/");
+        if (rest.length > 0 || !isIpv6(moa) || !isMac(mac) || !/^[A-Za-z0-9_.-]{1,15}$/.test(bridge))
+          throw new UsageError(
+            `--announce takes the new primary's address, MAC and bridge, such as 2001:db8:b::11/00:16:3e:00:00:11/xenbr0; got "${o.announce}"`,
+          );
+        announcement = { moa, mac, bridge };
+      }
       let writes: Record<string, string>;
       try {
         writes = JSON.parse(Buffer.from(o.writes, "base64url").toString("utf8")) as Record<string, string>;
@@ -671,21 +676,12 @@ program
           hasName: async (domid, name) => (await xs.tryRead(`/local/domain/${domid}/name`)) === name,
           describe: (domid) => xenstoreDomain(xs, vm, domid),
           priority: receivePriority,
-          ...(announceArg
+          ...(announcement
             ? {
-                announce: async (domid: number) => {
-                  const devid = Number(announceArg[1]);
-                  const moa = announceArg[2] ?? "";
-                  // libxl's backend nodes: the vif's MAC and the bridge its hotplug script put it on.
-                  const backend = `/local/domain/0/backend/vif/${domid}/${devid}`;
-                  const [mac, bridge] = await Promise.all([
-                    xs.tryRead(`${backend}/mac`),
-                    xs.tryRead(`${backend}/bridge`),
-                  ]);
-                  if (mac === undefined || bridge === undefined)
-                    throw new Error(`vif ${devid} of domain ${domid} has no mac or bridge in ${backend}`);
-                  const ms = await announceLocator(netlink, { bridge, mac, moa });
-                  log("locator_announced", { migration: o.migration, domid, devid, moa, mac, bridge, ms });
+                announce: {
+                  prepare: () => prepareAnnouncement(netlink, announcement),
+                  send: () => sendAnnouncement(netlink, announcement),
+                  withdraw: () => withdrawAnnouncement(netlink, announcement),
                 },
               }
             : {}),

@@ -1,6 +1,14 @@
 import test from "ava";
 import { FakeNetlink } from "@xenroam/netlink";
-import { AnnounceError, announceLinks, announceLocator, planAnnounce } from "../src/announce.js";
+import {
+  AnnounceError,
+  announceLinks,
+  announceLocator,
+  planAnnounce,
+  prepareAnnouncement,
+  sendAnnouncement,
+  withdrawAnnouncement,
+} from "../src/announce.js";
 
 const GUEST = { bridge: "xenbr0", mac: "00:16:3E:00:00:11", moa: "2001:DB8:B:0:216:3eff:fe00:11" };
 const noWait = async () => {};
@@ -65,4 +73,30 @@ test("no bridge, no announcement; bad input is refused before anything is made",
   t.deepEqual(netlink.effects, []);
   t.throws(() => planAnnounce({ ...GUEST, mac: "00:16:3e:00:11" }), { instanceOf: AnnounceError });
   t.throws(() => planAnnounce({ ...GUEST, moa: "2001:db8:b::zz" }), { instanceOf: AnnounceError });
+});
+
+test("prepared early, sent later: what is left to do when it counts is the sysctl and the MAC; withdraw is idempotent", async (t) => {
+  const netlink = new FakeNetlink(["lo"]);
+  netlink.seedLink("xenbr0", { kind: "bridge", up: true });
+  await prepareAnnouncement(netlink, GUEST, noWait);
+  t.deepEqual(
+    (await netlink.links()).map((l) => l.name),
+    ["lo", "xenbr0", "xrn000011", "xrn000011p"],
+  );
+  const before = netlink.effects.length;
+  await sendAnnouncement(netlink, GUEST, noWait);
+  t.deepEqual(netlink.effects.slice(before), [
+    "sysctl -w net.ipv6.conf.xrn000011.ndisc_notify=1",
+    "link set xrn000011 address 00:16:3e:00:00:11",
+    "link del xrn000011",
+  ]);
+  await withdrawAnnouncement(netlink, GUEST);
+  t.is(netlink.effects.length, before + 3, "nothing to withdraw: nothing done");
+  await prepareAnnouncement(netlink, GUEST, noWait);
+  await withdrawAnnouncement(netlink, GUEST);
+  t.deepEqual(
+    (await netlink.links()).map((l) => l.name),
+    ["lo", "xenbr0"],
+    "a prepared pair never sent is withdrawn",
+  );
 });

@@ -149,7 +149,7 @@ test("migrate with the method: staging bridge impersonates the gateway, vifs swa
   t.false(req?.hold?.released(encodeMessage({ v: 1, phase: "prepared", id: "m1" })));
   // The destination announces the new primary's address (the MoA the guest answered with) to the site's router.
   const answered = JSON.parse((await h.channel.read(5, "answer")) ?? "{}") as { moa?: string };
-  t.deepEqual(req?.announce, { devid: 1, moa: answered.moa ?? "missing" });
+  t.deepEqual(req?.announce, { moa: answered.moa ?? "missing", mac: "00:16:3e:00:05:02", bridge: "xenbr0" });
   // radvd's goodbye RA must not reach the guest: it stops only after the VM (and its vif) left.
   const migrated = h.journal.findIndex((j) => j.startsWith("toolstack migrate"));
   const stopped = h.journal.findIndex((j) => j.startsWith("radvd stop"));

@@ -652,20 +652,27 @@ test.serial(
   },
 );
 
-test("announce: the rune carries the new primary's devid and MoA as one word; --no-announce leaves it out", (t) => {
+test("announce: the rune carries the new primary's address, MAC and bridge as one word; --no-announce leaves it out", (t) => {
   const o = { ...XL_DEFAULTS, stateDir: "/tmp" };
-  const request = { migrationId: "m1", bridges: {}, announce: { devid: 1, moa: "2001:db8:b::5" } };
-  t.regex(receiveRune(o, "web1", "hostb", request), / --announce 1\/2001:db8:b::5$/);
+  const request = {
+    migrationId: "m1",
+    bridges: {},
+    announce: { moa: "2001:db8:b::5", mac: "00:16:3e:00:01:10", bridge: "xenbr0" },
+  };
+  t.regex(receiveRune(o, "web1", "hostb", request), / --announce 2001:db8:b::5\/00:16:3e:00:01:10\/xenbr0$/);
   t.notRegex(receiveRune({ ...o, announce: false }, "web1", "hostb", request), /--announce/);
   t.throws(
     () =>
-      receiveRune(o, "web1", "hostb", { ...request, announce: { devid: 1, moa: "2001:db8:b::5;reboot" } }),
+      receiveRune(o, "web1", "hostb", {
+        ...request,
+        announce: { moa: "2001:db8:b::5;reboot", mac: "00:16:3e:00:01:10", bridge: "xenbr0" },
+      }),
     { message: /MoA "2001:db8:b::5;reboot"/ },
   );
 });
 
 test.serial(
-  "announce: receive starts it once the domain is ready; when it cannot be made it is logged and the guest still runs",
+  "announce: when it cannot be prepared it is logged, nothing waits for it, and the guest still runs",
   async (t) => {
     const { dir, calls, sock } = await setup(t);
     const lines: string[] = [];
@@ -675,9 +682,9 @@ test.serial(
       migrationId: "m1",
       bridges: { 0: "xrpark0", 1: "xrt-nobridge" },
       guestWrites: { arrived: ARRIVED },
-      announce: { devid: 1, moa: "2001:db8:b::5" },
+      announce: { moa: "2001:db8:b::5", mac: "00:16:3e:00:01:10", bridge: "xrt-nobridge" },
     });
-    t.regex(calls()[0]?.argv[6] ?? "", / --announce 1\/2001:db8:b::5/);
+    t.regex(calls()[0]?.argv[6] ?? "", / --announce 2001:db8:b::5\/00:16:3e:00:01:10\/xrt-nobridge/);
     t.truthy(
       calls().find((c) => c.event === "unpause"),
       "the guest ran",
@@ -701,10 +708,10 @@ test.serial("receive refuses an --announce it cannot read, before it touches any
   const r = await new Promise<{ code: number | null; stderr: string }>((resolve) =>
     execFile(
       process.execPath,
-      [MAIN, "receive", "web1", "--migration", "m1", "--announce", "1/not-an-address"],
+      [MAIN, "receive", "web1", "--migration", "m1", "--announce", "not-an-address/00:16:3e:00:01:10/xenbr0"],
       (err, _out, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stderr }),
     ),
   );
   t.not(r.code, 0);
-  t.regex(r.stderr, /--announce takes the new primary's vif devid and its address/);
+  t.regex(r.stderr, /--announce takes the new primary's address, MAC and bridge/);
 });

@@ -168,7 +168,11 @@ export function receiveRune(
     ...(request.announce && o.announce !== false
       ? [
           "--announce",
-          `${shellWord("vif devid", String(request.announce.devid))}/${shellWord("MoA", request.announce.moa)}`,
+          [
+            shellWord("MoA", request.announce.moa),
+            shellWord("MAC", request.announce.mac),
+            shellWord("bridge", request.announce.bridge),
+          ].join("/"),
         ]
       : []),
   ].join(" ");
@@ -291,11 +295,17 @@ export interface ReceiveOptions {
   };
   readonly log: (event: string, fields?: Record<string, unknown>) => void;
   /**
-   * Announces the guest's new address to the site's router (host-plugin/src/announce.ts). Started once xl's
-   * ready message has gone on, never in the window before it: it overlaps the sender's GO and the unpause,
-   * and is done before the guest's frontend can connect. Its failure is logged, never the migration's.
+   * Announces the guest's new address to the site's router (host-plugin/src/announce.ts): `prepare` as
+   * receive starts (the memory takes seconds to arrive), `send` once xl's ready message has gone on — never
+   * in the window before it: it overlaps the sender's GO and the unpause, and is done long before the guest's
+   * frontend can connect — and `withdraw` at the end whatever happened. Failures are logged, never the
+   * migration's.
    */
-  readonly announce?: (domid: number) => Promise<void>;
+  readonly announce?: {
+    readonly prepare: () => Promise<void>;
+    readonly send: () => Promise<void>;
+    readonly withdraw: () => Promise<void>;
+  };
   /**
    * xenroam's own priority on Dom0's CPU: "background" once `xl migrate-receive` runs (xl restores, then
    * xenstored and netback connect the guest's frontends), "urgent" while the domain waits on xenroam's window.
@@ -398,6 +408,11 @@ function writeAll(fd: number, chunk: Buffer): void {
  */
 export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   await o.ensureBridges?.();
+  const announceFailed = (step: string) => (err: unknown) => {
+    o.log("announce_failed", { vm: o.vm, step, error: (err as Error).message });
+    return false;
+  };
+  const prepared = o.announce?.prepare().then(() => true, announceFailed("prepare"));
   const phases: PhaseMark[] = [];
   let complete = 0;
   const mark = (phase: string) => phases.push({ phase, atMs: Date.now() - complete });
@@ -488,17 +503,21 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
       }
       mark("ready-sent");
-      o.priority?.("background");
       const announce = o.announce;
-      const found = domid;
-      if (announce && found !== undefined) {
-        // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
-        announcing = new Promise((r) => setTimeout(r, 0))
-          .then(() => announce(found))
-          .catch((err: unknown) =>
-            o.log("announce_failed", { vm: o.vm, domid: found, error: (err as Error).message }),
-          );
+      if (!announce || !prepared) {
+        o.priority?.("background");
+        return;
       }
+      // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
+      announcing = new Promise((r) => setTimeout(r, 0))
+        .then(async () => {
+          if (!(await prepared)) return;
+          const started = Date.now();
+          await announce.send();
+          o.log("locator_announced", { vm: o.vm, domid, ms: Date.now() - started });
+        })
+        .catch(announceFailed("send"))
+        .then(() => o.priority?.("background"));
     },
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
@@ -571,6 +590,10 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
   }
   await announcing;
+  if (o.announce) {
+    await prepared;
+    await o.announce.withdraw().catch(announceFailed("withdraw"));
+  }
   if (code !== 0) {
     throw new XlError(
       `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,

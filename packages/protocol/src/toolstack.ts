@@ -56,11 +56,12 @@ export interface MigrateRequest {
     readonly timeoutMs: number;
   };
   /**
-   * The guest's new primary and its address there: the destination's Dom0 announces the address to the site's
+   * The guest's new primary there — its address (MoA), its MAC, the destination bridge its vif lands on: the
+   * destination's Dom0 announces the address to the site's
    * router (an unsolicited NA with the vif's MAC, host-plugin/src/announce.ts) before the guest runs, so the
    * packets correspondents already send there (relayed at the pause) wait for no neighbour discovery. xl only.
    */
-  readonly announce?: { readonly devid: number; readonly moa: string };
+  readonly announce?: { readonly moa: string; readonly mac: string; readonly bridge: string };
   readonly mark?: (phase: string) => void;
   /**
    * Called once, synchronously, when the toolstack has paused the VM on the source for the last time (the
