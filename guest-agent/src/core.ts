@@ -19,9 +19,13 @@ import {
 /** Routes the agent installs; neither can equal the kernel's RA-learned metric (1024). */
 export const PRIMARY_METRIC = 1100;
 export const STANDBY_METRIC = 2100;
-/** After the reflex: how long, and how often, the agent looks for the new primary's carrier before going on. */
+/**
+ * After the reflex: how long the agent waits for the new primary's carrier before going on. It is woken by the
+ * link event (linkChanged) and looks again itself every REFLEX_CARRIER_POLL_MS in case one is missed: on one
+ * vCPU, shared through Xen's scheduler with Dom0's xenstored, every poll slows the frontend it waits for.
+ */
 export const REFLEX_CARRIER_WAIT_MS = 2000;
-export const REFLEX_CARRIER_POLL_MS = 40;
+export const REFLEX_CARRIER_POLL_MS = 250;
 /** How much earlier than Dom0's deadline the agent gives up waiting for its MoA, to answer with the reason. */
 export const ANSWER_MARGIN_MS = 1500;
 
@@ -90,6 +94,8 @@ export class Agent {
   /** The phase this agent last wrote (kept here: a roam decides without a round trip to Dom0's channel). */
   private phase: AgentStatus["phase"] | undefined;
   /** Set by a prepare that succeeded, until its migration is switched or undone: what `reflex` acts on. */
+  /** Who waits for which link's carrier (awaitCarrier), woken by linkChanged. */
+  private readonly carrierWaiters = new Map<string, () => void>();
   private armed:
     { readonly id: string; readonly oldPrimary: string; readonly newPrimary: string } | undefined;
   /**
@@ -162,6 +168,10 @@ export class Agent {
   private async roamOnce(trigger: string): Promise<void> {
     const { mobility, netlink, log } = this.ports;
     if (!mobility?.locate || !mobility.roamed || this.methodBusy()) return;
+    // Prepared, the guest expects its arrival: the periodic look (a route dump, the sites) would run at the
+    // resume, on the one vCPU the new primary's frontend is connecting with. An address from another site's RA
+    // (trigger "address") is still looked at: a move without the method makes one.
+    if (this.armed && trigger === "timer") return;
     const primaryNow = async () =>
       (await netlink.routes()).find((r) => r.dst === "default" && r.metric === PRIMARY_METRIC)?.dev;
     const primary = await primaryNow();
@@ -255,15 +265,29 @@ export class Agent {
     });
   }
 
-  /** Polls the link's carrier, gently, for up to REFLEX_CARRIER_WAIT_MS: the link once it has one. */
+  /** Waits for the link's carrier for up to REFLEX_CARRIER_WAIT_MS: the link once it has one. */
   private async awaitCarrier(dev: string): Promise<LinkInfo | undefined> {
     const started = Date.now();
     for (;;) {
       const link = await this.ports.netlink.link(dev);
       if (link?.carrier) return link;
-      if (Date.now() - started >= REFLEX_CARRIER_WAIT_MS) return undefined;
-      await new Promise((r) => setTimeout(r, REFLEX_CARRIER_POLL_MS));
+      const left = REFLEX_CARRIER_WAIT_MS - (Date.now() - started);
+      if (left <= 0) return undefined;
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(done, Math.min(REFLEX_CARRIER_POLL_MS, left));
+        function done() {
+          clearTimeout(timer);
+          resolve();
+        }
+        this.carrierWaiters.set(dev, done);
+      });
+      this.carrierWaiters.delete(dev);
     }
+  }
+
+  /** The daemon's link events: a link that got its carrier wakes whoever waits for it (awaitCarrier). */
+  linkChanged(link: LinkInfo): void {
+    if (link.carrier) this.carrierWaiters.get(link.name)?.();
   }
 
   private async pass(reason: string): Promise<void> {

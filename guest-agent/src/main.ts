@@ -312,7 +312,10 @@ async function main(): Promise<void> {
   // A carrier change on a NIC is a hint that the VM moved: re-read the channel now. Never acted on alone.
   void (async () => {
     for await (const ev of netlink.events({ signal: stop.signal })) {
-      if (ev.type === "link" && ev.action === "new" && ev.link.name !== "lo") kick("carrier");
+      if (ev.type === "link" && ev.action === "new" && ev.link.name !== "lo") {
+        agent.linkChanged(ev.link);
+        kick("carrier");
+      }
       if (ev.type === "address" && ev.action === "new" && mobile?.unfamiliar(ev.address)) roam("address");
     }
   })();

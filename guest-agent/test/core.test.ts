@@ -226,3 +226,17 @@ test("a leftover default route with the standby metric on another interface is r
   const add = g.netlink.effects.indexOf("route add default via fe80::b:1 dev eth1 metric 2100");
   t.true(del >= 0 && add > del, g.netlink.effects.join("\n"));
 });
+
+test("the reflex's wait for the new primary's carrier ends with the link event, not the next look", async (t) => {
+  const g = await prepared();
+  g.netlink.setCarrier("eth1", false);
+  g.channel.keys.set("arrived", encodeMessage({ v: 1, id: "m1", host: "hostb" }));
+  setTimeout(() => {
+    g.netlink.setCarrier("eth1", true);
+    void g.netlink.link("eth1").then((l) => l && g.agent.linkChanged(l));
+  }, 30);
+  const started = Date.now();
+  await g.agent.converge("xenstore");
+  t.true(Date.now() - started < 200, `woken at once (${Date.now() - started} ms), not at the 250 ms look`);
+  t.like(g.channel.json("status"), { phase: "switched", id: "m1", primary: "eth1" });
+});

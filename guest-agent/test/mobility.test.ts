@@ -515,3 +515,20 @@ test("roam: never while a method migration is being prepared", async (t) => {
   await g.mobile.settled();
   t.true(g.control.calls.includes("standby 2001:db8:b:0:216:3eff:fe00:1"), "once the prepare is over");
 });
+
+test("roam while prepared: the periodic look waits for the arrival; an address another site's RA made is still taken", async (t) => {
+  const g = await startedGuest();
+  await prepareStandby(g);
+  await g.mobile.settled();
+  g.control.calls.length = 0;
+  const MOVED = "2001:db8:b:0:5e1:9a2c:7b30:44d1";
+  g.netlink.seedAddress("eth0", `${MOVED}/64`, { refreshedCs: Math.floor(Date.now() / 10) + 400 });
+  const effects = g.netlink.effects.length;
+  await g.agent.roam("timer");
+  await g.mobile.settled();
+  t.is(g.netlink.effects.length, effects, "the timer's look did nothing while armed");
+  t.deepEqual(g.control.calls, []);
+  await g.agent.roam("address");
+  await g.mobile.settled();
+  t.true(g.events.includes("roamed"), "a move without the method is still converged on");
+});

@@ -313,6 +313,8 @@ export interface ReceiveOptions {
   readonly priority?: (level: "urgent" | "background") => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
+  /** Overrides QUIET_AFTER_READY_MS (tests). */
+  readonly quietAfterReadyMs?: number;
   /** Where xl's back channel goes (default: fd 1, the transport); tests give their own. */
   readonly send?: (chunk: Buffer) => void;
 }
@@ -325,6 +327,13 @@ const EARLY_LOOKS = 600;
 export const RELAY_WAIT_MS = 250;
 /** How long xenroam's own steps may keep a complete domain paused before xl is let go regardless. */
 export const ARRIVAL_DEADLINE_MS = 2000;
+/**
+ * After xl's ready message, receive leaves the CPU alone this long before its own last steps (the pair's
+ * removal, the report, its exit): the guest is resuming, and on the real-Xen rig Dom0 and the guest share one
+ * CPU through Xen's scheduler — each xenstore round trip of the guest's frontends took 20 ms beside xenroam's
+ * Node.js, 11 ms without. It delays the report, not the guest.
+ */
+export const QUIET_AFTER_READY_MS = 1500;
 
 /**
  * xl's own messages on the migration's back channel, tools/xl/xl.h 60-67 (Xen 4.17.5). The receiver writes
@@ -427,6 +436,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   let abandoned = false;
   let arrivalRun: Promise<unknown> | undefined;
   let announcing: Promise<void> | undefined;
+  let readySentAt: number | undefined;
   /** The hold engaged while the domain is still being built, once its vifs' hotplug scripts have run. */
   let earlyHold: Promise<number[] | undefined> | undefined;
   const stopEarlyHold = new AbortController();
@@ -503,6 +513,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
       }
       mark("ready-sent");
+      readySentAt = Date.now();
       const announce = o.announce;
       if (!announce || !prepared) {
         o.priority?.("background");
@@ -590,6 +601,10 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
   }
   await announcing;
+  if (readySentAt !== undefined) {
+    const quiet = readySentAt + (o.quietAfterReadyMs ?? QUIET_AFTER_READY_MS) - Date.now();
+    if (quiet > 0) await new Promise((r) => setTimeout(r, quiet));
+  }
   if (o.announce) {
     await prepared;
     await o.announce.withdraw().catch(announceFailed("withdraw"));
