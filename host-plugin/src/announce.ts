@@ -50,12 +50,14 @@ export function announceLinks(mac: string): { readonly inner: string; readonly o
 }
 
 export interface AnnouncePlan {
-  /** The pair, set up silent: no link-local, no RA, no DAD; the MoA on the inner end; both ends up. */
+  /** The pair, set up silent: no link-local, no RA, no DAD; a port the bridge sends nothing; the MoA; up. */
   readonly setup: NetOp[];
   /**
-   * The announcement itself, once the inner end is operationally up (before that its queue drops what it
-   * sends): ndisc_notify on, then the inner end's MAC set again.
+   * Once the inner end is operationally up (linkwatch activated its queue): ndisc_notify on. Not before: with
+   * it on, coming up (NETDEV_UP) announces too, and whether that NA leaves races with linkwatch.
    */
+  readonly arm: NetOp[];
+  /** The announcement itself: the inner end's MAC set again (NETDEV_CHANGEADDR); one netlink request. */
   readonly announce: NetOp[];
   /** Deleting the inner end deletes its peer, and with it the bridge port. */
   readonly teardown: NetOp[];
@@ -85,12 +87,10 @@ export function planAnnounce(a: LocatorAnnouncement): AnnouncePlan {
       { op: "addAddress", name: inner, cidr: `${moa}/128`, options: { nodad: true, noPrefixRoute: true } },
       { op: "setLink", name: inner, change: { up: true } },
     ],
+    arm: [{ op: "writeSysctl", ifname: inner, key: "ndisc_notify", value: 1 }],
     // Setting the MAC it already has still notifies NETDEV_CHANGEADDR (net/core/dev.c dev_set_mac_address
-    // skips only the driver's call): the NA, sent once the queue is active.
-    announce: [
-      { op: "writeSysctl", ifname: inner, key: "ndisc_notify", value: 1 },
-      { op: "setLink", name: inner, change: { mac } },
-    ],
+    // skips only the driver's call): the NA.
+    announce: [{ op: "setLink", name: inner, change: { mac } }],
     teardown: [{ op: "deleteLink", name: inner }],
   };
 }
@@ -98,7 +98,7 @@ export function planAnnounce(a: LocatorAnnouncement): AnnouncePlan {
 /** How long, and how often, the runner waits for the inner end to be operationally up (linkwatch: ms). */
 export const OPER_UP_WAIT_MS = 1000;
 export const OPER_UP_POLL_MS = 5;
-/** How long the pair stays after the MAC change: the NA crosses the veth and the bridge in softirq. */
+/** announceLocator: how long the pair stays after the MAC change (the NA crosses veth and bridge in softirq). */
 export const ANNOUNCE_LINGER_MS = 20;
 
 const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
@@ -125,24 +125,19 @@ export async function prepareAnnouncement(
         throw new AnnounceError(`${inner} did not come up within ${OPER_UP_WAIT_MS} ms`);
       await sleep(OPER_UP_POLL_MS);
     }
+    await applyOps(netlink, plan.arm);
   } catch (err) {
     await withdrawAnnouncement(netlink, a);
     throw err;
   }
 }
 
-/** The announcement itself, on a prepared pair; then the pair goes. */
-export async function sendAnnouncement(
-  netlink: Netlink,
-  a: LocatorAnnouncement,
-  sleep: (ms: number) => Promise<void> = wait,
-): Promise<void> {
-  try {
-    await applyOps(netlink, planAnnounce(a).announce);
-    await sleep(ANNOUNCE_LINGER_MS);
-  } finally {
-    await withdrawAnnouncement(netlink, a);
-  }
+/**
+ * The announcement itself, on a prepared pair: one netlink request. The pair stays until withdrawn — its
+ * removal (unregistering two devices) costs Dom0 CPU that the resuming guest should have.
+ */
+export async function sendAnnouncement(netlink: Netlink, a: LocatorAnnouncement): Promise<void> {
+  await applyOps(netlink, planAnnounce(a).announce);
 }
 
 /** Removes the pair if it is there (idempotent). */
@@ -150,7 +145,7 @@ export async function withdrawAnnouncement(netlink: Netlink, a: LocatorAnnouncem
   if (await netlink.link(announceLinks(a.mac).inner)) await applyOps(netlink, planAnnounce(a).teardown);
 }
 
-/** Prepare and send at once (for a caller with nothing to overlap): resolves with the milliseconds it took. */
+/** Prepare, send and withdraw at once (nothing to overlap): resolves with the milliseconds it took. */
 export async function announceLocator(
   netlink: Netlink,
   a: LocatorAnnouncement,
@@ -158,6 +153,11 @@ export async function announceLocator(
 ): Promise<number> {
   const started = Date.now();
   await prepareAnnouncement(netlink, a, sleep);
-  await sendAnnouncement(netlink, a, sleep);
+  try {
+    await sendAnnouncement(netlink, a);
+    await sleep(ANNOUNCE_LINGER_MS);
+  } finally {
+    await withdrawAnnouncement(netlink, a);
+  }
   return Date.now() - started;
 }

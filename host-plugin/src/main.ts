@@ -81,19 +81,10 @@ class UsageError extends Error {}
  * requests at its resume took 20 ms each instead of 11. Nothing it still does after this is urgent.
  */
 function yieldCpu(): void {
-  setNice(19);
-}
-
-/** xenroam receive: its own window (the domain complete and paused, waiting on it) at the usual priority. */
-function receivePriority(level: "urgent" | "background"): void {
-  setNice(level === "urgent" ? 0 : 19);
-}
-
-function setNice(nice: number): void {
   try {
-    setPriority(nice);
+    setPriority(19);
   } catch {
-    // not allowed here (raising it back needs root): carry on at the priority it has
+    // not allowed here: carry on at the priority it has
   }
 }
 
@@ -675,7 +666,7 @@ program
           findDomid: (names) => domidByName(xs, names),
           hasName: async (domid, name) => (await xs.tryRead(`/local/domain/${domid}/name`)) === name,
           describe: (domid) => xenstoreDomain(xs, vm, domid),
-          priority: receivePriority,
+          background: yieldCpu,
           ...(announcement
             ? {
                 announce: {

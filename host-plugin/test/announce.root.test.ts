@@ -97,6 +97,9 @@ test.serial(
     t.true((await netlink.link(inner))?.operUp);
     await sleep(100);
     t.is(entry()?.lladdr, undefined, "up, ndisc_notify off: no NA");
+    await applyOps(netlink, plan.arm);
+    await sleep(100);
+    t.is(entry()?.lladdr, undefined, "ndisc_notify on, nothing else: no NA");
     await applyOps(netlink, plan.announce);
     await sleep(100);
     t.is(entry()?.lladdr, MAC, "setting the MAC it has announced the MoA");

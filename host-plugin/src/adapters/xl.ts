@@ -307,10 +307,11 @@ export interface ReceiveOptions {
     readonly withdraw: () => Promise<void>;
   };
   /**
-   * xenroam's own priority on Dom0's CPU: "background" once `xl migrate-receive` runs (xl restores, then
-   * xenstored and netback connect the guest's frontends), "urgent" while the domain waits on xenroam's window.
+   * Lowers xenroam's own priority on Dom0's CPU once xl's ready message has gone on (and the announcement with
+   * it): until then its steps are on the migration's path (the hold engaged ahead, the window), after it the
+   * guest's frontends connecting through xenstored and netback are.
    */
-  readonly priority?: (level: "urgent" | "background") => void;
+  readonly background?: () => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
   /** Overrides QUIET_AFTER_READY_MS (tests). */
@@ -497,7 +498,6 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
     },
     async () => {
       // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
-      o.priority?.("urgent");
       let timer: NodeJS.Timeout | undefined;
       const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
       arrivalRun = arrival();
@@ -516,7 +516,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
       readySentAt = Date.now();
       const announce = o.announce;
       if (!announce || !prepared) {
-        o.priority?.("background");
+        o.background?.();
         return;
       }
       // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
@@ -528,7 +528,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
           o.log("locator_announced", { vm: o.vm, domid, ms: Date.now() - started });
         })
         .catch(announceFailed("send"))
-        .then(() => o.priority?.("background"));
+        .then(() => o.background?.());
     },
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
@@ -574,7 +574,6 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   })();
   const code = await new Promise<number>((resolve, reject) => {
     const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
-    o.priority?.("background"); // after the spawn: xl keeps the priority xenroam had
     child.stdout.on("data", (c: Buffer) => gate.push(c));
     child.stdout.on("end", () => gate.end());
     child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
