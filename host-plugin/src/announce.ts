@@ -43,10 +43,10 @@ export class AnnounceError extends Error {
   override readonly name = "AnnounceError";
 }
 
-/** The veth pair's names, from the MAC's last three bytes: one pair per guest MAC, whatever runs beside it. */
+/** The veth pair's names, from the whole MAC (15 characters at most): one pair per guest MAC. */
 export function announceLinks(mac: string): { readonly inner: string; readonly outer: string } {
-  const tail = canonicalMac(mac).split(":").slice(3).join("");
-  return { inner: `xrn${tail}`, outer: `xrn${tail}p` };
+  const hex = canonicalMac(mac).split(":").join("");
+  return { inner: `xn${hex}`, outer: `xn${hex}p` };
 }
 
 export interface AnnouncePlan {
@@ -105,7 +105,7 @@ const wait = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
 /**
  * The pair set up and operationally up, ready to announce: long before the guest is (xenroam receive makes it
- * while the memory arrives), so that what is left when it counts is one sysctl and one link change. A pair left
+ * while the memory arrives), so that what is left when it counts is one link change. A pair left
  * by a crash is removed first; whatever fails, nothing stays.
  */
 export async function prepareAnnouncement(

@@ -314,8 +314,6 @@ export interface ReceiveOptions {
   readonly background?: () => void;
   /** Mobility layer: relays the guest's activation (never throws); the domain waits RELAY_WAIT_MS for it at most. */
   readonly relay?: () => Promise<unknown>;
-  /** Overrides QUIET_AFTER_READY_MS (tests). */
-  readonly quietAfterReadyMs?: number;
   /** Where xl's back channel goes (default: fd 1, the transport); tests give their own. */
   readonly send?: (chunk: Buffer) => void;
 }
@@ -601,7 +599,7 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   }
   await announcing;
   if (readySentAt !== undefined) {
-    const quiet = readySentAt + (o.quietAfterReadyMs ?? QUIET_AFTER_READY_MS) - Date.now();
+    const quiet = readySentAt + QUIET_AFTER_READY_MS - Date.now();
     if (quiet > 0) await new Promise((r) => setTimeout(r, quiet));
   }
   if (o.announce) {
