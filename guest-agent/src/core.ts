@@ -93,9 +93,9 @@ export class Agent {
   private roamAgain = false;
   /** The phase this agent last wrote (kept here: a roam decides without a round trip to Dom0's channel). */
   private phase: AgentStatus["phase"] | undefined;
-  /** Set by a prepare that succeeded, until its migration is switched or undone: what `reflex` acts on. */
   /** Who waits for which link's carrier (awaitCarrier), woken by linkChanged. */
-  private readonly carrierWaiters = new Map<string, () => void>();
+  private readonly carrierWaiters = new Map<string, Set<() => void>>();
+  /** Set by a prepare that succeeded, until its migration is switched or undone: what `reflex` acts on. */
   private armed:
     { readonly id: string; readonly oldPrimary: string; readonly newPrimary: string } | undefined;
   /**
@@ -268,26 +268,40 @@ export class Agent {
   /** Waits for the link's carrier for up to REFLEX_CARRIER_WAIT_MS: the link once it has one. */
   private async awaitCarrier(dev: string): Promise<LinkInfo | undefined> {
     const started = Date.now();
-    for (;;) {
-      const link = await this.ports.netlink.link(dev);
-      if (link?.carrier) return link;
-      const left = REFLEX_CARRIER_WAIT_MS - (Date.now() - started);
-      if (left <= 0) return undefined;
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(done, Math.min(REFLEX_CARRIER_POLL_MS, left));
-        function done() {
-          clearTimeout(timer);
-          resolve();
-        }
-        this.carrierWaiters.set(dev, done);
-      });
-      this.carrierWaiters.delete(dev);
+    const waiters = this.carrierWaiters.get(dev) ?? new Set<() => void>();
+    this.carrierWaiters.set(dev, waiters);
+    // Registered before each look, so an event that comes while the kernel answers is not lost.
+    let woken = false;
+    let wake: () => void = () => (woken = true);
+    const waiter = () => wake();
+    waiters.add(waiter);
+    try {
+      for (;;) {
+        woken = false;
+        const link = await this.ports.netlink.link(dev);
+        if (link?.carrier) return link;
+        const left = REFLEX_CARRIER_WAIT_MS - (Date.now() - started);
+        if (left <= 0) return undefined;
+        if (woken) continue;
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, Math.min(REFLEX_CARRIER_POLL_MS, left));
+          function done() {
+            clearTimeout(timer);
+            resolve();
+          }
+          wake = done;
+        });
+        wake = () => (woken = true);
+      }
+    } finally {
+      waiters.delete(waiter);
+      if (waiters.size === 0) this.carrierWaiters.delete(dev);
     }
   }
 
   /** The daemon's link events: a link that got its carrier wakes whoever waits for it (awaitCarrier). */
   linkChanged(link: LinkInfo): void {
-    if (link.carrier) this.carrierWaiters.get(link.name)?.();
+    if (link.carrier) for (const wake of this.carrierWaiters.get(link.name) ?? []) wake();
   }
 
   private async pass(reason: string): Promise<void> {

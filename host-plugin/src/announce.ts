@@ -127,7 +127,7 @@ export async function prepareAnnouncement(
     }
     await applyOps(netlink, plan.arm);
   } catch (err) {
-    await withdrawAnnouncement(netlink, a);
+    await withdrawAnnouncement(netlink, a).catch(() => {}); // the first failure is the one to report
     throw err;
   }
 }

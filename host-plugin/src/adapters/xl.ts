@@ -436,6 +436,8 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
   let arrivalRun: Promise<unknown> | undefined;
   let announcing: Promise<void> | undefined;
   let readySentAt: number | undefined;
+  /** The window's own run (MarkerGate's `before`): it settles within ARRIVAL_DEADLINE_MS of starting. */
+  let gateRun: Promise<void> | undefined;
   /** The hold engaged while the domain is still being built, once its vifs' hotplug scripts have run. */
   let earlyHold: Promise<number[] | undefined> | undefined;
   const stopEarlyHold = new AbortController();
@@ -494,40 +496,41 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
         o.log("back_channel_failed", { vm: o.vm, error: (err as Error).message });
       }
     },
-    async () => {
-      // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
-      arrivalRun = arrival();
-      const outcome = await Promise.race([arrivalRun.then(() => "done" as const), late]).catch(
-        (err: unknown) => {
-          o.log("arrival_failed", { vm: o.vm, domid, error: (err as Error).message });
-          return "failed" as const;
-        },
-      );
-      clearTimeout(timer);
-      if (outcome === "late") {
-        abandoned = true;
-        o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
-      }
-      mark("ready-sent");
-      readySentAt = Date.now();
-      const announce = o.announce;
-      if (!announce || !prepared) {
-        o.background?.();
-        return;
-      }
-      // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
-      announcing = new Promise((r) => setTimeout(r, 0))
-        .then(async () => {
-          if (!(await prepared)) return;
-          const started = Date.now();
-          await announce.send();
-          o.log("locator_announced", { vm: o.vm, domid, ms: Date.now() - started });
-        })
-        .catch(announceFailed("send"))
-        .then(() => o.background?.());
-    },
+    () =>
+      (gateRun = (async () => {
+        // Whatever happens to xenroam's steps, xl must be let go: the sender is waiting with the VM stopped.
+        let timer: NodeJS.Timeout | undefined;
+        const late = new Promise<"late">((r) => (timer = setTimeout(() => r("late"), ARRIVAL_DEADLINE_MS)));
+        arrivalRun = arrival();
+        const outcome = await Promise.race([arrivalRun.then(() => "done" as const), late]).catch(
+          (err: unknown) => {
+            o.log("arrival_failed", { vm: o.vm, domid, error: (err as Error).message });
+            return "failed" as const;
+          },
+        );
+        clearTimeout(timer);
+        if (outcome === "late") {
+          abandoned = true;
+          o.log("arrival_late", { vm: o.vm, domid, deadlineMs: ARRIVAL_DEADLINE_MS });
+        }
+        mark("ready-sent");
+        readySentAt = Date.now();
+        const announce = o.announce;
+        if (!announce || !prepared) {
+          o.background?.();
+          return;
+        }
+        // A timer, not a microtask: the gate hands the ready message on as soon as this settles, first.
+        announcing = new Promise((r) => setTimeout(r, 0))
+          .then(async () => {
+            if (!(await prepared)) return;
+            const started = Date.now();
+            await announce.send();
+            o.log("locator_announced", { vm: o.vm, domid, ms: Date.now() - started });
+          })
+          .catch(announceFailed("send"))
+          .then(() => o.background?.());
+      })()),
   );
   // The incoming domain, looked for while its memory arrives (never waited for).
   // The guest cannot read them before it runs, and a domain that never runs is destroyed with them.
@@ -570,55 +573,69 @@ export async function xlReceive(o: ReceiveOptions): Promise<DomainInfo> {
       }
     }
   })();
-  const code = await new Promise<number>((resolve, reject) => {
-    const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
-    child.stdout.on("data", (c: Buffer) => gate.push(c));
-    child.stdout.on("end", () => gate.end());
-    child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
-    child.on("close", (c) => resolve(c ?? 1));
-    // xl's domain-monitoring daemon reopens its stdio on a log file (tools/xl/xl_utils.c 284-286); should
-    // anything else keep the back channel's pipe open, its exit is enough once what it wrote has been read.
-    child.on("exit", (c) =>
-      setTimeout(() => {
-        child.stdout.destroy();
-        resolve(c ?? 1);
-      }, 1000).unref(),
-    );
-  });
-  // Steps still running (a late hold's transaction) finish before the xenstore connection goes: a hold they
-  // engage is handed to the releaser.
-  if (arrivalRun)
-    await Promise.race([arrivalRun.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
-  // A hold engaged ahead that the window never collected (xl let go at the deadline, or it failed before
-  // ready): it is released like any other, never left standing.
-  stopEarlyHold.abort();
-  if (earlyHold && !handedOff && early !== undefined) {
-    const domidAhead = early;
-    const aheadHeld = await earlyHold.catch(() => undefined);
-    if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
-  }
-  await announcing;
-  if (readySentAt !== undefined) {
-    const quiet = readySentAt + QUIET_AFTER_READY_MS - Date.now();
-    if (quiet > 0) await new Promise((r) => setTimeout(r, quiet));
-  }
-  if (o.announce) {
+  // Whatever ends receive — xl not starting, xl failing, a step throwing — the announcement's pair goes.
+  const withdraw = async () => {
+    if (!o.announce) return;
+    await gateRun?.catch(() => {}); // it may still be about to send
+    await announcing;
     await prepared;
     await o.announce.withdraw().catch(announceFailed("withdraw"));
+  };
+  try {
+    return await receiveAndReport();
+  } finally {
+    await withdraw();
   }
-  if (code !== 0) {
-    throw new XlError(
-      `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,
-    );
+
+  async function receiveAndReport(): Promise<DomainInfo> {
+    const code = await new Promise<number>((resolve, reject) => {
+      const child = spawn(xlBinary(), ["migrate-receive"], { stdio: ["inherit", "pipe", "inherit"] });
+      child.stdout.on("data", (c: Buffer) => gate.push(c));
+      child.stdout.on("end", () => gate.end());
+      child.on("error", (err) => reject(new XlError(`cannot run ${xlBinary()}: ${err.message}`)));
+      child.on("close", (c) => resolve(c ?? 1));
+      // xl's domain-monitoring daemon reopens its stdio on a log file (tools/xl/xl_utils.c 284-286); should
+      // anything else keep the back channel's pipe open, its exit is enough once what it wrote has been read.
+      child.on("exit", (c) =>
+        setTimeout(() => {
+          child.stdout.destroy();
+          resolve(c ?? 1);
+        }, 1000).unref(),
+      );
+    });
+    // Steps still running (a late hold's transaction) finish before the xenstore connection goes: a hold they
+    // engage is handed to the releaser.
+    if (arrivalRun)
+      await Promise.race([arrivalRun.catch(() => {}), new Promise((r) => setTimeout(r, 5000).unref())]);
+    // A hold engaged ahead that the window never collected (xl let go at the deadline, or it failed before
+    // ready): it is released like any other, never left standing.
+    stopEarlyHold.abort();
+    if (earlyHold && !handedOff && early !== undefined) {
+      const domidAhead = early;
+      const aheadHeld = await earlyHold.catch(() => undefined);
+      if (aheadHeld && aheadHeld.length > 0) handOff(domidAhead, aheadHeld);
+    }
+    await gateRun?.catch(() => {});
+    await announcing;
+    if (readySentAt !== undefined) {
+      const quiet = readySentAt + QUIET_AFTER_READY_MS - Date.now();
+      if (quiet > 0) await new Promise((r) => setTimeout(r, quiet));
+    }
+    await withdraw();
+    if (code !== 0) {
+      throw new XlError(
+        `xl migrate-receive failed (exit ${code})${domid === undefined ? "; the source keeps the VM" : ""}`,
+      );
+    }
+    mark("xl-done");
+    o.log("unpaused", { vm: o.vm, domid, held, phases });
+    await relaying;
+    // xl ran it even if xenroam's steps could not find it (they logged why): report what xl says.
+    const info = (domid !== undefined ? await o.describe?.(domid) : undefined) ?? (await xlDomain(o.vm));
+    const report: DomainInfo = { ...info, arrival: phases };
+    process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(report)}\n`);
+    return report;
   }
-  mark("xl-done");
-  o.log("unpaused", { vm: o.vm, domid, held, phases });
-  await relaying;
-  // xl ran it even if xenroam's steps could not find it (they logged why): report what xl says.
-  const info = (domid !== undefined ? await o.describe?.(domid) : undefined) ?? (await xlDomain(o.vm));
-  const report: DomainInfo = { ...info, arrival: phases };
-  process.stderr.write(`${RECEIVE_REPORT}${JSON.stringify(report)}\n`);
-  return report;
 }
 
 async function xlDomidOf(names: readonly string[]): Promise<number | undefined> {
