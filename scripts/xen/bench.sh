@@ -30,10 +30,18 @@ usage: npm run bench:xen -- [options]        (as root; builds and boots like npm
                     address, route and neighbour events, its kernel's timeline of the resume and its agent's log
                     (guest.log): where a downtime goes. It loads the guest: keep traced runs out of tables
 
-The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes 45 minutes here (2 cores,
-QEMU TCG; 2705 s on 2026-12-03): a measured migration costs 60-100 s at 256 MB and 80-175 s at 512 MB under
-emulation (the method's most: its prepare and two xenroam start-ups), each guest boot ~25 s, the hosts ~40 s.
-A third run each would take it past an hour. Raw logs stay in $CACHE/run/bench-<time>/.
+Environment:
+  XENROAM_XEN_HOST_CPUS  CPUs of each emulated host (default 2: Dom0 pinned to pCPU 0, the guest on pCPU 1, as
+                         Xen's tuning advice for Dom0 has it; 1: Dom0 and the guest share one pCPU, the rig of
+                         the runs before 2026-12-04 afternoon)
+  XENROAM_BENCH_OPTS     extra global options for the method's xenroam migrate (e.g. --no-carrier-hold,
+                         --no-announce), to measure what one part of the method buys
+
+The full default run (2 sizes x 3 subjects x 2 links x 2 runs = 24 migrations) takes about 26 minutes here;
+with --runs 3, 36 migrations, 38 minutes (2 cores, QEMU TCG; 2261 s on 2026-12-04): a measured migration
+costs 35-90 s under emulation (the method's most: its prepare and two xenroam start-ups), each guest boot
+~25 s, the hosts ~40 s. Raw logs stay in $CACHE/run/bench-<time>/, each guest's console (the agent's log
+among it) in console-xa.log and console-xb.log there.
 EOF
 }
 
@@ -64,6 +72,7 @@ IFS=, read -ra SUBJ <<<"$SUBJECTS"
 IFS=, read -ra LNKS <<<"$LINKS"
 for m in "${MEMS[@]}"; do [[ $m =~ ^[0-9]+$ ]] && ((m >= 232 && m <= 1024)) || fail "--memory: $m is not 232..1024 MB"; done
 for s in "${SUBJ[@]}"; do [[ $s =~ ^(ordinary|without|method)$ ]] || fail "--subjects: $s is not ordinary|without|method"; done
+[[ ${XENROAM_BENCH_OPTS:-} =~ ^(\ *--[a-z][a-z-]*)*\ *$ ]] || fail "XENROAM_BENCH_OPTS takes xenroam options such as --no-carrier-hold, not \"${XENROAM_BENCH_OPTS:-}\""
 for l in "${LNKS[@]}"; do [[ $l =~ ^(shaped|unshaped)$ ]] || fail "--links: $l is not shaped|unshaped"; done
 [[ $RUNS =~ ^[1-9][0-9]*$ ]] || fail "--runs: $RUNS"
 [[ $RATE =~ ^[1-9][0-9]*$ ]] || fail "--rate: $RATE"
@@ -126,6 +135,11 @@ ip netns exec xrx-cn node "$X/probe.mjs" echo 7400 >"$ECHO_LOG" 2>&1 &
 
 say "booting two Xen hosts under QEMU (TCG)"
 export XENROAM_XEN_HOST_MB=2560 # Dom0 keeps 1408 MB: room for a 1 GB guest arriving
+export XENROAM_XEN_HOST_CPUS=${XENROAM_XEN_HOST_CPUS:-2}
+# The guest off Dom0's pCPU when there is another (boot-host.sh pins Dom0 to pCPU 0).
+GUEST_CPUS=
+[ "$XENROAM_XEN_HOST_CPUS" -ge 2 ] && GUEST_CPUS='cpus = "all,^0"'
+
 for h in "xa 2001:db8:a::a/64 fe80::a:1 lan-a" "xb 2001:db8:b::b/64 fe80::b:1 lan-b"; do
   set -- $h
   ip netns exec xrx-router bash "$X/boot-host.sh" "$1" "$2" "$3" "tap,id=n0,ifname=xq-$1,script=no,downscript=no" >/dev/null
@@ -162,9 +176,10 @@ for h in xa xb; do
     fail "no ssh to $h, or could not give it its control token"
 done
 say "both Dom0s up: $(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'") on $(dom0 xa 30 'uname -r')"
-printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64, 1 vCPU and %s MB per host)","guest":"%s"}\n' \
+printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64, %s CPUs and %s MB per host; %s)","guest":"%s"}\n' \
   "$(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'")" "$(dom0 xa 30 'uname -r')" \
-  "$(qemu-system-x86_64 --version | head -1 | sed 's/^QEMU emulator version //')" "$XENROAM_XEN_HOST_MB" \
+  "$(qemu-system-x86_64 --version | head -1 | sed 's/^QEMU emulator version //')" "$XENROAM_XEN_HOST_CPUS" "$XENROAM_XEN_HOST_MB" \
+  "$([ "$XENROAM_XEN_HOST_CPUS" -ge 2 ] && echo 'Dom0 pinned to pCPU 0, the guest on the others' || echo 'Dom0 and the guest share one pCPU')" \
   "PV, 1 vCPU, the Dom0 kernel; initramfs in RAM (busybox, xenroam-agent with its Node.js; 107 MB unpacked)" >"$BENCH/facts.json"
 
 # ---- the topology ----
@@ -248,7 +263,7 @@ guest() { # kind memory: a fresh guest on xa
   local cfg
   cfg=$(printf '%s\n' 'name = "domu"' 'type = "pv"' 'kernel = "/xenroam-test/domu-vmlinuz"' \
     'ramdisk = "/xenroam-test/domu.cpio.zst"' "extra = \"$extra\"" "memory = $mem" 'vcpus = 1' \
-    "vif = [ $macs ]" 'on_crash = "preserve"')
+    "vif = [ $macs ]" 'on_crash = "preserve"' ${GUEST_CPUS:+"$GUEST_CPUS"})
   # Both Dom0s: the one the guest leaves sends its own copy with xl migrate.
   for h in xa xb; do printf '%s\n' "$cfg" | dom0 $h 30 'cat > /etc/xen/domu.cfg'; done
   dom0 xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1' || fail "xl create ($kind guest, $mem MB) failed"
@@ -265,6 +280,10 @@ other() { [ "$1" = xa ] && echo xb || echo xa; }
 site() { [ "$1" = xa ] && echo a || { [ "$TOPO" = one ] && echo a || echo b; }; }
 
 # ---- one measured migration ----
+qemu_sched() { # host idle|other: that host's QEMU, every thread, under SCHED_IDLE or back to SCHED_OTHER
+  local t
+  for t in /proc/"$(cat "$RUN/$1.pid")"/task/*; do chrt "--$2" -p 0 "${t##*/}" >/dev/null 2>&1 || true; done
+}
 RUNS_FILE=$BENCH/runs.jsonl
 SEQ=0
 measure() { # subject link memory run
@@ -319,8 +338,16 @@ measure() { # subject link memory run
   # The baselines are what an admin runs without xenroam: xl's own migrate over its own ssh transport.
   case $subject in
   ordinary | without) cmd="xl migrate domu ${DOM0_ADDR[$to]}" ;;
-  method) cmd="xenroam --host $from --control '$CONTROL' prepare domu --to $to --timeout 60000 && echo XR-PREPARED && xenroam --host $from --control '$CONTROL' migrate domu $to --json" ;;
+  method) cmd="xenroam --host $from --control '$CONTROL' prepare domu --to $to --timeout 60000 && echo XR-PREPARED && xenroam --host $from --control '$CONTROL' ${XENROAM_BENCH_OPTS:-} migrate domu $to --json" ;;
   esac
+  # The two emulated hosts share this machine's two cores; real hosts do not. Right after the handoff the source
+  # destroys the domain and Xen scrubs its memory (a whole core for ~3 s here), while the destination's Dom0 and
+  # guest hand the frontends' reconnection back and forth: sharing the other core, each handoff waits for a
+  # time slice, and the more handoffs a subject's resume has, the more it loses — a cost of this rig, not of
+  # either subject. So the source's QEMU runs under SCHED_IDLE (every thread) during a measured migration: the
+  # destination takes the cores whenever it wants them, as on hardware of its own.
+  qemu_sched "$from" idle
+  qemu_sched "$to" other
   say "$mem MB, $subject, $link, run $r: $from -> $to"
   # Each output line stamped with the host's clock as it arrives: XR-START is T_ALL's zero. In the background,
   # so that Ctrl-C is not held up by the wait.
@@ -346,6 +373,11 @@ measure() { # subject link memory run
     guest_logs "$HERE" >"$dir/guest.log"
     grep -q '^XR-LOG-END' "$dir/guest.log" || say "  the guest's logs came back incomplete (the console was slow): $dir/guest.log"
   fi
+  # Every guest's console as each Dom0 kept it (scripts/xen/dom0/init: xenconsoled --log=guest): the agent's
+  # log for every run, traced or not (its lines carry the migration id).
+  for h in xa xb; do
+    dom0 $h 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' >"$BENCH/console-$h.log" 2>/dev/null || true
+  done
   node "$X/bench-report.mjs" record "$dir" "$ended" >>"$RUNS_FILE"
   if [ -z "$HERE" ]; then
     say "  the guest is on neither host after this run (see $dir/xenroam.log): a fresh one for the next"

@@ -6,6 +6,10 @@
 # Serial console: unix socket $RUN/NAME.sock (log $RUN/NAME.log), pid in $RUN/NAME.pid; RUN defaults to
 # $XENROAM_XEN_CACHE/run. The host prints XENROAM-DOM0-READY when xl and sshd are up. XENROAM_XEN_HOST_MB: the
 # emulated machine's memory (default 2048; Dom0 keeps 1408 MB of it, the rest is for guests).
+# XENROAM_XEN_HOST_CPUS: the emulated machine's CPUs (default 2). With two or more, Dom0's one vCPU is pinned to
+# pCPU 0 (dom0_vcpus_pin) and guests go on the others (their xl config says cpus = "all,^0"): Dom0 on a core of
+# its own, as Xen's tuning advice for Dom0 has it and as production hosts run. With one, Dom0 and every guest
+# share it through Xen's scheduler, and any CPU one takes at a resume delays the other's xenstore round trips.
 set -euo pipefail
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
 RUN=${RUN:-$CACHE/run}
@@ -14,12 +18,15 @@ KV=$(basename "$(ls -d "$CACHE"/ex/lib/modules/* | head -1)")
 MAC=52:54:00:00:00:$(printf %02x $(( $(echo "$NAME" | cksum | cut -d' ' -f1) % 200 + 16 )))
 mkdir -p "$RUN"; rm -f "$RUN/$NAME.sock" "$RUN/$NAME.log"
 XEN_ARGS="console=com1 com1=115200,8n1 loglvl=warning guest_loglvl=warning dom0_mem=1408M,max:1408M dom0_max_vcpus=1 noreboot"
+CPUS=${XENROAM_XEN_HOST_CPUS:-2}
+[[ $CPUS =~ ^[1-8]$ ]] || { echo "XENROAM_XEN_HOST_CPUS must be 1 to 8, not $CPUS" >&2; exit 2; }
+[ "$CPUS" -ge 2 ] && XEN_ARGS="$XEN_ARGS dom0_vcpus_pin"
 # The Dom0 configures its address and route itself: no RA may race it (an RA that lands before init turns
 # accept_ra off installs a default route identical to the static one, which then fails and the RA one expires).
 DOM0_ARGS="console=hvc0 earlyprintk=xen sysctl.net.ipv6.conf.default.accept_ra=0 xr.host=$NAME xr.addr=$ADDR xr.gw=$GW"
 NET=(-nic none)
 [ -n "$NETDEV" ] && NET=(-netdev "$NETDEV" -device "virtio-net-pci,netdev=n0,mac=$MAC")
-qemu-system-x86_64 -accel tcg -cpu qemu64 -m "${XENROAM_XEN_HOST_MB:-2048}" -smp 1 -display none -no-reboot \
+qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m "${XENROAM_XEN_HOST_MB:-2048}" -smp "$CPUS" -display none -no-reboot \
   -chardev "socket,id=s0,path=$RUN/$NAME.sock,server=on,wait=off,logfile=$RUN/$NAME.log" \
   -serial chardev:s0 -monitor none "${NET[@]}" \
   -kernel "$CACHE/xen-4.17-shadow" -append "$XEN_ARGS" \

@@ -106,7 +106,10 @@ ADDR_B=2001:db8:b:0:216:3eff:fe00:11 # the secondary's on site b: the MoA
 
 # The guest's agent gets its mobility options on its kernel command line.
 EXTRA="console=hvc0 quiet xr.hoa=$HOA xr.vm=domu xr.control=$CONTROL xr.token=$VM_TOKEN xr.peer=[2001:db8:c::100]:7361"
-dom0 xa 60 "sed -i 's|^extra = .*|extra = \"$EXTRA\"|' /etc/xen/domu.cfg; grep -c xr.hoa /etc/xen/domu.cfg" |
+# With a pCPU besides Dom0's (boot-host.sh pins Dom0 to pCPU 0), the guest goes there.
+PIN=
+[ "${XENROAM_XEN_HOST_CPUS:-2}" -ge 2 ] && PIN="grep -q '^cpus' /etc/xen/domu.cfg || echo 'cpus = \"all,^0\"' >> /etc/xen/domu.cfg;"
+dom0 xa 60 "$PIN sed -i 's|^extra = .*|extra = \"$EXTRA\"|' /etc/xen/domu.cfg; grep -c xr.hoa /etc/xen/domu.cfg" |
   grep -q '^1$' || fail "could not give the guest its options (ssh root@${DOM0_ADDR[xa]})"
 dom0 xa 120 'xl create /etc/xen/domu.cfg >/dev/null 2>&1; xl list domu | tail -1'
 # With the mobility layer every address of the guest answers as its HoA, so the CN checks the HoA only.
@@ -169,6 +172,12 @@ migrate() { # from to expected-address
   say "carrier hold on $2: the old primary's frontend connected only after the guest's switch ($(printf '%s' "$hold" | grep -o '"heldMs":[0-9]*'))"
   say "the guest agent's switch on $2 (from its console):"
   guest_events "$2"
+  # Its memory (issue 11: at most 40 MB idle and at the peak), from the consoles the Dom0s keep: idle when it
+  # started (on xa, where it booted), now, and the most it ever had (the kernel's high-water mark).
+  local idle now
+  idle=$(dom0 xa 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' | grep -a '"event":"started"' | tail -1 | grep -o '"rssMb":[0-9.]*' | cut -d: -f2 || true)
+  now=$(dom0 "$2" 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' | grep -a '"event":"switched"' | tail -1 | grep -o '"rssMb":[0-9.]*,"maxRssMb":[0-9.]*' || true)
+  say "the guest agent's resident memory: ${idle:-?} MB idle at its start; after the switch ${now:-not reported} (MB)"
   # binding_accepted: the guest's datagram; binding_learned: the control server's watch stream.
   grep -a 'binding_accepted\|binding_learned' "$RUN/correspondent.log" | tail -1 |
     sed 's/.*"event":"\([a-z_]*\)".*"locator":"\([^"]*\)","seq":\([0-9]*\).*/  the correspondent: \1 seq \3 -> \2/'
