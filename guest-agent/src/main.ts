@@ -25,9 +25,25 @@ const ROAM_CHECK_MS = 5000;
 export const BINDING_PORT = 7361;
 const MAX_DATAGRAM = 2048;
 
+/**
+ * Events that also report the agent's memory: its resident set now and the most it ever had (the kernel's
+ * high-water mark, getrusage's ru_maxrss), in MB. `started` is the idle figure; `prepared` and `switched` the
+ * ones a migration makes; `npm run test:xen` prints them.
+ */
+const MEMORY_EVENTS = new Set(["started", "prepared", "switched", "stopping"]);
+const mb = (bytes: number) => Math.round((bytes / 2 ** 20) * 10) / 10;
+
 const log: Log = (event, fields = {}) =>
   process.stdout.write(
-    `${JSON.stringify({ ts: new Date().toISOString(), component: "xenroam-agent", event, ...fields })}\n`,
+    `${JSON.stringify({
+      ts: new Date().toISOString(),
+      component: "xenroam-agent",
+      event,
+      ...fields,
+      ...(MEMORY_EVENTS.has(event)
+        ? { rssMb: mb(process.memoryUsage.rss()), maxRssMb: mb(process.resourceUsage().maxRSS * 1024) }
+        : {}),
+    })}\n`,
   );
 
 /** The guest channel over xenstore; read/write fail while the connection is being re-established. */

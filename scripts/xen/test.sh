@@ -176,8 +176,9 @@ migrate() { # from to expected-address
   # started (on xa, where it booted), now, and the most it ever had (the kernel's high-water mark).
   local idle now
   idle=$(dom0 xa 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' | grep -a '"event":"started"' | tail -1 | grep -o '"rssMb":[0-9.]*' | cut -d: -f2 || true)
-  now=$(dom0 "$2" 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' | grep -a '"event":"switched"' | tail -1 | grep -o '"rssMb":[0-9.]*,"maxRssMb":[0-9.]*' || true)
-  say "the guest agent's resident memory: ${idle:-?} MB idle at its start; after the switch ${now:-not reported} (MB)"
+  now=$(dom0 "$2" 30 'cat /var/log/xen/console/guest-*.log 2>/dev/null' | grep -a '"event":"switched"' | tail -1 | grep -o '"rssMb":[0-9.]*,"maxRssMb":[0-9.]*' |
+    sed 's/"rssMb":\([0-9.]*\),"maxRssMb":\([0-9.]*\)/\1 MB, and at most \2 MB since it started/' || true)
+  say "the guest agent's resident memory: ${idle:-?} MB idle at its start; after the switch ${now:-not reported}"
   # binding_accepted: the guest's datagram; binding_learned: the control server's watch stream.
   grep -a 'binding_accepted\|binding_learned' "$RUN/correspondent.log" | tail -1 |
     sed 's/.*"event":"\([a-z_]*\)".*"locator":"\([^"]*\)","seq":\([0-9]*\).*/  the correspondent: \1 seq \3 -> \2/'
