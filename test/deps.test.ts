@@ -72,8 +72,25 @@ test("only packages/netlink imports the npm netlink package", (t) => {
   t.deepEqual(
     violations(
       all,
-      (s, f) => s === "netlink" && !relative(ROOT, f).startsWith("packages/netlink/src/rtnetlink.ts"),
+      (s, f) =>
+        (s === "netlink" || s.startsWith("netlink/")) &&
+        !relative(ROOT, f).startsWith("packages/netlink/src/rtnetlink.ts"),
     ),
+    [],
+  );
+  // bun:ffi only where the Bun builds put their rtnetlink socket (scripts/bun-bundle.mjs).
+  t.deepEqual(
+    violations(all, (s, f) => s === "bun:ffi" && relative(ROOT, f) !== "packages/netlink/src/bun-native.ts"),
+    [],
+  );
+});
+
+test("what the guest agent loads takes zod/mini, never the whole of zod (its memory, issue 11)", (t) => {
+  const agentSide = ["packages/core", "packages/protocol", "packages/netlink", "packages/xenstore"]
+    .concat(["packages/mobility", "packages/control", ...areas.guestAgent])
+    .map((d) => (d.endsWith("/src") ? d : `${d}/src`));
+  t.deepEqual(
+    violations(agentSide, (s) => s === "zod" || (s.startsWith("zod/") && s !== "zod/mini")),
     [],
   );
 });

@@ -4,7 +4,7 @@
 // and the activation in `xenroam receive`'s command line (--relay), and receive relays before unpause.
 
 import { KEYS, parseAnswer, type SignedActivation, signedBindingSchema } from "@xenroam/protocol";
-import { z } from "zod";
+import * as z from "zod/mini";
 import type { ControlRelay, Log } from "./ports.js";
 
 /** What became of a relayed activation: "unknown" when the server's answer never came (it may have taken). */
@@ -32,7 +32,10 @@ export async function relayActivation(
   }
 }
 
-const relayOrder = z.strictObject({ control: z.string().min(1).max(256), activation: signedBindingSchema });
+const relayOrder = z.strictObject({
+  control: z.string().check(z.minLength(1), z.maxLength(256)),
+  activation: signedBindingSchema,
+});
 export type RelayOrder = z.output<typeof relayOrder>;
 
 /**

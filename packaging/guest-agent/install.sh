@@ -1,6 +1,6 @@
 #!/bin/sh
-# Installs the xenroam guest agent from this bundle: /opt/xenroam-agent (its own Node.js runtime, the agent
-# as one JavaScript file and the netlink native module), the systemd unit, /etc/default/xenroam-agent.
+# Installs the xenroam guest agent from this bundle: /opt/xenroam-agent (its own runtime, Bun's baseline build,
+# and the agent as one JavaScript file), the systemd unit, /etc/default/xenroam-agent.
 # Idempotent. Usage: sh install.sh [--root DIR] [--no-enable]
 #   --root DIR    install into an image being built (no systemctl calls)
 #   --no-enable   do not enable/start the service
@@ -19,13 +19,12 @@ done
 [ -d "$root" ] || { echo "install.sh: $root is not a directory" >&2; exit 2; }
 dest="$root/opt/xenroam-agent"
 mkdir -p "$dest/bin" "$dest/lib" "$root/etc/systemd/system" "$root/etc/default"
-cp "$here/bin/node" "$dest/bin/node.new" && mv "$dest/bin/node.new" "$dest/bin/node"
+# The bundle's bin/: its runtime (Bun, or Node.js in a --runtime node bundle) and the launcher
+# (bin/xenroam-agent); the other runtime, which an earlier bundle may have left, goes.
+for f in "$here"/bin/*; do cp "$f" "$dest/bin/$(basename "$f").new" && mv "$dest/bin/$(basename "$f").new" "$dest/bin/$(basename "$f")"; done
+for r in bun node; do [ -e "$here/bin/$r" ] || rm -f "$dest/bin/$r"; done
 rm -rf "$dest/lib.new" && cp -R "$here/lib" "$dest/lib.new" && rm -rf "$dest/lib" && mv "$dest/lib.new" "$dest/lib"
-cat > "$dest/bin/xenroam-agent" <<'WRAP'
-#!/bin/sh
-exec /opt/xenroam-agent/bin/node /opt/xenroam-agent/lib/agent/agent.mjs "$@"
-WRAP
-chmod 755 "$dest/bin/node" "$dest/bin/xenroam-agent"
+chmod 755 "$dest"/bin/*
 cp "$here/xenroam-agent.service" "$root/etc/systemd/system/xenroam-agent.service"
 if [ ! -e "$root/etc/default/xenroam-agent" ]; then
   cat > "$root/etc/default/xenroam-agent" <<'DEF'

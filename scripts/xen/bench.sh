@@ -16,7 +16,7 @@ usage() {
 usage: npm run bench:xen -- [options]        (as root; builds and boots like npm run test:xen)
 
   --memory LIST     guest memory sizes in MB (default 256,512). 256 is the smallest power of two the guest
-                    fits in: its initramfs lives in RAM and carries the agent's Node.js runtime (107 MB
+                    fits in: its initramfs lives in RAM and carries the agent's runtime (Bun; 107 MB
                     unpacked; the guest boots from 232 MB, not at 224)
   --runs N          migrations per subject, link and size (default 2); they alternate xa->xb, xb->xa
   --subjects LIST   of ordinary,without,method (default all three)
@@ -176,11 +176,11 @@ for h in xa xb; do
     fail "no ssh to $h, or could not give it its control token"
 done
 say "both Dom0s up: $(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'") on $(dom0 xa 30 'uname -r')"
-printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64, %s CPUs and %s MB per host; %s)","guest":"%s"}\n' \
+printf '{"xen":"%s (shadow paging, PV guests)","dom0 kernel":"%s","qemu":"%s (TCG, -cpu qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt, %s CPUs and %s MB per host; %s)","guest":"%s"}\n' \
   "$(dom0 xa 30 "xl info | sed -n 's/^xen_version *: //p'")" "$(dom0 xa 30 'uname -r')" \
   "$(qemu-system-x86_64 --version | head -1 | sed 's/^QEMU emulator version //')" "$XENROAM_XEN_HOST_CPUS" "$XENROAM_XEN_HOST_MB" \
   "$([ "$XENROAM_XEN_HOST_CPUS" -ge 2 ] && echo 'Dom0 pinned to pCPU 0, the guest on the others' || echo 'Dom0 and the guest share one pCPU')" \
-  "PV, 1 vCPU, the Dom0 kernel; initramfs in RAM (busybox, xenroam-agent with its Node.js; 107 MB unpacked)" >"$BENCH/facts.json"
+  "PV, 1 vCPU, the Dom0 kernel; initramfs in RAM (busybox, xenroam-agent with its own runtime, ${XENROAM_XEN_AGENT_RUNTIME:-bun}; about 110 MB unpacked)" >"$BENCH/facts.json"
 
 # ---- the topology ----
 # Two sites (xa on lan-a, xb on lan-b), or one: xb's tap moved onto lan-a, its Dom0 given a site-a address.

@@ -26,7 +26,9 @@ CPUS=${XENROAM_XEN_HOST_CPUS:-2}
 DOM0_ARGS="console=hvc0 earlyprintk=xen sysctl.net.ipv6.conf.default.accept_ra=0 xr.host=$NAME xr.addr=$ADDR xr.gw=$GW"
 NET=(-nic none)
 [ -n "$NETDEV" ] && NET=(-netdev "$NETDEV" -device "virtio-net-pci,netdev=n0,mac=$MAC")
-qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64 -m "${XENROAM_XEN_HOST_MB:-2048}" -smp "$CPUS" -display none -no-reboot \
+# qemu64 (what Xen under TCG needs: not "max"), with the SSE4.2 and POPCNT of every x86-64 server since 2008:
+# the guest agent's runtime, Bun's baseline build, needs them (it targets Nehalem), and QEMU's TCG provides them.
+qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt -m "${XENROAM_XEN_HOST_MB:-2048}" -smp "$CPUS" -display none -no-reboot \
   -chardev "socket,id=s0,path=$RUN/$NAME.sock,server=on,wait=off,logfile=$RUN/$NAME.log" \
   -serial chardev:s0 -monitor none "${NET[@]}" \
   -kernel "$CACHE/xen-4.17-shadow" -append "$XEN_ARGS" \

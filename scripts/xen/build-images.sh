@@ -55,7 +55,7 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   sh "$bundle/install.sh" --root dom0root >/dev/null
   install -m 644 "$REPO/scripts/xen/sites.json" dom0root/etc/xenroam/sites.json
   printf '2001:db8:a::a xa\n2001:db8:b::b xb\n' >> dom0root/etc/hosts
-  # The guest: busybox, xen-netfront, the agent bundle with what its Node.js links against.
+  # The guest: busybox, xen-netfront, the agent bundle with what its Bun links against (the C library only).
   say "assembling the guest's initramfs"
   rm -rf domuroot && mkdir -p domuroot/{bin,sbin,lib/modules,proc,sys,dev,tmp,run,etc}
   cp /bin/busybox domuroot/bin/busybox
@@ -73,9 +73,12 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   for lib in $({ ldd /usr/sbin/nft; ldd /usr/sbin/ip; } | grep -o '/[^ ]*' | sort -u); do
     mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
   done
-  agent=$(node "$REPO/scripts/package.mjs" agent --out "$CACHE/pkg" 2>/dev/null)
+  # XENROAM_XEN_AGENT_RUNTIME=node: the agent on Node.js (package.mjs --runtime node), to compare with Bun.
+  agent=$(node "$REPO/scripts/package.mjs" agent --out "$CACHE/pkg" ${XENROAM_XEN_AGENT_RUNTIME:+--runtime "$XENROAM_XEN_AGENT_RUNTIME"} 2>/dev/null)
   sh "$agent/install.sh" --root domuroot >/dev/null
-  for lib in $(ldd "$agent/bin/node" | grep -o '/[^ ]*'); do
+  rt=$agent/bin/bun
+  [ -x "$rt" ] || rt=$agent/bin/node
+  for lib in $(ldd "$rt" | grep -o '/[^ ]*'); do
     mkdir -p "domuroot$(dirname "$lib")" && cp -L "$lib" "domuroot$lib"
   done
   install -m 755 "$REPO/scripts/xen/domu/init" domuroot/init
@@ -86,7 +89,7 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   grep -q '^exec setsid' domuroot/init || { say "scripts/xen/domu/init no longer ends with 'exec setsid'"; exit 1; }
   sed '/^exec setsid/i\
 for a in $(cat /proc/cmdline); do case $a in xr.probe=*) p=${a#xr.probe=} ;; esac; done\
-[ -n "${p:-}" ] \&\& /opt/xenroam-agent/bin/node /xenroam-bench/probe.mjs send "${p%,*}" "${p#*,}" 20 </dev/null >/dev/hvc0 2>\&1 \&\
+[ -n "${p:-}" ] \&\& /opt/xenroam-agent/bin/'"$(basename "$rt")"' /xenroam-bench/probe.mjs send "${p%,*}" "${p#*,}" 20 </dev/null >/dev/hvc0 2>\&1 \&\
 grep -qw xr.trace=1 /proc/cmdline \&\& sh /xenroam-bench/trace.sh start >/dev/hvc0 2>\&1' \
     domuroot/init > domuroot/bench-init
   chmod 755 domuroot/bench-init

@@ -1,6 +1,7 @@
 // Root-only: the guest agent's DomU bundle, installed by its own install.sh into an empty image root that
-// has only what a bare Debian 12 system has for it (the C and C++ runtime libraries, /bin/sh), starts there:
-// --help, then as a daemon (the netlink native module loads, it looks for xenstore, SIGTERM ends it cleanly).
+// has only what a bare Debian 12 system has for it (the C runtime libraries its runtime links, /bin/sh), starts
+// there: --help, then as a daemon (rtnetlink opens through bun:ffi, it looks for xenstore, SIGTERM ends it
+// cleanly), with its resident memory within issue 11's 40 MB.
 import { execFileSync, spawn } from "node:child_process";
 import {
   copyFileSync,
@@ -46,17 +47,28 @@ test("the bundle installs into a bare image root and runs there with nothing els
   ).trim();
   t.true(existsSync(`${bundle}.tar.gz`));
 
-  // The "bare Debian 12" root: the runtime libraries node and sh link against, and /bin/sh. Nothing of npm.
+  // The "bare Debian 12" root: the libraries the bundle's runtime and sh link against, and /bin/sh. Nothing of
+  // npm, no libstdc++ (Bun's baseline build links only the C library).
+  const runtime = join(bundle, "bin", "bun");
+  t.true(existsSync(runtime), "the agent runs on Bun");
+  t.false(
+    libsOf(runtime).some((l) => l.includes("libstdc++")),
+    "Bun's baseline build needs no C++ runtime",
+  );
   const root = join(work, "root");
-  for (const f of new Set([...libsOf(process.execPath), ...libsOf("/bin/sh")])) copyInto(root, f);
+  for (const f of new Set([...libsOf(runtime), ...libsOf("/bin/sh")])) copyInto(root, f);
   mkdirSync(join(root, "bin"), { recursive: true });
   copyFileSync(realpathSync("/bin/sh"), join(root, "bin", "sh"));
   execFileSync("sh", [join(bundle, "install.sh"), "--root", root]);
   t.true(existsSync(join(root, "etc/systemd/system/xenroam-agent.service")));
   t.regex(readFileSync(join(root, "etc/default/xenroam-agent"), "utf8"), /XENROAM_AGENT_OPTS="--channel xl"/);
   execFileSync("sh", [join(bundle, "install.sh"), "--root", root]); // idempotent
+  // /proc, as every running system has it (Bun reads /proc/self at start; Node.js did not need it).
+  mkdirSync(join(root, "proc"), { recursive: true });
+  execFileSync("mount", ["-t", "proc", "proc", join(root, "proc")]);
+  t.teardown(() => execFileSync("umount", ["-l", join(root, "proc")]));
 
-  // systemd's environment, not this machine's (which may point Node at files the image does not have).
+  // systemd's environment, not this machine's (which may point the runtime at files the image lacks).
   const env = { PATH: "/usr/sbin:/usr/bin:/sbin:/bin", LANG: "C.UTF-8" };
   const help = execFileSync("chroot", [root, "/opt/xenroam-agent/bin/xenroam-agent", "--help"], {
     encoding: "utf8",
@@ -80,10 +92,17 @@ test("the bundle installs into a bare image root and runs there with nothing els
   agent.kill("SIGTERM");
   t.is(await closed, 0, `${out}${err}`);
   t.is(err, "", "nothing on stderr: no warning, no missing file");
-  const events = out
+  const lines = out
     .trim()
     .split("\n")
-    .map((l) => (JSON.parse(l) as { event: string }).event);
+    .map((l) => JSON.parse(l) as { event: string; rssMb?: number; maxRssMb?: number });
+  const events = lines.map((l) => l.event);
   t.deepEqual(events.slice(0, 2), ["started", "xenstore_unavailable"]);
   t.deepEqual(events.slice(-2), ["stopping", "stopped"]);
+  // Its memory, as the agent reports it (the same figures test:xen prints from the real-Xen guest).
+  const stopping = lines.find((l) => l.event === "stopping");
+  t.true(
+    typeof stopping?.maxRssMb === "number" && stopping.maxRssMb <= 40,
+    `at most ${stopping?.maxRssMb} MB`,
+  );
 });

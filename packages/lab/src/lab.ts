@@ -169,6 +169,22 @@ export function findWorkspaceCommand(name: string): string[] | undefined {
 }
 
 /**
+ * The agent as a DomU runs it, when XENROAM_LAB_AGENT_BUNDLE names a bundle made by `node scripts/package.mjs
+ * agent` (its own runtime, the agent as one file, and the launcher a DomU runs): the VM's agent only, not the
+ * correspondent's (a server's). Undefined when it is unset.
+ */
+export function bundledAgent(dir = process.env.XENROAM_LAB_AGENT_BUNDLE): string[] | undefined {
+  if (!dir) return undefined;
+  const launcher = join(dir, "bin", "xenroam-agent");
+  if (!existsSync(launcher) || !existsSync(join(dir, "lib", "agent", "agent.mjs")))
+    throw new LabError(
+      `XENROAM_LAB_AGENT_BUNDLE=${dir} is not a guest agent bundle (it needs bin/xenroam-agent and ` +
+        "lib/agent/agent.mjs); make one with `node scripts/package.mjs agent`, or unset the variable",
+    );
+  return [launcher];
+}
+
+/**
  * The guest agent (with the mobility options when the topology has a HoA) and the correspondent agent.
  * Started after the base services: with mobility they need the tokens the control server issues.
  */
@@ -177,6 +193,7 @@ export function agentServicesOf(
   topology: Topology,
   stateDir: string,
   agent: readonly string[],
+  correspondent: readonly string[] = agent,
 ): ServiceSpec[] {
   const guest = plan.xenstored.flatMap((x) => x.guests)[0];
   const m = topology.mobility;
@@ -197,7 +214,7 @@ export function agentServicesOf(
           },
         ]
       : []),
-    ...(m ? [correspondentService(topology, m, stateDir, agent)] : []),
+    ...(m ? [correspondentService(topology, m, stateDir, correspondent)] : []),
   ];
 }
 
@@ -391,7 +408,7 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
     const agent =
       options.guestAgent === false
         ? undefined
-        : (options.guestAgent ?? findWorkspaceCommand("xenroam-agent"));
+        : (options.guestAgent ?? bundledAgent() ?? findWorkspaceCommand("xenroam-agent"));
     if (!agent) progress("no xenroam-agent in this workspace: the VM runs without the guest agent");
     const mobility = agent ? topology.mobility : undefined;
     const control = mobility ? findWorkspaceCommand("xenroam-control") : undefined;
@@ -463,7 +480,9 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         );
         await provision(topology, mobility, stateDir, control);
       }
-      const agents = agentServicesOf(plan, topology, stateDir, agent);
+      // A bundle is the DomU's agent: the correspondent, a server's, stays this workspace's (Node.js).
+      const correspondent = options.guestAgent || findWorkspaceCommand("xenroam-agent") || agent;
+      const agents = agentServicesOf(plan, topology, stateDir, agent, correspondent);
       writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify([...services, ...agents], null, 2));
       process.kill(supervisor.pid, "SIGHUP");
       progress(`starting ${agents.map((a) => a.name).join(" and ")}`);

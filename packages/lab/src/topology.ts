@@ -49,7 +49,7 @@ const site = z.strictObject({
   gateway,
   ra: ra.default({ minIntervalMs: 3000, maxIntervalMs: 4000 }),
   /** What the site's router advertises beside the prefix (and the sites document passes to staging RAs). */
-  advertise: advertiseSchema.optional(),
+  advertise: z.optional(advertiseSchema),
 });
 
 const host = z.strictObject({

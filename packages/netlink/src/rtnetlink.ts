@@ -5,7 +5,11 @@ import { closeSync, openSync } from "node:fs";
 import { readFile, writeFile } from "node:fs/promises";
 import { canonicalMac, formatIpv6, ipv6FromBytes, ipv6ToBytes, macToBytes, parseIpv6 } from "@xenroam/core";
 import type { ifla as IflaT, rt as RtT } from "netlink";
-import nl from "netlink";
+// The parts of `netlink` this adapter uses, not its index, which also loads nl80211, WireGuard and generic
+// netlink (a megabyte of JavaScript): the guest agent runs in every DomU and pays for each module it loads.
+import nlConstants from "netlink/dist/constants.js";
+import nlRt from "netlink/dist/rt/rt.js";
+import nlRtStructs from "netlink/dist/rt/structs.js";
 import { NetlinkError, toNetlinkError } from "./errors.js";
 import { prefixWait } from "./match.js";
 import type {
@@ -50,7 +54,7 @@ const NLA_F_NESTED = 0x8000;
  * never opens rtnetlink (its Dom0 cannot load the addon), replaces the `netlink` package with one that fails
  * on use (scripts/bun-bundle.mjs), and must still load this module.
  */
-const createExcl = () => nl.FlagsNew.CREATE | nl.FlagsNew.EXCL;
+const createExcl = () => nlConstants.FlagsNew.CREATE | nlConstants.FlagsNew.EXCL;
 
 const PROTOCOL_NAMES: Readonly<Record<number, string>> = { 2: "kernel", 3: "boot", 4: "static", 9: "ra" };
 const SCOPE_NAMES: Readonly<Record<number, AddressInfo["scope"]>> = {
@@ -233,7 +237,7 @@ function withNetnsFd<T>(ref: NetnsRef | undefined, fn: (fd: number | undefined) 
 }
 
 class RtNetlink implements Netlink {
-  private readonly sock = nl.createRtNetlink();
+  private readonly sock = nlRt.createRtNetlink();
 
   private async run<T>(operation: string, ifname: string | undefined, fn: () => Promise<T>): Promise<T> {
     try {
@@ -448,7 +452,9 @@ class RtNetlink implements Netlink {
       .map((m): RouteInfo => {
         const t = m.attrs.table ?? m.data.table ?? 0;
         const proto =
-          typeof m.data.protocol === "number" ? m.data.protocol : nl.rt.RouteProtocol[m.data.protocol ?? 0];
+          typeof m.data.protocol === "number"
+            ? m.data.protocol
+            : nlRtStructs.RouteProtocol[m.data.protocol ?? 0];
         const dstLen = m.data.dstLen ?? 0;
         return {
           dst: dstLen === 0 ? "default" : `${addrText(AF_INET6, m.attrs.dst)}/${dstLen}`,
@@ -531,7 +537,7 @@ class RtNetlink implements Netlink {
     const signal = options.signal;
     return {
       [Symbol.asyncIterator]: () => {
-        const sock = nl.createRtNetlink({ ref: true, recvBufferSize: 1 << 20, sendBufferSize: 1 << 16 });
+        const sock = nlRt.createRtNetlink({ ref: true, recvBufferSize: 1 << 20, sendBufferSize: 1 << 16 });
         sock.addMembership("LINK");
         sock.addMembership("IPV6_IFADDR");
         sock.addMembership("IPV4_IFADDR");
@@ -547,10 +553,10 @@ class RtNetlink implements Netlink {
         sock.socket.on("message", (msgs) => {
           for (const m of msgs) {
             if (m.type === RTM.NEWLINK || m.type === RTM.DELLINK) {
-              const link = toLinkInfo(nl.rt.parseLinkMessage(m.data));
+              const link = toLinkInfo(nlRtStructs.parseLinkMessage(m.data));
               queue.push({ type: "link", action: m.type === RTM.NEWLINK ? "new" : "del", link });
             } else if (m.type === RTM.NEWADDR || m.type === RTM.DELADDR) {
-              const address = toAddressInfo(nl.rt.parseAddressMessage(m.data));
+              const address = toAddressInfo(nlRtStructs.parseAddressMessage(m.data));
               queue.push({ type: "address", action: m.type === RTM.NEWADDR ? "new" : "del", address });
             }
           }

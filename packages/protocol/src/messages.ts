@@ -2,7 +2,7 @@
 // (XAPI), validated on both sides and capped in size. Anything malformed is refused with a reason.
 
 import { utf8Length } from "@xenroam/core";
-import { z } from "zod";
+import * as z from "zod/mini";
 import { globalAddressField, linkLocalField, macField, prefix64Field } from "./fields.js";
 
 export const PROTOCOL_VERSION = 1;
@@ -27,7 +27,7 @@ export type Channel = keyof typeof CHANNEL_DIR;
 
 const migrationId = z
   .string()
-  .regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "must be 1-64 letters, digits, _ or -");
+  .check(z.regex(/^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$/, "must be 1-64 letters, digits, _ or -"));
 
 const linkLocal = linkLocalField;
 const globalAddress = globalAddressField;
@@ -39,13 +39,13 @@ export const prepareRequestSchema = z.strictObject({
   kind: z.literal("prepare"),
   id: migrationId,
   /** Destination site name, for logs. */
-  site: z.string().min(1).max(64),
+  site: z.string().check(z.minLength(1), z.maxLength(64)),
   prefix: prefix64,
   gateway: z.strictObject({ linkLocal, mac }),
   /** MAC of the vif the source Dom0 attached to the staging bridge. */
   secondaryMac: mac,
   /** How long the guest may take, in ms; it gives up and answers an error after that. */
-  timeoutMs: z.number().int().min(100).max(600_000),
+  timeoutMs: z.int().check(z.gte(100), z.lte(600_000)),
 });
 
 export const abortRequestSchema = z.strictObject({
@@ -63,13 +63,13 @@ export const requestSchema = z.discriminatedUnion("kind", [prepareRequestSchema,
 export const signedBindingSchema = z.strictObject({
   vm: z
     .string()
-    .regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a VM name (1-64 letters, digits, _ . -)"),
+    .check(z.regex(/^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/, "must be a VM name (1-64 letters, digits, _ . -)")),
   hoa: globalAddress,
   locator: globalAddress,
-  seq: z.number().int().min(1).max(Number.MAX_SAFE_INTEGER),
-  expiresAt: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  seq: z.int().check(z.gte(1), z.lte(Number.MAX_SAFE_INTEGER)),
+  expiresAt: z.int().check(z.gte(0), z.lte(Number.MAX_SAFE_INTEGER)),
   /** Ed25519 signature, base64url (86 characters). */
-  sig: z.string().regex(/^[A-Za-z0-9_-]{1,128}$/, "must be base64url, at most 128 characters"),
+  sig: z.string().check(z.regex(/^[A-Za-z0-9_-]{1,128}$/, "must be base64url, at most 128 characters")),
 });
 
 export const prepareAnswerSchema = z.discriminatedUnion("status", [
@@ -79,23 +79,25 @@ export const prepareAnswerSchema = z.discriminatedUnion("status", [
       id: migrationId,
       status: z.literal("prepared"),
       moa: globalAddress,
-      ifname: z.string().min(1).max(15),
+      ifname: z.string().check(z.minLength(1), z.maxLength(15)),
       /**
        * With the mobility layer: the pre-signed activation of `moa`, exactly as the control server returned it
        * to the guest at step 2. Dom0 may relay it while the VM is paused, so that correspondents send to the
        * new locator from the moment the VM resumes.
        */
-      activation: signedBindingSchema.optional(),
+      activation: z.optional(signedBindingSchema),
     })
-    .refine((a) => a.activation === undefined || a.activation.locator === a.moa, {
-      message: "the activation is for another locator than the answered MoA",
-      path: ["activation", "locator"],
-    }),
+    .check(
+      z.refine((a) => a.activation === undefined || a.activation.locator === a.moa, {
+        message: "the activation is for another locator than the answered MoA",
+        path: ["activation", "locator"],
+      }),
+    ),
   z.strictObject({
     v: z.literal(PROTOCOL_VERSION),
     id: migrationId,
     status: z.literal("error"),
-    reason: z.string().min(1).max(512),
+    reason: z.string().check(z.minLength(1), z.maxLength(512)),
   }),
   z.strictObject({ v: z.literal(PROTOCOL_VERSION), id: migrationId, status: z.literal("aborted") }),
 ]);
@@ -104,16 +106,16 @@ export const arrivalSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   id: migrationId,
   /** Destination host name. */
-  host: z.string().min(1).max(64),
+  host: z.string().check(z.minLength(1), z.maxLength(64)),
 });
 
 export const agentStatusSchema = z.strictObject({
   v: z.literal(PROTOCOL_VERSION),
   phase: z.enum(["idle", "preparing", "prepared", "switching", "switched", "error"]),
-  id: migrationId.optional(),
-  primary: z.string().max(15).optional(),
-  secondary: z.string().max(15).optional(),
-  detail: z.string().max(512).optional(),
+  id: z.optional(migrationId),
+  primary: z.optional(z.string().check(z.maxLength(15))),
+  secondary: z.optional(z.string().check(z.maxLength(15))),
+  detail: z.optional(z.string().check(z.maxLength(512))),
 });
 
 export type PrepareRequest = z.output<typeof prepareRequestSchema>;
@@ -127,7 +129,7 @@ export type SignedActivation = z.output<typeof signedBindingSchema>;
 export type Parsed<T> =
   { readonly ok: true; readonly value: T } | { readonly ok: false; readonly reason: string };
 
-function parseWith<T>(schema: z.ZodType<T>, what: string, text: string): Parsed<T> {
+function parseWith<T>(schema: z.ZodMiniType<T>, what: string, text: string): Parsed<T> {
   if (utf8Length(text) > MESSAGE_MAX_BYTES) {
     return { ok: false, reason: `${what} is larger than ${MESSAGE_MAX_BYTES} bytes` };
   }

@@ -4,7 +4,7 @@
 
 import { parseIpv6, parsePrefix, prefixContains } from "@xenroam/core";
 import { globalAddressField, ipv6Field, linkLocalField, macField, prefix64Field } from "./fields.js";
-import { z } from "zod";
+import * as z from "zod/mini";
 
 export interface Site {
   readonly name: string;
@@ -42,24 +42,26 @@ export class SitesError extends Error {
  */
 export const advertiseSchema = z.strictObject({
   // RFC 4861 4.6.4; IPv6 needs at least 1280 (RFC 8200 5).
-  mtu: z.number().int().min(1280).max(65535).optional(),
+  mtu: z.optional(z.int().check(z.gte(1280), z.lte(65535))),
   // RFC 8106: radvd takes up to 3 of each per line.
-  rdnss: z.array(globalAddressField).min(1).max(3).optional(),
-  dnssl: z
-    .array(
-      z
-        .string()
-        .regex(
-          /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
-          "must be a DNS domain such as example.net",
-        ),
-    )
-    .min(1)
-    .max(3)
-    .optional(),
+  rdnss: z.optional(z.array(globalAddressField).check(z.minLength(1), z.maxLength(3))),
+  dnssl: z.optional(
+    z
+      .array(
+        z
+          .string()
+          .check(
+            z.regex(
+              /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/i,
+              "must be a DNS domain such as example.net",
+            ),
+          ),
+      )
+      .check(z.minLength(1), z.maxLength(3)),
+  ),
 });
 
-const name = z.string().regex(/^[a-z][a-z0-9-]{0,11}$/, "must be 1-12 characters: a-z, 0-9, -");
+const name = z.string().check(z.regex(/^[a-z][a-z0-9-]{0,11}$/, "must be 1-12 characters: a-z, 0-9, -"));
 const schema = z.strictObject({
   sites: z
     .array(
@@ -67,22 +69,26 @@ const schema = z.strictObject({
         name,
         prefix: prefix64Field,
         gateway: z.strictObject({ linkLocal: linkLocalField, mac: macField }),
-        ra: z
-          .strictObject({ minIntervalMs: z.number().min(30), maxIntervalMs: z.number().min(70) })
-          .default({ minIntervalMs: 30, maxIntervalMs: 70 }),
-        advertise: advertiseSchema.optional(),
+        ra: z._default(
+          z.strictObject({
+            minIntervalMs: z.number().check(z.gte(30)),
+            maxIntervalMs: z.number().check(z.gte(70)),
+          }),
+          { minIntervalMs: 30, maxIntervalMs: 70 },
+        ),
+        advertise: z.optional(advertiseSchema),
       }),
     )
-    .min(1),
+    .check(z.minLength(1)),
   hosts: z
     .array(
       z.strictObject({
-        name: z.string().min(1).max(64),
+        name: z.string().check(z.minLength(1), z.maxLength(64)),
         site: name,
-        address: ipv6Field("host address").optional(),
+        address: z.optional(ipv6Field("host address")),
       }),
     )
-    .min(1),
+    .check(z.minLength(1)),
 });
 
 export type SitesFile = z.input<typeof schema>;
