@@ -21,7 +21,11 @@ dest="$root/opt/xenroam-agent"
 mkdir -p "$dest/bin" "$dest/lib" "$root/etc/systemd/system" "$root/etc/default"
 # The bundle's bin/: its runtime (Bun, or Node.js in a --runtime node bundle) and the launcher
 # (bin/xenroam-agent); the other runtime, which an earlier bundle may have left, goes.
-for f in "$here"/bin/*; do cp "$f" "$dest/bin/$(basename "$f").new" && mv "$dest/bin/$(basename "$f").new" "$dest/bin/$(basename "$f")"; done
+for f in "$here"/bin/*; do
+  n=$(basename "$f")
+  cp "$f" "$dest/bin/$n.new" || { rm -f "$dest/bin/$n.new"; echo "install.sh: cannot copy $n (disk full?)" >&2; exit 1; }
+  mv "$dest/bin/$n.new" "$dest/bin/$n" || exit 1
+done
 for r in bun node; do [ -e "$here/bin/$r" ] || rm -f "$dest/bin/$r"; done
 rm -rf "$dest/lib.new" && cp -R "$here/lib" "$dest/lib.new" && rm -rf "$dest/lib" && mv "$dest/lib.new" "$dest/lib"
 chmod 755 "$dest"/bin/*

@@ -6,7 +6,16 @@
 // of their own (scripts/test-root.sh), so the downloads alone go through the machine's, which test-root.sh
 // names in XENROAM_TEST_ONLINE_NETNS.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync } from "node:fs";
+import {
+  existsSync,
+  lstatSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -76,6 +85,8 @@ test.before(() => {
   execFileSync("mount", ["-t", "proc", "proc", join(root, "proc")]);
   execFileSync("cp", ["/etc/resolv.conf", join(root, "etc/resolv.conf")]);
   for (const d of Object.values(debs)) execFileSync("cp", [d, join(root, "tmp")]);
+  // No daemon a package installs starts here (apt runs in the machine's network namespace): policy-rc.d(8).
+  writeFileSync(join(root, "usr/sbin/policy-rc.d"), "#!/bin/sh\nexit 101\n", { mode: 0o755 });
   online("chroot", root, "apt-get", "update", "-qq");
 });
 
@@ -139,12 +150,12 @@ test.serial(
       stdio: ["ignore", "pipe", "pipe"],
       env,
     });
+    const closed = new Promise<number | null>((r) => agent.on("close", (c) => r(c)));
     let out = "";
     agent.stdout.on("data", (c) => (out += String(c)));
     agent.stderr.on("data", (c) => (out += String(c)));
     for (let i = 0; i < 100 && !out.includes("xenstore_unavailable"); i++)
       await new Promise((r) => setTimeout(r, 50));
-    const closed = new Promise<number | null>((r) => agent.on("close", (c) => r(c)));
     agent.kill("SIGTERM");
     t.is(await closed, 0, out);
     t.regex(out, /"event":"stopped"/);

@@ -1,4 +1,4 @@
-// The part of Bun's `bun:ffi` (https://bun.sh/docs/api/ffi) that bun-native.ts uses. Only Bun resolves this
+// The part of Bun's `bun:ffi` (https://bun.sh/docs/api/ffi) and of its `Bun` global that bun-native.ts uses. Only Bun resolves this
 // module; xenroam's Node builds never load bun-native.ts (scripts/bun-bundle.mjs swaps it in for Bun builds).
 declare module "bun:ffi" {
   export const FFIType: {
@@ -23,3 +23,8 @@ declare module "bun:ffi" {
   export function ptr(view: ArrayBufferView, byteOffset?: number): Pointer;
   export const read: { i32(pointer: Pointer, byteOffset?: number): number };
 }
+
+declare const Bun: {
+  /** A file or descriptor; for a socket, `stream()` reads it from Bun's event loop when it is readable. */
+  file(fd: number): { stream(): ReadableStream<Uint8Array> };
+};

@@ -12,11 +12,12 @@
 //   its answer or ack before sendmsg returns), and a dump's further parts are made inside recvmsg
 //   (netlink_recvmsg calls netlink_dump when the queue has drained below half the receive buffer). If a drain
 //   finds nothing it looks again after 1, 10 and 100 ms.
-// - A socket with a group (the event socket) has one reader: a blocking read(2) on Bun's thread pool
-//   (node:fs read), re-armed after each datagram. SO_RCVTIMEO bounds each read to 1 s, so a closed socket's
-//   reader returns and its descriptor is closed only then (never while a thread may still read it). All of
-//   such a socket's datagrams come through that one reader, in order (netlink's multipart grouping needs it).
-import { read as fsRead } from "node:fs";
+// - A socket with a group (the event socket) is read by Bun's event loop: its descriptor, non-blocking, as a
+//   stream (Bun.file(fd).stream(), which polls a socket with epoll and reads it when readable; no thread). All
+//   of such a socket's datagrams come through that one reader, in order (netlink's multipart grouping needs
+//   it); a chunk may hold more than one datagram, which netlink's parser takes as it takes one (messages carry
+//   their own lengths). Not node:fs read: that blocks a thread of Bun's small pool (two on one vCPU) for as
+//   long as no event comes, and xenstore's and the sysctls' file I/O then waited behind it (seconds, on real Xen).
 import { constants } from "node:os";
 import { dlopen, FFIType, ptr, read, type Pointer } from "bun:ffi";
 
@@ -29,14 +30,14 @@ const MSG_DONTWAIT = 0x40;
 const SOL_SOCKET = 1;
 const SO_SNDBUF = 7;
 const SO_RCVBUF = 8;
-const SO_RCVTIMEO = 20;
+const F_GETFL = 3;
+const F_SETFL = 4;
+const O_NONBLOCK = 0o4000;
 const SOL_NETLINK = 270;
 const NETLINK_ADD_MEMBERSHIP = 1;
 const NETLINK_DROP_MEMBERSHIP = 2;
 const EINTR = 4;
 const EAGAIN = 11;
-/** Room for one datagram: rtnetlink's notifications are one page at most, its dump parts 32 KiB. */
-const DATAGRAM_MAX = 64 * 1024;
 const RETRY_MS = [1, 10, 100];
 
 const { i32, u32, i64, u64, ptr: p } = FFIType;
@@ -49,11 +50,14 @@ const libc = dlopen("libc.so.6", {
   sendto: { args: [i32, p, u64, i32, p, u32], returns: i64 },
   recvfrom: { args: [i32, p, u64, i32, p, p], returns: i64 },
   close: { args: [i32], returns: i32 },
+  fcntl: { args: [i32, i32, i32], returns: i32 },
   __errno_location: { args: [], returns: p },
 }).symbols;
 
 const errnoNow = () => read.i32(libc.__errno_location() as Pointer);
-const ERRNO_NAMES = new Map(Object.entries(constants.errno).map(([name, n]) => [n, name]));
+/** errno numbers to names, the first name of each (EAGAIN, not its alias EWOULDBLOCK, as libuv names it). */
+const ERRNO_NAMES = new Map<number, string>();
+for (const [name, n] of Object.entries(constants.errno)) if (!ERRNO_NAMES.has(n)) ERRNO_NAMES.set(n, name);
 
 /** The addon's ErrnoException (binding.cc): errno positive, code its name, syscall. */
 function errnoException(errno: number, syscall: string, message: string): Error {
@@ -91,7 +95,7 @@ export class NativeNetlink {
   #fd: number;
   #open = true;
   #grouped = false;
-  #reading = false;
+  #reader: ReadableStreamDefaultReader<Uint8Array> | undefined;
   #retry: ReturnType<typeof setTimeout> | undefined;
   readonly #msgBuffer: number;
   readonly #onMessage: ReadCallback;
@@ -191,56 +195,51 @@ export class NativeNetlink {
     return { msg: buf.subarray(0, Math.min(got, size)), rinfo };
   }
 
-  /** The one reader of a socket with a multicast group: blocking reads on Bun's thread pool. */
+  /** The one reader of a socket with a multicast group: Bun's event loop, as a stream of its descriptor. */
   #startReader(): void {
     if (this.#grouped) return;
     this.#grouped = true;
     clearTimeout(this.#retry);
-    const tv = Buffer.alloc(16);
-    tv.writeBigInt64LE(1n, 0); // 1 s, 0 µs
+    const flags = sys(() => libc.fcntl(this.#fd, F_GETFL, 0), "fcntl", "Couldn't read the socket's flags");
     sys(
-      () => libc.setsockopt(this.#fd, SOL_SOCKET, SO_RCVTIMEO, ptr(tv), tv.length),
-      "setsockopt",
-      "Couldn't set the receive timeout",
+      () => libc.fcntl(this.#fd, F_SETFL, flags | O_NONBLOCK),
+      "fcntl",
+      "Couldn't make the socket non-blocking",
     );
-    const buf = Buffer.alloc(DATAGRAM_MAX);
-    const next = () => {
-      if (!this.#open) return this.#release();
-      this.#reading = true;
-      fsRead(this.#fd, buf, 0, buf.length, null, (err, n) => {
-        this.#reading = false;
-        if (!this.#open) return this.#release();
-        if (err) {
-          const code = err.code;
-          if (code !== "EAGAIN" && code !== "EWOULDBLOCK" && code !== "EINTR") {
-            const errno = Math.abs(err.errno ?? 0);
-            this.#onError(errnoException(errno, "recvmsg", "Error when receiving Netlink message"));
-          }
-        } else {
-          // read(2) on a netlink socket is one datagram; the kernel's multicast messages come from port 0.
-          this.#onMessage(Buffer.from(buf.subarray(0, n)), { port: 0, groups: 0 });
+    const reader = Bun.file(this.#fd).stream().getReader();
+    this.#reader = reader;
+    const pump = async () => {
+      for (;;) {
+        let chunk: Awaited<ReturnType<typeof reader.read>>;
+        try {
+          chunk = await reader.read();
+        } catch (err) {
+          if (this.#open)
+            this.#onError(
+              errnoException(0, "recvmsg", `Error when receiving Netlink message: ${String(err)}`),
+            );
+          return;
         }
-        next();
-      });
+        if (chunk.done || !this.#open) return;
+        // The kernel's multicast messages come from port 0 (binding.cc reports the sender's address).
+        this.#onMessage(Buffer.from(chunk.value), { port: 0, groups: 0 });
+      }
     };
-    next();
-  }
-
-  #release(): void {
-    if (this.#fd >= 0 && !this.#reading) {
-      libc.close(this.#fd);
-      this.#fd = -1;
-    }
+    void pump();
   }
 
   close(): void {
     if (!this.#open) return;
     this.#open = false;
     clearTimeout(this.#retry);
-    this.#release(); // or, while a read is on the thread pool, when it returns (at most SO_RCVTIMEO later)
+    const fd = this.#fd;
+    this.#fd = -1;
+    // Bun does not close a descriptor it was given; the stream lets go of it (and of its poll) first.
+    if (this.#reader) void this.#reader.cancel().finally(() => libc.close(fd));
+    else libc.close(fd);
   }
 
-  /** Bun keeps the loop alive while a read is pending; a socket without a group holds nothing between sends. */
+  /** A grouped socket's stream keeps Bun's loop alive until it is closed; a request socket holds nothing. */
   ref(): void {}
   unref(): void {}
 
