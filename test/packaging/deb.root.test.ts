@@ -17,7 +17,7 @@ import {
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
-import { join, relative } from "node:path";
+import { basename, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import test from "ava";
 
@@ -35,6 +35,19 @@ const online = (...argv: string[]) =>
     env,
     stdio: ["ignore", "pipe", "pipe"],
   });
+
+/** `apt install ./x.deb` in the root, dependencies from Debian's archive. */
+const aptInstall = (deb: string) =>
+  online(
+    "chroot",
+    root,
+    "apt-get",
+    "install",
+    "-y",
+    "-qq",
+    "--no-install-recommends",
+    `/tmp/${basename(deb)}`,
+  );
 
 function onlineNetns(): string {
   const ns = process.env.XENROAM_TEST_ONLINE_NETNS;
@@ -125,16 +138,7 @@ test.serial(
   "xenroam-agent: apt installs it into a bare Debian root and enables its unit, it runs there, and a purge leaves nothing",
   async (t) => {
     const before = listing();
-    online(
-      "chroot",
-      root,
-      "apt-get",
-      "install",
-      "-y",
-      "-qq",
-      "--no-install-recommends",
-      `/tmp/${debs.agent.split("/").pop()}`,
-    );
+    aptInstall(debs.agent);
     t.true(existsSync(join(root, "opt/xenroam-agent/bin/bun")));
     // A link that points into the root (absolute, as systemd makes it): read, not followed from here.
     const wants = join(root, "etc/systemd/system/multi-user.target.wants/xenroam-agent.service");
@@ -169,16 +173,7 @@ test.serial(
   "xenroam: apt installs it with radvd and nftables, it runs, and a purge leaves nothing of it",
   (t) => {
     const before = listing();
-    online(
-      "chroot",
-      root,
-      "apt-get",
-      "install",
-      "-y",
-      "-qq",
-      "--no-install-recommends",
-      `/tmp/${debs.host.split("/").pop()}`,
-    );
+    aptInstall(debs.host);
     t.truthy(inRoot("dpkg-query", "-W", "radvd", "nftables", "iproute2"), "its dependencies came with it");
     t.regex(inRoot("/usr/sbin/xenroam", "--help"), /Usage: xenroam/);
     inRoot("apt-get", "purge", "-y", "-qq", "--autoremove", "xenroam");

@@ -1,12 +1,10 @@
 // Run under Bun, bundled by scripts/bun-bundle.mjs --rtnetlink ffi (bun-contract.root.test.ts builds and runs
 // it): the Netlink contract (contract.ts) against the real kernel through bun-native.ts, the socket xenroam's Bun
 // builds use in place of the netlink addon. Prints one JSON line per case: its title and its failures.
-import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
 import { isDeepStrictEqual } from "node:util";
 import type { ExecutionContext } from "ava";
 import { createNetlink } from "../src/index.js";
-import { CONTRACT } from "./contract.js";
+import { CONTRACT, kernelFixture } from "./contract.js";
 
 /** The assertions contract.ts uses, with ava's meaning: a failure is recorded and the case goes on. */
 function assertions(failures: string[]) {
@@ -51,32 +49,13 @@ function assertions(failures: string[]) {
 
 for (const c of CONTRACT) {
   const failures: string[] = [];
-  const nl = createNetlink();
-  const id = randomBytes(2).toString("hex");
-  const names: string[] = [];
-  const namespaces: string[] = [];
+  const { fixture, cleanup } = kernelFixture(createNetlink(), "y");
   try {
-    await c.run(assertions(failures) as unknown as ExecutionContext, {
-      nl,
-      name: (stem) => {
-        const n = `y${stem}${id}`;
-        names.push(n);
-        return n;
-      },
-      otherNetns: async () => {
-        const ns = `xrb-${id}-${namespaces.length}`;
-        execFileSync("ip", ["netns", "add", ns]);
-        namespaces.push(ns);
-        return { name: ns };
-      },
-    });
+    await c.run(assertions(failures) as unknown as ExecutionContext, fixture);
   } catch (err) {
     failures.push(`threw: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}`);
   } finally {
-    for (const n of names)
-      if (await nl.link(n).catch(() => undefined)) await nl.deleteLink(n).catch(() => {});
-    nl.close();
-    for (const ns of namespaces) execFileSync("ip", ["netns", "del", ns]);
+    await cleanup();
   }
   process.stdout.write(`${JSON.stringify({ title: c.title, failures })}\n`);
 }

@@ -1,5 +1,7 @@
 // The Netlink contract: one set of cases that FakeNetlink (contract.test.ts) and the real kernel
 // (contract.root.test.ts) both pass, so that tests written against the fake hold on the kernel xenroam runs on.
+import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import type { ExecutionContext } from "ava";
 import { isNetlinkError, type LinkInfo, type Netlink, type NetnsRef, type RouteInfo } from "../src/index.js";
 
@@ -10,6 +12,42 @@ export interface ContractFixture {
   readonly name: (stem: string) => string;
   /** Another network namespace, to move links into. */
   readonly otherNetns: () => Promise<NetnsRef>;
+}
+
+/**
+ * The fixture on the real kernel (contract.root.test.ts under Node, bun-contract-runner.ts under Bun): link
+ * names unique to the case (prefix + stem + a random id), named namespaces made with ip; `cleanup` removes both
+ * and closes the Netlink.
+ */
+export function kernelFixture(
+  nl: Netlink,
+  prefix: string,
+): { fixture: ContractFixture; cleanup: () => Promise<void> } {
+  const id = randomBytes(2).toString("hex");
+  const names: string[] = [];
+  const namespaces: string[] = [];
+  return {
+    fixture: {
+      nl,
+      name: (stem) => {
+        const n = `${prefix}${stem}${id}`;
+        names.push(n);
+        return n;
+      },
+      otherNetns: async () => {
+        const ns = `xr${prefix}-${id}-${namespaces.length}`;
+        execFileSync("ip", ["netns", "add", ns]);
+        namespaces.push(ns);
+        return { name: ns };
+      },
+    },
+    cleanup: async () => {
+      for (const n of names)
+        if (await nl.link(n).catch(() => undefined)) await nl.deleteLink(n).catch(() => {});
+      nl.close();
+      for (const ns of namespaces) execFileSync("ip", ["netns", "del", ns]);
+    },
+  };
 }
 
 export interface ContractCase {
