@@ -105,8 +105,34 @@ XENROAM_AGENT_OPTS="--channel xl"
 `,
   );
   put("DEBIAN/conffiles", "/etc/default/xenroam-agent\n");
-  for (const [script, text] of Object.entries(unitScripts("xenroam-agent.service")))
-    put(`DEBIAN/${script}`, text, 0o755);
+  // The network manager leaves the xenroam vif to the agent (xenroam-agent network-setup): on a running
+  // system only — in an image being built (a chroot, no systemd running) the vifs are not there to look at,
+  // and the admin runs it with --root and --mac. It goes with the package (prerm remove), before the unit.
+  const scripts = unitScripts("xenroam-agent.service");
+  scripts.postinst = scripts.postinst.replace(
+    "#!/bin/sh\nset -e\n",
+    `#!/bin/sh
+set -e
+if [ "$1" = configure ]; then
+  if [ -d /run/systemd/system ]; then
+    /opt/xenroam-agent/bin/xenroam-agent network-setup ||
+      echo "xenroam-agent: the network manager is not set up for xenroam (above); the agent refuses to start until it is" >&2
+  else
+    echo "xenroam-agent: in an image, run: xenroam-agent network-setup --root DIR --mac MAC (the xenroam vif)"
+  fi
+fi
+`,
+  );
+  scripts.prerm = scripts.prerm.replace(
+    "#!/bin/sh\nset -e\n",
+    `#!/bin/sh
+set -e
+if [ "$1" = remove ]; then
+  /opt/xenroam-agent/bin/xenroam-agent network-setup --remove --no-apply >/dev/null || true
+fi
+`,
+  );
+  for (const [script, text] of Object.entries(scripts)) put(`DEBIAN/${script}`, text, 0o755);
   control = {
     Package: "xenroam-agent",
     // deb-systemd-helper, which enables the unit (what debhelper's \${misc:Depends} brings for a unit).

@@ -3,8 +3,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# rdnssd: the lab's guest resolver that takes RDNSS from RAs (test/lab/advertise.root.test.ts).
-DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux rdnssd)
+# network-manager, ifupdown, netplan.io (and systemd's networkd): the DomU network managers the agent lives
+# beside, run against the lab's VM by test/lab/netmanagers.root.test.ts; none manages this machine.
+DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux systemd network-manager ifupdown netplan.io)
+# rdnssd: the lab's guest resolver that takes RDNSS from RAs (test/lab/advertise.root.test.ts). Debian's
+# package conflicts with network-manager, so its files are unpacked here instead of installed: one binary
+# that links only the C library, run by that test from this directory.
+RDNSSD_DIR=/var/cache/xenroam-lab/rdnssd
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 
@@ -25,7 +30,7 @@ if (( ${#missing[@]} )); then
   fi
   say "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  # radvd and rdnssd are daemons xenroam and its lab start themselves, in namespaces: their packages must not
+  # radvd and NetworkManager are daemons xenroam and its lab start themselves, in namespaces: their packages must not
   # start them on this machine (Debian's policy-rc.d, placed only when the machine has none, removed after).
   policy=
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -41,12 +46,27 @@ if (( ${#missing[@]} )); then
     trap - EXIT INT TERM
   fi
   (( status == 0 )) || { say "apt-get install ${missing[*]} failed (exit $status)"; exit "$status"; }
-  # rdnssd is the lab guest's resolver only: installed here, it must not run on this machine at boot either
-  # (its merge hook would rewrite /etc/resolv.conf).
-  if [[ " ${missing[*]} " == *" rdnssd "* ]]; then
-    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then systemctl disable --quiet rdnssd.service 2>/dev/null || true; fi
-    update-rc.d rdnssd disable >/dev/null 2>&1 || true
+  # NetworkManager likewise: enabled by its package, it would take this machine's own interfaces at boot.
+  if [[ " ${missing[*]} " == *" network-manager "* ]]; then
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      systemctl disable --quiet NetworkManager.service NetworkManager-wait-online.service \
+        NetworkManager-dispatcher.service 2>/dev/null || true
+    fi
+    update-rc.d network-manager disable >/dev/null 2>&1 || true
   fi
+fi
+
+if [[ ! -x $RDNSSD_DIR/sbin/rdnssd ]]; then
+  if (( EUID != 0 )); then
+    say "rdnssd is not unpacked in $RDNSSD_DIR: run this as root"
+    exit 1
+  fi
+  say "unpacking Debian's rdnssd into $RDNSSD_DIR (not installed: it conflicts with network-manager)"
+  work=$(mktemp -d)
+  chmod 755 "$work" # apt's download user writes there
+  (cd "$work" && { apt-get download rdnssd >/dev/null 2>&1 || { apt-get update -qq && apt-get download rdnssd >/dev/null; }; })
+  rm -rf "$RDNSSD_DIR" && mkdir -p "$RDNSSD_DIR" && dpkg-deb -x "$work"/rdnssd_*.deb "$RDNSSD_DIR"
+  rm -rf "$work"
 fi
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then

@@ -133,6 +133,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "host-plugin/src/adapters/dom0-net.ts",
     "host-plugin/src/xapi-hook-main.ts",
     "host-plugin/src/xapi-plugin-main.ts",
+    // The one adapter to the DomU's network managers (networkctl reload, nmcli).
+    "guest-agent/src/network-setup.ts",
     "packages/mobility/src/nft.ts",
     "packages/lab/src/system.ts",
     "packages/lab/src/netns.ts",

@@ -3,3 +3,5 @@
 export * from "./core.js";
 export * from "./correspondent.js";
 export * from "./mobile.js";
+export * from "./netmanagers.js";
+export { liveInterfaces, rootView } from "./network-setup.js";

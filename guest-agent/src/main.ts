@@ -4,7 +4,7 @@
 
 import { createPublicKey, type KeyObject } from "node:crypto";
 import { createSocket } from "node:dgram";
-import { mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { canonicalIpv6 } from "@xenroam/core";
@@ -17,6 +17,8 @@ import { Correspondent } from "./correspondent.js";
 import { Agent, type GuestChannel, type Log } from "./core.js";
 import { createKicker } from "./kick.js";
 import { MobileNode, type MobileState, type StateFile } from "./mobile.js";
+import { coexistenceProblem, vifsOf } from "./netmanagers.js";
+import { liveInterfaces, networkSetupProgram, rootView, SetupError } from "./network-setup.js";
 
 /** How often a guest with a HoA checks, besides address events, whether it has moved without the method. */
 const ROAM_CHECK_MS = 5000;
@@ -91,6 +93,10 @@ const program = new Command("xenroam-agent")
   .addHelpText(
     "after",
     `
+Commands:
+  network-setup [options]   have the DomU's network manager leave the xenroam vif to the agent (see
+                            xenroam-agent network-setup --help); install.sh and the Debian package run it
+
 Examples (as root):
   In a DomU, the method only:
     xenroam-agent --channel xl
@@ -252,13 +258,47 @@ async function correspondentMain(opts: Options): Promise<void> {
   await cn.follow(stop.signal);
 }
 
+/** Whether this process shares init's network namespace (false when it cannot tell). */
+function sameNetnsAsInit(): boolean {
+  try {
+    return readlinkSync("/proc/1/ns/net") === readlinkSync("/proc/self/ns/net");
+  } catch {
+    return false;
+  }
+}
+
+async function networkSetup(): Promise<void> {
+  const setup = networkSetupProgram();
+  try {
+    await setup.parseAsync([...process.argv.slice(0, 2), ...process.argv.slice(3)]);
+  } catch (err) {
+    if (!(err instanceof SetupError)) throw err;
+    process.stderr.write(`xenroam-agent network-setup: ${err.message}\n`);
+    process.exit(1);
+  }
+  process.exit(0);
+}
+
 async function main(): Promise<void> {
+  if (process.argv[2] === "network-setup") return networkSetup();
   program.parse();
   const opts = program.opts<Options>();
   if (process.getuid?.() !== 0) {
     fail("xenroam-agent configures network interfaces and must run as root");
   }
   if (opts.correspondent) return correspondentMain(opts);
+  // Beside the distribution's network manager only when it leaves a vif to the agent (netmanagers.ts). Its
+  // state under /run describes the links of the namespace it runs in, init's: an agent in another network
+  // namespace (the lab's VM, a container) would read another namespace's interface indexes there, so it does
+  // not look — unless told to (XENROAM_AGENT_CHECK_MANAGERS=1: the lab's tests of this check, which give the
+  // agent the manager's /run in a mount namespace).
+  if (process.env.XENROAM_AGENT_CHECK_MANAGERS === "1" || sameNetnsAsInit()) {
+    const problem = coexistenceProblem(rootView("/"), vifsOf(liveInterfaces()));
+    if (problem) {
+      log("refused", { reason: problem });
+      fail(problem);
+    }
+  }
   const dir = CHANNEL_DIR[opts.channel];
   const netlink = createNetlink();
   const channel = new XenstoreChannel(dir);

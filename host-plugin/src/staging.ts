@@ -43,6 +43,14 @@ export function radvdFor(site: Site, bridge: string = stagingBridge(site.name)):
     minIntervalMs: site.ra.minIntervalMs,
     maxIntervalMs: site.ra.maxIntervalMs,
     sourceLinkLocal: site.gateway.linkLocal,
+    // "Not a default router": the secondary takes only the prefix (and the MTU and DNS below) from the
+    // staging RA; its route via the gateway is the agent's own, at a metric that never competes with the
+    // primary's. A guest whose network manager handles RAs itself on the vif being staged (systemd-networkd
+    // and NetworkManager do, with the kernel's accept_ra off) would otherwise add a default route via the
+    // staging bridge at that manager's metric (1024 and 100), ahead of the primary's: measured in the lab with
+    // systemd-networkd 252 managing the vif staged on the way back, the VM's replies went to the staging
+    // bridge until the switch.
+    defaultLifetimeS: 0,
     // The RAs carry the gateway's MAC (radvd's default): the guest knows it before it moves, so its first
     // packet after resume needs no neighbour solicitation (see the agent's prepare for what that cost).
     // What the site's own RAs carry, so the new primary is right from the first instant after the switch.

@@ -33,15 +33,21 @@ test("the staging RA carries the destination site's MTU and DNS server: right fr
     await labDown(name, { stateRoot, force: true }).catch(() => {});
     rmSync(stateRoot, { recursive: true, force: true });
   });
-  if (!existsSync("/usr/sbin/rdnssd"))
-    throw new Error("rdnssd is not installed (bash scripts/setup.sh installs it)");
+  // Debian's rdnssd conflicts with network-manager (which the network-manager tests need): scripts/setup.sh
+  // unpacks it into its own directory; an installed one does as well.
+  const rdnssdBin = [
+    process.env.XENROAM_RDNSSD,
+    "/var/cache/xenroam-lab/rdnssd/sbin/rdnssd",
+    "/usr/sbin/rdnssd",
+  ].find((p) => p !== undefined && existsSync(p));
+  if (!rdnssdBin) throw new Error("rdnssd is not there (bash scripts/setup.sh unpacks it)");
   await labUp(topology, { stateRoot });
   const stateDir = join(stateRoot, name);
   const vmNs = `${name}-${topology.vm.name}`;
   const resolv = join(stateRoot, "rdnssd-resolv.conf");
   const rdnssd = spawn(
     "ip",
-    ["netns", "exec", vmNs, "rdnssd", "-f", "-u", "root", "-r", resolv, "-p", join(stateRoot, "rdnssd.pid")],
+    ["netns", "exec", vmNs, rdnssdBin, "-f", "-u", "root", "-r", resolv, "-p", join(stateRoot, "rdnssd.pid")],
     { stdio: "ignore" },
   );
   started.push(rdnssd);

@@ -59,8 +59,9 @@ test("the bundle installs into a bare image root and runs there with nothing els
   for (const f of new Set([...libsOf(runtime), ...libsOf("/bin/sh")])) copyInto(root, f);
   mkdirSync(join(root, "bin"), { recursive: true });
   copyFileSync(realpathSync("/bin/sh"), join(root, "bin", "sh"));
-  execFileSync("sh", [join(bundle, "install.sh"), "--root", root]);
+  const installed = execFileSync("sh", [join(bundle, "install.sh"), "--root", root], { encoding: "utf8" });
   t.true(existsSync(join(root, "etc/systemd/system/xenroam-agent.service")));
+  t.regex(installed, /not run: xenroam-agent network-setup --root .* --mac MAC/, "says what is left to do");
   t.regex(readFileSync(join(root, "etc/default/xenroam-agent"), "utf8"), /XENROAM_AGENT_OPTS="--channel xl"/);
   execFileSync("sh", [join(bundle, "install.sh"), "--root", root]); // idempotent
   // /proc, as every running system has it (Bun reads /proc/self at start; Node.js did not need it).
@@ -107,4 +108,29 @@ test("the bundle installs into a bare image root and runs there with nothing els
     typeof stopping?.maxRssMb === "number" && stopping.maxRssMb <= 48,
     `at most ${stopping?.maxRssMb} MB (the guard is 48)`,
   );
+
+  // With the image's network manager (systemd-networkd enabled, netplan's way of matching every link):
+  // --mac writes networkd's drop-ins; --uninstall takes them and everything else install.sh put there.
+  mkdirSync(join(root, "etc/systemd/system/multi-user.target.wants"), { recursive: true });
+  execFileSync("ln", [
+    "-s",
+    "/lib/systemd/system/systemd-networkd.service",
+    join(root, "etc/systemd/system/multi-user.target.wants/systemd-networkd.service"),
+  ]);
+  const mac = "00:16:3e:00:01:10";
+  execFileSync("sh", [join(bundle, "install.sh"), "--root", root, "--mac", mac]);
+  t.regex(
+    readFileSync(join(root, "etc/systemd/network/05-xenroam-agent.network"), "utf8"),
+    /MACAddress=00:16:3e:00:01:10/,
+  );
+  t.true(existsSync(join(root, "etc/systemd/networkd.conf.d/50-xenroam-agent.conf")));
+  execFileSync("sh", [join(bundle, "install.sh"), "--root", root, "--uninstall"]);
+  for (const gone of [
+    "opt/xenroam-agent",
+    "etc/systemd/system/xenroam-agent.service",
+    "etc/default/xenroam-agent",
+    "etc/systemd/network/05-xenroam-agent.network",
+    "etc/systemd/networkd.conf.d",
+  ])
+    t.false(existsSync(join(root, gone)), `${gone} is gone`);
 });
