@@ -16,8 +16,16 @@ import {
   parseRequest,
 } from "@xenroam/protocol";
 
-/** Routes the agent installs; neither can equal the kernel's RA-learned metric (1024). */
-export const PRIMARY_METRIC = 1100;
+/**
+ * Routes the agent installs; neither can equal the kernel's RA-learned metric (1024). The primary's is the
+ * guest's default route (with the HoA as its source): below every RA-learned one, the kernel's (which the
+ * agent removes where it can), systemd-networkd's (1024) and NetworkManager's (100 for ethernet), which their
+ * managers add again at each RA on the vif they keep. Above them (1100, until 2026-12-04), a networkd guest's
+ * new connections took networkd's route, without the HoA as source, and the mobility layer's ingress rewrite
+ * turned their answers to the HoA: on real Xen with the Debian guest the standby's registration at the
+ * prepare never reached the control server.
+ */
+export const PRIMARY_METRIC = 64;
 export const STANDBY_METRIC = 2100;
 /**
  * After the reflex: how long the agent waits for the new primary's carrier before going on. It is woken by the

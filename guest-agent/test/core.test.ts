@@ -96,7 +96,7 @@ test("step 4: on arrival the old primary goes down first, then the routes move; 
   t.deepEqual(g.netlink.effects, [
     "link set eth0 down",
     "sysctl -w net.ipv6.conf.eth0.accept_ra_defrtr=0",
-    "route add default via fe80::b:1 dev eth1 metric 1100",
+    "route add default via fe80::b:1 dev eth1 metric 64",
     "route del default dev eth1 metric 2100",
   ]);
   t.deepEqual(await g.netlink.routes({ dev: "eth0" }), [], "the old primary keeps no default route");

@@ -128,9 +128,7 @@ test("mobile node: the HoA on lo, the primary adopted with the HoA as source, th
   await g.mobile.start(() => g.agent.adoptPrimary());
   await g.mobile.settled();
   const hoaAt = g.netlink.effects.indexOf(`addr add ${HOA}/128 dev lo nodad`);
-  const routeAt = g.netlink.effects.indexOf(
-    `route add default via fe80::a:1 dev eth0 src ${HOA} metric 1100`,
-  );
+  const routeAt = g.netlink.effects.indexOf(`route add default via fe80::a:1 dev eth0 src ${HOA} metric 64`);
   t.true(hoaAt >= 0 && routeAt > hoaAt, "the HoA is local before a route prefers it");
   t.true(g.netlink.effects.includes("route del default dev eth0 metric 1024"));
   t.true(g.nft.scripts.at(-1)?.includes(`oifname map { "eth0" : ${MOA_A} }`));
@@ -439,7 +437,7 @@ test("roam: after a move without the method, the primary's newest address become
   await g.agent.roam("test");
   await g.mobile.settled();
   t.true(
-    g.netlink.effects.includes(`route add default via fe80::b:1 dev eth0 src ${HOA} metric 1100`),
+    g.netlink.effects.includes(`route add default via fe80::b:1 dev eth0 src ${HOA} metric 64`),
     "the default route goes to site b's gateway (the sites document)",
   );
   t.true(g.netlink.effects.includes("neigh flush dev eth0"), "no MAC cached at the old site is used");

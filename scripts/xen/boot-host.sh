@@ -26,11 +26,18 @@ CPUS=${XENROAM_XEN_HOST_CPUS:-2}
 DOM0_ARGS="console=hvc0 earlyprintk=xen sysctl.net.ipv6.conf.default.accept_ra=0 xr.host=$NAME xr.addr=$ADDR xr.gw=$GW"
 NET=(-nic none)
 [ -n "$NETDEV" ] && NET=(-netdev "$NETDEV" -device "virtio-net-pci,netdev=n0,mac=$MAC")
+# XENROAM_XEN_GUEST_DISK: a file every host gets as the same read-only virtio disk (/dev/vda in its Dom0): the
+# Debian guest's root, shared as a migration's storage must be.
+DISK=()
+if [ -n "${XENROAM_XEN_GUEST_DISK:-}" ]; then
+  [ -f "$XENROAM_XEN_GUEST_DISK" ] || { echo "XENROAM_XEN_GUEST_DISK: no file $XENROAM_XEN_GUEST_DISK" >&2; exit 2; }
+  DISK=(-drive "file=$XENROAM_XEN_GUEST_DISK,format=raw,readonly=on,if=virtio")
+fi
 # qemu64 (what Xen under TCG needs: not "max"), with the SSE4.2 and POPCNT of every x86-64 server since 2008:
 # the guest agent's runtime, Bun's baseline build, needs them (it targets Nehalem), and QEMU's TCG provides them.
 qemu-system-x86_64 -accel tcg,thread=multi -cpu qemu64,+ssse3,+sse4.1,+sse4.2,+popcnt -m "${XENROAM_XEN_HOST_MB:-2048}" -smp "$CPUS" -display none -no-reboot \
   -chardev "socket,id=s0,path=$RUN/$NAME.sock,server=on,wait=off,logfile=$RUN/$NAME.log" \
-  -serial chardev:s0 -monitor none "${NET[@]}" \
+  -serial chardev:s0 -monitor none "${NET[@]}" "${DISK[@]}" \
   -kernel "$CACHE/xen-4.17-shadow" -append "$XEN_ARGS" \
   -initrd "$CACHE/ex/boot/vmlinuz-$KV $DOM0_ARGS,$CACHE/dom0.cpio.gz" \
   -pidfile "$RUN/$NAME.pid" -daemonize

@@ -4,7 +4,9 @@
 #   rootfs/        debootstrap'd bookworm minbase + xen-utils-4.17, radvd, nftables, openssh (kept: slow to make)
 #   id_ed25519     the key the Dom0s accept from each other for `xl migrate` over ssh
 #   dom0.cpio.gz   rootfs trimmed + kernel modules + xenroam's Dom0 bundle + scripts/xen/dom0/init, with the
-#                  guest (domu.cpio.zst: busybox, xen-netfront, xenroam's DomU bundle) and its xl.cfg
+#                  guest (domu.cpio.zst: busybox, xen-netfront, xenroam's DomU bundle) and its xl.cfg; with
+#                  XENROAM_XEN_GUEST=debian the Debian guest's stage one and xl.cfg instead (its root:
+#                  debian-guest.squashfs, see build-debian-guest.sh)
 # Idempotent; pass --rebuild-dom0 after changing xenroam (the rootfs is kept).
 set -euo pipefail
 CACHE=${XENROAM_XEN_CACHE:-/var/cache/xenroam-xen}
@@ -39,7 +41,7 @@ if [ "${1:-}" = --rebuild-dom0 ] || [ ! -f dom0.cpio.gz ]; then
   # Only what a Dom0 of this test loads: the initramfs lives in RAM.
   for d in drivers/xen drivers/virtio drivers/block/xen-blkback net/bridge net/llc net/802 net/core net/ipv6 \
     net/netfilter lib/libcrc32c.ko crypto/crc32c_generic.ko drivers/net/xen-netback drivers/net/virtio_net.ko drivers/net/net_failover.ko \
-    drivers/net/tun.ko drivers/net/veth.ko; do
+    drivers/net/tun.ko drivers/net/veth.ko drivers/block/virtio_blk.ko; do
     [ -e "ex/lib/modules/$KV/kernel/$d" ] || continue
     mkdir -p "dom0root/lib/modules/$KV/kernel/$(dirname $d)"
     cp -a "ex/lib/modules/$KV/kernel/$d" "dom0root/lib/modules/$KV/kernel/$d"
@@ -100,6 +102,12 @@ grep -qw xr.trace=1 /proc/cmdline \&\& sh /xenroam-bench/trace.sh start >/dev/hv
   cp "ex/boot/vmlinuz-$KV" dom0root/xenroam-test/domu-vmlinuz
   install -m 644 "$REPO/scripts/xen/domu.cfg" dom0root/etc/xen/domu.cfg
   rm -rf domuroot
+  # XENROAM_XEN_GUEST=debian (test:xen's default): the guest is Debian 12 with systemd instead
+  # (build-debian-guest.sh; its disk reaches the hosts through boot-host.sh), and /etc/xen/domu.cfg is its.
+  if [ "${XENROAM_XEN_GUEST:-busybox}" = debian ]; then
+    bash "$REPO/scripts/xen/build-debian-guest.sh" "$agent" dom0root
+    install -m 644 "$REPO/scripts/xen/domu-debian.cfg" dom0root/etc/xen/domu.cfg
+  fi
   install -m 755 "$REPO/scripts/xen/dom0/init" dom0root/init
   (cd dom0root && find . | cpio -o -H newc --quiet | gzip -1) > dom0.cpio.gz.new && mv dom0.cpio.gz.new dom0.cpio.gz
   rm -rf dom0root

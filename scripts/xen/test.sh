@@ -22,7 +22,16 @@ for c in qemu-system-x86_64 socat radvd ssh; do
   command -v $c >/dev/null || { apt-get update -qq; DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-system-x86 socat radvd openssh-client >/dev/null; break; }
 done
 
-say "building (cached in $CACHE)"
+# The guest: Debian 12 booting systemd, systemd-networkd managing its interfaces, the agent installed by its
+# install.sh and started by its unit (scripts/xen/build-debian-guest.sh); XENROAM_XEN_GUEST=busybox: the
+# busybox initramfs guest that bench:xen uses.
+export XENROAM_XEN_GUEST=${XENROAM_XEN_GUEST:-debian}
+case $XENROAM_XEN_GUEST in
+debian) export XENROAM_XEN_GUEST_DISK=$CACHE/debian-guest.squashfs ;;
+busybox) unset XENROAM_XEN_GUEST_DISK ;;
+*) fail "XENROAM_XEN_GUEST is debian or busybox, not $XENROAM_XEN_GUEST" ;;
+esac
+say "building (cached in $CACHE; the guest: $XENROAM_XEN_GUEST)"
 bash "$X/build-hypervisor.sh"
 bash "$X/build-images.sh" --rebuild-dom0
 
@@ -147,6 +156,8 @@ migrate() { # from to expected-address
   # The relay (host-plugin/src/adapters/suspend-watch.ts): the source saw libxl suspend the guest and relayed its
   # activation then, during the stop-and-copy round.
   if ! printf '%s\n' "$out" | grep -q ' suspended$' || ! printf '%s\n' "$out" | grep -q ' binding-relayed$'; then
+    printf '%s\n' "$out" | grep -a '^xenroam' | tail -30 | cut -c1-300
+    guest_events "$2"
     fail "the source did not relay the guest's activation at libxl's suspend (no 'suspended' and 'binding-relayed' in the timeline)"
   fi
   if ! wait_ping $HOA 30; then
