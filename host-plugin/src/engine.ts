@@ -13,8 +13,9 @@ import {
   type Site,
   type VifInfo,
 } from "@xenroam/protocol";
-import type { ControlRelay, HostPorts, HostState, VmState } from "./ports.js";
+import type { ControlRelay, HostPorts, HostState, Locks, VmState } from "./ports.js";
 import { holdReleased } from "./hold.js";
+import { MemoryLocks } from "./locks.js";
 import { type RelayOutcome, relayActivation } from "./relay.js";
 import { radvdFor, stagingBridge } from "./staging.js";
 
@@ -33,6 +34,22 @@ export class PrepareError extends Error {
 export class PluginError extends Error {
   override readonly name = "PluginError";
 }
+
+/** Another xenroam operation is at work on this VM: refused before anything was touched. */
+/** What `reconcile` found and undid. */
+export interface Repair {
+  readonly vm?: string;
+  readonly site?: string;
+  readonly repaired: string;
+  readonly why: string;
+}
+
+export class BusyError extends Error {
+  override readonly name = "BusyError";
+}
+
+/** How long an operation waits for a site's staging bridge (another VM's prepare or cleanup holds it briefly). */
+const SITE_LOCK_MS = 60_000;
 
 export type PrepareResult =
   | { readonly kind: "same-site"; readonly site: string }
@@ -84,7 +101,91 @@ export function newMigrationId(now: number, random: () => number = Math.random):
 }
 
 export class Engine {
-  constructor(private readonly p: HostPorts) {}
+  private readonly locks: Locks;
+
+  constructor(private readonly p: HostPorts) {
+    this.locks = p.locks ?? new MemoryLocks();
+  }
+
+  /**
+   * One operation per VM at a time, between processes too: a second is refused at once, saying who holds the
+   * VM, and touches nothing (the first's staging, radvd and record stay as they are).
+   */
+  private async exclusive<T>(vm: string, what: string, run: () => Promise<T>): Promise<T> {
+    const r = await this.locks.tryAcquire(`vm:${vm}`, `${what} ${vm}`);
+    if ("holder" in r) {
+      throw new BusyError(
+        `another xenroam operation is at work on ${vm} (${r.holder.what}${r.holder.pid ? `, process ${r.holder.pid}` : ""}, since ${r.holder.since}): nothing was changed; wait for it to end, then see xenroam status`,
+      );
+    }
+    try {
+      return await run();
+    } finally {
+      await r.held.release();
+    }
+  }
+
+  /** A site's staging bridge and radvd are changed by one operation at a time (two VMs may share them). */
+  private async siteExclusive<T>(site: string, what: string, run: () => Promise<T>): Promise<T> {
+    const held = await this.locks.acquire(`site:${site}`, what, SITE_LOCK_MS);
+    try {
+      return await run();
+    } finally {
+      await held.release();
+    }
+  }
+
+  /**
+   * What a crash left behind, undone (run before every command): a VM record whose operation is over — its
+   * VM lock free — while its phase says one was under way (`preparing`, `migrating`: the process that ran it
+   * died); a `prepared` VM that no longer runs here under the domid it was prepared with; a staging bridge (and
+   * its radvd) with no user left. A VM some process is at work on is left alone. Returns what it repaired.
+   */
+  async reconcile(): Promise<Repair[]> {
+    const { state, log } = this.p;
+    const repairs: Repair[] = [];
+    for (const [vm, rec] of Object.entries((await state.read()).vms)) {
+      const r = await this.locks.tryAcquire(`vm:${vm}`, `reconcile ${vm}`);
+      if ("holder" in r) continue;
+      try {
+        let why: string | undefined;
+        if (rec.phase !== "prepared") {
+          why = `its ${rec.phase} (migration ${rec.migrationId}) ended with the process that ran it`;
+        } else {
+          const dom = await this.p.toolstack.domain(vm).catch(() => undefined);
+          if (!dom || dom.host !== this.p.host || dom.domid !== rec.domid)
+            why = `prepared as domid ${rec.domid} here (migration ${rec.migrationId}), it ${dom ? (dom.host !== this.p.host ? `runs on ${dom.host} now` : `is domid ${dom.domid} now`) : "is gone"}`;
+        }
+        if (why === undefined) continue;
+        await this.abortHeld(vm);
+        repairs.push({ vm, repaired: `undid the prepare of ${vm}`, why });
+        log("reconciled", { vm, migration: rec.migrationId, why });
+      } finally {
+        await r.held.release();
+      }
+    }
+    const s = await state.read();
+    for (const [site, st] of Object.entries(s.staging)) {
+      const live = st.users.filter((u) => s.vms[u]?.site === site);
+      if (live.length === st.users.length) continue;
+      await this.siteExclusive(site, "reconcile", async () => {
+        const gone = st.users.filter((u) => !live.includes(u));
+        for (const u of gone) await this.releaseStagingHeld(site, u, "reconcile");
+        // A staging entry with no user at all (its bridge made, then the process gone before it recorded one).
+        if (st.users.length === 0) await this.releaseStagingHeld(site, "", "reconcile");
+      });
+      repairs.push({
+        site,
+        repaired:
+          live.length === 0
+            ? `removed staging bridge ${st.bridge} and its radvd`
+            : `dropped users of ${st.bridge}`,
+        why: `no prepared VM uses it${st.users.length ? ` (recorded: ${st.users.join(", ")})` : ""}`,
+      });
+      log("reconciled", { site, bridge: st.bridge, users: st.users, live });
+    }
+    return repairs;
+  }
 
   private async domain(vm: string): Promise<DomainInfo> {
     const dom = await this.p.toolstack.domain(vm);
@@ -117,7 +218,15 @@ export class Engine {
   }
 
   /** Step 1 (and the wait for step 2): stage the destination gateway and have the guest take its MoA. */
-  async prepare(vm: string, destination: string, options: PrepareOptions = {}): Promise<PrepareResult> {
+  prepare(vm: string, destination: string, options: PrepareOptions = {}): Promise<PrepareResult> {
+    return this.exclusive(vm, "prepare", () => this.prepareHeld(vm, destination, options));
+  }
+
+  private async prepareHeld(
+    vm: string,
+    destination: string,
+    options: PrepareOptions,
+  ): Promise<PrepareResult> {
     const { sites, state, channel, log } = this.p;
     const here = sites.siteOfHost(this.p.host);
     const site = sites.siteOfHost(destination);
@@ -155,7 +264,7 @@ export class Engine {
         }
       }
     }
-    if (existing) await this.abort(vm);
+    if (existing) await this.abortHeld(vm);
 
     const stagingBridges = new Set(Object.values((await state.read()).staging).map((st) => st.bridge));
     const { secondary } = this.vifsOf(vm, dom, stagingBridges);
@@ -178,9 +287,11 @@ export class Engine {
     try {
       // The vif joins the staging bridge before radvd starts on it: a radvd started on a bridge without a port
       // (no carrier) is the suspect of the one real-Xen run whose guest never saw an RA.
-      const bridge = await this.ensureStagingBridge(site, id);
-      await this.p.staging.attach(site, vm, secondary);
-      await this.ensureStagingRadvd(site, bridge, id);
+      await this.siteExclusive(site.name, `prepare ${vm}`, async () => {
+        const bridge = await this.ensureStagingBridge(site, id);
+        await this.p.staging.attach(site, vm, secondary);
+        await this.ensureStagingRadvd(site, bridge, id);
+      });
       await channel.remove(dom.domid, KEYS.answer);
       await channel.write(
         dom.domid,
@@ -245,7 +356,7 @@ export class Engine {
         ...(staging?.radvd ? { radvdRunning: !radvdGone } : {}),
       });
       // The prepare's own failure is the one to report (a PrepareError makes migrate fall back to plain).
-      await this.abort(vm).catch((e: unknown) =>
+      await this.abortHeld(vm).catch((e: unknown) =>
         log("abort_failed", { migration: id, vm, error: (e as Error).message }),
       );
       if (radvdGone && err instanceof PrepareError) {
@@ -259,7 +370,11 @@ export class Engine {
   }
 
   /** Undoes a preparation: the guest is told, the secondary goes back to parking, staging is released. */
-  async abort(vm: string): Promise<boolean> {
+  abort(vm: string): Promise<boolean> {
+    return this.exclusive(vm, "abort", () => this.abortHeld(vm));
+  }
+
+  private async abortHeld(vm: string): Promise<boolean> {
     const { state, channel, log } = this.p;
     const rec = (await state.read()).vms[vm];
     if (!rec) return false;
@@ -281,10 +396,18 @@ export class Engine {
   }
 
   /** Prepare (or reuse a preparation), migrate with the attachments swapped, clean up the source. */
-  async migrate(
+  migrate(
     vm: string,
     destination: string,
     options: PrepareOptions & { readonly method?: boolean } = {},
+  ): Promise<MigrationReport> {
+    return this.exclusive(vm, `migrate to ${destination}`, () => this.migrateHeld(vm, destination, options));
+  }
+
+  private async migrateHeld(
+    vm: string,
+    destination: string,
+    options: PrepareOptions & { readonly method?: boolean },
   ): Promise<MigrationReport> {
     const { toolstack, state, log, now } = this.p;
     const started = now();
@@ -301,7 +424,7 @@ export class Engine {
     let fallback: string | undefined;
     if (options.method !== false) {
       try {
-        prepared = await this.prepare(vm, destination, { ...options, migrationId: id });
+        prepared = await this.prepareHeld(vm, destination, { ...options, migrationId: id });
         mark(prepared.kind === "prepared" ? "guest-prepared" : "same-site");
       } catch (err) {
         if (!(err instanceof PrepareError)) throw err;
@@ -384,7 +507,7 @@ export class Engine {
       if (relayed !== "refused" && activation && control) {
         await this.rollBack(vm, migrationId, activation, control, mark);
       }
-      if (useMethod) await this.abort(vm);
+      if (useMethod) await this.abortHeld(vm);
       throw err;
     }
     // Toolstacks that see the moment themselves (xl, XAPI) marked it already.
@@ -548,7 +671,13 @@ export class Engine {
   }
 
   /** Drops one user of a staging bridge; the last one out stops radvd, then removes the bridge. */
-  private async releaseStaging(siteName: string, vm: string, migration: string): Promise<void> {
+  private releaseStaging(siteName: string, vm: string, migration: string): Promise<void> {
+    return this.siteExclusive(siteName, `release ${vm}`, () =>
+      this.releaseStagingHeld(siteName, vm, migration),
+    );
+  }
+
+  private async releaseStagingHeld(siteName: string, vm: string, migration: string): Promise<void> {
     const { radvd, state, log } = this.p;
     const last = await state.update((s) => {
       const st = s.staging[siteName];

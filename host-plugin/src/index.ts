@@ -3,3 +3,4 @@ export * from "./fakes.js";
 export * from "./ports.js";
 
 export * from "./staging.js";
+export * from "./locks.js";

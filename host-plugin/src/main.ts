@@ -36,8 +36,17 @@ import {
   withdrawAnnouncement,
 } from "./announce.js";
 import { isIpv6, isMac } from "@xenroam/core";
+import { createLocks } from "./adapters/locks.js";
 import { createStateStore } from "./adapters/state.js";
-import { Engine, HOLD_TIMEOUT_MS, type MigrationReport, PluginError, PrepareError } from "./engine.js";
+import {
+  BusyError,
+  Engine,
+  HOLD_TIMEOUT_MS,
+  type Repair,
+  type MigrationReport,
+  PluginError,
+  PrepareError,
+} from "./engine.js";
 import type { Log, StagingNetwork } from "./ports.js";
 import { LinuxStaging } from "./adapters/linux-staging.js";
 import { ensureParkingNetwork, XapiStaging } from "./adapters/xapi-staging.js";
@@ -256,7 +265,14 @@ function localXapi(opts: GlobalOptions): Promise<Xapi> {
   return connectXapi(url, user, password, opts.xapiSession);
 }
 
-async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promise<T>): Promise<T> {
+/**
+ * Runs `fn` with an engine for this host, after the engine has undone what a crash left behind (reconcile;
+ * each repair logged, and handed to `fn` for `status` to show).
+ */
+async function withEngine<T>(
+  opts: GlobalOptions,
+  fn: (engine: Engine, repairs: readonly Repair[]) => Promise<T>,
+): Promise<T> {
   const closers: Array<() => Promise<void>> = [];
   try {
     return await withEngineInner(opts, fn, closers);
@@ -267,7 +283,7 @@ async function withEngine<T>(opts: GlobalOptions, fn: (engine: Engine) => Promis
 
 async function withEngineInner<T>(
   opts: GlobalOptions,
-  fn: (engine: Engine) => Promise<T>,
+  fn: (engine: Engine, repairs: readonly Repair[]) => Promise<T>,
   closers: Array<() => Promise<void>>,
 ): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
@@ -357,6 +373,8 @@ async function withEngineInner<T>(
   const xs = await XenstoreClient.connect(xenstore);
   const netlink = staging ? undefined : createNetlink();
   try {
+    // Between xenroam processes on this host: one operation per VM, one per site's staging, one state update.
+    const locks = createLocks(stateDir);
     const engine = new Engine({
       host,
       bridges,
@@ -365,12 +383,13 @@ async function withEngineInner<T>(
       channel: createDom0Channel(xs, channelDir),
       toolstack,
       sites: siteDir,
-      state: createStateStore(stateDir),
+      state: createStateStore(stateDir, locks),
+      locks,
       log: makeLog(opts.logJson === true),
       now: () => Date.now(),
       ...(relayTo ? { control: controlClient(relayTo.url, relayTo.tokenFile, RELAY_TIMEOUT_MS) } : {}),
     });
-    return await fn(engine);
+    return await fn(engine, await engine.reconcile());
   } finally {
     xs.close();
     netlink?.close();
@@ -513,15 +532,24 @@ program
   .argument("[vm]", "only this VM")
   .option("--json", "print JSON")
   .action(async (vm: string | undefined, o: { json?: boolean }) => {
-    const s = await withEngine(program.opts<GlobalOptions>(), (e) => e.status());
+    const { repairs, ...s } = await withEngine(program.opts<GlobalOptions>(), async (e, repairs) => ({
+      repairs,
+      ...(await e.status()),
+    }));
     const vms = Object.entries(s.vms).filter(([name]) => vm === undefined || name === vm);
     const staging = Object.entries(s.staging).filter(([, st]) => vm === undefined || st.users.includes(vm));
     if (o.json) {
       console.log(
-        JSON.stringify({ staging: Object.fromEntries(staging), vms: Object.fromEntries(vms) }, null, 2),
+        JSON.stringify(
+          { staging: Object.fromEntries(staging), vms: Object.fromEntries(vms), repaired: repairs },
+          null,
+          2,
+        ),
       );
       return;
     }
+    // What a crashed xenroam had left, undone just now (reconcile).
+    for (const r of repairs) console.log(`repaired: ${r.repaired} (${r.why})`);
     if (vm !== undefined && vms.length === 0) console.log(`${vm}: idle (nothing prepared on this host)`);
     else if (vms.length === 0 && staging.length === 0) console.log("nothing prepared on this host");
     for (const [site, st] of staging) {
@@ -769,6 +797,7 @@ program.parseAsync().catch((err: unknown) => {
   const known = [
     UsageError,
     PluginError,
+    BusyError,
     PrepareError,
     SitesError,
     ControlClientError,

@@ -79,6 +79,28 @@ export interface StateStore {
 
 export type Log = (event: string, fields?: Record<string, unknown>) => void;
 
+/** Who holds a lock: its process, what it is doing, since when (ISO time). */
+export interface LockHolder {
+  readonly pid: number;
+  readonly what: string;
+  readonly since: string;
+}
+
+export interface Held {
+  release(): Promise<void>;
+}
+
+/**
+ * Locks between the xenroam processes of one host, released by the kernel when their holder dies (flock-style):
+ * one per VM around a whole operation, one per site around its staging bridge, one around the state file.
+ */
+export interface Locks {
+  /** Takes `key` now, or says who holds it. */
+  tryAcquire(key: string, what: string): Promise<{ held: Held } | { holder: LockHolder }>;
+  /** Takes `key`, waiting at most `timeoutMs` for its holder to let go. */
+  acquire(key: string, what: string, timeoutMs: number): Promise<Held>;
+}
+
 /**
  * The control server, as the host uses it for the mobility layer (ControlClient, with a host's peer token):
  * relay a guest's pre-signed activation while the VM is paused, and undo it when the move then fails.
@@ -106,4 +128,6 @@ export interface HostPorts {
   readonly now: () => number;
   /** When set, a guest's pre-signed activation is relayed at the pause (on toolstacks that see it). */
   readonly control?: ControlRelay;
+  /** Between processes (adapters/locks.ts); absent: within this process only (MemoryLocks). */
+  readonly locks?: Locks;
 }

@@ -3,12 +3,14 @@ import { FakeNetlink } from "@xenroam/netlink";
 import { LinuxStaging } from "../src/adapters/linux-staging.js";
 import { encodeMessage, parseRequest, parseSites, type SignedActivation } from "@xenroam/protocol";
 import {
+  BusyError,
   Engine,
   FakeControl,
   FakeDom0Channel,
   FakeRadvd,
   FakeToolstack,
   type Journal,
+  MemoryLocks,
   MemoryState,
   PrepareError,
 } from "../src/index.js";
@@ -83,20 +85,26 @@ function host(
   const state = new MemoryState();
   const control = new FakeControl(journal);
   const logged: string[] = [];
-  const engine = new Engine({
-    host: "hosta",
-    bridges: { real: "xenbr0", parking: "xrpark0" },
-    staging: new LinuxStaging(netlink, "xrpark0"),
-    radvd,
-    channel,
-    toolstack,
-    sites: SITES,
-    state,
-    log: (event) => logged.push(event),
-    now: () => Date.now(),
-    ...(options.control ? { control } : {}),
-  });
-  return { engine, netlink, toolstack, channel, radvd, state, journal, control, logged };
+  const staging = new LinuxStaging(netlink, "xrpark0");
+  // Shared by every engine of this host, as the kernel's locks are by every xenroam process of a Dom0.
+  const locks = new MemoryLocks();
+  const another = () =>
+    new Engine({
+      host: "hosta",
+      bridges: { real: "xenbr0", parking: "xrpark0" },
+      staging,
+      radvd,
+      channel,
+      toolstack,
+      sites: SITES,
+      state,
+      locks,
+      log: (event) => logged.push(event),
+      now: () => Date.now(),
+      ...(options.control ? { control } : {}),
+    });
+  const engine = another();
+  return { engine, another, locks, netlink, toolstack, channel, radvd, state, journal, control, logged };
 }
 
 test("migrate with the method: staging bridge impersonates the gateway, vifs swapped, cleanup after the move", async (t) => {
@@ -413,4 +421,105 @@ test("mobility: Dom0 relays only an activation of this VM, for a MoA in the dest
     t.is(h.toolstack.requests[0]?.onPaused, undefined);
     t.false(h.journal.some((j) => j.startsWith("control activate")));
   }
+});
+
+test("two VMs prepared to one site at once (two xenroam processes): both with the method, one staging bridge and one radvd for both", async (t) => {
+  const h = host();
+  const [a, b] = await Promise.all([h.engine.prepare("vm", "hostb"), h.another().prepare("vm2", "hostb")]);
+  t.is(a.kind, "prepared");
+  t.is(b.kind, "prepared");
+  t.is(h.netlink.effects.filter((e) => e.startsWith("link add xr-b")).length, 1, "one staging bridge");
+  t.is(h.radvd.configs.size, 1, "one radvd");
+  t.deepEqual([...(h.state.state.staging.b?.users ?? [])].sort(), ["vm", "vm2"]);
+  // The first one out leaves the bridge and radvd to the other; the last one out removes them.
+  await h.engine.abort("vm");
+  t.false(h.netlink.effects.includes("link del xr-b"));
+  await h.another().abort("vm2");
+  t.true(h.netlink.effects.includes("link del xr-b"));
+});
+
+test("the same VM migrated twice at once: one migrates, the other is refused saying who holds it, and undoes nothing of the first", async (t) => {
+  const h = host();
+  const [first, second] = await Promise.allSettled([
+    h.engine.migrate("vm", "hostb", { migrationId: "m1" }),
+    h.another().migrate("vm", "hostb", { migrationId: "m2" }),
+  ]);
+  t.is(first.status, "fulfilled");
+  t.is(first.status === "fulfilled" ? first.value.method : undefined, "dual-interface");
+  t.is(second.status, "rejected");
+  const err = second.status === "rejected" ? (second.reason as Error) : undefined;
+  t.true(err instanceof BusyError);
+  t.regex(
+    err?.message ?? "",
+    /another xenroam operation is at work on vm \(migrate to hostb vm, since .*\): nothing was changed/,
+  );
+  t.is(
+    h.netlink.effects.filter(
+      (e) => e === "link add xr-b address 02:00:00:00:0b:01 type bridge mcast_snooping 0",
+    ).length,
+    1,
+  );
+  t.is(
+    h.netlink.effects.filter((e) => e === "link del xr-b").length,
+    1,
+    "removed once, by the migration that made it",
+  );
+  t.is(h.toolstack.requests.length, 1, "one migration reached the toolstack");
+  // And once the first is over, the VM is free again.
+  t.is((await h.another().prepare("vm", "hosta2")).kind, "same-site");
+});
+
+test("reconcile undoes what a crashed xenroam left (a prepare cut short, a VM no longer here, a staging bridge with no user) and leaves alone what a live one is at", async (t) => {
+  const h = host();
+  // A prepare cut short: the process died while the guest was being asked (its record says preparing).
+  await h.engine.prepare("vm", "hostb");
+  const rec = h.state.state.vms.vm;
+  if (!rec) return t.fail("no record");
+  h.state.state = { ...h.state.state, vms: { ...h.state.state.vms, vm: { ...rec, phase: "preparing" } } };
+  // While another process is at work on the VM, nothing is touched.
+  const busy = await h.locks.tryAcquire("vm:vm", "migrate to hostb vm");
+  t.deepEqual(await h.another().reconcile(), []);
+  t.truthy(h.state.state.vms.vm);
+  if ("held" in busy) await busy.held.release();
+  const repairs = await h.another().reconcile();
+  t.deepEqual(
+    repairs.map((r) => [r.vm, r.repaired]),
+    [["vm", "undid the prepare of vm"]],
+  );
+  t.regex(repairs[0]?.why ?? "", /its preparing \(migration .*\) ended with the process that ran it/);
+  t.falsy(h.state.state.vms.vm);
+  t.true(h.netlink.effects.includes("link del xr-b"), "its staging bridge went with it");
+  t.is(
+    (await h.netlink.link("vif5.1"))?.master,
+    (await h.netlink.link("xrpark0"))?.index,
+    "the vif parked again",
+  );
+
+  // A prepared VM that still runs here is kept; one that is now another domain is undone.
+  await h.engine.prepare("vm", "hostb");
+  await h.engine.prepare("vm2", "hostb");
+  t.deepEqual(await h.engine.reconcile(), []);
+  const vm2 = h.toolstack.domains.get("vm2");
+  const vm2Migration = h.state.state.vms.vm2?.migrationId;
+  if (vm2) h.toolstack.domains.set("vm2", { ...vm2, domid: 9 });
+  t.deepEqual(
+    (await h.engine.reconcile()).map((r) => [r.vm, r.why]),
+    [["vm2", `prepared as domid 8 here (migration ${vm2Migration}), it is domid 9 now`]],
+  );
+  t.truthy(h.state.state.vms.vm, "the other VM's prepare stays");
+  t.deepEqual(h.state.state.staging.b?.users, ["vm"], "and so does the staging bridge it uses");
+
+  // A user recorded on a staging bridge without a prepared VM behind it is dropped; with none left, the
+  // bridge and its radvd go.
+  const st = h.state.state.staging.b;
+  if (!st) return t.fail("no staging");
+  const { vm: _vm, ...others } = h.state.state.vms;
+  h.state.state = { ...h.state.state, vms: others };
+  const dels = h.netlink.effects.filter((e) => e === "link del xr-b").length;
+  t.deepEqual(
+    (await h.engine.reconcile()).map((r) => [r.site, r.repaired]),
+    [["b", "removed staging bridge xr-b and its radvd"]],
+  );
+  t.is(h.netlink.effects.filter((e) => e === "link del xr-b").length, dels + 1);
+  t.deepEqual(h.state.state.staging, {});
 });

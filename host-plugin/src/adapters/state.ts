@@ -1,54 +1,28 @@
-// StateStore on disk: one JSON file, replaced atomically, changed under an exclusive lock file (stale locks
-// of dead processes are taken over).
-import {
-  closeSync,
-  existsSync,
-  openSync,
-  readFileSync,
-  renameSync,
-  rmSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+// StateStore on disk: one JSON file, replaced atomically, changed under a lock the kernel releases when its
+// holder dies (adapters/locks.ts): no lock file to find stale, take over, or catch half-written.
+import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { identify, isRunning } from "@xenroam/process";
-import { EMPTY_STATE, type HostState, type StateStore } from "../ports.js";
+import { EMPTY_STATE, type HostState, type Locks, type StateStore } from "../ports.js";
+import { createLocks } from "./locks.js";
 
-export function createStateStore(stateDir: string): StateStore {
+/** How long an update waits for another process's (each holds it for one read and one write). */
+const STATE_LOCK_MS = 10_000;
+
+export function createStateStore(stateDir: string, locks: Locks = createLocks(stateDir)): StateStore {
   const file = join(stateDir, "host-state.json");
-  const lock = join(stateDir, "host-state.lock");
   const read = (): HostState =>
     existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as HostState) : EMPTY_STATE;
-  const acquire = async () => {
-    for (let i = 0; i < 400; i++) {
-      try {
-        const fd = openSync(lock, "wx");
-        writeSync(fd, JSON.stringify(identify(process.pid)));
-        closeSync(fd);
-        return;
-      } catch {
-        try {
-          const holder = JSON.parse(readFileSync(lock, "utf8")) as { pid: number; startTime: number } | null;
-          if (!holder || !isRunning(holder)) rmSync(lock, { force: true });
-        } catch {
-          rmSync(lock, { force: true });
-        }
-        await new Promise((r) => setTimeout(r, 25));
-      }
-    }
-    throw new Error(`could not lock ${lock} within 10 s`);
-  };
   return {
     read: async () => read(),
     async update(fn) {
-      await acquire();
+      const held = await locks.acquire("state", "a state update", STATE_LOCK_MS);
       try {
         const { state, result } = fn(read());
         writeFileSync(`${file}.tmp`, JSON.stringify(state, null, 2));
         renameSync(`${file}.tmp`, file);
         return result;
       } finally {
-        rmSync(lock, { force: true });
+        await held.release();
       }
     },
   };
