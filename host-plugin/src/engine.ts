@@ -2,7 +2,7 @@
 // vif attachments swapped, through the Toolstack port) and the cleanup after it, in the safe order. Every
 // step records state before acting, so abort and a re-run converge; the VM's primary path is never touched.
 
-import { parseIpv6, parsePrefix, prefixContains, renderRadvdConf } from "@xenroam/core";
+import { parseIpv6, parsePrefix, prefixContains, printable, renderRadvdConf } from "@xenroam/core";
 import {
   type DomainInfo,
   encodeMessage,
@@ -323,12 +323,21 @@ export class Engine {
         );
       }
       const answer = parseAnswer(text);
-      if (!answer.ok) throw new PrepareError("malformed", `refused the guest's answer: ${answer.reason}`);
+      // What the guest wrote is shown to the admin and logged: never its control characters (printable).
+      if (!answer.ok)
+        throw new PrepareError("malformed", `refused the guest's answer: ${printable(answer.reason)}`);
       if (answer.value.status === "error")
-        throw new PrepareError("refused", `${vm} could not prepare: ${answer.value.reason}`);
+        throw new PrepareError("refused", `${vm} could not prepare: ${printable(answer.value.reason)}`);
       if (answer.value.status !== "prepared")
         throw new PrepareError("refused", `${vm} answered ${answer.value.status}`);
       const moa = answer.value.moa;
+      // The MoA is where correspondents will send the VM's traffic: an address of the destination site's prefix,
+      // or the prepare is refused (a guest cannot point its binding at another network through Dom0).
+      if (!prefixContains(parsePrefix(site.prefix), parseIpv6(moa)))
+        throw new PrepareError(
+          "refused",
+          `${vm} answered MoA ${moa}, which is not in site ${site.name}'s prefix ${site.prefix}`,
+        );
       await state.update((s) => ({
         state: this.withVm(s, vm, { ...record, phase: "prepared", moa }),
         result: undefined,

@@ -27,7 +27,7 @@ const SITES = parseSites({
   ],
 });
 
-type GuestMode = "answers" | "silent" | "malformed" | "refuses" | "mobile";
+type GuestMode = "answers" | "silent" | "malformed" | "refuses" | "mobile" | "escapes" | "elsewhere";
 
 const MOA = "2001:db8:b:0:216:3eff:fe00:502";
 /** What a mobile guest hands Dom0 with its answer: its pre-signed activation (the engine never verifies it). */
@@ -71,14 +71,21 @@ function host(
         ? '{"v":1,"status":"prepared","moa":"not-an-address"}'
         : mode === "refuses"
           ? encodeMessage({ v: 1, id, status: "error", reason: "no interface has MAC x" })
-          : encodeMessage({
-              v: 1,
-              id,
-              status: "prepared",
-              moa: MOA,
-              ifname: "eth1",
-              ...(mode === "mobile" ? { activation: { ...ACTIVATION, ...options.activation } } : {}),
-            });
+          : mode === "escapes"
+            ? encodeMessage({
+                v: 1,
+                id,
+                status: "error",
+                reason: "\u001b[2J\u001b[31mowned\nxenroam: all good\u202e",
+              })
+            : encodeMessage({
+                v: 1,
+                id,
+                status: "prepared",
+                moa: mode === "elsewhere" ? "2001:db8:a::502" : MOA,
+                ifname: "eth1",
+                ...(mode === "mobile" ? { activation: { ...ACTIVATION, ...options.activation } } : {}),
+              });
     setTimeout(() => channel.guestWrite(domid, "answer", answer), 5);
   };
   const radvd = new FakeRadvd(journal);
@@ -416,8 +423,14 @@ test("mobility: Dom0 relays only an activation of this VM, for a MoA in the dest
         write(domid, key, key === "answer" ? value.replace(MOA, activation.locator) : value);
     }
     const report = await h.engine.migrate("vm", "hostb", { migrationId: "m1" });
-    t.is(report.method, "dual-interface");
-    t.true(h.logged.includes("binding_relay_refused"));
+    if (activation.locator) {
+      // A MoA outside the destination's prefix is not even a prepare since issue 12: plain, with the reason.
+      t.is(report.method, "plain");
+      t.regex(report.fallback ?? "", /answered MoA 2001:db8:a::66, which is not in site b's prefix/);
+    } else {
+      t.is(report.method, "dual-interface");
+      t.true(h.logged.includes("binding_relay_refused"));
+    }
     t.is(h.toolstack.requests[0]?.onPaused, undefined);
     t.false(h.journal.some((j) => j.startsWith("control activate")));
   }
@@ -522,4 +535,15 @@ test("reconcile undoes what a crashed xenroam left (a prepare cut short, a VM no
   );
   t.is(h.netlink.effects.filter((e) => e === "link del xr-b").length, dels + 1);
   t.deepEqual(h.state.state.staging, {});
+});
+
+test("what the guest says reaches the admin without its control characters, and a MoA outside the destination's prefix is refused", async (t) => {
+  const esc = host("escapes");
+  const err = await t.throwsAsync(esc.engine.prepare("vm", "hostb"), { instanceOf: PrepareError });
+  t.is(err?.message, "vm could not prepare: \\x1b[2J\\x1b[31mowned\\x0axenroam: all good\\u202e");
+  const away = host("elsewhere");
+  const r = await away.engine.migrate("vm", "hostb", { migrationId: "m5" });
+  t.is(r.method, "plain");
+  t.regex(r.fallback ?? "", /answered MoA 2001:db8:a::502, which is not in site b's prefix 2001:db8:b::\/64/);
+  t.deepEqual(away.state.state, { staging: {}, vms: {} }, "and nothing of the prepare is left");
 });

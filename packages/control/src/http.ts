@@ -49,6 +49,15 @@ async function body(req: IncomingMessage): Promise<Record<string, unknown>> {
   }
 }
 
+/** A percent-encoded path segment; a malformed escape ("%zz", a lone "%") is the client's error: 400. */
+function pathPart(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new ControlError(400, `malformed percent-escape in the path: "${segment.slice(0, 64)}"`);
+  }
+}
+
 const str = (o: Record<string, unknown>, k: string): string => {
   const v = o[k];
   if (typeof v !== "string" || v.length === 0 || v.length > 256)
@@ -144,27 +153,27 @@ export function createControlServer(
         }
         send(res, 200, await service.registerVm(str(b, "name"), str(b, "hoa"), macs as string[]));
       } else if (req.method === "GET" && vmPath) {
-        const vm = decodeURIComponent(vmPath[1] ?? "");
+        const vm = pathPart(vmPath[1] ?? "");
         need(who, admin || peer || (who.kind === "vm" && who.name === vm), `read VM ${vm}`);
         send(res, 200, await service.vm(vm));
       } else if (route === "POST /v1/peers") {
         need(who, admin, "register peers");
         send(res, 200, await service.registerPeer(str(await body(req), "name")));
       } else if (req.method === "POST" && standby) {
-        const vm = decodeURIComponent(standby[1] ?? "");
+        const vm = pathPart(standby[1] ?? "");
         need(who, admin || (who.kind === "vm" && who.name === vm), `register locators for ${vm}`);
         const activation = await service.registerStandby(vm, str(await body(req), "locator"));
         log("standby", { vm, hoa: activation.hoa, locator: activation.locator, seq: activation.seq });
         send(res, 200, activation);
       } else if (req.method === "DELETE" && standbyLocator) {
-        const vm = decodeURIComponent(standbyLocator[1] ?? "");
-        const locator = decodeURIComponent(standbyLocator[2] ?? "");
+        const vm = pathPart(standbyLocator[1] ?? "");
+        const locator = pathPart(standbyLocator[2] ?? "");
         need(who, admin || (who.kind === "vm" && who.name === vm), `withdraw locators of ${vm}`);
         const result = await service.withdrawStandby(vm, locator);
         log("standby_withdrawn", { vm, locator, ...result });
         send(res, 200, result);
       } else if (req.method === "POST" && rollback) {
-        const vm = decodeURIComponent(rollback[1] ?? "");
+        const vm = pathPart(rollback[1] ?? "");
         // Hosts relay a guest's activation at the pause; the one whose move then failed undoes it.
         need(who, admin || (peer && (await service.isHost(who.name))), `roll back bindings of ${vm}`);
         // A host presents the activation it relayed (server-signed); an admin may name it by locator and seq.
@@ -206,7 +215,7 @@ export function createControlServer(
         send(res, 200, await service.changes(since, Math.min(wait, 30_000)));
       } else if (req.method === "GET" && bindingPath) {
         need(who, admin || peer, "read bindings");
-        send(res, 200, await service.binding(decodeURIComponent(bindingPath[1] ?? "")));
+        send(res, 200, await service.binding(pathPart(bindingPath[1] ?? "")));
       } else {
         throw new ControlError(404, `no route ${route}; the routes are:\n${ROUTES.join("\n")}`);
       }

@@ -375,3 +375,17 @@ test("a whole HTTP/1.1 answer is read: Content-Length, chunked, or refused when 
     },
   );
 });
+
+test("a malformed percent-escape in a route is the client's error (400), never the server's (500)", async (t) => {
+  const { call, TOKENS } = await server(t);
+  for (const [method, path, token] of [
+    ["GET", "/v1/vms/%zz", TOKENS.admin],
+    ["POST", "/v1/vms/%E0%A4%A/standby", TOKENS.vm],
+    ["DELETE", "/v1/vms/vm/standby/%", TOKENS.vm],
+    ["GET", "/v1/bindings/%G1", TOKENS.cn],
+  ] as const) {
+    const r = await call(method, path, token, method === "POST" ? { locator: "fd00:2::5" } : undefined);
+    t.is(r.status, 400, `${method} ${path}: ${JSON.stringify(r.json)}`);
+    t.regex(String(r.json.error), /malformed percent-escape/);
+  }
+});

@@ -3,3 +3,4 @@ export * from "./ipv6.js";
 export * from "./mac.js";
 export * from "./names.js";
 export * from "./radvd.js";
+export * from "./text.js";
