@@ -63,10 +63,12 @@ if [[ ! -x $RDNSSD_DIR/sbin/rdnssd ]]; then
   fi
   say "unpacking Debian's rdnssd into $RDNSSD_DIR (not installed: it conflicts with network-manager)"
   work=$(mktemp -d)
-  chmod 755 "$work" # apt's download user writes there
+  trap 'rm -rf "$work"' EXIT
+  chown _apt "$work" 2>/dev/null || true # apt downloads as its own user where it can
   (cd "$work" && { apt-get download rdnssd >/dev/null 2>&1 || { apt-get update -qq && apt-get download rdnssd >/dev/null; }; })
   rm -rf "$RDNSSD_DIR" && mkdir -p "$RDNSSD_DIR" && dpkg-deb -x "$work"/rdnssd_*.deb "$RDNSSD_DIR"
   rm -rf "$work"
+  trap - EXIT
 fi
 
 if [[ ! -f node_modules/.package-lock.json || package-lock.json -nt node_modules/.package-lock.json ]]; then

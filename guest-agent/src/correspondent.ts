@@ -9,9 +9,9 @@ import { canonicalIpv6 } from "@xenroam/core";
 import {
   BindingBook,
   type BindingRecord,
+  bindingShapeProblem,
   type Change,
   type SignedBinding,
-  signatureValid,
   type Verdict,
 } from "@xenroam/control";
 import {
@@ -22,6 +22,7 @@ import {
   renderRemoval,
 } from "@xenroam/mobility";
 import type { Log } from "./core.js";
+import { RefusalLog } from "./gate.js";
 
 export interface WatchApi {
   changes(
@@ -42,6 +43,8 @@ export interface CorrespondentPorts {
   /** How long after a fast switch the whole table is rendered again (default 1 s). */
   readonly canonicalDelayMs?: number;
   readonly retryMs?: number;
+  /** How often refused datagrams are logged one by one: the first of each window, then a count. */
+  readonly refusalLogMs?: number;
 }
 
 interface Entry {
@@ -64,7 +67,31 @@ export class Correspondent {
   private canonicalTimer: ReturnType<typeof setTimeout> | undefined;
   private clock = 0;
 
+  /** The binding datagram last accepted per HoA, as it came (its copies are recognised without a verify). */
+  private readonly verified = new Map<string, SignedBinding>();
+  /** Refusals of datagrams, logged a few at a time (a flood of forgeries costs no log line each). */
+  private readonly refusals: RefusalLog;
+
+  private refuse(b: SignedBinding, from: string | undefined, reason: string): Verdict {
+    this.refusals.refused(
+      {
+        ...(from ? { from } : {}),
+        hoa: typeof b?.hoa === "string" ? b.hoa.slice(0, 45) : undefined,
+        seq: typeof b?.seq === "number" ? b.seq : undefined,
+        reason,
+      },
+      (this.ports.now ?? Date.now)(),
+    );
+    return { ok: false, reason };
+  }
+
+  /** Logs the count of refusals not logged one by one (main.ts calls it on a timer). */
+  flushRefusals(): void {
+    this.refusals.flush();
+  }
+
   constructor(private readonly ports: CorrespondentPorts) {
+    this.refusals = new RefusalLog(ports.log, ports.refusalLogMs ?? 10_000);
     this.book = new BindingBook(ports.publicKey, (hoa) => this.entries.get(hoa)?.vm, ports.now);
   }
 
@@ -90,27 +117,33 @@ export class Correspondent {
   }
 
   /** A signed binding received from a mobile node (or relayed). Applied at once when it passes every rule. */
-  async onSigned(b: SignedBinding): Promise<Verdict> {
-    // Mobile nodes repeat each binding (datagrams get lost): a copy of the active one is no news.
-    const current = this.book.get(b.hoa);
+  async onSigned(b: SignedBinding, from?: string): Promise<Verdict> {
+    // Nothing that is not a binding's shape reaches a parser or the signature check.
+    const shape = bindingShapeProblem(b);
+    if (shape) return this.refuse(b, from, `malformed binding: ${shape}`);
+    // Mobile nodes repeat each binding (datagrams get lost): a copy of the active one is no news. The very
+    // bytes verified before are not verified again (a flood of replayed copies costs a comparison each).
+    let current: ReturnType<BindingBook["get"]>;
+    try {
+      current = this.book.get(b.hoa);
+    } catch (err) {
+      return this.refuse(b, from, `malformed binding: ${(err as Error).message}`);
+    }
+    const seen = current && this.verified.get(current.hoa);
     if (
       current &&
       current.seq === b.seq &&
       current.locator === canonicalOrSelf(b.locator) &&
-      signatureValid(this.ports.publicKey, b)
+      seen !== undefined &&
+      seen.sig === b.sig &&
+      seen.vm === b.vm &&
+      seen.expiresAt === b.expiresAt
     ) {
       return { ok: true };
     }
     const verdict = this.book.accept(b);
-    if (!verdict.ok) {
-      this.ports.log("binding_refused", {
-        hoa: b.hoa,
-        locator: b.locator,
-        seq: b.seq,
-        reason: verdict.reason,
-      });
-      return verdict;
-    }
+    if (!verdict.ok) return this.refuse(b, from, verdict.reason);
+    this.verified.set(canonicalIpv6(b.hoa), b);
     const accepted = this.book.get(b.hoa);
     const entry = accepted && this.entries.get(accepted.hoa);
     if (!accepted || !entry) return verdict;

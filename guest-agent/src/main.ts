@@ -15,6 +15,7 @@ import { CHANNEL_DIR, type Channel } from "@xenroam/protocol";
 import { GUEST_DEVICE, isXenstoreError, XenstoreClient } from "@xenroam/xenstore";
 import { Correspondent } from "./correspondent.js";
 import { Agent, type GuestChannel, type Log } from "./core.js";
+import { SourceLimiter } from "./gate.js";
 import { createKicker } from "./kick.js";
 import { MobileNode, type MobileState, type StateFile } from "./mobile.js";
 import { coexistenceProblem, vifsOf } from "./netmanagers.js";
@@ -26,6 +27,8 @@ const ROAM_CHECK_MS = 5000;
 /** The UDP port correspondents receive signed bindings on. */
 export const BINDING_PORT = 7361;
 const MAX_DATAGRAM = 2048;
+/** How often refused and dropped datagrams are logged, as counts (the first refusal of each window in full). */
+const REFUSAL_LOG_MS = 10_000;
 
 /**
  * Events that also report the agent's memory: its resident set now and the most it ever had (the kernel's
@@ -231,26 +234,47 @@ async function correspondentMain(opts: Options): Promise<void> {
     log("public_key_fetched", { from: client.base, hint: "pin it with --public-key FILE" });
   }
   const listen = endpoint(opts.listen);
-  const cn = new Correspondent({ nft: createNft(), watch: client, publicKey, log });
+  const cn = new Correspondent({
+    nft: createNft(),
+    watch: client,
+    publicKey,
+    log,
+    refusalLogMs: REFUSAL_LOG_MS,
+  });
   const socket = createSocket({ type: "udp6" });
+  // A stranger's datagrams cost little (issue 12): a token bucket per source before anything is parsed, the
+  // shape and the cheap checks before the signature (Correspondent.onSigned), refusals and drops logged as
+  // counts every REFUSAL_LOG_MS. A mobile node sends each binding three times.
+  const limiter = new SourceLimiter({ perSecond: 20, burst: 40, maxSources: 4096 });
+  let dropped = 0;
+  const counts = setInterval(() => {
+    cn.flushRefusals();
+    if (dropped > 0) log("datagrams_dropped", { count: dropped, why: "over 20/s from one source" });
+    dropped = 0;
+  }, REFUSAL_LOG_MS);
+  counts.unref();
   socket.on("message", (msg, from) => {
     if (msg.length > MAX_DATAGRAM) return;
-    let b: SignedBinding;
-    try {
-      b = JSON.parse(msg.toString("utf8")) as SignedBinding;
-      if (typeof b !== "object" || b === null || typeof b.sig !== "string" || typeof b.seq !== "number")
-        throw new Error("not a signed binding");
-    } catch (err) {
-      log("datagram_refused", { from: from.address, reason: (err as Error).message });
+    if (!limiter.admit(from.address, Date.now())) {
+      dropped++;
       return;
     }
-    cn.onSigned(b).catch((err: unknown) => log("apply_failed", { error: (err as Error).message }));
+    let b: unknown;
+    try {
+      b = JSON.parse(msg.toString("utf8"));
+    } catch {
+      b = undefined; // refused by its shape, counted with the rest
+    }
+    cn.onSigned(b as SignedBinding, from.address).catch((err: unknown) =>
+      log("apply_failed", { error: (err as Error).message }),
+    );
   });
   await new Promise<void>((resolve, reject) => {
     socket.once("error", reject);
     socket.bind(listen.port, listen.address, () => resolve());
   });
   cleanup = async () => {
+    clearInterval(counts);
     socket.close();
     await cn.stop();
   };

@@ -226,7 +226,11 @@ export function managedVifs(
     const mine = vifs.filter((vif) => {
       if (m === "systemd-networkd") {
         const state = v.read(`${NETWORKD_LINKS}/${vif.ifindex}`);
-        return state !== undefined && (keyValues(state).get("ADMIN_STATE") ?? "unmanaged") !== "unmanaged";
+        // pending, initialized: networkd has not matched the link yet (the agent may start before it has):
+        // not counted as its, the prepare finds out.
+        const admin =
+          state === undefined ? "unmanaged" : (keyValues(state).get("ADMIN_STATE") ?? "unmanaged");
+        return !["unmanaged", "pending", "initialized"].includes(admin);
       }
       if (m === "NetworkManager") {
         const state = v.read(`${NM_DEVICES}/${vif.ifindex}`);

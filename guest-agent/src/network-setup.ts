@@ -5,6 +5,7 @@
 import { execFileSync } from "node:child_process";
 import {
   existsSync,
+  lstatSync,
   mkdirSync,
   readdirSync,
   readFileSync,
@@ -14,7 +15,7 @@ import {
   rmSync,
   writeFileSync,
 } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, isAbsolute, join } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
 import {
   DROP_IN_MARK,
@@ -27,11 +28,35 @@ import {
   type Vif,
 } from "./netmanagers.js";
 
-/** A RootView over a directory ("/" for the live system). */
+/**
+ * A RootView over a directory ("/" for the live system). Inside an image (`root` other than /) a symbolic link
+ * means what it would mean in that image: an absolute target is looked up under `root`, never on the build
+ * host (`systemctl enable` makes absolute links), and a link counts as there whether or not its target is.
+ */
 export function rootView(root: string): RootView {
-  const at = (p: string) => join(root, p);
+  const at = (p: string) => {
+    let path = join(root, p);
+    for (let hops = 0; hops < 8; hops++) {
+      let target: string;
+      try {
+        if (!lstatSync(path).isSymbolicLink()) return path;
+        target = readlinkSync(path);
+      } catch {
+        return path;
+      }
+      path = isAbsolute(target) ? join(root, target) : join(dirname(path), target);
+    }
+    return path;
+  };
   return {
-    exists: (p) => existsSync(at(p)),
+    exists: (p) => {
+      try {
+        lstatSync(join(root, p));
+        return true;
+      } catch {
+        return false;
+      }
+    },
     read: (p) => {
       try {
         return readFileSync(at(p), "utf8");
@@ -220,10 +245,28 @@ Examples (as root):
           out(`would write ${f.path}:\n${f.content}`);
           continue;
         }
-        mkdirSync(dirname(at(f.path)), { recursive: true });
-        writeFileSync(`${at(f.path)}.new`, f.content, { mode: 0o644 });
-        renameSync(`${at(f.path)}.new`, at(f.path));
+        // Never through a symbolic link: in an image it would point at the build host's files.
+        const target = at(f.path);
+        for (const p of [dirname(target), target, `${target}.new`]) {
+          try {
+            if (lstatSync(p).isSymbolicLink())
+              throw new SetupError(`${p} is a symbolic link: network-setup writes only real files`);
+          } catch (err) {
+            if (err instanceof SetupError) throw err;
+          }
+        }
+        mkdirSync(dirname(target), { recursive: true });
+        rmSync(`${target}.new`, { force: true });
+        writeFileSync(`${target}.new`, f.content, { mode: 0o644, flag: "wx" });
+        renameSync(`${target}.new`, target);
         out(`wrote ${f.path}`);
+        if (
+          f.path === DROP_IN_PATHS.networkdConf &&
+          detected.some((d) => d.manager === "systemd-networkd" && d.running)
+        )
+          out(
+            `  systemd-networkd reads ${f.path} when it starts: restart it (systemctl restart systemd-networkd) for it to keep the agent's routes`,
+          );
       }
       const problem =
         ifname && managers.includes("ifupdown") ? ifupdownProblem(view, { name: ifname }) : undefined;

@@ -115,7 +115,7 @@ export class Engine {
     const r = await this.locks.tryAcquire(`vm:${vm}`, `${what} ${vm}`);
     if ("holder" in r) {
       throw new BusyError(
-        `another xenroam operation is at work on ${vm} (${r.holder.what}${r.holder.pid ? `, process ${r.holder.pid}` : ""}, since ${r.holder.since}): nothing was changed; wait for it to end, then see xenroam status`,
+        `another xenroam operation is at work on ${vm} (${printable(r.holder.what, 100)}${r.holder.pid ? `, process ${r.holder.pid}` : ""}, since ${printable(r.holder.since, 40)}): nothing was changed; wait for it to end, then see xenroam status`,
       );
     }
     try {
@@ -137,29 +137,53 @@ export class Engine {
 
   /**
    * What a crash left behind, undone (run before every command): a VM record whose operation is over — its
-   * VM lock free — while its phase says one was under way (`preparing`, `migrating`: the process that ran it
-   * died); a `prepared` VM that no longer runs here under the domid it was prepared with; a staging bridge (and
-   * its radvd) with no user left. A VM some process is at work on is left alone. Returns what it repaired.
+   * VM lock free — while its phase says a prepare was under way (the process that ran it died); a `prepared`
+   * VM that the toolstack says runs elsewhere or as another domain now; a staging bridge (and its radvd) with
+   * no user left. Left alone: a VM some process is at work on, a `migrating` record (xl may still be copying
+   * the VM after xenroam died), a VM the toolstack cannot answer for. A repair that fails is reported, not
+   * thrown. Returns what it repaired.
    */
   async reconcile(): Promise<Repair[]> {
     const { state, log } = this.p;
     const repairs: Repair[] = [];
-    for (const [vm, rec] of Object.entries((await state.read()).vms)) {
+    for (const vm of Object.keys((await state.read()).vms)) {
       const r = await this.locks.tryAcquire(`vm:${vm}`, `reconcile ${vm}`);
       if ("holder" in r) continue;
       try {
+        // Read again under the VM's lock: a prepare that ended meanwhile left a record that is not a crash's.
+        const rec = (await state.read()).vms[vm];
+        if (!rec) continue;
         let why: string | undefined;
-        if (rec.phase !== "prepared") {
-          why = `its ${rec.phase} (migration ${rec.migrationId}) ended with the process that ran it`;
+        if (rec.phase === "preparing") {
+          why = `its prepare (migration ${rec.migrationId}) ended with the process that ran it`;
+        } else if (rec.phase === "migrating") {
+          // xl may still be copying the VM (it outlives a killed xenroam): never undone here.
+          log("reconcile_skipped", { vm, migration: rec.migrationId, why: "a migration was under way" });
+          continue;
         } else {
-          const dom = await this.p.toolstack.domain(vm).catch(() => undefined);
-          if (!dom || dom.host !== this.p.host || dom.domid !== rec.domid)
-            why = `prepared as domid ${rec.domid} here (migration ${rec.migrationId}), it ${dom ? (dom.host !== this.p.host ? `runs on ${dom.host} now` : `is domid ${dom.domid} now`) : "is gone"}`;
+          // Only a definite answer counts: a toolstack that cannot say (a hiccup, a paused VM on XAPI) undoes
+          // nothing.
+          const dom = await this.p.toolstack.domain(vm).catch((err: unknown) => {
+            log("reconcile_skipped", { vm, migration: rec.migrationId, why: (err as Error).message });
+            return undefined;
+          });
+          if (dom && (dom.host !== this.p.host || dom.domid !== rec.domid))
+            why = `prepared as domid ${rec.domid} here (migration ${rec.migrationId}), it ${dom.host !== this.p.host ? `runs on ${dom.host} now` : `is domid ${dom.domid} now`}`;
         }
         if (why === undefined) continue;
-        await this.abortHeld(vm);
-        repairs.push({ vm, repaired: `undid the prepare of ${vm}`, why });
-        log("reconciled", { vm, migration: rec.migrationId, why });
+        try {
+          if (!(await this.abortHeld(vm))) continue;
+          repairs.push({ vm, repaired: `undid the prepare of ${vm}`, why });
+          log("reconciled", { vm, migration: rec.migrationId, why });
+        } catch (err) {
+          // A repair that fails is reported, never in the way of the command the admin ran.
+          repairs.push({
+            vm,
+            repaired: `FAILED to undo the prepare of ${vm}: ${(err as Error).message}`,
+            why,
+          });
+          log("reconcile_failed", { vm, migration: rec.migrationId, error: (err as Error).message });
+        }
       } finally {
         await r.held.release();
       }
@@ -168,19 +192,26 @@ export class Engine {
     for (const [site, st] of Object.entries(s.staging)) {
       const live = st.users.filter((u) => s.vms[u]?.site === site);
       if (live.length === st.users.length) continue;
-      await this.siteExclusive(site, "reconcile", async () => {
-        const gone = st.users.filter((u) => !live.includes(u));
-        for (const u of gone) await this.releaseStagingHeld(site, u, "reconcile");
-        // A staging entry with no user at all (its bridge made, then the process gone before it recorded one).
-        if (st.users.length === 0) await this.releaseStagingHeld(site, "", "reconcile");
-      });
+      const why = `no prepared VM uses it${st.users.length ? ` (recorded: ${st.users.join(", ")})` : ""}`;
+      try {
+        await this.siteExclusive(site, "reconcile", async () => {
+          const gone = st.users.filter((u) => !live.includes(u));
+          for (const u of gone) await this.releaseStagingHeld(site, u, "reconcile");
+          // A staging entry with no user at all (its bridge made, then the process gone before it recorded one).
+          if (st.users.length === 0) await this.releaseStagingHeld(site, "", "reconcile");
+        });
+      } catch (err) {
+        repairs.push({ site, repaired: `FAILED to clean ${st.bridge}: ${(err as Error).message}`, why });
+        log("reconcile_failed", { site, bridge: st.bridge, error: (err as Error).message });
+        continue;
+      }
       repairs.push({
         site,
         repaired:
           live.length === 0
             ? `removed staging bridge ${st.bridge} and its radvd`
             : `dropped users of ${st.bridge}`,
-        why: `no prepared VM uses it${st.users.length ? ` (recorded: ${st.users.join(", ")})` : ""}`,
+        why,
       });
       log("reconciled", { site, bridge: st.bridge, users: st.users, live });
     }

@@ -499,7 +499,7 @@ test("reconcile undoes what a crashed xenroam left (a prepare cut short, a VM no
     repairs.map((r) => [r.vm, r.repaired]),
     [["vm", "undid the prepare of vm"]],
   );
-  t.regex(repairs[0]?.why ?? "", /its preparing \(migration .*\) ended with the process that ran it/);
+  t.regex(repairs[0]?.why ?? "", /its prepare \(migration .*\) ended with the process that ran it/);
   t.falsy(h.state.state.vms.vm);
   t.true(h.netlink.effects.includes("link del xr-b"), "its staging bridge went with it");
   t.is(
@@ -507,6 +507,20 @@ test("reconcile undoes what a crashed xenroam left (a prepare cut short, a VM no
     (await h.netlink.link("xrpark0"))?.index,
     "the vif parked again",
   );
+
+  // A migration cut short is left alone (xl may still be copying the VM), and so is a prepared VM the
+  // toolstack cannot answer for.
+  await h.engine.prepare("vm", "hostb");
+  const prepared = h.state.state.vms.vm;
+  if (!prepared) return t.fail("no record");
+  h.state.state = { ...h.state.state, vms: { vm: { ...prepared, phase: "migrating" } } };
+  t.deepEqual(await h.engine.reconcile(), []);
+  h.state.state = { ...h.state.state, vms: { vm: prepared } };
+  const domain = h.toolstack.domain.bind(h.toolstack);
+  h.toolstack.domain = () => Promise.reject(new Error("xl list: timed out"));
+  t.deepEqual(await h.engine.reconcile(), []);
+  h.toolstack.domain = domain;
+  await h.engine.abort("vm");
 
   // A prepared VM that still runs here is kept; one that is now another domain is undone.
   await h.engine.prepare("vm", "hostb");

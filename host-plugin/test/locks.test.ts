@@ -53,9 +53,9 @@ test("acquire waits for the holder to let go, and says who held it when it gives
   await mine.release();
 });
 
-test("the kernel releases a lock whose holder was killed: nothing stale is left", async (t) => {
-  const dir = stateDir(t);
-  const child = spawn(
+/** A child process that takes vm:web1 in `dir`, says so, and stays. */
+function holder(dir: string) {
+  return spawn(
     process.execPath,
     [
       "--input-type=module",
@@ -67,7 +67,12 @@ test("the kernel releases a lock whose holder was killed: nothing stale is left"
     ],
     { stdio: ["ignore", "pipe", "inherit"] },
   );
-  await new Promise<void>((resolve) => child.stdout.once("data", () => resolve()));
+}
+
+test("the kernel releases a lock whose holder was killed: nothing stale is left", async (t) => {
+  const dir = stateDir(t);
+  const child = holder(dir);
+  await new Promise<void>((resolve) => child.stdout?.once("data", () => resolve()));
   const locks = createLocks(dir);
   const taken = await locks.tryAcquire("vm:web1", "prepare web1");
   t.true("holder" in taken && taken.holder.pid === child.pid, "held by the child");
@@ -79,16 +84,44 @@ test("the kernel releases a lock whose holder was killed: nothing stale is left"
   if ("held" in after) await after.held.release();
 });
 
-test("state updates from two stores (two processes) under the lock lose nothing", async (t) => {
+test("a holder that does not answer (stopped) is still a holder: refused within a second, not retried", async (t) => {
   const dir = stateDir(t);
-  const stores = [createStateStore(dir), createStateStore(dir)] as const;
-  await Promise.all(
-    Array.from({ length: 40 }, (_, i) =>
-      (i % 2 === 0 ? stores[0] : stores[1]).update((s) => ({
-        state: { ...s, vms: { ...s.vms, [`vm${i}`]: { migrationId: `m${i}` } as never } },
-        result: undefined,
-      })),
-    ),
-  );
-  t.is(Object.keys((await stores[0].read()).vms).length, 40);
+  const child = holder(dir);
+  await new Promise<void>((resolve) => child.stdout?.once("data", () => resolve()));
+  t.teardown(() => {
+    child.kill("SIGCONT");
+    child.kill("SIGKILL");
+  });
+  child.kill("SIGSTOP");
+  const started = Date.now();
+  const r = await createLocks(dir).tryAcquire("vm:web1", "prepare web1");
+  t.true("holder" in r && r.holder.what === "a process that does not answer", JSON.stringify(r));
+  t.true(Date.now() - started < 3000, `${Date.now() - started} ms`);
+});
+
+test("state updates from two processes under the lock lose nothing", async (t) => {
+  const dir = stateDir(t);
+  const STATE = fileURLToPath(new URL("../src/adapters/state.js", import.meta.url));
+  const writer = (n: number) =>
+    new Promise<number | null>((resolve) => {
+      const c = spawn(
+        process.execPath,
+        [
+          "--input-type=module",
+          "-e",
+          `const { createStateStore } = await import(${JSON.stringify(STATE)});
+           const store = createStateStore(${JSON.stringify(dir)});
+           for (let i = 0; i < 25; i++)
+             await store.update((s) => {
+               // read, then yield to the other process before writing: without the lock, updates are lost
+               const until = Date.now() + 2; while (Date.now() < until);
+               return { state: { ...s, vms: { ...s.vms, ["p${n}-" + i]: { migrationId: "m" } } }, result: undefined };
+             });`,
+        ],
+        { stdio: "inherit" },
+      );
+      c.once("exit", resolve);
+    });
+  t.deepEqual(await Promise.all([writer(1), writer(2)]), [0, 0]);
+  t.is(Object.keys((await createStateStore(dir).read()).vms).length, 50);
 });

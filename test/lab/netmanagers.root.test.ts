@@ -234,13 +234,13 @@ test("systemd-networkd: refused while it manages both vifs; after network-setup 
     "networkd still leaves eth1 to the agent",
   );
   // The agent's default route on the primary (metric 64) outlives networkd's restart.
-  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64/);
+  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64\b/);
   await nd.stop();
   f.drop(nd);
   nd = f.keep(startNetworkd(vmNs, root));
   await waitUntil("networkd to manage eth0 again", 15_000, () => managed().length === 1, nd);
   await new Promise((r) => setTimeout(r, 1500));
-  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64/, "kept across networkd's restart");
+  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64\b/, "kept across networkd's restart");
   t.true(await pings(cnNs, topology.mobility?.hoa as string), "CN -> HoA after networkd's restart");
 });
 
@@ -302,7 +302,7 @@ test("NetworkManager: refused while it manages both vifs; after network-setup th
     ["eth0"],
     "NetworkManager still leaves eth1 to the agent",
   );
-  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64/);
+  t.regex(await agentRoutes(vmNs), /dev eth0 proto static .*metric 64\b/);
   await nm.stop();
   f.drop(nm);
   rmSync(join(root, "run/NetworkManager"), { recursive: true, force: true });
@@ -311,7 +311,7 @@ test("NetworkManager: refused while it manages both vifs; after network-setup th
   await new Promise((r) => setTimeout(r, 3000));
   t.regex(
     await agentRoutes(vmNs),
-    /dev eth0 proto static .*metric 64/,
+    /dev eth0 proto static .*metric 64\b/,
     "kept across NetworkManager's restart",
   );
   t.true(await pings(cnNs, topology.mobility?.hoa as string), "CN -> HoA after NetworkManager's restart");

@@ -4,20 +4,38 @@
 // nothing is caught half-written; the name goes with the last descriptor, when the holder exits or is killed.
 // Whoever finds it taken connects and reads who holds it (pid, operation, since). Abstract names belong to a
 // network namespace — one per Dom0, one per host of the lab — and the state directory is part of the name.
+// They have no permissions: every process in Dom0's network namespace is trusted here, as with the state
+// directory itself (a process that took a name first would only make xenroam refuse, never act).
 import { createHash } from "node:crypto";
-import { connect, createServer, type Server } from "node:net";
+import { realpathSync } from "node:fs";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import type { Held, LockHolder, Locks } from "../ports.js";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function nameOf(stateDir: string, key: string): string {
-  const scope = createHash("sha256").update(stateDir).digest("hex").slice(0, 16);
+  // One directory, one scope, however it is written (/run/xenroam, /run/xenroam/, a symlink to it).
+  let dir = stateDir;
+  try {
+    dir = realpathSync(stateDir);
+  } catch {
+    // not made yet: as given
+  }
+  const scope = createHash("sha256").update(dir).digest("hex").slice(0, 16);
   return `\0xenroam:${scope}:${key}`;
 }
 
-function listen(name: string, holder: LockHolder): Promise<Server | undefined> {
+function listen(
+  name: string,
+  holder: LockHolder,
+): Promise<{ server: Server; clients: Set<Socket> } | undefined> {
   return new Promise((resolve, reject) => {
+    // Whoever asks is told and let go; release() cuts anyone still connected (a client that never reads must
+    // not keep the lock's release, or the name, waiting).
+    const clients = new Set<Socket>();
     const server = createServer((c) => {
+      clients.add(c);
+      c.on("close", () => clients.delete(c));
       c.on("error", () => {});
       c.end(JSON.stringify(holder));
     });
@@ -27,12 +45,15 @@ function listen(name: string, holder: LockHolder): Promise<Server | undefined> {
     });
     server.listen({ path: name }, () => {
       server.unref(); // a held lock alone does not keep the process alive
-      resolve(server);
+      resolve({ server, clients });
     });
   });
 }
 
-/** Who holds `name`, or undefined when nobody answers (the holder just let go, or died). */
+/** A holder that holds the name but does not say who it is (stopped with ^Z, say): still a holder. */
+const SILENT = (): LockHolder => ({ pid: 0, what: "a process that does not answer", since: "?" });
+
+/** Who holds `name`; undefined when nobody is there any more (the holder just let go, or died). */
 function holderOf(name: string): Promise<LockHolder | undefined> {
   return new Promise((resolve) => {
     let text = "";
@@ -42,16 +63,17 @@ function holderOf(name: string): Promise<LockHolder | undefined> {
       c.destroy();
       resolve(h);
     };
-    const timer = setTimeout(() => done(undefined), 1000);
+    const timer = setTimeout(() => done(SILENT()), 1000);
     c.on("data", (d: Buffer) => (text += d.toString()));
     c.on("end", () => {
       try {
         done(JSON.parse(text) as LockHolder);
       } catch {
-        done(undefined);
+        done(SILENT());
       }
     });
-    c.on("error", () => done(undefined));
+    // ECONNREFUSED: the name went between our bind and our connect; anything else, someone is there.
+    c.on("error", (err: NodeJS.ErrnoException) => done(err.code === "ECONNREFUSED" ? undefined : SILENT()));
   });
 }
 
@@ -60,10 +82,14 @@ export function createLocks(stateDir: string): Locks {
     const name = nameOf(stateDir, key);
     for (let i = 0; i < 20; i++) {
       const holder: LockHolder = { pid: process.pid, what, since: new Date().toISOString() };
-      const server = await listen(name, holder);
-      if (server) {
+      const bound = await listen(name, holder);
+      if (bound) {
         const held: Held = {
-          release: () => new Promise<void>((resolve) => server.close(() => resolve())),
+          release: () =>
+            new Promise<void>((resolve) => {
+              bound.server.close(() => resolve());
+              for (const c of bound.clients) c.destroy();
+            }),
         };
         return { held };
       }

@@ -66,6 +66,29 @@ export function signBinding(privateKey: KeyObject, claim: BindingClaim): SignedB
   return { ...claim, sig: sign(null, canonicalPayload(claim), privateKey).toString("base64url") };
 }
 
+/** An Ed25519 signature, 64 bytes, in unpadded base64url: 86 characters of its alphabet. */
+const SIG = /^[A-Za-z0-9_-]{86}$/;
+
+/**
+ * What is wrong with the shape of something that claims to be a signed binding (from JSON off the wire:
+ * anything at all), before any parsing or verification; undefined when its fields have the right types and
+ * sizes.
+ */
+export function bindingShapeProblem(b: unknown): string | undefined {
+  if (typeof b !== "object" || b === null || Array.isArray(b)) return "not an object";
+  const o = b as Record<string, unknown>;
+  for (const k of ["vm", "hoa", "locator"] as const) {
+    const v = o[k];
+    if (typeof v !== "string" || v.length === 0 || v.length > (k === "vm" ? 64 : 45))
+      return `"${k}" must be a string of at most ${k === "vm" ? 64 : 45} characters`;
+  }
+  if (!Number.isSafeInteger(o.seq) || (o.seq as number) < 0) return '"seq" must be a whole number';
+  if (!Number.isSafeInteger(o.expiresAt) || (o.expiresAt as number) < 0)
+    return '"expiresAt" must be a time in ms';
+  if (typeof o.sig !== "string" || !SIG.test(o.sig)) return '"sig" must be 86 characters of base64url';
+  return undefined;
+}
+
 export function signatureValid(publicKey: KeyObject, b: SignedBinding): boolean {
   try {
     return verify(null, canonicalPayload(b), publicKey, Buffer.from(b.sig, "base64url"));
@@ -97,6 +120,10 @@ export class BindingBook {
 
   /** Checks a binding and, when it passes every rule, makes it the HoA's active one. */
   accept(b: SignedBinding): Verdict {
+    // The cheap checks first, the signature (Ed25519, ~50 µs) last: a stranger's datagram that is malformed,
+    // expired, for an unknown HoA or stale costs no verification (issue 12).
+    const shape = bindingShapeProblem(b);
+    if (shape) return { ok: false, reason: `malformed binding: ${shape}` };
     let hoa: string;
     let locator: string;
     try {
@@ -105,8 +132,6 @@ export class BindingBook {
     } catch (err) {
       return { ok: false, reason: `malformed binding: ${(err as Error).message}` };
     }
-    if (!signatureValid(this.publicKey, b))
-      return { ok: false, reason: "signature does not verify with the server's key" };
     if (b.expiresAt <= this.now())
       return { ok: false, reason: `expired at ${new Date(b.expiresAt).toISOString()}` };
     const owner = this.owner(hoa);
@@ -116,6 +141,8 @@ export class BindingBook {
     if (current && b.seq <= current.seq) {
       return { ok: false, reason: `replayed or stale: sequence ${b.seq} is not after ${current.seq}` };
     }
+    if (!signatureValid(this.publicKey, b))
+      return { ok: false, reason: "signature does not verify with the server's key" };
     this.active.set(hoa, { vm: b.vm, hoa, locator, seq: b.seq, expiresAt: b.expiresAt });
     return { ok: true };
   }
