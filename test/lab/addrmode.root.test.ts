@@ -11,21 +11,9 @@ import { promisify } from "node:util";
 import test from "ava";
 import { formatIpv6, parseIpv6, parsePrefix, prefixContains, slaacAddress } from "@xenroam/core";
 import { DEFAULT_TOPOLOGY, labDown, labUp, parseTopology } from "@xenroam/lab";
-import { migrate } from "./support.js";
+import { migrate, pings } from "./support.js";
 
 const run = promisify(execFile);
-
-async function pings(netns: string, to: string): Promise<boolean> {
-  for (let i = 0; i < 20; i++) {
-    try {
-      await run("ip", ["netns", "exec", netns, "ping", "-6", "-n", "-c", "1", "-W", "0.3", to]);
-      return true;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return false;
-}
 
 const cases = [
   { addrGenMode: 0, useTempaddr: 0 },

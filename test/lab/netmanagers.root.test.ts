@@ -22,7 +22,7 @@ import {
   type Topology,
 } from "@xenroam/lab";
 import { type Daemon, startNetworkd, startNetworkManager, waitUntil } from "./managers.js";
-import { migrate, prepare } from "./support.js";
+import { migrate, pings as pingUntil, prepare } from "./support.js";
 
 const run = promisify(execFile);
 const AGENT = findWorkspaceCommand("xenroam-agent");
@@ -60,17 +60,8 @@ async function vifs(vmNs: string): Promise<Vif[]> {
     .map((l) => ({ name: l.ifname, ifindex: l.ifindex, mac: l.address as string }));
 }
 
-async function pings(netns: string, to: string): Promise<boolean> {
-  for (let i = 0; i < 30; i++) {
-    try {
-      await run("ip", ["netns", "exec", netns, "ping", "-6", "-n", "-c", "1", "-W", "0.3", to]);
-      return true;
-    } catch {
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
-  return false;
-}
+/** Pings with the patience these tests need beside a network manager (30 tries). */
+const pings = (netns: string, to: string) => pingUntil(netns, to, 30);
 
 /**
  * Starts xenroam-agent in the VM with the manager's runtime state where a guest has it (/run under the test's

@@ -58,3 +58,16 @@ export async function prepare(topology: Topology, stateDir: string, to: string):
   ]);
   return stdout;
 }
+
+/** Whether `to` answers a ping from `netns` within `tries` attempts (0.3 s each, 0.1 s apart). */
+export async function pings(netns: string, to: string, tries = 20): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    try {
+      await run("ip", ["netns", "exec", netns, "ping", "-6", "-n", "-c", "1", "-W", "0.3", to]);
+      return true;
+    } catch {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
+  return false;
+}
