@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 
 # network-manager, ifupdown, netplan.io (and systemd's networkd): the DomU network managers the agent lives
 # beside, run against the lab's VM by test/lab/netmanagers.root.test.ts; none manages this machine.
-DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux systemd network-manager ifupdown netplan.io)
+# openssl: the lab makes its control server's CA and certificate with it at lab-up (packages/lab/src/openssl.ts),
+# and the control server's TLS tests make theirs.
+DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux systemd network-manager ifupdown netplan.io openssl)
 # rdnssd: the lab's guest resolver that takes RDNSS from RAs (test/lab/advertise.root.test.ts). Debian's
 # package conflicts with network-manager, so its files are unpacked here instead of installed: one binary
 # that links only the C library, run by that test from this directory.

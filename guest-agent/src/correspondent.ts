@@ -12,6 +12,7 @@ import {
   bindingShapeProblem,
   type Change,
   type SignedBinding,
+  type Standby,
   type Verdict,
 } from "@xenroam/control";
 import {
@@ -54,6 +55,8 @@ interface Entry {
   active: string | undefined;
   seq: number;
   locators: string[];
+  /** The HoA's standbys as the server lists them: a direct binding is taken only for a proven one's seq. */
+  standbys: readonly Standby[];
 }
 
 export class Correspondent {
@@ -92,7 +95,14 @@ export class Correspondent {
 
   constructor(private readonly ports: CorrespondentPorts) {
     this.refusals = new RefusalLog(ports.log, ports.refusalLogMs ?? 10_000);
-    this.book = new BindingBook(ports.publicKey, (hoa) => this.entries.get(hoa)?.vm, ports.now);
+    // A direct binding is taken only for a locator the stream lists as a current, proven standby of its HoA,
+    // at the sequence number issued for it: a withdrawn, reset or re-registered standby's activation is stale.
+    this.book = new BindingBook(
+      ports.publicKey,
+      (hoa) => this.entries.get(hoa)?.vm,
+      ports.now,
+      (hoa, locator) => this.entries.get(hoa)?.standbys.find((s) => s.locator === locator && s.proven)?.seq,
+    );
   }
 
   /** The revision of the last change seen from the server; a reconnect resumes after it. */
@@ -152,6 +162,7 @@ export class Correspondent {
     entry.seq = accepted.seq;
     entry.touched = ++this.clock;
     entry.locators = unique([accepted.locator, ...(previous ? [previous] : []), ...entry.locators]);
+    entry.standbys = []; // as at the server: an activation ends the standbys registered before it
     const started = Date.now();
     await this.switchFast(accepted.hoa, accepted.locator, entry.locators);
     this.ports.log("binding_accepted", {
@@ -204,13 +215,16 @@ export class Correspondent {
         active: b.active,
         seq: b.seq,
         locators: [...b.locators],
+        standbys: b.standbys ?? [],
       });
       if (b.active && b.seq > 0) {
         this.book.seed({ vm: b.vm, hoa: b.hoa, locator: b.active, seq: b.seq, expiresAt: Infinity });
       }
     } else {
-      // We already hold a newer direct binding; keep it, and learn the server's standby locators.
+      // We already hold a newer direct binding; keep it, and learn the server's standby locators (a later
+      // move's standby is registered while the server has not heard of the direct one yet).
       entry.locators = unique([...entry.locators, ...b.locators]);
+      entry.standbys = b.standbys ?? [];
     }
   }
 

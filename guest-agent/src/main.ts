@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSyn
 import { dirname } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { canonicalIpv6 } from "@xenroam/core";
-import { ControlClient, type SignedBinding } from "@xenroam/control";
+import { ControlClient, ControlClientError, type SignedBinding } from "@xenroam/control";
 import { createNft } from "@xenroam/mobility";
 import { createNetlink } from "@xenroam/netlink";
 import { CHANNEL_DIR, type Channel } from "@xenroam/protocol";
@@ -77,7 +77,11 @@ const program = new Command("xenroam-agent")
   )
   .option("--hoa <address>", "mobility: this VM's home address (kept across migrations)", address)
   .option("--vm <name>", "mobility: this VM's name in the control server")
-  .option("--control <url>", "the control server, e.g. http://[2001:db8:c::1]:7360")
+  .option("--control <url>", "the control server, e.g. https://[2001:db8:c::1]:7360")
+  .option(
+    "--control-ca <file>",
+    "the CA certificate (PEM) an https:// control server's certificate must chain to; default: the system's CAs",
+  )
   .option("--token-file <file>", "the token the control server issued (VM: add-vm; correspondent: add-peer)")
   .option(
     "--peer <[address]:port>",
@@ -91,7 +95,10 @@ const program = new Command("xenroam-agent")
     "/run/xenroam-agent/mobile.json",
   )
   .option("--correspondent", "run as a correspondent node instead (no xenstore): keep HoA maps for VMs")
-  .option("--public-key <file>", "correspondent: the control server's public key (PEM); default: fetched")
+  .option(
+    "--public-key <file>",
+    "correspondent (required): the control server's public key (PEM), copied from the server (xenroam-control init wrote it next to the signing key)",
+  )
   .option("--listen <[address]:port>", "correspondent: where signed bindings arrive", `[::]:${BINDING_PORT}`)
   .addHelpText(
     "after",
@@ -105,9 +112,12 @@ Examples (as root):
     xenroam-agent --channel xl
   In a DomU, with the home address kept across subnets:
     xenroam-agent --channel xl --hoa 2001:db8:f::10 --vm web1 \\
-      --control http://[2001:db8:c::1]:7360 --token-file /etc/xenroam/vm.token --peer [2001:db8:c::100]:7361
+      --control https://[2001:db8:c::1]:7360 --control-ca /etc/xenroam/control-ca.pem \\
+      --token-file /etc/xenroam/vm.token --peer [2001:db8:c::100]:7361
   On a correspondent (a host that talks to VMs by their home address):
-    xenroam-agent --correspondent --control http://[2001:db8:c::1]:7360 --token-file /etc/xenroam/cn.token
+    xenroam-agent --correspondent --control https://[2001:db8:c::1]:7360 \\
+      --control-ca /etc/xenroam/control-ca.pem --token-file /etc/xenroam/cn.token \\
+      --public-key /etc/xenroam/control.key.pub
 `,
   );
 
@@ -145,6 +155,7 @@ interface Options {
   hoa?: string;
   vm?: string;
   control?: string;
+  controlCa?: string;
   tokenFile?: string;
   peer: Endpoint[];
   stateFile: string;
@@ -167,6 +178,40 @@ function readToken(file: string | undefined, what: string): string {
     fail(`cannot read --token-file ${file}: ${(err as Error).message}`);
   }
   fail(`--token-file ${file} is empty`);
+}
+
+/** The control server's client, with the CA it pins when one is given. */
+function controlClient(opts: Options, control: string, token: string): ControlClient {
+  let ca: string | undefined;
+  if (opts.controlCa !== undefined) {
+    try {
+      ca = readFileSync(opts.controlCa, "utf8");
+    } catch (err) {
+      fail(`cannot read --control-ca ${opts.controlCa}: ${(err as Error).message}`);
+    }
+  }
+  try {
+    return new ControlClient(control, { token, ...(ca === undefined ? {} : { ca }) });
+  } catch (err) {
+    if (err instanceof ControlClientError) fail(`--control ${control}: ${err.message}`);
+    throw err;
+  }
+}
+
+/**
+ * What the command line lacks, said before anything else (root included): a correspondent trusts only the
+ * key it was given, never one fetched from the server it is to check.
+ */
+function usageProblem(opts: Options): string | undefined {
+  if (opts.correspondent) {
+    if (!opts.control) return "--correspondent needs --control URL";
+    if (!opts.publicKey) {
+      return "--correspondent needs --public-key FILE: the control server's public key, pinned. Copy it from the server (xenroam-control init wrote /var/lib/xenroam/control.key.pub there) to this host and pass --public-key with that file";
+    }
+  } else if (opts.hoa && (!opts.vm || !opts.control)) {
+    return "--hoa needs --vm NAME and --control URL";
+  }
+  return undefined;
 }
 
 function jsonStateFile(path: string): StateFile {
@@ -215,23 +260,17 @@ const stop = new AbortController();
 /** Undone on SIGTERM before exit: the nftables table of the mobility layer. */
 let cleanup: (() => Promise<void>) | undefined;
 
-async function correspondentMain(opts: Options): Promise<void> {
-  if (!opts.control) fail("--correspondent needs --control URL");
+async function correspondentMain(opts: Options & { control: string; publicKey: string }): Promise<void> {
   const token = readToken(
     opts.tokenFile,
     "with --correspondent (a peer token: xenroam-control add-peer NAME)",
   );
-  const client = new ControlClient(opts.control, { token });
+  const client = controlClient(opts, opts.control, token);
   let publicKey: KeyObject;
-  if (opts.publicKey) {
-    try {
-      publicKey = createPublicKey(readFileSync(opts.publicKey, "utf8"));
-    } catch (err) {
-      fail(`--public-key ${opts.publicKey}: ${(err as Error).message}`);
-    }
-  } else {
-    publicKey = createPublicKey(await client.publicKey());
-    log("public_key_fetched", { from: client.base, hint: "pin it with --public-key FILE" });
+  try {
+    publicKey = createPublicKey(readFileSync(opts.publicKey, "utf8"));
+  } catch (err) {
+    fail(`--public-key ${opts.publicKey}: ${(err as Error).message}`);
   }
   const listen = endpoint(opts.listen);
   const cn = new Correspondent({
@@ -307,10 +346,14 @@ async function main(): Promise<void> {
   if (process.argv[2] === "network-setup") return networkSetup();
   program.parse();
   const opts = program.opts<Options>();
+  const usage = usageProblem(opts);
+  if (usage) fail(usage);
   if (process.getuid?.() !== 0) {
     fail("xenroam-agent configures network interfaces and must run as root");
   }
-  if (opts.correspondent) return correspondentMain(opts);
+  if (opts.correspondent && opts.control && opts.publicKey) {
+    return correspondentMain({ ...opts, control: opts.control, publicKey: opts.publicKey });
+  }
   // Beside the distribution's network manager only when it leaves a vif to the agent (netmanagers.ts). Its
   // state under /run describes the links of the namespace it runs in, init's: an agent in another network
   // namespace (the lab's VM, a container) would read another namespace's interface indexes there, so it does
@@ -327,15 +370,14 @@ async function main(): Promise<void> {
   const netlink = createNetlink();
   const channel = new XenstoreChannel(dir);
   let mobile: MobileNode | undefined;
-  if (opts.hoa) {
-    if (!opts.vm || !opts.control) fail("--hoa needs --vm NAME and --control URL");
+  if (opts.hoa && opts.vm && opts.control) {
     const token = readToken(opts.tokenFile, "with --hoa (the VM's token: xenroam-control add-vm)");
     mobile = new MobileNode(
       { vm: opts.vm, hoa: opts.hoa },
       {
         netlink,
         nft: createNft(),
-        control: new ControlClient(opts.control, { token }),
+        control: controlClient(opts, opts.control, token),
         announce: udpAnnouncer(opts.peer),
         state: jsonStateFile(opts.stateFile),
         log,

@@ -436,6 +436,11 @@ export class MobileNode implements MobilityHooks {
             log("binding_activated", { migration, seq: binding.seq, already: true });
             return;
           }
+          // The locator waits for a host's or an admin's attestation: the server activates it then.
+          if (e.status === 409 && e.code === "awaiting-proof") {
+            log("binding_awaits_proof", { migration, seq: binding.seq, reason: e.message });
+            return;
+          }
           // 409: refused for good (a newer binding is active, or it expired); say so and stop.
           if (e.status === 409) {
             log("binding_refused", { migration, seq: binding.seq, reason: e.message });

@@ -4,6 +4,7 @@ import test from "ava";
 import {
   type BindingRecord,
   type Change,
+  type Standby,
   generateSigningKeys,
   type SignedBinding,
   signBinding,
@@ -208,7 +209,7 @@ test("mobile node: with the server down at step 2 the prepare still succeeds; th
 });
 
 function record(partial: Partial<BindingRecord> & { hoa: string }): BindingRecord {
-  return { vm: "vm", active: undefined, seq: 0, locators: [], ...partial };
+  return { vm: "vm", active: undefined, seq: 0, issued: 0, locators: [], standbys: [], ...partial };
 }
 
 function correspondent() {
@@ -234,7 +235,18 @@ const signed = (o: Partial<SignedBinding> = {}, key = keys.privateKey) =>
 test("correspondent: the stream feeds the maps; a signed binding switches at once; refusals name the rule", async (t) => {
   const { nft, cn, refused } = correspondent();
   const changes: Change[] = [
-    { revision: 3, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) },
+    // MOA_B is a proven standby, its activation issued at sequence 2: the only direct binding taken.
+    {
+      revision: 3,
+      binding: record({
+        hoa: HOA,
+        active: MOA_A,
+        seq: 1,
+        issued: 2,
+        locators: [MOA_A, MOA_B],
+        standbys: [{ locator: MOA_B, seq: 2, proven: true }],
+      }),
+    },
     {
       revision: 4,
       binding: record({
@@ -255,8 +267,12 @@ test("correspondent: the stream feeds the maps; a signed binding switches at onc
   t.false((await cn.onSigned(signed({ expiresAt: Date.now() - 1 }))).ok);
   t.false((await cn.onSigned(signed({ vm: "other" }))).ok);
   t.false((await cn.onSigned(signed({ hoa: "2001:db8:f::6" }))).ok, "vm may not bind other's HoA");
-  t.is(refused.length, 5);
-  t.regex(refused[0] ?? "", /signature/);
+  t.false((await cn.onSigned(signed({ locator: "2001:db8:b::99" }))).ok, "not a standby");
+  t.false((await cn.onSigned(signed({ seq: 3 }))).ok, "not the sequence issued for it");
+  t.is(refused.length, 7);
+  t.regex(refused[0] ?? "", /not the server's key/);
+  t.regex(refused[5] ?? "", /not a current standby/);
+  t.regex(refused[6] ?? "", /issued sequence 2, not 3/);
   t.regex(refused[1] ?? "", /replayed or stale/);
   t.regex(refused[2] ?? "", /expired/);
   t.regex(refused[3] ?? "", /belongs to vm, not other/);
@@ -267,9 +283,8 @@ test("correspondent: the stream feeds the maps; a signed binding switches at onc
   t.true((await cn.onSigned(ok)).ok);
   t.is(
     nft.scripts.at(-1),
-    `insert rule ip6 xenroam egress ip6 daddr ${HOA} notrack ip6 daddr set ${MOA_B}\n` +
-      `add element ip6 xenroam locator_to_hoa { ${MOA_B} : ${HOA} }\n`,
-    "the switch itself only adds: an override rule and the new locator",
+    `insert rule ip6 xenroam egress ip6 daddr ${HOA} notrack ip6 daddr set ${MOA_B}\n`,
+    "the switch itself only adds an override rule (the standby was accepted on ingress already)",
   );
   await new Promise((r) => setTimeout(r, 60)); // the canonical table follows (canonicalDelayMs)
   const script = nft.scripts.at(-1) ?? "";
@@ -402,13 +417,14 @@ test("mobile node: a standby still active at the abort (relayed, never rolled ba
 });
 
 test("correspondent: a rollback from the stream beats the VM's late datagram for the failed move, in either order", async (t) => {
-  const stream = (seq: number, active: string, locators: string[]): Change[] => [
-    { revision: seq + 10, binding: record({ hoa: HOA, active, seq, locators }) },
+  const stream = (seq: number, active: string, locators: string[], standbys: Standby[] = []): Change[] => [
+    { revision: seq + 10, binding: record({ hoa: HOA, active, seq, issued: seq, locators, standbys }) },
   ];
   const relayed = signed({ locator: MOA_B, seq: 2 });
+  const standby = [{ locator: MOA_B, seq: 2, proven: true }];
   // The stream brings the relay (seq 2) and then the rollback (seq 3); the datagram comes last.
   const late = correspondent();
-  await late.cn.onChanges(stream(1, MOA_A, [MOA_A]));
+  await late.cn.onChanges(stream(1, MOA_A, [MOA_A, MOA_B], standby));
   await late.cn.onChanges(stream(2, MOA_B, [MOA_B, MOA_A]));
   await late.cn.onChanges(stream(3, MOA_A, [MOA_A, MOA_B]));
   t.false((await late.cn.onSigned(relayed)).ok);
@@ -416,7 +432,7 @@ test("correspondent: a rollback from the stream beats the VM's late datagram for
   t.true((late.nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_A}`));
   // The datagram comes first (applied at once), then the stream's rollback.
   const early = correspondent();
-  await early.cn.onChanges(stream(1, MOA_A, [MOA_A]));
+  await early.cn.onChanges(stream(1, MOA_A, [MOA_A, MOA_B], standby));
   t.true((await early.cn.onSigned(relayed)).ok);
   await early.cn.onChanges(stream(3, MOA_A, [MOA_A, MOA_B]));
   t.deepEqual(early.cn.bindings(), [{ hoa: HOA, active: MOA_A, locators: [MOA_A, MOA_B] }]);
@@ -544,7 +560,17 @@ test("correspondent under a flood of forged datagrams: cheap refusals first, few
     log: (e, f) => logged.push([e, f]),
   });
   await cn.onChanges([
-    { revision: 3, binding: record({ hoa: HOA, active: MOA_A, seq: 1, locators: [MOA_A] }) },
+    {
+      revision: 3,
+      binding: record({
+        hoa: HOA,
+        active: MOA_A,
+        seq: 1,
+        issued: 2,
+        locators: [MOA_A, MOA_B],
+        standbys: [{ locator: MOA_B, seq: 2, proven: true }],
+      }),
+    },
   ]);
   const forged = { ...signed({ seq: 99 }), sig: "A".repeat(86) };
   const junk: unknown[] = [

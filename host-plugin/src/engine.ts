@@ -375,6 +375,7 @@ export class Engine {
       }));
       const { activation } = answer.value;
       log("prepared", { migration: id, vm, moa, site: site.name, activation: activation !== undefined });
+      if (activation?.vm === vm && this.p.control?.attest) await this.attest(vm, id, moa, this.p.control);
       return {
         kind: "prepared",
         migrationId: id,
@@ -572,6 +573,21 @@ export class Engine {
       startedAt: started,
       timeline,
     };
+  }
+
+  /**
+   * This Dom0 vouches to the control server for the MoA the guest answered on the staging bridge of its
+   * destination site (a locator the guest's MAC does not prove waits for that before it can be activated).
+   * Never fails the prepare: without it the move still works, its binding only waits for a proof.
+   */
+  private async attest(vm: string, migration: string, moa: string, control: ControlRelay): Promise<void> {
+    const started = this.p.now();
+    try {
+      const r = await control.attest?.(vm, moa);
+      this.p.log("moa_attested", { migration, vm, moa, ...r, ms: this.p.now() - started });
+    } catch (err) {
+      this.p.log("moa_attest_failed", { migration, vm, moa, error: printable((err as Error).message) });
+    }
   }
 
   /**

@@ -175,6 +175,10 @@ export class FakeControl implements ControlRelay {
       return { revision: b.seq };
     });
   }
+  async attest(vm: string, locator: string) {
+    this.journal.push(`control attest ${vm} ${locator}`);
+    return { attested: true, activated: false };
+  }
   rollback(vm: string, undo: SignedActivation) {
     this.journal.push(`control rollback ${vm} ${undo.locator} ${undo.seq}`);
     return this.later(() => {
@@ -185,6 +189,7 @@ export class FakeControl implements ControlRelay {
         locator: "2001:db8:a::5",
         seq: undo.seq + 1,
         expiresAt: 1,
+        kid: "A".repeat(11),
         sig: "x",
       };
     });

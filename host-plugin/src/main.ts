@@ -10,6 +10,14 @@ import { createNetlink, type Netlink } from "@xenroam/netlink";
 import { ControlClient, ControlClientError } from "@xenroam/control";
 import { XL_DEFAULTS, XlError, xlReceive, XlToolstack } from "./adapters/xl.js";
 import { connectXapi, type Xapi, XapiAdapterError, XapiToolstack } from "./adapters/xapi.js";
+import {
+  normalizeFingerprint,
+  readCaFile,
+  XAPI_SOCKET,
+  xapiEndpoint,
+  type XapiTrust,
+  XapiTrustError,
+} from "./adapters/xapi-wire.js";
 import { XlConfigError } from "./xlcfg.js";
 import { InstallError, installXapi } from "./install.js";
 import { checks, gatherFacts } from "./doctor.js";
@@ -62,6 +70,7 @@ interface GlobalOptions {
   lab?: string;
   control?: string;
   controlTokenFile?: string;
+  controlCa?: string;
   xlConfig?: string;
   transport?: string;
   remoteXenroam?: string;
@@ -70,10 +79,17 @@ interface GlobalOptions {
   xapiUrl?: string;
   xapiUser?: string;
   xapiPasswordFile?: string;
+  xapiCa?: string;
+  xapiFingerprint: string[];
+  xapiInsecureHttp?: boolean;
+  xapiSessionFile?: string;
+  /** Refused: a session id on the command line (see localXapi). */
   xapiSession?: string;
   xapiRemote?: string;
   xapiRemoteUser?: string;
   xapiRemotePasswordFile?: string;
+  xapiRemoteCa?: string;
+  xapiRemoteFingerprint: string[];
   logJson?: boolean;
   /** commander's negated option: false with --no-carrier-hold. */
   carrierHold: boolean;
@@ -96,6 +112,9 @@ function yieldCpu(): void {
     // not allowed here: carry on at the priority it has
   }
 }
+
+/** A repeatable option's values, in order. */
+const collect = (v: string, previous: string[]): string[] => [...previous, v];
 
 const positiveInt = (v: string) => {
   const n = Number(v);
@@ -202,8 +221,29 @@ function loadSites(file: string): SiteDirectory {
   }
 }
 
+/** The CA an https:// control server is checked against when --control-ca is not given, if it is there. */
+const CONTROL_CA = "/etc/xenroam/control-ca.pem";
+
+/** The control server's CA (PEM): --control-ca, else CONTROL_CA for an https:// URL, else the system's CAs. */
+function controlCa(url: string, file: string | undefined): string | undefined {
+  const path = file ?? (url.startsWith("https:") && existsSync(CONTROL_CA) ? CONTROL_CA : undefined);
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path, "utf8");
+  } catch (err) {
+    throw new UsageError(
+      `cannot read the control server's CA ${path}: ${(err as Error).message} (give it with --control-ca FILE)`,
+    );
+  }
+}
+
 /** A client for the control server with this host's (peer) token. */
-function controlClient(url: string, tokenFile: string | undefined, timeoutMs?: number): ControlClient {
+function controlClient(
+  url: string,
+  tokenFile: string | undefined,
+  caFile: string | undefined,
+  timeoutMs?: number,
+): ControlClient {
   const file = tokenFile ?? "/etc/xenroam/host.token";
   let token: string;
   try {
@@ -213,12 +253,17 @@ function controlClient(url: string, tokenFile: string | undefined, timeoutMs?: n
       `cannot read the control token ${file}: ${(err as Error).message} (issue one with \`xenroam-control add-peer HOST\` and give it with --control-token-file FILE)`,
     );
   }
-  return new ControlClient(url, { token, ...(timeoutMs ? { timeoutMs } : {}) });
+  const ca = controlCa(url, caFile);
+  return new ControlClient(url, { token, ...(ca ? { ca } : {}), ...(timeoutMs ? { timeoutMs } : {}) });
 }
 
 /** The sites document from the control server, validated as a file would be; read once per command. */
-async function sitesFromControl(url: string, tokenFile: string | undefined): Promise<SiteDirectory> {
-  const client = controlClient(url, tokenFile);
+async function sitesFromControl(
+  url: string,
+  tokenFile: string | undefined,
+  caFile: string | undefined,
+): Promise<SiteDirectory> {
+  const client = controlClient(url, tokenFile, caFile);
   return parseSites(await client.sites(), `the sites document of ${client.base}`);
 }
 
@@ -232,8 +277,14 @@ const RELAY_TIMEOUT_MS = 2000;
 function receiveRelay(text: string, g: GlobalOptions, log: Log): (() => Promise<unknown>) | undefined {
   try {
     const order = parseRelayArgument(text);
-    const client = controlClient(g.control ?? order.control, g.controlTokenFile, RELAY_TIMEOUT_MS);
-    // While the memory stream arrives: the relay itself then costs the paused domain a round trip only.
+    const client = controlClient(
+      g.control ?? order.control,
+      g.controlTokenFile,
+      g.controlCa,
+      RELAY_TIMEOUT_MS,
+    );
+    // While the memory stream arrives (the server reached, the client's code and TLS loaded): the relay then
+    // costs the paused domain a connection (with its TLS handshake for https://) and a round trip.
     const warmed = client.health().catch(() => undefined);
     return async () => {
       await warmed;
@@ -255,14 +306,80 @@ function readSecretFile(file: string): string {
   throw new UsageError(`${file} is empty`);
 }
 
-/** A session with this host's pool: the host plugin's session, or the password file's. */
+/** How a pool's https:// XAPI is checked, from its options (CA file or pinned fingerprints). */
+function xapiTrust(
+  flag: "--xapi" | "--xapi-remote",
+  ca: string | undefined,
+  fingerprints: readonly string[],
+  insecureHttp: boolean | undefined,
+): XapiTrust {
+  try {
+    return {
+      flag,
+      ...(ca !== undefined ? { ca: readCaFile(ca, flag) } : {}),
+      ...(fingerprints.length > 0
+        ? { fingerprints: fingerprints.map((f) => normalizeFingerprint(f, flag)) }
+        : {}),
+      ...(insecureHttp ? { insecureHttp } : {}),
+    };
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+}
+
+/** A XAPI session id from a file, or from stdin with "-" (never from the command line). */
+function readSessionFile(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file === "-" ? 0 : file, "utf8").trim();
+  } catch (err) {
+    throw new UsageError(
+      `--xapi-session-file: cannot read ${file === "-" ? "stdin" : file}: ${(err as Error).message}`,
+    );
+  }
+  if (!/^OpaqueRef:[A-Za-z0-9-]+$/.test(text))
+    throw new UsageError(
+      `--xapi-session-file: ${file === "-" ? "stdin" : file} holds no XAPI session id (OpaqueRef:…)`,
+    );
+  return text;
+}
+
+/**
+ * A session with this host's pool: the host plugin's session, or a login — over xapi's Unix socket by default
+ * (root, no password: xapi trusts its local socket), or at --xapi-url with the password file.
+ */
 function localXapi(opts: GlobalOptions): Promise<Xapi> {
-  const url = opts.xapiUrl ?? "https://localhost";
+  if (opts.xapiSession !== undefined)
+    throw new UsageError(
+      "--xapi-session puts the XAPI session id on the command line, where every user of this host can read it (/proc/PID/cmdline); give it on stdin with --xapi-session-file - (or in a file only root reads)",
+    );
+  const url = opts.xapiUrl ?? `unix:${XAPI_SOCKET}`;
   const user = opts.xapiUser ?? "root";
-  const password = opts.xapiSession
-    ? ""
-    : readSecretFile(opts.xapiPasswordFile ?? "/etc/xenroam/xapi.password");
-  return connectXapi(url, user, password, opts.xapiSession);
+  const trust = xapiTrust("--xapi", opts.xapiCa, opts.xapiFingerprint, opts.xapiInsecureHttp);
+  const sessionId = opts.xapiSessionFile ? readSessionFile(opts.xapiSessionFile) : undefined;
+  const password =
+    sessionId || url.startsWith("unix:")
+      ? ""
+      : readSecretFile(opts.xapiPasswordFile ?? "/etc/xenroam/xapi.password");
+  return connectXapi(url, user, password, { ...(sessionId ? { sessionId } : {}), trust });
+}
+
+/** The other pool's master for a cross-pool migration, checked before anything of the migration starts. */
+function remoteXapi(opts: GlobalOptions, url: string): () => Promise<Xapi> {
+  const trust = xapiTrust(
+    "--xapi-remote",
+    opts.xapiRemoteCa,
+    opts.xapiRemoteFingerprint,
+    opts.xapiInsecureHttp,
+  );
+  try {
+    if (xapiEndpoint(url, trust).kind === "unix")
+      throw new XapiTrustError(`--xapi-remote is the other pool's master (https://HOST), not a local socket`);
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+  const passwordFile = opts.xapiRemotePasswordFile ?? "/etc/xenroam/xapi-remote.password";
+  return () => connectXapi(url, opts.xapiRemoteUser ?? "root", readSecretFile(passwordFile), { trust });
 }
 
 /**
@@ -288,8 +405,12 @@ async function withEngineInner<T>(
 ): Promise<T> {
   let { host, sites, stateDir, xenstore } = opts;
   // The control server the engine relays guests' activations to (mobility layer).
-  let relayTo: { url: string; tokenFile?: string } | undefined = opts.control
-    ? { url: opts.control, ...(opts.controlTokenFile ? { tokenFile: opts.controlTokenFile } : {}) }
+  let relayTo: { url: string; tokenFile?: string; caFile?: string } | undefined = opts.control
+    ? {
+        url: opts.control,
+        ...(opts.controlTokenFile ? { tokenFile: opts.controlTokenFile } : {}),
+        ...(opts.controlCa ? { caFile: opts.controlCa } : {}),
+      }
     : undefined;
   let channelDir: string = CHANNEL_DIR.xl;
   let toolstack: Toolstack;
@@ -298,7 +419,13 @@ async function withEngineInner<T>(
   if (opts.toolstack === "lab" || opts.lab) {
     const labDir = opts.lab ?? "/run/xenroam-lab/xr";
     // The lab is loaded only for the lab: a Dom0 runs xenroam without any of it.
-    const { controlUrl, hostTokenFile, LabToolstack, readState: readLabState } = await import("@xenroam/lab");
+    const {
+      controlUrl,
+      FILES: labFiles,
+      hostTokenFile,
+      LabToolstack,
+      readState: readLabState,
+    } = await import("@xenroam/lab");
     const lab = readLabState(labDir);
     if (!lab) throw new UsageError(`no lab state in ${labDir}; start one with: xenroam-lab up`);
     host ??= (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;
@@ -307,10 +434,13 @@ async function withEngineInner<T>(
     xenstore ??= join(labDir, `xs-${host}.sock`);
     toolstack = new LabToolstack(labDir, lab.topology);
     bridges = lab.topology.bridges;
-    // A lab with the mobility layer provisions each host a token: its xenroam relays at the pause.
+    // A lab with the mobility layer provisions each host a token: its xenroam relays at the pause, to the
+    // control server whose certificate the lab's CA signed.
     const m = lab.topology.mobility;
     const token = join(labDir, hostTokenFile(host));
-    if (m && existsSync(token)) relayTo ??= { url: controlUrl(lab.topology, m), tokenFile: token };
+    if (m && existsSync(token)) {
+      relayTo ??= { url: controlUrl(lab.topology, m), tokenFile: token, caFile: join(labDir, labFiles.ca) };
+    }
   } else if (opts.toolstack === "xl") {
     stateDir ??= "/run/xenroam";
     mkdirSync(stateDir, { recursive: true, mode: 0o700 });
@@ -342,20 +472,9 @@ async function withEngineInner<T>(
   } else {
     const local = await localXapi(opts);
     closers.push(() => local.close());
-    const remoteUrl = opts.xapiRemote;
-    const remotePasswordFile = opts.xapiRemotePasswordFile;
     toolstack = new XapiToolstack({
       local,
-      ...(remoteUrl
-        ? {
-            remote: () =>
-              connectXapi(
-                remoteUrl,
-                opts.xapiRemoteUser ?? "root",
-                readSecretFile(remotePasswordFile ?? "/etc/xenroam/xapi-remote.password"),
-              ),
-          }
-        : {}),
+      ...(opts.xapiRemote ? { remote: remoteXapi(opts, opts.xapiRemote) } : {}),
     });
     bridges = { real: opts.bridge ?? "xenbr0", parking: opts.parkingBridge ?? "xrpark0" };
     channelDir = CHANNEL_DIR.xapi;
@@ -368,7 +487,7 @@ async function withEngineInner<T>(
   mkdirSync(stateDir, { recursive: true, mode: 0o700 });
   if (opts.control && opts.sites) throw new UsageError("give either --sites or --control, not both");
   const siteDir = opts.control
-    ? await sitesFromControl(opts.control, opts.controlTokenFile)
+    ? await sitesFromControl(opts.control, opts.controlTokenFile, opts.controlCa)
     : loadSites(sites ?? "/etc/xenroam/sites.json");
   const xs = await XenstoreClient.connect(xenstore);
   const netlink = staging ? undefined : createNetlink();
@@ -387,7 +506,9 @@ async function withEngineInner<T>(
       locks,
       log: makeLog(opts.logJson === true),
       now: () => Date.now(),
-      ...(relayTo ? { control: controlClient(relayTo.url, relayTo.tokenFile, RELAY_TIMEOUT_MS) } : {}),
+      ...(relayTo
+        ? { control: controlClient(relayTo.url, relayTo.tokenFile, relayTo.caFile, RELAY_TIMEOUT_MS) }
+        : {}),
     });
     return await fn(engine, await engine.reconcile());
   } finally {
@@ -419,6 +540,10 @@ const program = new Command("xenroam")
   )
   .option("--control <url>", "read the sites from this control server instead of a file")
   .option("--control-token-file <file>", "this host's control token (default: /etc/xenroam/host.token)")
+  .option(
+    "--control-ca <file>",
+    `the CA certificate (PEM) an https:// control server must chain to (default: ${CONTROL_CA} if it exists, else the system's CAs)`,
+  )
   .addOption(
     new Option("--state-dir <dir>", "where xenroam keeps host state (default: /run/xenroam)").env(
       "XENROAM_STATE_DIR",
@@ -450,18 +575,53 @@ const program = new Command("xenroam")
     "xl: the destination Dom0 does not announce the guest's new address to the site's router before the guest resumes (an unsolicited neighbour advertisement with the guest's MAC; turn it off where the LAN drops those, e.g. ND inspection)",
   )
   .addOption(
-    new Option("--xapi-url <url>", "xapi: the pool master (default: https://localhost)").env(
-      "XENROAM_XAPI_URL",
-    ),
+    new Option(
+      "--xapi-url <url>",
+      `xapi: this pool's XAPI: unix:${XAPI_SOCKET} (the default: xapi's own socket in Dom0, root without a password), https://MASTER (its certificate checked), or http:// on this host`,
+    ).env("XENROAM_XAPI_URL"),
   )
   .option("--xapi-user <name>", "xapi: user (default: root)")
-  .option("--xapi-password-file <file>", "xapi: password file (default: /etc/xenroam/xapi.password)")
-  .option("--xapi-session <ref>", "xapi: an existing session (the host plugin passes XAPI's)")
-  .option("--xapi-remote <url>", "xapi: the destination pool's master, for a cross-pool migration")
+  .option(
+    "--xapi-password-file <file>",
+    "xapi: password file for an https:// --xapi-url (default: /etc/xenroam/xapi.password)",
+  )
+  .option(
+    "--xapi-ca <file>",
+    "xapi: PEM certificate(s) this pool's https:// XAPI must chain to, its name in the URL checked (default: the system's CAs)",
+  )
+  .option(
+    "--xapi-fingerprint <sha256>",
+    "xapi: pin this pool's XAPI by its certificate's SHA-256 fingerprint (repeatable: each host that may be master)",
+    collect,
+    [],
+  )
+  .option(
+    "--xapi-session-file <file>",
+    "xapi: an existing session id in FILE, - for stdin (the host plugin passes XAPI's so; never on a command line)",
+  )
+  .addOption(new Option("--xapi-session <ref>").hideHelp())
+  .option(
+    "--xapi-remote <url>",
+    "xapi: the destination pool's master (https://HOST), for a cross-pool migration",
+  )
   .option("--xapi-remote-user <name>", "xapi: user on the destination pool (default: root)")
   .option(
     "--xapi-remote-password-file <file>",
     "xapi: its password file (default: /etc/xenroam/xapi-remote.password)",
+  )
+  .option(
+    "--xapi-remote-ca <file>",
+    "xapi: PEM certificate(s) the destination pool's XAPI must chain to (default: the system's CAs)",
+  )
+  .option(
+    "--xapi-remote-fingerprint <sha256>",
+    "xapi: pin the destination pool's XAPI by its certificate's SHA-256 fingerprint (repeatable)",
+    collect,
+    [],
+  )
+  .option(
+    "--xapi-insecure-http",
+    "xapi: allow http:// to another host's XAPI (the password in clear, the peer unchecked): for a lab only",
   )
   .option("--bridge <name>", "the real bridge the primary vif uses (default: xenbr0)")
   .option("--parking-bridge <name>", "the bridge the secondary vif waits on (default: xrpark0)")
@@ -573,12 +733,14 @@ program
   .action(async (o: { json?: boolean }) => {
     const g = program.opts<GlobalOptions>();
     const sitesFile = g.control ? undefined : (g.sites ?? "/etc/xenroam/sites.json");
-    const facts = await gatherFacts(sitesFile);
+    const xapiSocket = g.xapiUrl?.startsWith("unix:") ? g.xapiUrl.slice("unix:".length) : undefined;
+    const facts = await gatherFacts(sitesFile, xapiSocket);
     const results = checks(facts, {
       toolstack: g.toolstack === "xapi" ? "xapi" : "xl",
       bridge: g.bridge ?? "xenbr0",
       parkingBridge: g.parkingBridge ?? "xrpark0",
       ...(sitesFile ? { sitesFile } : {}),
+      ...(g.xapiUrl ? { xapiUrl: g.xapiUrl } : {}),
     });
     const failed = results.filter((r) => !r.ok && r.essential);
     if (o.json) console.log(JSON.stringify({ os: facts.os, checks: results }, null, 2));
@@ -804,6 +966,7 @@ program.parseAsync().catch((err: unknown) => {
     XlError,
     XlConfigError,
     XapiAdapterError,
+    XapiTrustError,
     InstallError,
     Dom0NetError,
   ].some((k) => err instanceof k);

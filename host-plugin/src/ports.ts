@@ -113,6 +113,8 @@ export interface ControlRelay {
   prepareActivate?(b: SignedActivation): () => Promise<{ revision: number }>;
   /** Undoes `activation` (which must be the VM's active binding): its previous locator is active again. */
   rollback(vm: string, activation: SignedActivation): Promise<SignedActivation>;
+  /** Vouches for a MoA the guest answered at a prepare (ControlClient.attest). */
+  attest?(vm: string, locator: string): Promise<{ attested: boolean; activated: boolean }>;
 }
 
 export interface HostPorts {

@@ -3,7 +3,8 @@
 //   xe host-call-plugin host-uuid=H plugin=xenroam fn=status [args:vm=web1]
 //   xe host-call-plugin host-uuid=H plugin=xenroam fn=prepare args:vm=web1 args:to=hostb
 //   xe host-call-plugin host-uuid=H plugin=xenroam fn=abort args:vm=web1
-// run xenroam on that host with the caller's XAPI session. Whatever happens, the answer is an XML-RPC
+// run xenroam on that host with the caller's XAPI session, handed to it on its stdin (XAPI puts it on this
+// plugin's own command line; xenroam's stays free of it). Whatever happens, the answer is an XML-RPC
 // response on stdout (Success with xenroam's output, or Failure with its reason) and the exit code is 0.
 
 import { execFile } from "node:child_process";
@@ -18,11 +19,18 @@ function reply(xml: string): void {
   process.exit(0);
 }
 
-function xenroam(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+/** Runs xenroam with the caller's session on its stdin: a command line is readable by every user of the host. */
+function xenroam(args: string[], session: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [XENROAM, ...args], { timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    const child = execFile(
+      process.execPath,
+      [XENROAM, ...args],
+      { timeout: 120_000 },
+      (err, stdout, stderr) =>
+        resolve({ code: err ? Number((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
+    child.stdin?.on("error", () => {});
+    child.stdin?.end(`${session}\n`);
   });
 }
 
@@ -37,7 +45,7 @@ async function main(): Promise<void> {
   const { fn, session, args } = call;
   const vm = args.vm;
   if (vm !== undefined && !VM.test(vm)) return reply(pluginFailure(fn, `bad vm "${vm}"`));
-  const base = ["--toolstack", "xapi", "--xapi-session", session];
+  const base = ["--toolstack", "xapi", "--xapi-session-file", "-"];
   let argv: string[];
   if (fn === "status") argv = [...base, "status", "--json", ...(vm ? [vm] : [])];
   else if (fn === "prepare") {
@@ -48,7 +56,7 @@ async function main(): Promise<void> {
     if (!vm) return reply(pluginFailure(fn, "abort needs args:vm=VM"));
     argv = [...base, "abort", vm];
   } else return reply(pluginFailure(fn, `unknown function ${fn}; the functions are status, prepare, abort`));
-  const r = await xenroam(argv);
+  const r = await xenroam(argv, session);
   if (r.code === 0) reply(pluginSuccess(r.stdout.trim()));
   else reply(pluginFailure(fn, r.stderr.trim().split("\n").at(-1) ?? `exit ${r.code}`));
 }

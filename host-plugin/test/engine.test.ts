@@ -37,6 +37,7 @@ const ACTIVATION = {
   locator: MOA,
   seq: 7,
   expiresAt: 1e13,
+  kid: "AAAAAAAAAAA",
   sig: "A".repeat(86),
 };
 

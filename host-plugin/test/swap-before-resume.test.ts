@@ -41,13 +41,14 @@ test.serial("xl: the vifs run swapped from the first instant", async (t) => {
   );
   const xs = new XenstoreServer();
   await xs.listen(join(dir, "xs.sock"), { domid: 0 });
-  const saved = { PATH: process.env.PATH };
-  process.env.PATH = `${join(dir, "bin")}:${process.env.PATH ?? ""}`;
+  const saved = { xl: process.env.XENROAM_XL };
+  process.env.XENROAM_XL = join(dir, "bin", "xl");
   process.env.FAKE_XL_DIR = dir;
   process.env.FAKE_XL_XENSTORE = join(dir, "xs.sock");
   process.env.FAKE_XL_XENSTORE_MODULE = import.meta.resolve("@xenroam/xenstore");
   t.teardown(async () => {
-    process.env.PATH = saved.PATH;
+    if (saved.xl === undefined) delete process.env.XENROAM_XL;
+    else process.env.XENROAM_XL = saved.xl;
     delete process.env.FAKE_XL_XENSTORE;
     await xs.close();
     rmSync(dir, { recursive: true, force: true });

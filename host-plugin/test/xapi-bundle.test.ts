@@ -118,4 +118,45 @@ test("the XAPI bundle fits glibc 2.17 and runs xenroam, its hook and its plugin 
   });
   t.is(plugin.code, 0, plugin.stderr);
   t.regex(plugin.stdout, /<name>Status<\/name><value>Success<\/value>/, plugin.stdout);
+
+  // Under Bun as under Node.js, an https:// XAPI is checked before the login: unpinned, it is sent nothing;
+  // pinned (openssl's fingerprint as the admin reads it), the login goes through.
+  const key = join(work, "xapi.key");
+  const cert = join(work, "xapi.pem");
+  execFileSync(
+    "openssl",
+    [
+      ...["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"],
+      ...["-keyout", key, "-out", cert, "-days", "2", "-subj", "/CN=hosta"],
+      ...["-addext", "subjectAltName=IP:127.0.0.1"],
+    ],
+    { stdio: "ignore" },
+  );
+  const fingerprint = execFileSync("openssl", ["x509", "-noout", "-fingerprint", "-sha256", "-in", cert], {
+    encoding: "utf8",
+  }).trim();
+  const secure = await new FakeXapi(poolA()).start({
+    tls: { key: readFileSync(key, "utf8"), cert: readFileSync(cert, "utf8") },
+  });
+  t.teardown(() => secure.stop());
+  const password = join(work, "xapi.password");
+  writeFileSync(password, "secret\n", { mode: 0o600 });
+  const parking = (...trust: string[]) =>
+    xenroam(
+      "--toolstack",
+      "xapi",
+      "--xapi-url",
+      secure.url,
+      "--xapi-password-file",
+      password,
+      ...trust,
+      "xapi-parking",
+    );
+  const refused = await parking();
+  t.is(refused.code, 1);
+  t.regex(refused.stderr, /certificate is not trusted .* xenroam sent it nothing, no password/);
+  t.deepEqual(secure.bodies, [], "the unchecked XAPI got no login");
+  const pinned = await parking("--xapi-fingerprint", fingerprint.replace(/^.*=/, ""));
+  t.is(pinned.code, 0, pinned.stderr);
+  t.regex(pinned.stdout, /the parking network/);
 });

@@ -1,4 +1,4 @@
-// The xl adapter's contract, against a recording fake `xl` first on PATH: the swapped config goes to
+// The xl adapter's contract, against a recording fake `xl` (XENROAM_XL): the swapped config goes to
 // `xl migrate -C` with `xenroam receive` as the transport's far end; the destination runs
 // `xl migrate-receive` and holds its "ready" message until the arrival is in the guest's xenstore, so xl
 // unpauses a domain that already has it. The fake speaks xl's protocol (fixtures/fake-xl.mjs).
@@ -83,13 +83,15 @@ async function setup(t: ExecutionContext) {
   const named = await XenstoreClient.connect(sock);
   await named.write("/local/domain/5/name", "web1");
   named.close();
-  const saved = { PATH: process.env.PATH, dir: process.env.FAKE_XL_DIR };
-  process.env.PATH = `${bin}:${process.env.PATH ?? ""}`;
+  const saved = { xl: process.env.XENROAM_XL, dir: process.env.FAKE_XL_DIR };
+  // xenroam runs xl from the system's directories, or the one XENROAM_XL names (never PATH's).
+  process.env.XENROAM_XL = join(bin, "xl");
   process.env.FAKE_XL_DIR = dir;
   process.env.FAKE_XL_XENSTORE = sock;
   process.env.FAKE_XL_XENSTORE_MODULE = XENSTORE_MODULE;
   t.teardown(async () => {
-    process.env.PATH = saved.PATH;
+    if (saved.xl === undefined) delete process.env.XENROAM_XL;
+    else process.env.XENROAM_XL = saved.xl;
     await xs.close();
     rmSync(dir, { recursive: true, force: true });
   });
@@ -490,10 +492,23 @@ async function controlServer(t: ExecutionContext, dir: string) {
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
   const url = `http://127.0.0.1:${(srv.address() as AddressInfo).port}`;
+  await service.putSites({
+    sites: ["a", "b"].map((n) => ({
+      name: n,
+      prefix: `2001:db8:${n}::/64`,
+      gateway: { linkLocal: `fe80::${n}:1`, mac: `02:00:00:00:0${n}:01` },
+    })),
+    hosts: [
+      { name: "hosta", site: "a" },
+      { name: "hostb", site: "b" },
+    ],
+  });
   await service.registerVm("web1", "2001:db8:f::5");
   const first = await service.registerStandby("web1", "2001:db8:a::5");
+  await service.attest("web1", "2001:db8:a::5");
   await service.activate(first);
   const activation = await service.registerStandby("web1", "2001:db8:b::5");
+  await service.attest("web1", "2001:db8:b::5"); // as the source Dom0 does once the guest answered
   const tokenFile = join(dir, "host.token");
   writeFileSync(tokenFile, (await service.registerPeer("hostb")).token);
   const cnToken = (await service.registerPeer("cn")).token;

@@ -58,6 +58,7 @@ if [ ! -e "$root/etc/default/xenroam-agent" ]; then
   cat > "$root/etc/default/xenroam-agent" <<'DEF'
 # Options for xenroam-agent (xenroam-agent --help). xl hosts: --channel xl; XAPI pools: --channel xapi.
 # With a home address: --hoa ADDR --vm NAME --control URL --token-file /etc/xenroam/vm.token --peer [CN]:7361
+# (an https:// URL with a private CA: --control-ca /etc/xenroam/control-ca.pem)
 XENROAM_AGENT_OPTS="--channel xl"
 DEF
 fi

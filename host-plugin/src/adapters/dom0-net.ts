@@ -7,6 +7,7 @@
 import { execFile } from "node:child_process";
 import { readFile, writeFile } from "node:fs/promises";
 import { formatIpv6, parseIpv6 } from "@xenroam/core";
+import { binaryPath } from "@xenroam/process";
 import type { Dom0Net, NetworkBackend } from "./xapi-staging.js";
 
 export class Dom0NetError extends Error {
@@ -50,9 +51,19 @@ function checkIfname(ifname: string): string {
 
 export type Run = (file: string, args: readonly string[]) => Promise<string>;
 
-/** Runs a command; a failure says which one and what it printed. */
-export const runCommand: Run = (file, args) =>
+/**
+ * Runs a command by name (`ip`, `ovs-vsctl`: the system's, through @xenroam/process's resolver, as doctor
+ * reports it); a failure says which one and what it printed.
+ */
+export const runCommand: Run = (name, args) =>
   new Promise((resolve, reject) => {
+    let file: string;
+    try {
+      file = binaryPath(name);
+    } catch (err) {
+      reject(new Dom0NetError(`cannot run ${name}: ${(err as Error).message}`));
+      return;
+    }
     execFile(file, args, { timeout: 35_000 }, (err, stdout, stderr) => {
       if (!err) return resolve(stdout);
       const e = err as Error & { code?: number | string };

@@ -4,10 +4,11 @@
 import { spawn } from "node:child_process";
 import { closeSync, openSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { identify, isRunning, stopProcess } from "@xenroam/process";
+import { binaryPath, identify, isRunning, stopProcess } from "@xenroam/process";
 import type { ProcessRef, RadvdControl } from "../ports.js";
 
-export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdControl {
+/** `binary`: radvd's path; by default XENROAM_RADVD or the system's (@xenroam/process's resolver, as doctor reports). */
+export function createRadvdControl(stateDir: string, binary?: string): RadvdControl {
   const files = (name: string) => ({
     conf: join(stateDir, `radvd-${name}.conf`),
     pid: join(stateDir, `radvd-${name}.pid`),
@@ -16,9 +17,10 @@ export function createRadvdControl(stateDir: string, binary = "radvd"): RadvdCon
   return {
     async start(name, config) {
       const { conf, pid, log } = files(name);
+      const program = binary ?? binaryPath("radvd");
       writeFileSync(conf, config);
       const logFd = openSync(log, "a");
-      const child = spawn(binary, ["--nodaemon", "-C", conf, "-p", pid, "-m", "stderr"], {
+      const child = spawn(program, ["--nodaemon", "-C", conf, "-p", pid, "-m", "stderr"], {
         detached: true,
         stdio: ["ignore", logFd, logFd],
       });

@@ -1,15 +1,23 @@
-// The XAPI adapter: the only code in xenroam that talks to XAPI (through the npm `xen-api` client). Across
-// pools: VM.migrate_send with a vif_map that maps each VIF to the destination network of its swapped bridge,
-// which the destination applies before the VM resumes. Inside a pool the method is refused (see
+// The XAPI adapter: the only code in xenroam that talks to XAPI (the npm `xen-api` client's session over the
+// checked connections of xapi-wire.ts). Across pools: VM.migrate_send with a vif_map that maps each VIF to
+// the destination network of its swapped bridge, which the destination applies before the VM resumes. Inside a pool the method is refused (see
 // INTRA_POOL_REFUSAL): a plain VM.pool_migrate only. What the destination must tell the guest (it arrived)
 // travels in the VM's other_config, which the cross-pool import copies into the destination's record before
 // the domain is made there: its vif-hotplug hook writes it into the new domain as the VIFs are plugged,
 // before the memory copy, and vm-post-migrate again after unpause (xapi-hooks.ts). The parking and staging
 // networks have the same bridge names in every pool (xrpark0, xr-<site>), which the vif_map is matched by.
 
+import { isIP } from "node:net";
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
 import { createClient, type XapiClient } from "xen-api";
 import { HOOK_OTHER_CONFIG } from "../xapi-hooks.js";
+import {
+  jsonRpcTransport,
+  type XapiEndpoint,
+  xapiEndpoint,
+  type XapiTrust,
+  XapiTrustError,
+} from "./xapi-wire.js";
 
 export class XapiAdapterError extends Error {
   override readonly name = "XapiAdapterError";
@@ -27,29 +35,86 @@ export interface Xapi {
   close(): Promise<void>;
 }
 
+/** How to reach a pool and whom to trust there (adapters/xapi-wire.ts). */
+export interface XapiConnectOptions {
+  /** A session XAPI handed a host plugin: no login, no password. */
+  readonly sessionId?: string;
+  readonly trust?: XapiTrust;
+}
+
 /**
- * A session with a pool master (JSON-RPC; self-signed certificates accepted, as on most pools): with a user
- * and password, or with the session id XAPI hands a host plugin.
+ * The npm `xen-api` client keeps its session (login, HOST_IS_SLAVE, SESSION_INVALID) but runs over
+ * xenroam's checked wire: its own transport takes no CA, pin or socket (and is Bun's `undici`, which ignores
+ * connection options, in the XAPI bundle). The seam is the factory its `_setUrl` builds the transport with,
+ * which it calls again when a pool member names the master; a client without it is refused rather than used
+ * over its own, unchecked connection.
+ */
+function overChecked(client: XapiClient, endpoint: XapiEndpoint, trust: XapiTrust): void {
+  const c = client as unknown as {
+    _createTransport?: unknown;
+    _setUrl?: (url: unknown) => void;
+    _url?: { hostname?: string; hostnameRaw?: string };
+  };
+  if (typeof c._createTransport !== "function" || typeof c._setUrl !== "function" || !c._url)
+    throw new XapiAdapterError(
+      "this version of the xen-api package cannot be given xenroam's checked connection; refusing to talk to XAPI over its own",
+    );
+  c._createTransport = ({ url }: { url: { hostname: string; hostnameRaw?: string } }) => {
+    if (endpoint.kind === "unix") return jsonRpcTransport(endpoint);
+    // A pool member answered HOST_IS_SLAVE naming the master: the same scheme, port and trust, checked again.
+    const host = (url.hostnameRaw ?? url.hostname).replace(/^\[|\]$/g, "");
+    if (host === endpoint.host) return jsonRpcTransport(endpoint);
+    try {
+      const named = isIP(host) === 6 ? `[${host}]` : host;
+      return jsonRpcTransport(xapiEndpoint(`${endpoint.kind}://${named}:${endpoint.port}`, trust));
+    } catch (err) {
+      const refused = err instanceof Error ? err : new Error(String(err));
+      return () => Promise.reject(refused);
+    }
+  };
+  c._setUrl(c._url);
+}
+
+/**
+ * A session with a pool master (JSON-RPC): with a user and password, or with the session id XAPI hands a host
+ * plugin. Over xapi's Unix socket in Dom0 (`unix:/var/lib/xcp/xapi`, no password needed), https:// with the
+ * certificate checked (`trust`: a CA file, pinned SHA-256 fingerprints, else the system's CAs), or http://
+ * on the loopback; a peer that fails the check gets nothing, not even the login.
  */
 export async function connectXapi(
   url: string,
   user: string,
   password: string,
-  sessionId?: string,
+  options: XapiConnectOptions = {},
 ): Promise<Xapi> {
+  let endpoint: XapiEndpoint;
+  try {
+    endpoint = xapiEndpoint(url, options.trust ?? {});
+  } catch (err) {
+    throw new XapiAdapterError((err as Error).message);
+  }
+  const { sessionId } = options;
   const client: XapiClient = createClient({
-    url,
+    // The client parses this URL for its own bookkeeping only; the connection is xenroam's (overChecked).
+    url: endpoint.kind === "unix" ? "http://localhost" : url,
     auth: sessionId ? { user, password, sessionId } : { user, password },
-    allowUnauthorized: true,
+    allowUnauthorized: false,
     transport: "json-rpc",
     watchEvents: false,
   });
+  overChecked(client, endpoint, options.trust ?? {});
   try {
     await client.connect();
   } catch (err) {
+    if (err instanceof XapiTrustError) throw new XapiAdapterError(err.message);
     throw new XapiAdapterError(`cannot log in to XAPI at ${url}: ${(err as Error).message}`);
   }
-  return { call: (method, ...args) => client.call(method, ...args), close: () => client.disconnect() };
+  return {
+    call: (method, ...args) => client.call(method, ...args),
+    // A session XAPI handed the plugin is its caller's (xapi_host.ml 1494: Context.get_session_id): the
+    // client's disconnect would log it out under them. Only a session xenroam opened is closed.
+    close: sessionId ? async () => {} : () => client.disconnect(),
+  };
 }
 
 interface VmRecord {

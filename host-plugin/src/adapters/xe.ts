@@ -2,19 +2,28 @@
 // (hooks run as root in Dom0, where xe needs no credentials). The only code in xenroam that runs xe.
 
 import { execFile } from "node:child_process";
+import { binaryPath } from "@xenroam/process";
 
 export class XeError extends Error {
   override readonly name = "XeError";
 }
 
-export const xeBinary = (): string => process.env.XENROAM_XE ?? "xe";
+/** The xe binary: `XENROAM_XE`, or the system's (@xenroam/process's resolver, which doctor reports), never PATH. */
+export const xeBinary = (): string => binaryPath("xe");
 
 function xe(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(xeBinary(), args, { timeout: 15_000 }, (err, stdout, stderr) => {
+    let file: string;
+    try {
+      file = xeBinary();
+    } catch (err) {
+      resolve({ code: 127, stdout: "", stderr: `cannot run xe: ${(err as Error).message}` });
+      return;
+    }
+    execFile(file, args, { timeout: 15_000 }, (err, stdout, stderr) => {
       const e = err as (Error & { code?: number | string }) | null;
       if (e && typeof e.code === "string") {
-        resolve({ code: 127, stdout: "", stderr: `cannot run ${xeBinary()}: ${e.message}` });
+        resolve({ code: 127, stdout: "", stderr: `cannot run ${file}: ${e.message}` });
       } else resolve({ code: e ? Number(e.code ?? 1) : 0, stdout, stderr });
     });
   });

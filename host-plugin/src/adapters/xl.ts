@@ -8,6 +8,7 @@ import { spawn } from "node:child_process";
 import { readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
+import { binaryPath } from "@xenroam/process";
 import type { DomainInfo, MigrateRequest, PhaseMark, Toolstack, VifInfo } from "@xenroam/protocol";
 import { relayArgument } from "../relay.js";
 import { setVifBridges } from "../xlcfg.js";
@@ -16,8 +17,14 @@ export class XlError extends Error {
   override readonly name = "XlError";
 }
 
-/** The xl binary: `XENROAM_XL`, or `xl` from PATH. */
-export const xlBinary = (): string => process.env.XENROAM_XL ?? "xl";
+/** The xl binary: `XENROAM_XL`, or the system's (@xenroam/process's resolver, which doctor reports), never PATH. */
+export function xlBinary(): string {
+  try {
+    return binaryPath("xl");
+  } catch (err) {
+    throw new XlError(`${(err as Error).message} (is this a Xen Dom0 with the xl toolstack?)`);
+  }
+}
 
 /** What `xenroam receive` prints on stderr, one line, for the source to read through xl. */
 export const RECEIVE_REPORT = "xenroam-receive ";

@@ -4,7 +4,8 @@
 // `timeline`: the incoming domain's VIFs are plugged into their networks' bridges before the memory copy
 // (ocaml/xenopsd/lib/xenops_server.ml 1328-1333, 2693-2707), the domain is unpaused, and only then does
 // vm-post-migrate run (2820-2830); VIF.move re-bridges the running VM's vif (ocaml/xapi/xapi_vif.ml 67-77).
-import { createServer, type Server } from "node:http";
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer } from "node:https";
 import type { AddressInfo } from "node:net";
 
 export interface FakeVm {
@@ -63,11 +64,40 @@ export class FakeXapi {
 
   constructor(readonly pool: FakePool) {}
 
-  async start(): Promise<this> {
-    this.server = createServer((req, res) => {
+  /**
+   * Every request body that arrived, in order, before any parsing: the login's password is in one of them. A
+   * client that refuses the server's certificate leaves this empty.
+   */
+  readonly bodies: string[] = [];
+  /** Connections accepted: a client that then refused the server's certificate still counts here. */
+  connections = 0;
+  /** The session id the pool hands out and accepts. */
+  session = "OpaqueRef:session";
+  /** A pool member, not the master: logins answer HOST_IS_SLAVE with this (the master's address). */
+  memberOf: string | undefined;
+  /** Called with each request's body as it arrives (a test looks around while the client waits). */
+  onRequest: ((body: string) => void) | undefined;
+  private preauth = false;
+
+  /**
+   * Listens on 127.0.0.1 over HTTP (the default), over HTTPS with `tls`, or on a Unix socket as xapi's own
+   * in Dom0 (`socketPath`: logins there need no password, as xapi's preauth).
+   */
+  async start(
+    o: {
+      readonly tls?: { key: string; cert: string };
+      readonly socketPath?: string;
+      /** Where to listen (127.0.0.1, any free port, by default). */
+      readonly address?: string;
+      readonly port?: number;
+    } = {},
+  ): Promise<this> {
+    const handler = (req: IncomingMessage, res: ServerResponse) => {
       let body = "";
       req.on("data", (c) => (body += String(c)));
       req.on("end", () => {
+        this.bodies.push(body);
+        this.onRequest?.(body);
         const msg = JSON.parse(body) as { id: unknown; method: string; params: unknown[] };
         let reply: Record<string, unknown>;
         try {
@@ -79,9 +109,23 @@ export class FakeXapi {
         res.writeHead(200, { "content-type": "application/json" });
         res.end(JSON.stringify({ jsonrpc: "2.0", id: msg.id, ...reply }));
       });
+    };
+    const server = o.tls ? createHttpsServer(o.tls, handler) : createServer(handler);
+    server.on("connection", () => this.connections++);
+    this.server = server;
+    if (o.socketPath) {
+      const path = o.socketPath;
+      this.preauth = true;
+      await new Promise<void>((r) => server.listen(path, () => r()));
+      this.url = `unix:${path}`;
+      return this;
+    }
+    const address = o.address ?? "127.0.0.1";
+    await new Promise<void>((resolve, reject) => {
+      server.once("error", reject);
+      server.listen(o.port ?? 0, address, () => resolve());
     });
-    await new Promise<void>((r) => this.server?.listen(0, "127.0.0.1", () => r()));
-    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    this.url = `${o.tls ? "https" : "http"}://${address}:${(server.address() as AddressInfo).port}`;
     return this;
   }
 
@@ -122,11 +166,14 @@ export class FakeXapi {
   private handle(method: string, params: unknown[]): unknown {
     const [, ...args] = params;
     if (method === "session.login_with_password") {
-      if (params[0] !== "root" || params[1] !== "secret") throw new Failure("SESSION_AUTHENTICATION_FAILED");
-      return "OpaqueRef:session";
+      // A member names the master (ocaml/xapi/xapi_session.ml: login_with_password raises HOST_IS_SLAVE).
+      if (this.memberOf !== undefined) throw new Failure("HOST_IS_SLAVE", [this.memberOf]);
+      // xapi's own Unix socket is pre-authenticated as root (ocaml/xapi/xapi_session.ml, login_with_password).
+      if (!this.preauth && (params[0] !== "root" || params[1] !== "secret"))
+        throw new Failure("SESSION_AUTHENTICATION_FAILED");
+      return this.session;
     }
-    if (params[0] !== "OpaqueRef:session" && method !== "system.listMethods")
-      throw new Failure("SESSION_INVALID");
+    if (params[0] !== this.session && method !== "system.listMethods") throw new Failure("SESSION_INVALID");
     this.calls.push({ method, args });
     const fail = this.failures.get(method);
     if (fail) throw new Failure(fail);

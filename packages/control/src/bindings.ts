@@ -3,6 +3,7 @@
 // expired, newer than any they have seen for that HoA, and about a HoA that belongs to the VM it names.
 
 import {
+  createHash,
   createPrivateKey,
   createPublicKey,
   generateKeyPairSync,
@@ -10,7 +11,7 @@ import {
   sign,
   verify,
 } from "node:crypto";
-import { canonicalIpv6 } from "@xenroam/core";
+import { canonicalIpv6, ipv6ToBytes, parseIpv6 } from "@xenroam/core";
 
 export interface BindingClaim {
   /** The VM the HoA belongs to. */
@@ -25,24 +26,74 @@ export interface BindingClaim {
 }
 
 export interface SignedBinding extends BindingClaim {
-  /** Ed25519 signature over canonicalPayload(claim), base64url. */
+  /** The signing key's id (keyId): which key a verifier needs, checked before the signature. */
+  readonly kid: string;
+  /** Ed25519 signature over canonicalPayload(claim, kid), unpadded base64url. */
   readonly sig: string;
 }
 
 export type Verdict = { readonly ok: true } | { readonly ok: false; readonly reason: string };
 
-/** The exact bytes that are signed: versioned, one field a line, addresses canonical. */
-export function canonicalPayload(c: BindingClaim): Buffer {
-  return Buffer.from(
-    [
-      "xenroam-binding-v1",
-      c.vm,
-      canonicalIpv6(c.hoa),
-      canonicalIpv6(c.locator),
-      String(c.seq),
-      String(c.expiresAt),
-    ].join("\n"),
-  );
+/** What the signed bytes start with: the format's name and version (a v1 signature never verifies as v2). */
+const DOMAIN = Buffer.from("xenroam-binding-v2\0");
+
+/** Field tags of the signed encoding, in the order they are written. */
+const FIELD = { kid: 1, vm: 2, hoa: 3, locator: 4, seq: 5, expiresAt: 6 } as const;
+
+function field(tag: number, value: Buffer): Buffer {
+  const head = Buffer.alloc(3);
+  head.writeUInt8(tag, 0);
+  head.writeUInt16BE(value.length, 1);
+  return Buffer.concat([head, value]);
+}
+
+function u64(n: number): Buffer {
+  const b = Buffer.alloc(8);
+  b.writeBigUInt64BE(BigInt(n));
+  return b;
+}
+
+/**
+ * The exact bytes that are signed: one canonical, typed, length-prefixed encoding — the domain, then each
+ * field as tag (1 byte), length (2 bytes) and value: the key id's 8 bytes, the VM's name in UTF-8, both
+ * addresses as their 16 bytes, the sequence and the expiry as unsigned 64-bit big-endian integers. No two
+ * different claims encode alike (no separator to smuggle, no textual form of an address or number to vary).
+ */
+export function canonicalPayload(c: BindingClaim, kid: string): Buffer {
+  if (!Number.isSafeInteger(c.seq) || c.seq < 0) throw new Error("seq must be a whole number");
+  if (!Number.isSafeInteger(c.expiresAt) || c.expiresAt < 0)
+    throw new Error("expiresAt must be a time in ms");
+  return Buffer.concat([
+    DOMAIN,
+    field(FIELD.kid, strictBase64url(kid, "kid")),
+    field(FIELD.vm, Buffer.from(c.vm, "utf8")),
+    field(FIELD.hoa, Buffer.from(ipv6ToBytes(parseIpv6(c.hoa)))),
+    field(FIELD.locator, Buffer.from(ipv6ToBytes(parseIpv6(c.locator)))),
+    field(FIELD.seq, u64(c.seq)),
+    field(FIELD.expiresAt, u64(c.expiresAt)),
+  ]);
+}
+
+/** Decodes base64url that is in its one canonical form (unpadded, no stray bits); throws otherwise. */
+export function strictBase64url(text: string, what: string): Buffer {
+  const bytes = Buffer.from(text, "base64url");
+  if (!/^[A-Za-z0-9_-]*$/.test(text) || bytes.toString("base64url") !== text)
+    throw new Error(`${what} is not canonical base64url`);
+  return bytes;
+}
+
+const KIDS = new WeakMap<KeyObject, string>();
+
+/** A key's id: the first 8 bytes of the SHA-256 of its public half (SPKI, DER), base64url (11 characters). */
+export function keyId(key: KeyObject): string {
+  let kid = KIDS.get(key);
+  if (kid === undefined) {
+    const pub = key.type === "private" ? createPublicKey(key) : key;
+    const der = pub.export({ type: "spki", format: "der" });
+    kid = createHash("sha256").update(der).digest().subarray(0, 8).toString("base64url");
+    KIDS.set(key, kid);
+  }
+  return kid;
 }
 
 export interface KeyPair {
@@ -63,11 +114,17 @@ export const importPrivateKey = (pem: string) => createPrivateKey(pem);
 export function signBinding(privateKey: KeyObject, claim: BindingClaim): SignedBinding {
   if (!Number.isSafeInteger(claim.seq) || claim.seq < 1)
     throw new Error("seq must be a positive whole number");
-  return { ...claim, sig: sign(null, canonicalPayload(claim), privateKey).toString("base64url") };
+  const kid = keyId(privateKey);
+  const { vm, hoa, locator, seq, expiresAt } = claim;
+  const sig = sign(null, canonicalPayload(claim, kid), privateKey).toString("base64url");
+  return { vm, hoa, locator, seq, expiresAt, kid, sig };
 }
 
 /** An Ed25519 signature, 64 bytes, in unpadded base64url: 86 characters of its alphabet. */
 const SIG = /^[A-Za-z0-9_-]{86}$/;
+/** A key id, 8 bytes: 11 characters. */
+const KID = /^[A-Za-z0-9_-]{11}$/;
+const FIELDS = new Set(["vm", "hoa", "locator", "seq", "expiresAt", "kid", "sig"]);
 
 /**
  * What is wrong with the shape of something that claims to be a signed binding (from JSON off the wire:
@@ -77,6 +134,8 @@ const SIG = /^[A-Za-z0-9_-]{86}$/;
 export function bindingShapeProblem(b: unknown): string | undefined {
   if (typeof b !== "object" || b === null || Array.isArray(b)) return "not an object";
   const o = b as Record<string, unknown>;
+  const extra = Object.keys(o).find((k) => !FIELDS.has(k));
+  if (extra !== undefined) return `unknown field "${extra.slice(0, 32)}"`;
   for (const k of ["vm", "hoa", "locator"] as const) {
     const v = o[k];
     if (typeof v !== "string" || v.length === 0 || v.length > (k === "vm" ? 64 : 45))
@@ -85,13 +144,20 @@ export function bindingShapeProblem(b: unknown): string | undefined {
   if (!Number.isSafeInteger(o.seq) || (o.seq as number) < 0) return '"seq" must be a whole number';
   if (!Number.isSafeInteger(o.expiresAt) || (o.expiresAt as number) < 0)
     return '"expiresAt" must be a time in ms';
-  if (typeof o.sig !== "string" || !SIG.test(o.sig)) return '"sig" must be 86 characters of base64url';
+  if (typeof o.kid !== "string" || !KID.test(o.kid) || !canonical(o.kid))
+    return '"kid" must be 11 characters of canonical base64url';
+  if (typeof o.sig !== "string" || !SIG.test(o.sig) || !canonical(o.sig))
+    return '"sig" must be 86 characters of canonical base64url';
   return undefined;
 }
 
+const canonical = (text: string): boolean => Buffer.from(text, "base64url").toString("base64url") === text;
+
+/** Whether `b` is signed by `publicKey`: its key id first, then the signature over the canonical bytes. */
 export function signatureValid(publicKey: KeyObject, b: SignedBinding): boolean {
   try {
-    return verify(null, canonicalPayload(b), publicKey, Buffer.from(b.sig, "base64url"));
+    if (b.kid !== keyId(publicKey)) return false;
+    return verify(null, canonicalPayload(b, b.kid), publicKey, strictBase64url(b.sig, "sig"));
   } catch {
     return false;
   }
@@ -107,16 +173,22 @@ export interface ActiveBinding {
 
 /**
  * What a correspondent (or the server) holds: the newest accepted binding per HoA. `owner` answers whose a
- * HoA is (the registry, via the server's watch stream); `now` is the clock.
+ * HoA is (the registry, via the server's watch stream); `standby` answers the sequence number the server
+ * issued for a locator that is a current, proven standby of the HoA (undefined: it is not one), so that an
+ * activation of a withdrawn, reset or re-registered standby is stale everywhere; `now` is the clock.
  */
 export class BindingBook {
   private readonly active = new Map<string, ActiveBinding>();
+  private readonly kid: string;
 
   constructor(
     private readonly publicKey: KeyObject,
     private readonly owner: (hoa: string) => string | undefined,
     private readonly now: () => number = Date.now,
-  ) {}
+    private readonly standby?: (hoa: string, locator: string) => number | undefined,
+  ) {
+    this.kid = keyId(publicKey);
+  }
 
   /** Checks a binding and, when it passes every rule, makes it the HoA's active one. */
   accept(b: SignedBinding): Verdict {
@@ -141,6 +213,19 @@ export class BindingBook {
     if (current && b.seq <= current.seq) {
       return { ok: false, reason: `replayed or stale: sequence ${b.seq} is not after ${current.seq}` };
     }
+    if (this.standby) {
+      const issued = this.standby(hoa, locator);
+      if (issued === undefined)
+        return { ok: false, reason: `locator ${locator} is not a current standby of HoA ${hoa}` };
+      if (issued !== b.seq) {
+        return {
+          ok: false,
+          reason: `stale activation: standby ${locator} of HoA ${hoa} was issued sequence ${issued}, not ${b.seq}`,
+        };
+      }
+    }
+    if (b.kid !== this.kid)
+      return { ok: false, reason: `signed with key ${b.kid}, not the server's key ${this.kid}` };
     if (!signatureValid(this.publicKey, b))
       return { ok: false, reason: "signature does not verify with the server's key" };
     this.active.set(hoa, { vm: b.vm, hoa, locator, seq: b.seq, expiresAt: b.expiresAt });

@@ -4,6 +4,7 @@
 // watch, and relay signed bindings. Bad input gets a 4xx with a reason and changes nothing.
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
+import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { SignedBinding } from "./bindings.js";
 import { ControlError, type ControlService } from "./service.js";
 import type { Principal } from "./store.js";
@@ -20,6 +21,8 @@ export const ROUTES = [
   "POST /v1/peers                 (admin) {name}",
   "POST /v1/vms/:vm/standby       (admin, the VM) {locator}",
   "DELETE /v1/vms/:vm/standby/:locator (admin, the VM)",
+  "POST /v1/vms/:vm/attest        (admin, a host of the sites) {locator} vouch for an unproven standby",
+  "POST /v1/vms/:vm/reset         (admin) {to?} drop every standby, stale every activation, bind to `to`",
   "POST /v1/vms/:vm/rollback      (admin {locator, seq}; a host of the sites: the signed binding) undo it",
   "POST /v1/bindings              (anyone with a token; the VM only its own) signed binding",
   "GET  /v1/bindings?since=R&wait=MS (admin, peer)",
@@ -27,6 +30,46 @@ export const ROUTES = [
 ] as const;
 
 const MAX_BODY = 16 * 1024;
+
+/** What one token may ask for: a token bucket per principal (admins are not limited). */
+export interface HttpLimits {
+  /** Requests a second, and the burst, for a VM's token (a migration costs it a handful). */
+  readonly vmRate: number;
+  readonly vmBurst: number;
+  /** The same for hosts and correspondents (a host relays for all its VMs). */
+  readonly peerRate: number;
+  readonly peerBurst: number;
+  /** Long polls of the watch stream open at once per token. */
+  readonly pollsPerToken: number;
+  /** Connections open at once, all clients together. */
+  readonly maxConnections: number;
+}
+
+export const DEFAULT_LIMITS: HttpLimits = {
+  vmRate: 5,
+  vmBurst: 20,
+  peerRate: 100,
+  peerBurst: 400,
+  pollsPerToken: 4,
+  maxConnections: 4096,
+};
+
+class Buckets {
+  private readonly buckets = new Map<string, { tokens: number; at: number }>();
+  constructor(private readonly now: () => number = Date.now) {}
+  /** Takes one token from `key`'s bucket; false when it is empty. */
+  take(key: string, rate: number, burst: number): boolean {
+    const now = this.now();
+    const b = this.buckets.get(key) ?? { tokens: burst, at: now };
+    b.tokens = Math.min(burst, b.tokens + ((now - b.at) / 1000) * rate);
+    b.at = now;
+    this.buckets.set(key, b);
+    if (this.buckets.size > 100_000) this.buckets.clear(); // a bound, not a policy: tokens are registered
+    if (b.tokens < 1) return false;
+    b.tokens -= 1;
+    return true;
+  }
+}
 
 function bearer(req: IncomingMessage): string | undefined {
   return /^Bearer (\S+)$/.exec(req.headers.authorization ?? "")?.[1];
@@ -77,6 +120,7 @@ function signedBinding(o: Record<string, unknown>): SignedBinding {
     locator: str(o, "locator"),
     seq,
     expiresAt,
+    kid: str(o, "kid"),
     sig: str(o, "sig"),
   };
 }
@@ -91,7 +135,13 @@ export function createControlServer(
   service: ControlService,
   publicKeyPem: string,
   log: HttpLog = () => {},
-): Server {
+  limits: HttpLimits = DEFAULT_LIMITS,
+  /** The server's certificate and key (PEM, tls.ts loadTlsCredentials): HTTPS, TLS 1.2 at least. */
+  tls?: { readonly cert: string; readonly key: string },
+): Server | HttpsServer {
+  const buckets = new Buckets();
+  const polls = new Map<string, number>();
+  const principalKey = (who: Principal) => (who.kind === "admin" ? "admin" : `${who.kind}:${who.name}`);
   const send = (res: ServerResponse, status: number, value: unknown) => {
     // Once the server is closing, answers end their connection so shutdown does not wait for keep-alive.
     res.writeHead(status, {
@@ -100,9 +150,16 @@ export function createControlServer(
     });
     res.end(JSON.stringify(value));
   };
-  const server = createServer((req, res) => {
+  const handler = (req: IncomingMessage, res: ServerResponse) => {
     void (async () => {
-      const url = new URL(req.url ?? "/", "http://control");
+      // The request target is a path, always: "//host/x" is not a URL relative to another host here.
+      let url: URL;
+      try {
+        const target = req.url ?? "/";
+        url = new URL(`http://control${target.startsWith("/") ? "" : "/"}${target}`);
+      } catch {
+        throw new ControlError(400, "malformed request target");
+      }
       const path = url.pathname;
       const route = `${req.method ?? ""} ${path}`;
       if (route === "GET /v1/public-key") {
@@ -120,10 +177,24 @@ export function createControlServer(
       if (!who) throw new ControlError(401, "unknown bearer token");
       const admin = who.kind === "admin";
       const peer = who.kind === "peer";
+      const key = principalKey(who);
+      if (!admin) {
+        const [rate, burst] =
+          who.kind === "vm" ? [limits.vmRate, limits.vmBurst] : [limits.peerRate, limits.peerBurst];
+        if (!buckets.take(key, rate, burst)) {
+          res.setHeader("retry-after", "1");
+          throw new ControlError(
+            429,
+            `too many requests for this token (${rate}/s, burst ${burst}); retry later`,
+          );
+        }
+      }
       const vmPath = /^\/v1\/vms\/([^/]+)$/.exec(path);
       const standby = /^\/v1\/vms\/([^/]+)\/standby$/.exec(path);
       const standbyLocator = /^\/v1\/vms\/([^/]+)\/standby\/([^/]+)$/.exec(path);
       const rollback = /^\/v1\/vms\/([^/]+)\/rollback$/.exec(path);
+      const attest = /^\/v1\/vms\/([^/]+)\/attest$/.exec(path);
+      const reset = /^\/v1\/vms\/([^/]+)\/reset$/.exec(path);
       const bindingPath = /^\/v1\/bindings\/([^/]+)$/.exec(path);
       if (route === "GET /v1/sites") {
         const vm = who.kind === "vm";
@@ -172,6 +243,20 @@ export function createControlServer(
         const result = await service.withdrawStandby(vm, locator);
         log("standby_withdrawn", { vm, locator, ...result });
         send(res, 200, result);
+      } else if (req.method === "POST" && attest) {
+        const vm = pathPart(attest[1] ?? "");
+        // The source Dom0 saw the guest answer with this MoA at a prepare; an admin knows.
+        need(who, admin || (peer && (await service.isHost(who.name))), `attest locators of ${vm}`);
+        const result = await service.attest(vm, str(await body(req), "locator"));
+        log("attested", { by: who.kind, ...(peer ? { host: who.name } : {}), vm, ...result });
+        send(res, 200, result);
+      } else if (req.method === "POST" && reset) {
+        const vm = pathPart(reset[1] ?? "");
+        need(who, admin, `reset the binding of ${vm}`);
+        const b = await body(req);
+        const result = await service.reset(vm, b.to === undefined ? undefined : str(b, "to"));
+        log("reset", { vm, to: result.binding.active ?? null, seq: result.binding.seq });
+        send(res, 200, result);
       } else if (req.method === "POST" && rollback) {
         const vm = pathPart(rollback[1] ?? "");
         // Hosts relay a guest's activation at the pause; the one whose move then failed undoes it.
@@ -203,6 +288,7 @@ export function createControlServer(
           send(res, 409, {
             error: verdict.reason,
             ...(verdict.alreadyActive ? { code: "already-active" } : {}),
+            ...(verdict.awaitingProof ? { code: "awaiting-proof" } : {}),
           });
         }
       } else if (route === "GET /v1/bindings") {
@@ -212,7 +298,24 @@ export function createControlServer(
         if (!Number.isSafeInteger(since) || since < 0 || !Number.isInteger(wait) || wait < 0) {
           throw new ControlError(400, "since and wait must be non-negative whole numbers");
         }
-        send(res, 200, await service.changes(since, Math.min(wait, 30_000)));
+        const open = polls.get(key) ?? 0;
+        if (wait > 0 && open >= limits.pollsPerToken) {
+          res.setHeader("retry-after", "1");
+          throw new ControlError(
+            429,
+            `this token has ${open} long polls open already (the most is ${limits.pollsPerToken}); wait for one to answer`,
+          );
+        }
+        if (wait > 0) polls.set(key, open + 1);
+        try {
+          send(res, 200, await service.changes(since, Math.min(wait, 30_000)));
+        } finally {
+          if (wait > 0) {
+            const left = (polls.get(key) ?? 1) - 1;
+            if (left > 0) polls.set(key, left);
+            else polls.delete(key);
+          }
+        }
       } else if (req.method === "GET" && bindingPath) {
         need(who, admin || peer, "read bindings");
         send(res, 200, await service.binding(pathPart(bindingPath[1] ?? "")));
@@ -231,6 +334,13 @@ export function createControlServer(
         send(res, 500, { error: "internal error" });
       }
     });
-  });
+  };
+  const server = tls
+    ? createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, handler)
+    : createServer(handler);
+  server.maxConnections = limits.maxConnections;
+  // A client that trickles its headers or body is cut; a long poll answers within 30 s.
+  server.headersTimeout = 10_000;
+  server.requestTimeout = 45_000;
   return server;
 }

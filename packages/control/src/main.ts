@@ -1,18 +1,21 @@
 #!/usr/bin/env node
-// xenroam-control: the control server daemon (`serve`), its one-time setup (`init`), and the admin's
-// commands against a running server (`put-sites`, `add-vm`, `add-peer`, `rollback`, `show`). JSON logs on
-// stderr; SIGTERM/SIGINT answer open long polls, close the listener and the database, and exit 0.
+// xenroam-control: the control server daemon (`serve`, over TLS with --tls-cert/--tls-key), its one-time
+// setup (`init`), and the admin's commands against a running server (`put-sites`, `add-vm`, `add-peer`,
+// `rollback`, `show`). JSON logs on stderr; SIGTERM/SIGINT answer open long polls, close the listener and the
+// database, and exit 0.
 
 import { createPublicKey } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { dirname } from "node:path";
 import { Command, InvalidArgumentError } from "commander";
+import { canonicalIpv6 } from "@xenroam/core";
 import { exportPrivateKey, exportPublicKey, generateSigningKeys, importPrivateKey } from "./bindings.js";
 import { ControlClient, ControlClientError } from "./client.js";
-import { createControlServer, ROUTES } from "./http.js";
+import { createControlServer, DEFAULT_LIMITS, ROUTES } from "./http.js";
 import { ControlError, ControlService } from "./service.js";
 import { SqliteStore, StoreError } from "./sqlite.js";
+import { loadTlsCredentials, TlsSetupError } from "./tls.js";
 
 const DEFAULTS = {
   listen: "[::]:7360",
@@ -66,10 +69,19 @@ interface ServeOptions {
   database: string;
   key: string;
   adminTokenFile: string;
+  tlsCert?: string;
+  tlsKey?: string;
+  reserve: string[];
 }
 
 async function serve(o: ServeOptions): Promise<void> {
   process.stderr.on("error", () => {});
+  if ((o.tlsCert === undefined) !== (o.tlsKey === undefined)) {
+    throw new UsageError(
+      "--tls-cert and --tls-key go together: give both (the server's certificate and its private key, PEM) or neither (plain HTTP)",
+    );
+  }
+  const tls = o.tlsCert && o.tlsKey ? loadTlsCredentials(o.tlsCert, o.tlsKey) : undefined;
   const init = "run `xenroam-control init` first (it creates the key and an admin token)";
   if (!existsSync(o.key)) throw new UsageError(`signing key ${o.key} does not exist; ${init}`);
   const privateKey = importPrivateKey(readFileSync(o.key, "utf8"));
@@ -77,9 +89,16 @@ async function serve(o: ServeOptions): Promise<void> {
   const adminTokens = readSecret(o.adminTokenFile, "admin token file", init);
   mkdirSync(dirname(o.database), { recursive: true });
   const store = new SqliteStore(o.database);
-  const service = new ControlService({ store, privateKey, publicKey, adminTokens });
-  const server = createControlServer(service, exportPublicKey(publicKey), (event, fields) =>
-    log(event, fields),
+  // No VM may claim the server's own addresses as a locator: the one it listens on, and those named.
+  const unspecified = o.listen.host === "::" || o.listen.host === "0.0.0.0" || o.listen.host === "localhost";
+  const reserved = [...(unspecified || !o.listen.host.includes(":") ? [] : [o.listen.host]), ...o.reserve];
+  const service = new ControlService({ store, privateKey, publicKey, adminTokens, reserved });
+  const server = createControlServer(
+    service,
+    exportPublicKey(publicKey),
+    (event, fields) => log(event, fields),
+    DEFAULT_LIMITS,
+    tls,
   );
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -90,6 +109,7 @@ async function serve(o: ServeOptions): Promise<void> {
     pid: process.pid,
     address: addr.address,
     port: addr.port,
+    tls: tls !== undefined,
     database: o.database,
     revision: (await service.changes(Number.MAX_SAFE_INTEGER)).revision,
   });
@@ -110,9 +130,20 @@ async function serve(o: ServeOptions): Promise<void> {
   process.once("SIGINT", () => stop("SIGINT"));
 }
 
-function client(o: { server: string; tokenFile: string }): ControlClient {
+interface AdminOptions {
+  server: string;
+  tokenFile: string;
+  ca?: string;
+}
+
+function client(o: AdminOptions): ControlClient {
   const [token] = readSecret(o.tokenFile, "token file", "pass --token-file with the admin token");
-  return new ControlClient(o.server, { token: token as string });
+  let ca: string | undefined;
+  if (o.ca !== undefined) {
+    if (!existsSync(o.ca)) throw new UsageError(`--ca ${o.ca} does not exist`);
+    ca = readFileSync(o.ca, "utf8");
+  }
+  return new ControlClient(o.server, { token: token as string, ...(ca === undefined ? {} : { ca }) });
 }
 
 const print = (v: unknown): void => {
@@ -133,6 +164,11 @@ First start:
   xenroam-control put-sites /etc/xenroam/sites.json
   xenroam-control add-vm web1 --hoa 2001:db8:f::10 --mac 00:16:3e:00:00:10 --mac 00:16:3e:00:01:10
   xenroam-control add-peer cn1               # a correspondent's token
+
+Over TLS (the certificate names the address clients use; they verify it against the CA):
+  xenroam-control serve --listen '[2001:db8:c::1]:7360' --tls-cert /etc/xenroam/control.crt \
+    --tls-key /etc/xenroam/control-tls.key
+  xenroam-control show --server 'https://[2001:db8:c::1]:7360' --ca /etc/xenroam/control-ca.pem
 
 API routes:
   ${ROUTES.join("\n  ")}`,
@@ -164,19 +200,34 @@ program
   .option("--database <file>", "SQLite database file (created if missing)", DEFAULTS.database)
   .option("--key <file>", "signing key made by init", DEFAULTS.key)
   .option("--admin-token-file <file>", "admin tokens, one a line", DEFAULTS.adminTokenFile)
+  .option("--tls-cert <file>", "serve HTTPS: the server's certificate (PEM, chain after it); with --tls-key")
+  .option("--tls-key <file>", "the certificate's private key (PEM, unencrypted)")
+  .option(
+    "--reserve <address>",
+    "an address of this server no VM may claim as a locator (repeatable; the --listen address is reserved already)",
+    (v: string, prev: string[] = []) => {
+      try {
+        return [...prev, canonicalIpv6(v)];
+      } catch (err) {
+        throw new InvalidArgumentError((err as Error).message);
+      }
+    },
+    [] as string[],
+  )
   .action(async (o: ServeOptions) => serve(o));
 
 const admin = (cmd: Command) =>
   cmd
-    .option("--server <url>", "control server", DEFAULTS.server)
-    .option("--token-file <file>", "admin token file", DEFAULTS.adminTokenFile);
+    .option("--server <url>", "control server (http:// or https://)", DEFAULTS.server)
+    .option("--token-file <file>", "admin token file", DEFAULTS.adminTokenFile)
+    .option("--ca <file>", "an https:// server's CA certificate (PEM); default: the system's CAs");
 
 admin(
   program
     .command("put-sites")
     .argument("<file>", "sites document (the host plugin's sites.json format)")
     .description("upload the sites document (sites, gateways, hosts); replaces the previous one"),
-).action(async (file: string, o: { server: string; tokenFile: string }) => {
+).action(async (file: string, o: AdminOptions) => {
   let doc: unknown;
   try {
     doc = JSON.parse(readFileSync(file, "utf8"));
@@ -196,7 +247,7 @@ admin(
     .description(
       "register a VM and print its token (give it to the guest agent); re-adding rotates the token",
     ),
-).action(async (name: string, o: { hoa: string; mac: string[]; server: string; tokenFile: string }) => {
+).action(async (name: string, o: AdminOptions & { hoa: string; mac: string[] }) => {
   print(await client(o).registerVm(name, o.hoa, o.mac));
 });
 
@@ -205,7 +256,7 @@ admin(
     .command("add-peer")
     .argument("<name>", "a host or correspondent name")
     .description("issue a token for a host or a correspondent (watch stream, sites); re-adding rotates it"),
-).action(async (name: string, o: { server: string; tokenFile: string }) => {
+).action(async (name: string, o: AdminOptions) => {
   print(await client(o).registerPeer(name));
 });
 
@@ -218,8 +269,32 @@ admin(
     .description(
       "undo a VM's last activation (a move that failed after its binding was relayed): its previous locator is activated again at the next sequence number",
     ),
-).action(async (vm: string, o: { locator: string; seq: number; server: string; tokenFile: string }) => {
+).action(async (vm: string, o: AdminOptions & { locator: string; seq: number }) => {
   print(await client(o).rollback(vm, { locator: o.locator, seq: o.seq }));
+});
+
+admin(
+  program
+    .command("attest")
+    .argument("<vm>", "the VM")
+    .argument("<locator>", "the standby locator the VM registered")
+    .description(
+      'vouch for a locator the VM registered that its MACs do not prove (a site with locatorProof "host": the source Dom0 does this at each prepare; an admin for the first locator a guest with privacy addresses takes at boot, or after a roam); an activation the VM asked for meanwhile takes effect',
+    ),
+).action(async (vm: string, locator: string, o: AdminOptions) => {
+  print(await client(o).attest(vm, locator));
+});
+
+admin(
+  program
+    .command("reset")
+    .argument("<vm>", "the VM")
+    .option("--to <locator>", "bind the HoA to this locator (an admin's word is its proof)")
+    .description(
+      "reset a VM's binding (a hijacked or stuck HoA): every standby goes, every activation signed before is stale at the server and at every correspondent; with --to the HoA is bound there at once, else once the VM registers and activates a locator again",
+    ),
+).action(async (vm: string, o: AdminOptions & { to?: string }) => {
+  print(await client(o).reset(vm, o.to));
 });
 
 admin(
@@ -227,13 +302,15 @@ admin(
     .command("show")
     .argument("[hoa]", "one home address")
     .description("print one binding, or every binding changed since revision 0"),
-).action(async (hoa: string | undefined, o: { server: string; tokenFile: string }) => {
+).action(async (hoa: string | undefined, o: AdminOptions) => {
   const c = client(o);
   print(hoa ? await c.binding(hoa) : await c.changes(0, 0));
 });
 
 program.parseAsync().catch((err: unknown) => {
-  const known = [UsageError, ControlClientError, ControlError, StoreError].some((k) => err instanceof k);
+  const known = [UsageError, ControlClientError, ControlError, StoreError, TlsSetupError].some(
+    (k) => err instanceof k,
+  );
   if (program.args[0] === "serve") log("fatal", { error: err instanceof Error ? err.message : String(err) });
   process.stderr.write(`xenroam-control: ${err instanceof Error ? err.message : String(err)}\n`);
   if (!known && err instanceof Error && err.stack) process.stderr.write(`${err.stack}\n`);

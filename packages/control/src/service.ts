@@ -3,15 +3,25 @@
 // watchers, and the signing of activations. Storage is the Store port (SQLite by default).
 
 import { createHash, randomBytes, timingSafeEqual, type KeyObject } from "node:crypto";
-import { canonicalIpv6, canonicalMac, isLinkLocal, parseIpv6 } from "@xenroam/core";
+import {
+  canonicalIpv6,
+  canonicalMac,
+  equalIpv6,
+  isLinkLocal,
+  parseIpv6,
+  parsePrefix,
+  prefixContains,
+  slaacAddress,
+  specialAddressProblem,
+} from "@xenroam/core";
 import { parseSites, SitesError, type SitesDocument } from "@xenroam/protocol";
 import { BindingBook, type SignedBinding, signBinding, signatureValid, type Verdict } from "./bindings.js";
-import type { BindingRecord, Change, Principal, Store, VmRecord } from "./store.js";
+import type { BindingRecord, Change, Principal, Standby, Store, VmRecord } from "./store.js";
 
 export class ControlError extends Error {
   override readonly name = "ControlError";
   constructor(
-    readonly status: 400 | 401 | 403 | 404 | 409,
+    readonly status: 400 | 401 | 403 | 404 | 409 | 429,
     message: string,
   ) {
     super(message);
@@ -39,7 +49,35 @@ export interface ServiceOptions {
   readonly now?: () => number;
   /** How long a pre-signed activation stays valid. */
   readonly activationTtlMs?: number;
+  /** Addresses no VM may claim as a locator besides the sites' hosts and gateways: the server's own. */
+  readonly reserved?: readonly string[];
 }
+
+/** Standbys a VM holds at once (unproven ones included): registering one more drops its oldest. */
+export const MAX_STANDBYS = 4;
+
+/** The record with its published locators: the active one, the one before it, and the proven standbys. */
+function record(b: Omit<BindingRecord, "locators">): BindingRecord {
+  const { previous, ...rest } = b;
+  const locators = [
+    ...new Set(
+      [b.active, previous, ...b.standbys.filter((s) => s.proven).map((s) => s.locator)].filter(
+        (l): l is string => l !== undefined,
+      ),
+    ),
+  ];
+  return { ...rest, locators, ...(previous !== undefined ? { previous } : {}) };
+}
+
+const emptyBinding = (vm: VmRecord): BindingRecord => ({
+  hoa: vm.hoa,
+  vm: vm.name,
+  active: undefined,
+  seq: 0,
+  issued: 0,
+  locators: [],
+  standbys: [],
+});
 
 const NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 
@@ -58,6 +96,7 @@ export class ControlService {
   private readonly now: () => number;
   private readonly ttl: number;
   private readonly adminHashes: Buffer[];
+  private readonly reserved: Set<string>;
   private readonly waiters = new Set<() => void>();
   /** Writes are serialised: each reads, decides and writes without another in between. */
   private queue: Promise<unknown> = Promise.resolve();
@@ -67,6 +106,61 @@ export class ControlService {
     this.now = options.now ?? Date.now;
     this.ttl = options.activationTtlMs ?? 10 * 60_000;
     this.adminHashes = (options.adminTokens ?? []).map((t) => Buffer.from(hashToken(t), "hex"));
+    this.reserved = new Set((options.reserved ?? []).map((a) => canonicalIpv6(a)));
+  }
+
+  /**
+   * Whether a VM may hold `locator`, and whether it is proven to be its own; throws (403) when it may never:
+   * a special address, the control server's, a host's or a gateway's, outside every registered site prefix,
+   * or the SLAAC address another VM's registered MAC makes there. Proven: its interface identifier is the
+   * modified EUI-64 of one of this VM's MACs. Unproven in a site whose `locatorProof` is "eui64": refused.
+   * `admin`: an admin names it, which is proof enough.
+   */
+  private async claimable(vm: VmRecord, locator: string, admin = false): Promise<{ proven: boolean }> {
+    const addr = parseIpv6(locator);
+    const special = specialAddressProblem(addr);
+    if (special) throw new ControlError(403, `locator ${locator} is ${special}: never a VM's`);
+    if (this.reserved.has(locator))
+      throw new ControlError(403, `locator ${locator} is the control server's own address`);
+    const doc = await this.store.sites();
+    if (!doc) {
+      throw new ControlError(
+        409,
+        "no sites registered yet: a locator must lie in a registered site's prefix (xenroam-control put-sites FILE)",
+      );
+    }
+    const site = doc.sites.find((s) => prefixContains(parsePrefix(s.prefix), addr));
+    if (!site) {
+      throw new ControlError(
+        403,
+        `locator ${locator} lies in no registered site's prefix (${doc.sites.map((s) => `${s.name} ${s.prefix}`).join(", ")})`,
+      );
+    }
+    const host = doc.hosts.find((h) => h.address !== undefined && equalIpv6(parseIpv6(h.address), addr));
+    if (host) throw new ControlError(403, `locator ${locator} is host ${host.name}'s address`);
+    const gateway = doc.sites.find(
+      (s) => s.gateway.address !== undefined && equalIpv6(parseIpv6(s.gateway.address), addr),
+    );
+    if (gateway)
+      throw new ControlError(403, `locator ${locator} is site ${gateway.name}'s gateway's address`);
+    const prefix = parsePrefix(site.prefix);
+    const derives = (v: VmRecord) => v.macs.some((m) => equalIpv6(slaacAddress(prefix, m), addr));
+    if (derives(vm)) return { proven: true };
+    const other = (await this.store.vms()).find((v) => v.name !== vm.name && derives(v));
+    if (other) {
+      throw new ControlError(
+        403,
+        `locator ${locator} is the SLAAC (EUI-64) address a MAC of VM ${other.name} makes in site ${site.name}: reserved for that VM`,
+      );
+    }
+    if (admin) return { proven: true };
+    if (site.locatorProof === "eui64") {
+      throw new ControlError(
+        403,
+        `site ${site.name} takes only locators derived from the VM's registered MACs (EUI-64): ${locator} is not one of ${vm.name}'s (MACs: ${vm.macs.join(", ") || "none registered"})`,
+      );
+    }
+    return { proven: false };
   }
 
   /** Who a bearer token belongs to, if anyone. */
@@ -122,12 +216,24 @@ export class ControlService {
       }
       const holder = await this.store.hoaOfLocator(hoa);
       if (holder && holder !== hoa) throw new ControlError(409, `${hoa} is a locator of HoA ${holder}`);
+      // A MAC proves the locators it makes (EUI-64): it belongs to one VM.
+      const sharing = (await this.store.vms()).find(
+        (v) => v.name !== name && v.macs.some((m) => macs.includes(m)),
+      );
+      if (sharing) {
+        throw new ControlError(
+          409,
+          `MAC ${sharing.macs.find((m) => macs.includes(m))} is already VM ${sharing.name}'s`,
+        );
+      }
       const previous = await this.store.vm(name);
       const vm = { name, hoa, macs };
       await this.store.putVm(vm);
       const current = await this.store.binding(hoa);
       if (!current || current.vm !== name || previous?.hoa !== hoa) {
-        await this.commit({ hoa, vm: name, active: undefined, seq: current?.seq ?? 0, locators: [] });
+        const seq = current?.seq ?? 0;
+        const issued = current?.issued ?? seq;
+        await this.commit({ ...emptyBinding(vm), seq, issued });
       }
       const token = newToken();
       await this.store.putCredential(hashToken(token), { kind: "vm", name });
@@ -154,9 +260,11 @@ export class ControlService {
   }
 
   /**
-   * Step 2: a VM registers the MoA it just took as a standby locator. Correspondents learn it (they accept
-   * packets from it from now on); the VM receives a pre-signed activation to hand out at step 4 with no
-   * round trip to this server.
+   * Step 2: a VM registers the MoA it just took as a standby locator, and receives a pre-signed activation
+   * of it at the next sequence number (issued to this registration only) to hand out at step 4 with no round
+   * trip to this server. Correspondents learn a proven standby (they accept packets from it from now on); an
+   * unproven one waits for a host's or an admin's attestation. Registering a standby again issues a new
+   * activation: the older one is stale.
    */
   async registerStandby(vmName: string, locatorText: string): Promise<SignedBinding> {
     const locator = routable("locator", locatorText);
@@ -168,32 +276,69 @@ export class ControlService {
       if (holder !== undefined && holder !== vm.hoa) {
         throw new ControlError(409, `locator ${locator} is already claimed by HoA ${holder}`);
       }
-      const current = await this.store.binding(vm.hoa);
-      const seq = current?.seq ?? 0;
-      const locators = [...new Set([...(current?.locators ?? []), locator])];
-      if (!current || current.locators.length !== locators.length) {
-        await this.commit({
-          hoa: vm.hoa,
-          vm: vm.name,
-          active: current?.active,
-          seq,
-          locators,
-          ...(current?.previous ? { previous: current.previous } : {}),
-        });
-      }
+      const { proven } = await this.claimable(vm, locator);
+      const current = (await this.store.binding(vm.hoa)) ?? emptyBinding(vm);
+      const seq = current.issued + 1;
+      const others = current.standbys.filter((s) => s.locator !== locator);
+      const standbys = [
+        ...others.slice(Math.max(0, others.length - (MAX_STANDBYS - 1))),
+        { locator, seq, proven },
+      ];
+      await this.commit(record({ ...current, issued: seq, standbys }));
       return signBinding(this.options.privateKey, {
         vm: vm.name,
         hoa: vm.hoa,
         locator,
-        seq: seq + 1,
+        seq,
         expiresAt: this.now() + this.ttl,
       });
     });
   }
 
   /**
+   * A host (the source Dom0, which saw the guest answer with this MoA at a prepare) or an admin vouches that
+   * a VM's unproven standby is the VM's: it is published, and activated at once when the VM asked for that
+   * while it waited. Idempotent.
+   */
+  async attest(
+    vmName: string,
+    locatorText: string,
+  ): Promise<{ locator: string; seq: number; attested: boolean; activated: boolean; revision?: number }> {
+    const locator = routable("locator", locatorText);
+    return this.serial(async () => {
+      const vm = await this.store.vm(vmName);
+      if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
+      const current = await this.store.binding(vm.hoa);
+      const standby = current?.standbys.find((s) => s.locator === locator);
+      // Attested before and activated since (or proven by its MAC and activated): nothing to do.
+      if (current?.active === locator && !standby)
+        return { locator, seq: current.seq, attested: false, activated: false };
+      if (!current || !standby) {
+        throw new ControlError(
+          404,
+          `${locator} is not a registered standby of ${vm.name}: the VM registers it first (at its prepare)`,
+        );
+      }
+      if (standby.proven) return { locator, seq: standby.seq, attested: false, activated: false };
+      const holder = await this.store.hoaOfLocator(locator);
+      if (holder !== undefined && holder !== vm.hoa) {
+        throw new ControlError(409, `locator ${locator} is already claimed by HoA ${holder}`);
+      }
+      await this.claimable(vm, locator); // the sites may have changed since it was registered
+      if (standby.requested && standby.seq > current.seq) {
+        const revision = await this.commit(this.activated(current, locator, standby.seq));
+        return { locator, seq: standby.seq, attested: true, activated: true, revision };
+      }
+      const standbys = current.standbys.map((s) => (s === standby ? { ...s, proven: true } : s));
+      const revision = await this.commit(record({ ...current, standbys }));
+      return { locator, seq: standby.seq, attested: true, activated: false, revision };
+    });
+  }
+
+  /**
    * An aborted prepare: its standby locator leaves the binding, so correspondents stop accepting packets from
-   * it. Never the active locator. Idempotent: a locator that is not listed is answered `withdrawn: false`.
+   * it, and the sequence advances, so its activation is stale everywhere even if it is registered again.
+   * Never the active locator. Idempotent: a locator that is not listed is answered `withdrawn: false`.
    */
   async withdrawStandby(vmName: string, locatorText: string): Promise<{ withdrawn: boolean }> {
     const locator = routable("locator", locatorText);
@@ -201,7 +346,9 @@ export class ControlService {
       const vm = await this.store.vm(vmName);
       if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
       const current = await this.store.binding(vm.hoa);
-      if (!current?.locators.includes(locator)) return { withdrawn: false };
+      const listed =
+        current?.locators.includes(locator) || current?.standbys.some((s) => s.locator === locator);
+      if (!current || !listed) return { withdrawn: false };
       if (current.active === locator) {
         throw new ControlError(
           409,
@@ -210,27 +357,78 @@ export class ControlService {
       }
       // A withdrawn locator is no longer the VM's: no rollback may return to it.
       const { previous, ...rest } = current;
-      await this.commit({
-        ...rest,
-        locators: current.locators.filter((l) => l !== locator),
-        ...(previous && previous !== locator ? { previous } : {}),
-      });
+      await this.commit(
+        record({
+          ...rest,
+          issued: current.issued + 1,
+          standbys: current.standbys.filter((s) => s.locator !== locator),
+          ...(previous && previous !== locator ? { previous } : {}),
+        }),
+      );
       return { withdrawn: true };
     });
   }
 
   /**
-   * Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule. A copy of
-   * the binding that is active already (Dom0 relayed it at the pause, then the VM sent its own) is refused
-   * like any replay, changing nothing, and flagged `alreadyActive` so its sender knows it took effect.
+   * An admin's answer to a binding gone wrong (a hijacked or stuck HoA): every standby and the rollback
+   * target go, the sequence advances past everything issued (every activation signed before is stale at the
+   * server and at every correspondent), and the HoA is bound to `to` when given (an admin's word is the
+   * proof) or to nothing until the VM registers and activates a locator again.
    */
-  async activate(b: SignedBinding): Promise<Verdict & { revision?: number; alreadyActive?: boolean }> {
+  async reset(
+    vmName: string,
+    toText?: string,
+  ): Promise<{ binding: BindingRecord; activation?: SignedBinding }> {
+    const to = toText === undefined ? undefined : routable("locator", toText);
+    return this.serial(async () => {
+      const vm = await this.store.vm(vmName);
+      if (!vm) throw new ControlError(404, `no VM named ${vmName}`);
+      const current = (await this.store.binding(vm.hoa)) ?? emptyBinding(vm);
+      if (to !== undefined) {
+        if (to === vm.hoa) throw new ControlError(400, `the locator must differ from the HoA ${vm.hoa}`);
+        const holder = (await this.store.hoaOfLocator(to)) ?? (await this.store.vmByHoa(to))?.hoa;
+        if (holder !== undefined && holder !== vm.hoa) {
+          throw new ControlError(409, `locator ${to} is already claimed by HoA ${holder}`);
+        }
+        await this.claimable(vm, to, true);
+      }
+      const seq = current.issued + 1;
+      const binding = record({ hoa: vm.hoa, vm: vm.name, active: to, seq, issued: seq, standbys: [] });
+      await this.commit(binding);
+      const activation =
+        to === undefined
+          ? undefined
+          : signBinding(this.options.privateKey, {
+              vm: vm.name,
+              hoa: vm.hoa,
+              locator: to,
+              seq,
+              expiresAt: this.now() + this.ttl,
+            });
+      return { binding, ...(activation ? { activation } : {}) };
+    });
+  }
+
+  /**
+   * Step 4: a signed activation arrives (from the VM, or relayed); accepted only under every rule, and only
+   * for the locator's current, proven registration. A copy of the binding that is active already (Dom0
+   * relayed it at the pause, then the VM sent its own) is refused like any replay, changing nothing, and
+   * flagged `alreadyActive` so its sender knows it took effect. One for a standby still waiting for its
+   * proof is remembered (`awaitingProof`): the attestation activates it.
+   */
+  async activate(
+    b: SignedBinding,
+  ): Promise<Verdict & { revision?: number; alreadyActive?: boolean; awaitingProof?: boolean }> {
     return this.serial(async () => {
       const current = await this.store.binding(canonicalIpv6Safe(b.hoa));
       const book = new BindingBook(
         this.options.publicKey,
         (hoa) => (current?.hoa === hoa ? current.vm : undefined),
         this.now,
+        (hoa, locator) =>
+          current?.hoa === hoa
+            ? current.standbys.find((s) => s.locator === locator && s.proven)?.seq
+            : undefined,
       );
       if (current && current.seq > 0 && current.active) {
         // Seed the book with what is active, so replays of older bindings are refused.
@@ -244,36 +442,41 @@ export class ControlService {
       }
       const verdict = book.accept(b);
       if (!verdict.ok) {
-        const active =
-          current?.active !== undefined &&
-          current.vm === b.vm &&
-          current.seq === b.seq &&
-          current.active === canonicalIpv6Safe(b.locator) &&
-          signatureValid(this.options.publicKey, b);
-        return active ? { ...verdict, alreadyActive: true } : verdict;
+        const locator = canonicalIpv6Safe(b.locator);
+        const genuine = () => current?.vm === b.vm && signatureValid(this.options.publicKey, b);
+        if (current?.active === locator && current.seq === b.seq && genuine())
+          return { ...verdict, alreadyActive: true };
+        const waiting = current?.standbys.find((s) => s.locator === locator && !s.proven && s.seq === b.seq);
+        if (current && waiting && b.seq > current.seq && b.expiresAt > this.now() && genuine()) {
+          if (!waiting.requested) {
+            const standbys = current.standbys.map((s) => (s === waiting ? { ...s, requested: true } : s));
+            await this.commit(record({ ...current, standbys }));
+          }
+          return {
+            ok: false,
+            awaitingProof: true,
+            reason: `locator ${locator} is not proven to be ${current.vm}'s yet: it is activated once a host of the sites (the source Dom0 at a prepare) or an admin attests it (xenroam-control attest ${current.vm} ${locator})`,
+          };
+        }
+        return verdict;
       }
       if (!current) return { ok: false, reason: "HoA is not registered" };
-      const locator = canonicalIpv6(b.locator);
-      // A pre-signed activation is good only while its standby is registered: a withdrawn one (an aborted
-      // prepare) cannot be activated later, by the VM or by anyone holding a copy.
-      if (locator !== current.active && !current.locators.includes(locator)) {
-        return {
-          ok: false,
-          reason: `locator ${locator} is not registered for ${current.hoa} (withdrawn, or never registered as a standby)`,
-        };
-      }
-      // The active locator, the one before it (packets still in flight), and no older ones.
-      const previous = current.active && current.active !== locator ? current.active : undefined;
-      const locators = [locator, ...(previous ? [previous] : [])];
-      const revision = await this.commit({
-        hoa: current.hoa,
-        vm: current.vm,
-        active: locator,
-        seq: b.seq,
-        locators,
-        ...(previous ? { previous } : {}),
-      });
+      const revision = await this.commit(this.activated(current, canonicalIpv6(b.locator), b.seq));
       return { ok: true, revision };
+    });
+  }
+
+  /** The record once `locator` is active at `seq`: the one before it kept for packets in flight, no standbys. */
+  private activated(current: BindingRecord, locator: string, seq: number): BindingRecord {
+    const previous = current.active && current.active !== locator ? current.active : undefined;
+    return record({
+      hoa: current.hoa,
+      vm: current.vm,
+      active: locator,
+      seq,
+      issued: Math.max(current.issued, seq),
+      standbys: [],
+      ...(previous ? { previous } : {}),
     });
   }
 
@@ -324,17 +527,22 @@ export class ControlService {
         vm: vm.name,
         hoa: vm.hoa,
         locator: previous,
-        seq: current.seq + 1,
+        seq: current.issued + 1,
         expiresAt: this.now() + this.ttl,
       });
-      // The undone locator stays listed (still a standby of the VM) until the VM withdraws it.
-      await this.commit({
-        hoa: vm.hoa,
-        vm: vm.name,
-        active: previous,
-        seq: binding.seq,
-        locators: [...new Set([previous, ...current.locators])],
-      });
+      // The undone locator stays listed (still a standby of the VM, its activation now stale) until the VM
+      // withdraws it.
+      const undone: Standby = { locator, seq: current.seq, proven: true };
+      await this.commit(
+        record({
+          hoa: vm.hoa,
+          vm: vm.name,
+          active: previous,
+          seq: binding.seq,
+          issued: binding.seq,
+          standbys: [...current.standbys.filter((s) => s.locator !== locator), undone],
+        }),
+      );
       return binding;
     });
   }

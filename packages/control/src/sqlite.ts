@@ -3,9 +3,9 @@
 
 import Database from "better-sqlite3";
 import type { SitesDocument } from "@xenroam/protocol";
-import type { BindingRecord, Change, Principal, Store, VmRecord } from "./store.js";
+import type { BindingRecord, Change, Principal, Standby, Store, VmRecord } from "./store.js";
 
-const SCHEMA_VERSION = 2;
+const SCHEMA_VERSION = 3;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS bindings (
   seq      INTEGER NOT NULL,
   locators TEXT NOT NULL,
   revision INTEGER NOT NULL UNIQUE,
-  previous TEXT
+  previous TEXT,
+  issued   INTEGER NOT NULL DEFAULT 0,
+  standbys TEXT NOT NULL DEFAULT '[]'
 ) STRICT;
 CREATE TABLE IF NOT EXISTS credentials (
   token_hash TEXT PRIMARY KEY,
@@ -40,6 +42,8 @@ interface BindingRow {
   locators: string;
   revision: number;
   previous: string | null;
+  issued: number;
+  standbys: string;
 }
 
 export class StoreError extends Error {
@@ -52,7 +56,9 @@ function toBinding(r: BindingRow): BindingRecord {
     vm: r.vm,
     active: r.active ?? undefined,
     seq: r.seq,
+    issued: Math.max(r.issued, r.seq),
     locators: JSON.parse(r.locators) as string[],
+    standbys: JSON.parse(r.standbys) as Standby[],
     ...(r.previous ? { previous: r.previous } : {}),
   };
 }
@@ -77,10 +83,19 @@ export class SqliteStore implements Store {
       this.db
         .prepare("INSERT INTO meta (key, value) VALUES ('schema', ?), ('revision', '0')")
         .run(String(SCHEMA_VERSION));
-    } else if (Number(row.value) === 1) {
-      // Schema 1 had no previous locator (nothing to roll back to): the column is added, empty.
+    } else if (Number(row.value) === 1 || Number(row.value) === 2) {
+      // Schema 1 had no previous locator (nothing to roll back to): the column is added, empty. Schema 2 had
+      // no issued sequence and no standby list: standbys registered under it are dropped from the published
+      // locators (their activations could not be told from stale ones); their VMs register them again at
+      // their next prepare.
       this.db.transaction(() => {
-        this.db.exec("ALTER TABLE bindings ADD COLUMN previous TEXT");
+        if (Number(row.value) === 1) this.db.exec("ALTER TABLE bindings ADD COLUMN previous TEXT");
+        this.db.exec("ALTER TABLE bindings ADD COLUMN issued INTEGER NOT NULL DEFAULT 0");
+        this.db.exec("ALTER TABLE bindings ADD COLUMN standbys TEXT NOT NULL DEFAULT '[]'");
+        this.db.exec(
+          `UPDATE bindings SET issued = seq, locators = (SELECT json_group_array(l.value) FROM json_each(bindings.locators) l
+             WHERE l.value = bindings.active OR l.value = bindings.previous)`,
+        );
         this.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(String(SCHEMA_VERSION));
       })();
     } else if (Number(row.value) !== SCHEMA_VERSION) {
@@ -154,9 +169,11 @@ export class SqliteStore implements Store {
       );
       this.db
         .prepare(
-          `INSERT INTO bindings (hoa, vm, active, seq, locators, revision, previous) VALUES (?, ?, ?, ?, ?, ?, ?)
+          `INSERT INTO bindings (hoa, vm, active, seq, locators, revision, previous, issued, standbys)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
            ON CONFLICT (hoa) DO UPDATE SET vm = excluded.vm, active = excluded.active, seq = excluded.seq,
-             locators = excluded.locators, revision = excluded.revision, previous = excluded.previous`,
+             locators = excluded.locators, revision = excluded.revision, previous = excluded.previous,
+             issued = excluded.issued, standbys = excluded.standbys`,
         )
         .run(
           rec.hoa,
@@ -166,6 +183,8 @@ export class SqliteStore implements Store {
           JSON.stringify(rec.locators),
           revision,
           rec.previous ?? null,
+          rec.issued,
+          JSON.stringify(rec.standbys),
         );
       return revision;
     });

@@ -11,6 +11,20 @@ export interface VmRecord {
   readonly macs: readonly string[];
 }
 
+/** A locator a VM registered for its next move, with the sequence number its activation was issued. */
+export interface Standby {
+  readonly locator: string;
+  /** The sequence number of the one activation issued for this registration: any other is stale. */
+  readonly seq: number;
+  /**
+   * Whether the locator is proven to be the VM's (its interface identifier derives from a registered MAC,
+   * or a host or an admin attested it). Unproven standbys are not published and cannot be activated.
+   */
+  readonly proven: boolean;
+  /** The VM asked for its activation before it was proven: the attestation activates it. */
+  readonly requested?: boolean;
+}
+
 export interface BindingRecord {
   readonly hoa: string;
   readonly vm: string;
@@ -18,10 +32,18 @@ export interface BindingRecord {
   /** Sequence number of the active binding (0: none yet). */
   readonly seq: number;
   /**
+   * The highest sequence number issued for this HoA (an activation signed, a standby withdrawn, a reset):
+   * every new registration takes the next one, so an activation issued before is stale once it is not the
+   * current standby's.
+   */
+  readonly issued: number;
+  /**
    * Locators correspondents accept packets from for this HoA: the active one, the one before it (packets
-   * still in flight after a move), and standbys registered since.
+   * still in flight after a move), and proven standbys registered since.
    */
   readonly locators: readonly string[];
+  /** Standbys registered since the last activation: a correspondent takes a direct binding only for these. */
+  readonly standbys: readonly Standby[];
   /**
    * The locator that was active before `active`, while a rollback may still return to it: set by an
    * activation, cleared by a rollback or when that locator is withdrawn. Absent when there is none.

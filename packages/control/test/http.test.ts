@@ -16,8 +16,40 @@ const keys = generateSigningKeys();
 const intruder = generateSigningKeys();
 const ADMIN = "adm-secret";
 
-async function server(t: ExecutionContext) {
-  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
+/** Sites a and b (hosts hosta and hostb); every locator a test claims lies in one of them. */
+const SITES = {
+  sites: [
+    {
+      name: "a",
+      prefix: "2001:db8:a::/64",
+      gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01", address: "2001:db8:a::1" },
+    },
+    { name: "b", prefix: "2001:db8:b::/64", gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" } },
+    {
+      name: "c",
+      prefix: "2001:db8:c::/64",
+      gateway: { linkLocal: "fe80::c:1", mac: "02:00:00:00:0c:01" },
+      locatorProof: "eui64",
+    },
+  ],
+  hosts: [
+    { name: "hosta", site: "a", address: "2001:db8:a::100" },
+    { name: "hostb", site: "b" },
+  ],
+};
+/** vm's MAC, and the address it makes in site b (EUI-64): proven to be vm's without anyone's word. */
+const VM_MAC = "00:16:3e:00:00:05";
+const VM_EUI64_B = "2001:db8:b:0:216:3eff:fe00:5";
+const VM2_MAC = "00:16:3e:00:00:06";
+
+async function server(t: ExecutionContext, options: { sites?: boolean } = {}) {
+  const service = new ControlService({
+    store: new MemoryStore(),
+    ...keys,
+    adminTokens: [ADMIN],
+    reserved: ["2001:db8:a::7360"],
+  });
+  if (options.sites !== false) await service.putSites(SITES);
   const srv = createControlServer(service, exportPublicKey(keys.publicKey));
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   t.teardown(() => new Promise<void>((r) => srv.close(() => r())));
@@ -42,11 +74,17 @@ async function server(t: ExecutionContext) {
   // Tokens are issued by the server: VMs at registration, correspondents as peers.
   const TOKENS = {
     admin: ADMIN,
-    vm: (await service.registerVm("vm", "fd00:1::5")).token,
-    vm2: (await service.registerVm("vm2", "fd00:1::6")).token,
+    vm: (await service.registerVm("vm", "fd00:1::5", [VM_MAC])).token,
+    vm2: (await service.registerVm("vm2", "fd00:1::6", [VM2_MAC])).token,
     cn: (await service.registerPeer("cn")).token,
   };
-  return { call, service, TOKENS };
+  /** A standby registered by its VM and vouched for by an admin (as the source Dom0 would): its activation. */
+  const standby = async (vm: string, token: string, locator: string) => {
+    const r = await call("POST", `/v1/vms/${vm}/standby`, token, { locator });
+    if (r.status === 200) await service.attest(vm, locator);
+    return r;
+  };
+  return { call, service, TOKENS, standby };
 }
 
 test("registry: admins register VMs; bad input and wrong principals get a 4xx with a reason", async (t) => {
@@ -91,9 +129,9 @@ test("registry: admins register VMs; bad input and wrong principals get a 4xx wi
 });
 
 test("standby registration, pre-signed activation, and the refusals: replay, forgery, expiry, other VM", async (t) => {
-  const { call, TOKENS } = await server(t);
+  const { call, TOKENS, standby } = await server(t);
   t.is((await call("POST", "/v1/vms/vm/standby", TOKENS.vm2, { locator: "2001:db8:b::2" })).status, 403);
-  const reg = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::2" });
+  const reg = await standby("vm", TOKENS.vm, "2001:db8:b::2");
   t.is(reg.status, 200);
   const activation = reg.json as unknown as SignedBinding;
   t.like(activation, { vm: "vm", hoa: "fd00:1::5", locator: "2001:db8:b::2", seq: 1 });
@@ -103,9 +141,11 @@ test("standby registration, pre-signed activation, and the refusals: replay, for
   const replay = await call("POST", "/v1/bindings", TOKENS.cn, activation);
   t.is(replay.status, 409);
   t.regex(String(replay.json.error), /replayed or stale/);
-  const forged = signBinding(intruder.privateKey, { ...activation, seq: 2 });
-  t.regex(String((await call("POST", "/v1/bindings", TOKENS.cn, forged)).json.error), /signature/);
-  const expired = signBinding(keys.privateKey, { ...activation, seq: 2, expiresAt: Date.now() - 1 });
+  // Forged for a current standby at its very sequence number: the key is what gives it away.
+  const next = (await standby("vm", TOKENS.vm, "2001:db8:b::3")).json as unknown as SignedBinding;
+  const forged = signBinding(intruder.privateKey, next);
+  t.regex(String((await call("POST", "/v1/bindings", TOKENS.cn, forged)).json.error), /not the server's key/);
+  const expired = signBinding(keys.privateKey, { ...next, expiresAt: Date.now() - 1 });
   t.regex(String((await call("POST", "/v1/bindings", TOKENS.cn, expired)).json.error), /expired/);
   const hijack = signBinding(keys.privateKey, {
     vm: "vm2",
@@ -128,15 +168,15 @@ test("the watch stream resumes from a revision and long-polls for the next chang
   t.is((await call("GET", "/v1/bindings?since=0", TOKENS.vm)).status, 403, "VMs do not watch");
   const waiting = call("GET", `/v1/bindings?since=${rev}&wait=5000`, TOKENS.cn);
   await new Promise((r) => setTimeout(r, 100));
-  await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::2" });
+  await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: VM_EUI64_B });
   const next = await waiting;
   const changes = next.json.changes as Array<{ revision: number; binding: { locators: string[] } }>;
   t.is(changes.length, 1);
   t.true((changes[0]?.revision ?? 0) > rev);
   t.deepEqual(
     changes[0]?.binding.locators,
-    ["2001:db8:b::2"],
-    "correspondents learn the standby locator before it is active",
+    [VM_EUI64_B],
+    "correspondents learn the standby locator (proven by the VM's MAC) before it is active",
   );
   t.is(
     (
@@ -149,7 +189,7 @@ test("the watch stream resumes from a revision and long-polls for the next chang
 });
 
 test("sites: admins upload the sites document, validated as the host plugin validates its file; peers read it, VMs its sites", async (t) => {
-  const { call, TOKENS } = await server(t);
+  const { call, TOKENS } = await server(t, { sites: false });
   t.is((await call("GET", "/v1/sites", TOKENS.cn)).status, 404);
   const doc = {
     sites: [
@@ -178,15 +218,15 @@ test("sites: admins upload the sites document, validated as the host plugin vali
 });
 
 test("a locator belongs to one HoA; the locator list keeps only the active, the previous and new standbys", async (t) => {
-  const { call, TOKENS } = await server(t);
-  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  const { call, TOKENS, standby } = await server(t);
+  const a = await standby("vm", TOKENS.vm, "2001:db8:a::5");
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
   const taken = await call("POST", "/v1/vms/vm2/standby", TOKENS.vm2, { locator: "2001:db8:a::5" });
   t.is(taken.status, 409);
   t.regex(String(taken.json.error), /already claimed by HoA fd00:1::5/);
   t.is((await call("POST", "/v1/vms/vm2/standby", TOKENS.vm2, { locator: "fd00:1::5" })).status, 409);
   for (const l of ["2001:db8:b::5", "2001:db8:a::15", "2001:db8:b::25"]) {
-    const s = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: l });
+    const s = await standby("vm", TOKENS.vm, l);
     t.is((await call("POST", "/v1/bindings", TOKENS.vm, s.json)).status, 200);
   }
   t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
@@ -197,10 +237,10 @@ test("a locator belongs to one HoA; the locator list keeps only the active, the 
 });
 
 test("an aborted prepare withdraws its standby: gone from the binding, idempotent, never the active one, only by its VM", async (t) => {
-  const { call, TOKENS } = await server(t);
-  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  const { call, TOKENS, standby } = await server(t);
+  const a = await standby("vm", TOKENS.vm, "2001:db8:a::5");
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
-  t.is((await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" })).status, 200);
+  t.is((await standby("vm", TOKENS.vm, "2001:db8:b::5")).status, 200);
   const path = `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:b::5")}`;
   t.is((await call("DELETE", path, TOKENS.vm2)).status, 403, "another VM may not");
   t.is((await call("DELETE", path, TOKENS.cn)).status, 403, "a correspondent may not");
@@ -216,37 +256,32 @@ test("an aborted prepare withdraws its standby: gone from the binding, idempoten
   t.is((await call("DELETE", "/v1/vms/vm/standby/not-an-address", TOKENS.vm)).status, 400);
   t.is((await call("DELETE", path, TOKENS.admin)).status, 200, "admins may");
   // The withdrawn standby's pre-signed activation is no longer accepted; a fresh registration makes it valid.
-  const again = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  const again = await standby("vm", TOKENS.vm, "2001:db8:b::5");
   t.is((await call("DELETE", path, TOKENS.vm)).status, 200);
   const late = await call("POST", "/v1/bindings", TOKENS.vm, again.json);
   t.is(late.status, 409);
-  t.regex(String(late.json.error), /not registered .*withdrawn/);
-  const fresh = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  t.regex(String(late.json.error), /not a current standby/);
+  // Registered again: a new sequence number, and the old activation stays stale.
+  const fresh = await standby("vm", TOKENS.vm, "2001:db8:b::5");
+  t.true(Number(fresh.json.seq) > Number(again.json.seq));
+  const revived = await call("POST", "/v1/bindings", TOKENS.vm, again.json);
+  t.is(revived.status, 409);
+  t.regex(String(revived.json.error), /stale activation: standby 2001:db8:b::5 .* was issued sequence/);
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, fresh.json)).status, 200);
 });
 
 /** The sites document names hosta and hostb: their peer tokens are hosts' tokens. */
 async function withHosts(s: Awaited<ReturnType<typeof server>>) {
-  await s.service.putSites({
-    sites: [
-      { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1", mac: "02:00:00:00:0a:01" } },
-      { name: "b", prefix: "2001:db8:b::/64", gateway: { linkLocal: "fe80::b:1", mac: "02:00:00:00:0b:01" } },
-    ],
-    hosts: [
-      { name: "hosta", site: "a" },
-      { name: "hostb", site: "b" },
-    ],
-  });
   return (await s.service.registerPeer("hosta")).token;
 }
 
 test("a host relays the guest's activation at the pause; the guest's own copy afterwards is flagged already-active", async (t) => {
   const s = await server(t);
-  const { call, TOKENS } = s;
+  const { call, TOKENS, standby } = s;
   const host = await withHosts(s);
-  const first = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  const first = await standby("vm", TOKENS.vm, "2001:db8:a::5");
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, first.json)).status, 200);
-  const next = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  const next = await standby("vm", TOKENS.vm, "2001:db8:b::5");
   t.is((await call("POST", "/v1/bindings", host, next.json)).status, 200, "relayed by the source host");
   const late = await call("POST", "/v1/bindings", TOKENS.vm, next.json);
   t.is(late.status, 409, "a replay changes nothing");
@@ -264,17 +299,17 @@ test("a host relays the guest's activation at the pause; the guest's own copy af
 
 test("rollback: a host undoes the relayed activation of a failed move once, to the locator it replaced, and nothing else", async (t) => {
   const s = await server(t);
-  const { call, TOKENS } = s;
+  const { call, TOKENS, standby } = s;
   const host = await withHosts(s);
   const path = "/v1/vms/vm/rollback";
-  const a = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::5" });
+  const a = await standby("vm", TOKENS.vm, "2001:db8:a::5");
   const firstBinding = a.json as unknown as SignedBinding;
   t.is((await call("POST", "/v1/bindings", TOKENS.vm, firstBinding)).status, 200);
   const first = await call("POST", path, host, firstBinding);
   t.is(first.status, 409, "the first activation replaced nothing");
   t.regex(String(first.json.error), /no previous locator/);
 
-  const b = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
+  const b = await standby("vm", TOKENS.vm, "2001:db8:b::5");
   const relayed = b.json as unknown as SignedBinding;
   t.is((await call("POST", "/v1/bindings", host, relayed)).status, 200);
   t.is((await call("POST", path, TOKENS.cn, relayed)).status, 403, "a correspondent may not");
@@ -315,28 +350,29 @@ test("rollback: a host undoes the relayed activation of a failed move once, to t
     (await call("DELETE", `/v1/vms/vm/standby/${encodeURIComponent("2001:db8:b::5")}`, TOKENS.vm)).json,
     { withdrawn: true },
   );
-  const again = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::5" });
-  t.like(again.json, { seq: 4 });
+  // (the withdrawal advanced the sequence: 3 was the rollback's, 4 the withdrawal's)
+  const again = await standby("vm", TOKENS.vm, "2001:db8:b::5");
+  t.like(again.json, { seq: 5 });
   t.is((await call("POST", "/v1/bindings", host, again.json)).status, 200);
   t.like((await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json, {
     active: "2001:db8:b::5",
-    seq: 4,
+    seq: 5,
     previous: "2001:db8:a::5",
   });
   // An admin may roll back too.
-  t.like((await call("POST", path, TOKENS.admin, { locator: "2001:db8:b::5", seq: 4 })).json, {
+  t.like((await call("POST", path, TOKENS.admin, { locator: "2001:db8:b::5", seq: 5 })).json, {
     locator: "2001:db8:a::5",
-    seq: 5,
+    seq: 6,
   });
 });
 
 test("a withdrawn locator is no rollback target", async (t) => {
   const s = await server(t);
-  const { call, TOKENS } = s;
+  const { call, TOKENS, standby } = s;
   const host = await withHosts(s);
   let last: unknown;
   for (const l of ["2001:db8:a::5", "2001:db8:b::5"]) {
-    last = (await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: l })).json;
+    last = (await standby("vm", TOKENS.vm, l)).json;
     t.is((await call("POST", "/v1/bindings", TOKENS.vm, last)).status, 200);
   }
   t.is(
@@ -388,4 +424,162 @@ test("a malformed percent-escape in a route is the client's error (400), never t
     t.is(r.status, 400, `${method} ${path}: ${JSON.stringify(r.json)}`);
     t.regex(String(r.json.error), /malformed percent-escape/);
   }
+});
+
+test("a VM claims only locators that can be its own: each kind of other address is refused with its reason", async (t) => {
+  const { call, TOKENS, service } = await server(t);
+  const claim = (locator: string) => call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator });
+  const cases: Array<[string, number, RegExp]> = [
+    ["::", 403, /unspecified/],
+    ["::1", 403, /loopback/],
+    ["ff02::1", 403, /multicast/],
+    ["ff05::1:3", 403, /multicast/],
+    ["fe80::5", 400, /link-local/],
+    ["::ffff:c000:201", 403, /IPv4-mapped/],
+    ["::c000:201", 403, /IPv4-compatible/],
+    ["2001:db8:99::1", 403, /no registered site's prefix/],
+    ["2001:db8:a::", 403, /subnet-router anycast/],
+    ["2001:db8:a::fdff:ffff:ffff:ff80", 403, /reserved subnet anycast/],
+    ["2001:db8:a::100", 403, /host hosta's address/],
+    ["2001:db8:a::1", 403, /site a's gateway's address/],
+    ["2001:db8:a::7360", 403, /control server's own address/],
+    // vm2's future MoA in site a: the SLAAC address its MAC makes there.
+    ["2001:db8:a:0:216:3eff:fe00:6", 403, /MAC of VM vm2 .* reserved for that VM/],
+    ["fd00:1::6", 409, /already claimed by HoA fd00:1::6/],
+    ["fd00:1::5", 400, /must differ from the HoA/],
+    ["2001:db8:c::5", 403, /site c takes only locators derived from the VM's registered MACs/],
+    ["not-an-address", 400, /locator/],
+  ];
+  for (const [locator, status, reason] of cases) {
+    const r = await claim(locator);
+    t.is(r.status, status, `${locator}: ${JSON.stringify(r.json)}`);
+    t.regex(String(r.json.error), reason, locator);
+  }
+  // Its own EUI-64 address is proven by its MAC, in a site that requires it too.
+  t.like((await claim("2001:db8:c:0:216:3eff:fe00:5")).json, { locator: "2001:db8:c:0:216:3eff:fe00:5" });
+  t.like((await service.binding("fd00:1::5")).standbys, [
+    { locator: "2001:db8:c:0:216:3eff:fe00:5", proven: true },
+  ]);
+  // Nothing refused left a trace.
+  t.is((await service.binding("fd00:1::5")).standbys.length, 1);
+  // No sites, no locators.
+  const bare = await server(t, { sites: false });
+  const none = await bare.call("POST", "/v1/vms/vm/standby", bare.TOKENS.vm, { locator: "2001:db8:a::5" });
+  t.is(none.status, 409);
+  t.regex(String(none.json.error), /no sites registered yet/);
+});
+
+test("an unproven standby is not published and waits: a host's attestation publishes it and activates what the VM asked", async (t) => {
+  const s = await server(t);
+  const { call, TOKENS } = s;
+  const host = await withHosts(s);
+  const reg = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::77" });
+  t.is(reg.status, 200);
+  const record = async () => (await call("GET", "/v1/bindings/fd00:1::5", TOKENS.cn)).json;
+  t.like(await record(), { locators: [], standbys: [{ locator: "2001:db8:b::77", proven: false }] });
+  const early = await call("POST", "/v1/bindings", TOKENS.vm, reg.json);
+  t.is(early.status, 409);
+  t.is(early.json.code, "awaiting-proof");
+  t.regex(String(early.json.error), /not proven to be vm's yet/);
+  const attest = "/v1/vms/vm/attest";
+  t.is(
+    (await call("POST", attest, TOKENS.vm, { locator: "2001:db8:b::77" })).status,
+    403,
+    "not the VM itself",
+  );
+  t.is(
+    (await call("POST", attest, TOKENS.cn, { locator: "2001:db8:b::77" })).status,
+    403,
+    "not a correspondent",
+  );
+  t.is(
+    (await call("POST", attest, host, { locator: "2001:db8:b::78" })).status,
+    404,
+    "only a registered standby",
+  );
+  const ok = await call("POST", attest, host, { locator: "2001:db8:b::77" });
+  t.like(ok.json, { attested: true, activated: true, seq: Number(reg.json.seq) });
+  t.like(await record(), {
+    active: "2001:db8:b::77",
+    seq: Number(reg.json.seq),
+    locators: ["2001:db8:b::77"],
+  });
+  t.like(
+    (await call("POST", attest, host, { locator: "2001:db8:b::77" })).json,
+    { attested: false },
+    "idempotent",
+  );
+  // One not asked for is only published.
+  const next = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::78" });
+  t.like((await call("POST", attest, TOKENS.admin, { locator: "2001:db8:a::78" })).json, {
+    attested: true,
+    activated: false,
+  });
+  t.like(await record(), { active: "2001:db8:b::77", locators: ["2001:db8:b::77", "2001:db8:a::78"] });
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, next.json)).status, 200);
+});
+
+test("standbys per VM are capped: registering past the cap drops the oldest, whose activation is then stale", async (t) => {
+  const { call, TOKENS, standby, service } = await server(t);
+  const { MAX_STANDBYS } = await import("../src/service.js");
+  const made = [];
+  for (let i = 1; i <= MAX_STANDBYS + 2; i++)
+    made.push((await standby("vm", TOKENS.vm, `2001:db8:b::${i}`)).json);
+  const b = await service.binding("fd00:1::5");
+  t.is(b.standbys.length, MAX_STANDBYS);
+  t.is(b.locators.length, MAX_STANDBYS);
+  t.false(b.locators.includes("2001:db8:b::1"));
+  const old = await call("POST", "/v1/bindings", TOKENS.vm, made[0]);
+  t.is(old.status, 409);
+  t.regex(String(old.json.error), /not a current standby/);
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, made.at(-1))).status, 200);
+});
+
+test("an admin resets a hijacked HoA: every standby goes, every earlier activation is stale, the HoA is bound anew", async (t) => {
+  const { call, TOKENS, standby } = await server(t);
+  const a = await standby("vm", TOKENS.vm, "2001:db8:a::5");
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
+  const pending = await standby("vm", TOKENS.vm, "2001:db8:b::5");
+  t.is((await call("POST", "/v1/vms/vm/reset", TOKENS.vm, {})).status, 403, "not the VM");
+  t.is((await call("POST", "/v1/vms/vm/reset", TOKENS.cn, {})).status, 403);
+  const reset = await call("POST", "/v1/vms/vm/reset", TOKENS.admin, {});
+  t.is(reset.status, 200);
+  t.like(reset.json.binding, { active: undefined, locators: [], standbys: [] });
+  t.true(Number((reset.json.binding as { seq: number }).seq) > Number(pending.json.seq));
+  for (const old of [a.json, pending.json]) {
+    const r = await call("POST", "/v1/bindings", TOKENS.vm, old);
+    t.is(r.status, 409);
+    t.regex(String(r.json.error), /replayed or stale|not a current standby/);
+  }
+  // Bound to a locator an admin names (its word is the proof), with a fresh signed binding.
+  const to = await call("POST", "/v1/vms/vm/reset", TOKENS.admin, { to: "2001:db8:b::99" });
+  t.like(to.json.binding, { active: "2001:db8:b::99", locators: ["2001:db8:b::99"] });
+  t.like(to.json.activation, { locator: "2001:db8:b::99" });
+  t.is((await call("POST", "/v1/vms/vm/reset", TOKENS.admin, { to: "ff02::1" })).status, 403);
+  t.is((await call("POST", "/v1/vms/nope/reset", TOKENS.admin, {})).status, 404);
+  // The VM moves on from there as usual.
+  const next = await standby("vm", TOKENS.vm, "2001:db8:a::6");
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, next.json)).status, 200);
+});
+
+test("each token's requests and long polls are bounded (429 with Retry-After), admins are not", async (t) => {
+  const { call, TOKENS } = await server(t);
+  const statuses: number[] = [];
+  for (let i = 0; i < 40; i++) statuses.push((await call("GET", "/v1/vms/vm", TOKENS.vm)).status);
+  t.true(statuses.includes(429), "a VM's token is rate limited");
+  t.is(statuses.filter((x) => x === 200).length >= 20, true, "after its burst");
+  t.is((await call("GET", "/v1/vms/vm2", TOKENS.vm2)).status, 200, "per token, not for everyone");
+  for (let i = 0; i < 40; i++) t.is((await call("GET", "/v1/vms", TOKENS.admin)).status, 200);
+  const polls = [1, 2, 3, 4].map(() => call("GET", "/v1/bindings?since=999&wait=2000", TOKENS.cn));
+  await new Promise((r) => setTimeout(r, 150));
+  const fifth = await call("GET", "/v1/bindings?since=999&wait=2000", TOKENS.cn);
+  t.is(fifth.status, 429);
+  t.regex(String(fifth.json.error), /long polls open already/);
+  t.is(
+    (await call("GET", "/v1/bindings?since=999", TOKENS.cn)).status,
+    200,
+    "a poll that does not wait is fine",
+  );
+  for (const p of await Promise.all(polls)) t.is(p.status, 200);
+  t.is((await call("GET", "/v1/bindings?since=999&wait=10", TOKENS.cn)).status, 200, "freed once answered");
 });

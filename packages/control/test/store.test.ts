@@ -3,7 +3,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
-import { MemoryStore, type Store } from "../src/index.js";
+import Database from "better-sqlite3";
+import { MemoryStore, type Standby, type Store } from "../src/index.js";
 import { SqliteStore, StoreError } from "../src/sqlite.js";
 
 const backends: Array<[string, () => { store: Store; reopen?: () => Store }]> = [
@@ -24,7 +25,9 @@ const B = (hoa: string, active: string | undefined, seq: number, locators: strin
   vm: `vm-${hoa}`,
   active,
   seq,
+  issued: seq,
   locators,
+  standbys: [] as Standby[],
 });
 
 for (const [name, make] of backends) {
@@ -45,6 +48,7 @@ for (const [name, make] of backends) {
           name: "a",
           prefix: "2001:db8:a::/64",
           gateway: { linkLocal: "fe80::1", mac: "02:00:00:00:00:01" },
+          locatorProof: "host" as const,
           ra: { minIntervalMs: 30, maxIntervalMs: 70 },
         },
       ],
@@ -113,6 +117,58 @@ for (const [name, make] of backends) {
     } else await store.close();
   });
 }
+
+for (const [name, make] of backends) {
+  test(`${name}: standbys and the issued sequence round-trip; only locators listed count as claimed`, async (t) => {
+    const { store, reopen } = make();
+    const rec = {
+      ...B("fd00::1", "2001:db8:a::1", 3, ["2001:db8:a::1", "2001:db8:b::1"]),
+      issued: 7,
+      standbys: [
+        { locator: "2001:db8:b::1", seq: 6, proven: true },
+        { locator: "2001:db8:b::2", seq: 7, proven: false, requested: true },
+      ],
+    };
+    await store.putBinding(rec);
+    t.deepEqual(await store.binding("fd00::1"), rec);
+    t.is(await store.hoaOfLocator("2001:db8:b::1"), "fd00::1");
+    t.is(await store.hoaOfLocator("2001:db8:b::2"), undefined, "an unproven standby claims nothing");
+    if (reopen) {
+      await store.close();
+      const again = reopen();
+      t.deepEqual(await again.binding("fd00::1"), rec);
+      await again.close();
+    } else await store.close();
+  });
+}
+
+test("sqlite: a schema 2 database is upgraded: bindings keep their active and previous locators, standbys go", async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "xr-store-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const file = join(dir, "control.db");
+  const old = new Database(file);
+  old.exec(`
+    CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) STRICT;
+    CREATE TABLE bindings (hoa TEXT PRIMARY KEY, vm TEXT NOT NULL, active TEXT, seq INTEGER NOT NULL,
+      locators TEXT NOT NULL, revision INTEGER NOT NULL UNIQUE, previous TEXT) STRICT;
+    INSERT INTO meta VALUES ('schema', '2'), ('revision', '1');
+    INSERT INTO bindings VALUES ('fd00::1', 'web', '2001:db8:b::1', 4,
+      '["2001:db8:b::1","2001:db8:a::1","2001:db8:c::9"]', 1, '2001:db8:a::1');`);
+  old.close();
+  const store = new SqliteStore(file);
+  t.deepEqual(await store.binding("fd00::1"), {
+    hoa: "fd00::1",
+    vm: "web",
+    active: "2001:db8:b::1",
+    seq: 4,
+    issued: 4,
+    locators: ["2001:db8:b::1", "2001:db8:a::1"],
+    standbys: [],
+    previous: "2001:db8:a::1",
+  });
+  t.is(await store.revision(), 1);
+  await store.close();
+});
 
 test("sqlite: a database file that is not one is refused with its name", (t) => {
   const dir = mkdtempSync(join(tmpdir(), "xr-store-"));

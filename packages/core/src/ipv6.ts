@@ -172,3 +172,24 @@ export function slaacAddress(prefix: Ipv6Prefix, mac: Mac | string): Ipv6 {
 export function linkLocalFromMac(mac: Mac | string): Ipv6 {
   return slaacAddress({ address: [0xfe80, 0, 0, 0, 0, 0, 0, 0], length: 64 }, mac);
 }
+
+/**
+ * Why an address can never be a host's unicast locator, or undefined: the unspecified and loopback addresses,
+ * multicast, link-local, IPv4-mapped and IPv4-compatible addresses (RFC 4291 2.5), and, in a /64, the
+ * subnet-router anycast address (interface identifier 0, RFC 4291 2.6.1) and the reserved subnet anycast
+ * identifiers (RFC 5453: fdff:ffff:ffff:ff80 to fdff:ffff:ffff:ffff).
+ */
+export function specialAddressProblem(addr: Ipv6): string | undefined {
+  const [a0, , , , a4, a5, a6, a7] = addr;
+  const zeros = (from: number, to: number) => addr.slice(from, to).every((x) => x === 0);
+  if (zeros(0, 8)) return "the unspecified address";
+  if (zeros(0, 7) && a7 === 1) return "the loopback address";
+  if (a0 >> 8 === 0xff) return "a multicast address";
+  if (isLinkLocal(addr)) return "a link-local address";
+  if (zeros(0, 5) && a5 === 0xffff) return "an IPv4-mapped address";
+  if (zeros(0, 6)) return "an IPv4-compatible (deprecated) address";
+  if (zeros(4, 8)) return "the subnet-router anycast address of its /64";
+  if (a4 === 0xfdff && a5 === 0xffff && a6 === 0xffff && a7 >= 0xff80)
+    return "a reserved subnet anycast address (RFC 5453)";
+  return undefined;
+}

@@ -24,6 +24,7 @@ import { NsWorker } from "./netns.js";
 import { type LabPlan, netnsName, planLab } from "./plan.js";
 import { XAPI_HOOKS_ROOT, XAPI_NETWORK_CONF, XAPI_PASSWORD_FILE, XAPI_XE, xapiSocketFile } from "./xapi.js";
 import {
+  attestLocator,
   cnLocatorOf,
   controlService,
   controlUrl,
@@ -490,6 +491,12 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         const s = readSupervisor(stateDir);
         return agents.every((a) => s?.services[a.name]?.state === "running");
       });
+      if (mobility && control && topology.vm.addrGenMode !== 0) {
+        // Its MACs do not prove an address the kernel made with stable-privacy or random identifiers: the
+        // first locator waits for a word from the admin, which the lab is (a site's "host" locator proof).
+        progress(`the VM's first locator ${vmAddress} is not made from its MAC: attesting it as the admin`);
+        await attestLocator(topology, mobility, stateDir, control, vmAddress);
+      }
       if (mobility) {
         progress(`waiting for the correspondent to map the VM's home address ${mobility.hoa}`);
         await waitFor(

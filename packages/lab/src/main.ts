@@ -18,6 +18,7 @@ import {
   readState,
   stateDirOf,
 } from "./lab.js";
+import { controlUrl } from "./mobility.js";
 import { netnsName, routerAddressOf } from "./present.js";
 import { machineLine, markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
 import { machineFacts } from "./facts.js";
@@ -91,7 +92,7 @@ function describe(t: Topology): string {
   );
   if (t.mobility) {
     lines.push(
-      `  mobility: ${t.vm.name} keeps home address ${t.mobility.hoa}; control server on ${t.router.name} at http://[${routerAddressOf(t)}]:${t.mobility.controlPort}; correspondent agent on ${t.correspondent.name}`,
+      `  mobility: ${t.vm.name} keeps home address ${t.mobility.hoa}; control server on ${t.router.name} at ${controlUrl(t, t.mobility)} (TLS, the lab's own CA); correspondent agent on ${t.correspondent.name}`,
     );
   }
   return lines.join("\n");

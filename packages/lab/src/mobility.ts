@@ -1,12 +1,14 @@
 // The lab's mobility layer: a control server (xenroam-control) on the router, on the correspondent's
-// segment; the VM's guest agent with a home address; the correspondent agent on the CN. Services are
-// described here and run by the supervisor; provisioning (sites, the VM, the CN's token) goes through the
-// control server's own CLI inside the router's namespace, as an admin would do it.
+// segment, serving TLS with a certificate from the lab's own CA, which every client pins; the VM's guest
+// agent with a home address; the correspondent agent on the CN. Services are described here and run by the
+// supervisor; provisioning (sites, the VM, the CN's token) goes through the control server's own CLI inside
+// the router's namespace, as an admin would do it.
 
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNft } from "@xenroam/mobility";
 import { routerAddress } from "./addresses.js";
+import { makeServerCertificate } from "./openssl.js";
 import { netnsName } from "./plan.js";
 import type { ServiceSpec } from "./supervisor.js";
 import { netnsExec } from "./system.js";
@@ -17,6 +19,9 @@ export type Mobility = NonNullable<Topology["mobility"]>;
 export const FILES = {
   key: "control.key",
   publicKey: "control.key.pub",
+  ca: "control-ca.pem",
+  tlsCert: "control.crt",
+  tlsKey: "control-tls.key",
   adminToken: "admin.token",
   database: "control.db",
   vmToken: "vm.token",
@@ -30,7 +35,7 @@ export const hostTokenFile = (host: string) => `host-${host}.token`;
 export const controlAddress = (t: Topology) => routerAddress(t.correspondent.prefix);
 
 export function controlUrl(t: Topology, m: Mobility): string {
-  return `http://[${controlAddress(t)}]:${m.controlPort}`;
+  return `https://[${controlAddress(t)}]:${m.controlPort}`;
 }
 
 /** The control server, run by the supervisor in the router's namespace. */
@@ -54,6 +59,10 @@ export function controlService(
       join(stateDir, FILES.key),
       "--admin-token-file",
       join(stateDir, FILES.adminToken),
+      "--tls-cert",
+      join(stateDir, FILES.tlsCert),
+      "--tls-key",
+      join(stateDir, FILES.tlsKey),
     ],
   };
 }
@@ -67,6 +76,8 @@ export function mobileAgentArgs(t: Topology, m: Mobility, stateDir: string): str
     t.vm.name,
     "--control",
     controlUrl(t, m),
+    "--control-ca",
+    join(stateDir, FILES.ca),
     "--token-file",
     join(stateDir, FILES.vmToken),
     "--peer",
@@ -91,6 +102,8 @@ export function correspondentService(
       "--correspondent",
       "--control",
       controlUrl(t, m),
+      "--control-ca",
+      join(stateDir, FILES.ca),
       "--token-file",
       join(stateDir, FILES.cnToken),
       "--public-key",
@@ -101,7 +114,10 @@ export function correspondentService(
   };
 }
 
-/** Creates the signing key and admin token (before the server starts). */
+/**
+ * Creates the signing key and admin token, and the lab's CA with the server's certificate for its address
+ * (before the server starts).
+ */
 export async function initControl(t: Topology, stateDir: string, control: readonly string[]): Promise<void> {
   await netnsExec(netnsName(t, t.router.name), [
     ...control,
@@ -111,6 +127,10 @@ export async function initControl(t: Topology, stateDir: string, control: readon
     "--admin-token-file",
     join(stateDir, FILES.adminToken),
   ]);
+  await makeServerCertificate(
+    { ca: join(stateDir, FILES.ca), cert: join(stateDir, FILES.tlsCert), key: join(stateDir, FILES.tlsKey) },
+    controlAddress(t),
+  );
 }
 
 /**
@@ -126,7 +146,10 @@ export async function provision(
   timeoutMs = 10_000,
 ): Promise<void> {
   const router = netnsName(t, t.router.name);
-  const admin = ["--server", controlUrl(t, m), "--token-file", join(stateDir, FILES.adminToken)];
+  const admin = [
+    ...["--server", controlUrl(t, m), "--ca", join(stateDir, FILES.ca)],
+    ...["--token-file", join(stateDir, FILES.adminToken)],
+  ];
   const run = (args: string[]) => netnsExec(router, [...control, ...args, ...admin]);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -151,6 +174,35 @@ export async function provision(
   for (const [file, token] of [[FILES.vmToken, vm.token], [FILES.cnToken, cn.token], ...hosts] as const) {
     writeFileSync(join(stateDir, file), `${token}\n`, { mode: 0o600 });
     chmodSync(join(stateDir, file), 0o600);
+  }
+}
+
+/**
+ * The admin vouches for a locator the VM registered that its MACs do not prove (the lab's VM at boot with
+ * addr_gen_mode stable-privacy or random): `xenroam-control attest`, retried until the VM has registered it,
+ * up to `timeoutMs`. Returns what the server answered.
+ */
+export async function attestLocator(
+  t: Topology,
+  m: Mobility,
+  stateDir: string,
+  control: readonly string[],
+  locator: string,
+  timeoutMs = 15_000,
+): Promise<string> {
+  const router = netnsName(t, t.router.name);
+  const admin = [
+    ...["--server", controlUrl(t, m), "--ca", join(stateDir, FILES.ca)],
+    ...["--token-file", join(stateDir, FILES.adminToken)],
+  ];
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await netnsExec(router, [...control, "attest", t.vm.name, locator, ...admin]);
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 250));
+    }
   }
 }
 

@@ -74,7 +74,14 @@ export function xapiXenroamArgs(t: Topology, stateDir: string, here: string, the
     password,
     ...(from.site === to.site
       ? []
-      : ["--xapi-remote", `http://[${to.address}]`, "--xapi-remote-password-file", password]),
+      : // The lab's XAPI speaks plain HTTP between its namespaces (no pool certificate to pin): said so.
+        [
+          "--xapi-remote",
+          `http://[${to.address}]`,
+          "--xapi-remote-password-file",
+          password,
+          "--xapi-insecure-http",
+        ]),
   ];
 }
 

@@ -133,11 +133,12 @@ test("xenopsd's temporary uuid and the xenroam command line a XAPI host's admin 
   const args = xapiXenroamArgs(topology, "/s", "hosta", "hostb");
   t.deepEqual(args.slice(0, 2), ["--toolstack", "xapi"]);
   t.true(args.includes("http://[::1]"));
-  t.deepEqual(args.slice(-4), [
+  t.deepEqual(args.slice(-5), [
     "--xapi-remote",
     "http://[2001:db8:b::b]",
     "--xapi-remote-password-file",
     "/s/xapi.password",
+    "--xapi-insecure-http",
   ]);
   t.false(
     xapiXenroamArgs(topology, "/s", "hosta", "hosta2").includes("--xapi-remote"),

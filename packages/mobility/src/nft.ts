@@ -2,19 +2,15 @@
 // `nft -f -`, which the kernel commits as one transaction: all of it or none of it.
 
 import { spawn } from "node:child_process";
-import { existsSync } from "node:fs";
+import { binaryPath } from "@xenroam/process";
 
 /**
- * The nftables binary. Not a PATH lookup: under npm, node_modules/.bin comes first, and a common package
- * (@vercel/nft, pulled in by ava) installs an unrelated `nft` there.
+ * The nftables binary: XENROAM_NFT, else the system's `nft` (@xenroam/process's resolver, which `xenroam
+ * doctor` reports too). Not a PATH lookup: under npm, node_modules/.bin comes first, and a common package
+ * (@vercel/nft, pulled in by ava) installs an unrelated `nft` there. Throws when there is none, saying so.
  */
 export function nftBinary(): string {
-  const override = process.env.XENROAM_NFT;
-  if (override) return override;
-  for (const dir of ["/usr/sbin", "/sbin", "/usr/local/sbin", "/usr/bin", "/bin"]) {
-    if (existsSync(`${dir}/nft`)) return `${dir}/nft`;
-  }
-  return "nft";
+  return binaryPath("nft");
 }
 
 export interface Nft {
@@ -31,8 +27,15 @@ export class NftError extends Error {
 
 function run(netns: string | undefined, args: string[], input?: string): Promise<string> {
   return new Promise((resolve, reject) => {
-    const nft = nftBinary();
-    const [cmd, argv] = netns ? ["ip", ["netns", "exec", netns, nft, ...args]] : [nft, args];
+    let cmd: string;
+    let argv: string[];
+    try {
+      const nft = nftBinary();
+      [cmd, argv] = netns ? [binaryPath("ip"), ["netns", "exec", netns, nft, ...args]] : [nft, args];
+    } catch (err) {
+      reject(new NftError(`cannot run nft: ${(err as Error).message}`));
+      return;
+    }
     const child = spawn(cmd, argv, { stdio: ["pipe", "pipe", "pipe"] });
     let out = "";
     let err = "";

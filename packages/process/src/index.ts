@@ -1,8 +1,10 @@
 // Process identity that survives PID reuse (the PID plus its start time), and stopping a process only if it
 // is still the one recorded — never by name. Used by the lab (its supervisor and down) and the host plugin
-// (the radvd it starts, its state file). Reads /proc.
+// (the radvd it starts, its state file). Reads /proc. And which program runs for a command name (binaries.ts).
 
 import { readFileSync } from "node:fs";
+
+export * from "./binaries.js";
 
 /** A process identity that survives PID reuse: the PID plus its start time in clock ticks since boot. */
 export interface ProcessId {

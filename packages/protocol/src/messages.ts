@@ -68,8 +68,10 @@ export const signedBindingSchema = z.strictObject({
   locator: globalAddress,
   seq: z.int().check(z.gte(1), z.lte(Number.MAX_SAFE_INTEGER)),
   expiresAt: z.int().check(z.gte(0), z.lte(Number.MAX_SAFE_INTEGER)),
-  /** Ed25519 signature, base64url (86 characters). */
-  sig: z.string().check(z.regex(/^[A-Za-z0-9_-]{1,128}$/, "must be base64url, at most 128 characters")),
+  /** The signing key's id: 8 bytes, base64url (11 characters). */
+  kid: z.string().check(z.regex(/^[A-Za-z0-9_-]{11}$/, "must be 11 characters of base64url")),
+  /** Ed25519 signature, 64 bytes, base64url (86 characters). */
+  sig: z.string().check(z.regex(/^[A-Za-z0-9_-]{86}$/, "must be 86 characters of base64url")),
 });
 
 export const prepareAnswerSchema = z.discriminatedUnion("status", [

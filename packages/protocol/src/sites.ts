@@ -9,7 +9,20 @@ import * as z from "zod/mini";
 export interface Site {
   readonly name: string;
   readonly prefix: string;
-  readonly gateway: { readonly linkLocal: string; readonly mac: string };
+  /** The gateway's link-local address and MAC (the staging bridge takes them), and its global address if any. */
+  readonly gateway: {
+    readonly linkLocal: string;
+    readonly mac: string;
+    readonly address?: string | undefined;
+  };
+  /**
+   * How the control server knows a locator a VM claims in this site is the VM's own. Either way, an address
+   * whose interface identifier is the modified EUI-64 of one of the VM's registered MACs is its own.
+   * "eui64": nothing else is taken. "host" (the default): any other address waits, unpublished and not
+   * activatable, until a host of the sites (the source Dom0, which saw the guest answer with it at a
+   * prepare) or an admin attests it.
+   */
+  readonly locatorProof?: "host" | "eui64" | undefined;
   /** RA intervals radvd uses on this site's staging bridges. */
   readonly ra: { readonly minIntervalMs: number; readonly maxIntervalMs: number };
   /**
@@ -68,7 +81,12 @@ const schema = z.strictObject({
       z.strictObject({
         name,
         prefix: prefix64Field,
-        gateway: z.strictObject({ linkLocal: linkLocalField, mac: macField }),
+        gateway: z.strictObject({
+          linkLocal: linkLocalField,
+          mac: macField,
+          address: z.optional(globalAddressField),
+        }),
+        locatorProof: z._default(z.enum(["host", "eui64"]), "host"),
         ra: z._default(
           z.strictObject({
             minIntervalMs: z.number().check(z.gte(30)),

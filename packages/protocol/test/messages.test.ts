@@ -56,6 +56,7 @@ test("a prepared answer may carry the guest's activation of its MoA; checked for
     locator: "2001:db8:b:0:216:3eff:fe00:2",
     seq: 7,
     expiresAt: 1_800_000_000_000,
+    kid: "AAAAAAAAAAA",
     sig: "A".repeat(86),
   };
   const answer = {
