@@ -204,7 +204,16 @@ export class Correspondent {
 
   private merge(b: BindingRecord): void {
     const entry = this.entries.get(b.hoa);
-    if (!entry || b.seq >= entry.seq) {
+    // The server's record wins when it is as new as ours; when the HoA changed hands; and when the server has
+    // issued past our direct binding and no longer lists its locator (withdrawn, or reset): that binding is
+    // no longer the VM's word.
+    const superseded =
+      entry !== undefined &&
+      (b.vm !== entry.vm ||
+        ((b.issued ?? b.seq) >= entry.seq &&
+          entry.active !== undefined &&
+          !b.locators.includes(entry.active)));
+    if (!entry || b.seq >= entry.seq || superseded) {
       // A move the datagrams did not bring (lost, or the VM could not send them): the stream did.
       if (b.active && b.seq > (entry?.seq ?? 0)) {
         this.ports.log("binding_learned", { hoa: b.hoa, locator: b.active, seq: b.seq, via: "watch" });
@@ -217,6 +226,16 @@ export class Correspondent {
         locators: [...b.locators],
         standbys: b.standbys ?? [],
       });
+      if (superseded) {
+        this.book.forget(b.hoa);
+        this.verified.delete(b.hoa);
+        this.ports.log("binding_superseded", {
+          hoa: b.hoa,
+          held: entry.active,
+          by: b.active ?? null,
+          seq: b.seq,
+        });
+      }
       if (b.active && b.seq > 0) {
         this.book.seed({ vm: b.vm, hoa: b.hoa, locator: b.active, seq: b.seq, expiresAt: Infinity });
       }

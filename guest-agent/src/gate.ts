@@ -37,6 +37,9 @@ export class SourceLimiter {
   }
 }
 
+/** Distinct reasons counted per window; the rest count together. */
+const MAX_KINDS = 16;
+
 /** Refusals, logged as the first of each window (with its reason) and then one count per window. */
 export class RefusalLog {
   private windowStart = -Infinity;
@@ -55,7 +58,9 @@ export class RefusalLog {
       return;
     }
     this.suppressed++;
-    const kind = fields.reason.replace(/[0-9a-f:.]{3,}|\d+/gi, "…").slice(0, 80);
+    // A stranger chooses the text of a reason (a field's name, an address): its kinds are bounded.
+    const text = fields.reason.replace(/[0-9a-f:.]{3,}|\d+/gi, "…").slice(0, 80);
+    const kind = this.reasons.has(text) || this.reasons.size < MAX_KINDS ? text : "(other reasons)";
     this.reasons.set(kind, (this.reasons.get(kind) ?? 0) + 1);
   }
 

@@ -33,3 +33,16 @@ test("refusals: the first of each window in full, then one count with the common
   r.flush();
   t.is(lines.length, 3, "nothing more to count");
 });
+
+test("refusals: a stranger's choice of reason texts is counted in a bounded number of kinds", (t) => {
+  const lines: Array<[string, Record<string, unknown>]> = [];
+  const r = new RefusalLog((e, f) => lines.push([e, f]), 1000);
+  r.refused({ reason: "first" }, 0);
+  for (let i = 0; i < 10_000; i++)
+    r.refused({ reason: `malformed binding: unknown field "f${"x".repeat(i % 50)}"` }, 1);
+  r.flush();
+  t.like(lines[1]?.[1], { count: 10_000 });
+  const reasons = lines[1]?.[1].reasons as Record<string, number>;
+  t.true(Object.keys(reasons).length <= 5, "the commonest five");
+  t.true("(other reasons)" in reasons, "the rest counted together");
+});

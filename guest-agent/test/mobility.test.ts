@@ -608,3 +608,40 @@ test("correspondent under a flood of forged datagrams: cheap refusals first, few
     `2000 forgeries refused in ${floodMs} ms; 2000 copies of the active binding in ${Date.now() - copies} ms`,
   );
 });
+
+test("correspondent: the server's record supersedes a direct binding it no longer lists, or for a HoA that changed hands", async (t) => {
+  const { cn, nft } = correspondent();
+  const standby = (locator: string, seq: number) => ({ locator, seq, proven: true });
+  await cn.onChanges([
+    {
+      revision: 1,
+      binding: record({
+        hoa: HOA,
+        active: MOA_A,
+        seq: 1,
+        issued: 2,
+        locators: [MOA_A, MOA_B],
+        standbys: [standby(MOA_B, 2)],
+      }),
+    },
+  ]);
+  t.true((await cn.onSigned(signed({ locator: MOA_B, seq: 2 }))).ok, "the fast path");
+  // The guest withdrew MOA_B (an abort) before the server heard of the direct binding: the server never
+  // activated it, and no longer lists it.
+  await cn.onChanges([
+    { revision: 2, binding: record({ hoa: HOA, active: MOA_A, seq: 1, issued: 3, locators: [MOA_A] }) },
+  ]);
+  t.deepEqual(cn.bindings(), [{ hoa: HOA, active: MOA_A, locators: [MOA_A] }]);
+  await new Promise((r) => setTimeout(r, 40));
+  t.true((nft.scripts.at(-1) ?? "").includes(`${HOA} : ${MOA_A}`));
+  t.false((await cn.onSigned(signed({ locator: MOA_B, seq: 2 }))).ok, "its copy is no longer taken");
+  // The HoA re-registered to another VM: the new owner's record wins at once.
+  await cn.onChanges([
+    {
+      revision: 3,
+      binding: record({ hoa: HOA, vm: "newvm", active: undefined, seq: 4, issued: 4, locators: [] }),
+    },
+  ]);
+  t.deepEqual(cn.bindings(), []);
+  await cn.stop();
+});

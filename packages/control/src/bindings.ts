@@ -124,6 +124,7 @@ export function signBinding(privateKey: KeyObject, claim: BindingClaim): SignedB
 const SIG = /^[A-Za-z0-9_-]{86}$/;
 /** A key id, 8 bytes: 11 characters. */
 const KID = /^[A-Za-z0-9_-]{11}$/;
+const VM_NAME = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
 const FIELDS = new Set(["vm", "hoa", "locator", "seq", "expiresAt", "kid", "sig"]);
 
 /**
@@ -141,6 +142,8 @@ export function bindingShapeProblem(b: unknown): string | undefined {
     if (typeof v !== "string" || v.length === 0 || v.length > (k === "vm" ? 64 : 45))
       return `"${k}" must be a string of at most ${k === "vm" ? 64 : 45} characters`;
   }
+  // The server names VMs this way only (service.ts): anything else, a lone surrogate included, is no claim.
+  if (!VM_NAME.test(o.vm as string)) return '"vm" must be a VM name (letters, digits, _ . -)';
   if (!Number.isSafeInteger(o.seq) || (o.seq as number) < 0) return '"seq" must be a whole number';
   if (!Number.isSafeInteger(o.expiresAt) || (o.expiresAt as number) < 0)
     return '"expiresAt" must be a time in ms';
@@ -239,6 +242,11 @@ export class BindingBook {
       hoa: canonicalIpv6(b.hoa),
       locator: canonicalIpv6(b.locator),
     });
+  }
+
+  /** Drops what is held for a HoA (the server superseded it): the next binding is judged afresh. */
+  forget(hoa: string): void {
+    this.active.delete(canonicalIpv6(hoa));
   }
 
   get(hoa: string): ActiveBinding | undefined {

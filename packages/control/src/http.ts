@@ -5,7 +5,8 @@
 
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from "node:http";
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
-import type { SignedBinding } from "./bindings.js";
+import type { Socket } from "node:net";
+import { bindingShapeProblem, type SignedBinding } from "./bindings.js";
 import { ControlError, type ControlService } from "./service.js";
 import type { Principal } from "./store.js";
 
@@ -43,6 +44,8 @@ export interface HttpLimits {
   readonly pollsPerToken: number;
   /** Connections open at once, all clients together. */
   readonly maxConnections: number;
+  /** Connections open at once from one source address (before any token: strangers included). */
+  readonly connectionsPerSource: number;
 }
 
 export const DEFAULT_LIMITS: HttpLimits = {
@@ -52,6 +55,7 @@ export const DEFAULT_LIMITS: HttpLimits = {
   peerBurst: 400,
   pollsPerToken: 4,
   maxConnections: 4096,
+  connectionsPerSource: 64,
 };
 
 class Buckets {
@@ -109,6 +113,8 @@ const str = (o: Record<string, unknown>, k: string): string => {
 };
 
 function signedBinding(o: Record<string, unknown>): SignedBinding {
+  const shape = bindingShapeProblem(o);
+  if (shape) throw new ControlError(400, `malformed binding: ${shape}`);
   const seq = o.seq;
   const expiresAt = o.expiresAt;
   if (typeof seq !== "number" || typeof expiresAt !== "number") {
@@ -335,9 +341,35 @@ export function createControlServer(
       }
     });
   };
+  // Idle and half-open connections hold a slot: headers within 10 s (checked every second), a TLS handshake
+  // within 5 s, and at most connectionsPerSource from one address, so strangers cannot fill the server.
   const server = tls
-    ? createHttpsServer({ cert: tls.cert, key: tls.key, minVersion: "TLSv1.2" }, handler)
-    : createServer(handler);
+    ? createHttpsServer(
+        {
+          cert: tls.cert,
+          key: tls.key,
+          minVersion: "TLSv1.2",
+          handshakeTimeout: 5000,
+          connectionsCheckingInterval: 1000,
+        },
+        handler,
+      )
+    : createServer({ connectionsCheckingInterval: 1000 }, handler);
+  const perSource = new Map<string, number>();
+  server.on("connection", (socket: Socket) => {
+    const from = socket.remoteAddress ?? "?";
+    const open = (perSource.get(from) ?? 0) + 1;
+    if (open > limits.connectionsPerSource) {
+      socket.destroy();
+      return;
+    }
+    perSource.set(from, open);
+    socket.once("close", () => {
+      const left = (perSource.get(from) ?? 1) - 1;
+      if (left > 0) perSource.set(from, left);
+      else perSource.delete(from);
+    });
+  });
   server.maxConnections = limits.maxConnections;
   // A client that trickles its headers or body is cut; a long poll answers within 30 s.
   server.headersTimeout = 10_000;

@@ -114,9 +114,9 @@ export class ControlService {
    * a special address, the control server's, a host's or a gateway's, outside every registered site prefix,
    * or the SLAAC address another VM's registered MAC makes there. Proven: its interface identifier is the
    * modified EUI-64 of one of this VM's MACs. Unproven in a site whose `locatorProof` is "eui64": refused.
-   * `admin`: an admin names it, which is proof enough.
+   * `vouched`: an admin names it, or it was proven before, which is proof enough.
    */
-  private async claimable(vm: VmRecord, locator: string, admin = false): Promise<{ proven: boolean }> {
+  private async claimable(vm: VmRecord, locator: string, vouched = false): Promise<{ proven: boolean }> {
     const addr = parseIpv6(locator);
     const special = specialAddressProblem(addr);
     if (special) throw new ControlError(403, `locator ${locator} is ${special}: never a VM's`);
@@ -153,7 +153,7 @@ export class ControlService {
         `locator ${locator} is the SLAAC (EUI-64) address a MAC of VM ${other.name} makes in site ${site.name}: reserved for that VM`,
       );
     }
-    if (admin) return { proven: true };
+    if (vouched) return { proven: true };
     if (site.locatorProof === "eui64") {
       throw new ControlError(
         403,
@@ -202,6 +202,8 @@ export class ControlService {
   ): Promise<VmRecord & { token: string }> {
     const name = checkName("VM", nameText);
     const hoa = routable("HoA", hoaText);
+    const special = specialAddressProblem(parseIpv6(hoa));
+    if (special) throw new ControlError(400, `HoA ${hoa} is ${special}: never a VM's home address`);
     const macs = macTexts.map((m) => {
       try {
         return canonicalMac(m);
@@ -231,9 +233,10 @@ export class ControlService {
       await this.store.putVm(vm);
       const current = await this.store.binding(hoa);
       if (!current || current.vm !== name || previous?.hoa !== hoa) {
-        const seq = current?.seq ?? 0;
-        const issued = current?.issued ?? seq;
-        await this.commit({ ...emptyBinding(vm), seq, issued });
+        // A HoA that changes hands starts past everything signed for its former owner: correspondents take
+        // the new record over any direct binding they hold, and no old activation is newer than it.
+        const seq = current ? current.issued + 1 : 0;
+        await this.commit({ ...emptyBinding(vm), seq, issued: seq });
       }
       const token = newToken();
       await this.store.putCredential(hashToken(token), { kind: "vm", name });
@@ -276,22 +279,23 @@ export class ControlService {
       if (holder !== undefined && holder !== vm.hoa) {
         throw new ControlError(409, `locator ${locator} is already claimed by HoA ${holder}`);
       }
-      const { proven } = await this.claimable(vm, locator);
       const current = (await this.store.binding(vm.hoa)) ?? emptyBinding(vm);
+      // Proven once stays proven: the active locator, the one before it (the guest takes it back after a
+      // failed move), or a standby attested before.
+      const held =
+        locator === current.active ||
+        locator === current.previous ||
+        current.standbys.some((s) => s.locator === locator && s.proven);
+      const { proven } = await this.claimable(vm, locator, held);
       const seq = current.issued + 1;
+      const expiresAt = this.now() + this.ttl;
       const others = current.standbys.filter((s) => s.locator !== locator);
       const standbys = [
         ...others.slice(Math.max(0, others.length - (MAX_STANDBYS - 1))),
-        { locator, seq, proven },
+        { locator, seq, proven, expiresAt },
       ];
       await this.commit(record({ ...current, issued: seq, standbys }));
-      return signBinding(this.options.privateKey, {
-        vm: vm.name,
-        hoa: vm.hoa,
-        locator,
-        seq,
-        expiresAt: this.now() + this.ttl,
-      });
+      return signBinding(this.options.privateKey, { vm: vm.name, hoa: vm.hoa, locator, seq, expiresAt });
     });
   }
 
@@ -320,12 +324,27 @@ export class ControlService {
         );
       }
       if (standby.proven) return { locator, seq: standby.seq, attested: false, activated: false };
-      const holder = await this.store.hoaOfLocator(locator);
+      const holder = (await this.store.hoaOfLocator(locator)) ?? (await this.store.vmByHoa(locator))?.hoa;
       if (holder !== undefined && holder !== vm.hoa) {
         throw new ControlError(409, `locator ${locator} is already claimed by HoA ${holder}`);
       }
+      // Two VMs waiting for a proof of one locator (one saw the other's DAD on a shared staging bridge): the
+      // first to register it is the one that took it; a later claim is not vouched for.
+      const earlier = (await this.store.standbyClaims(locator)).find(
+        (c) =>
+          c.hoa !== vm.hoa &&
+          (c.standby.expiresAt ?? 0) > this.now() &&
+          (c.standby.expiresAt ?? 0) < (standby.expiresAt ?? Infinity),
+      );
+      if (earlier) {
+        throw new ControlError(
+          409,
+          `locator ${locator} was registered first by HoA ${earlier.hoa}, still waiting for its proof: not attested for ${vm.name}`,
+        );
+      }
       await this.claimable(vm, locator); // the sites may have changed since it was registered
-      if (standby.requested && standby.seq > current.seq) {
+      const live = (standby.expiresAt ?? Infinity) > this.now();
+      if (standby.requested && live && standby.seq > current.seq) {
         const revision = await this.commit(this.activated(current, locator, standby.seq));
         return { locator, seq: standby.seq, attested: true, activated: true, revision };
       }

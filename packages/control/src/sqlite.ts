@@ -96,6 +96,12 @@ export class SqliteStore implements Store {
           `UPDATE bindings SET issued = seq, locators = (SELECT json_group_array(l.value) FROM json_each(bindings.locators) l
              WHERE l.value = bindings.active OR l.value = bindings.previous)`,
         );
+        // Rewritten rows are changes: a watcher that stays connected across the upgrade learns them.
+        this.db.exec(
+          `UPDATE bindings SET revision = revision + (SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'revision');
+           UPDATE meta SET value = (SELECT COALESCE(MAX(revision), CAST(meta.value AS INTEGER)) FROM bindings)
+             WHERE key = 'revision'`,
+        );
         this.db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(String(SCHEMA_VERSION));
       })();
     } else if (Number(row.value) !== SCHEMA_VERSION) {
@@ -158,6 +164,15 @@ export class SqliteStore implements Store {
       .prepare("SELECT b.hoa FROM bindings b, json_each(b.locators) l WHERE l.value = ? LIMIT 1")
       .get(locator) as { hoa: string } | undefined;
     return r?.hoa;
+  }
+
+  async standbyClaims(locator: string) {
+    const rows = this.db
+      .prepare(
+        "SELECT b.hoa AS hoa, s.value AS standby FROM bindings b, json_each(b.standbys) s WHERE json_extract(s.value, '$.locator') = ?",
+      )
+      .all(locator) as Array<{ hoa: string; standby: string }>;
+    return rows.map((r) => ({ hoa: r.hoa, standby: JSON.parse(r.standby) as Standby }));
   }
 
   async putBinding(b: BindingRecord) {

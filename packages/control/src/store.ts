@@ -23,6 +23,8 @@ export interface Standby {
   readonly proven: boolean;
   /** The VM asked for its activation before it was proven: the attestation activates it. */
   readonly requested?: boolean;
+  /** When its activation expires (ms since the epoch); also orders claims of one locator by two VMs. */
+  readonly expiresAt?: number;
 }
 
 export interface BindingRecord {
@@ -76,6 +78,8 @@ export interface Store {
   binding(hoa: string): Promise<BindingRecord | undefined>;
   /** The HoA whose binding lists this locator, if any. */
   hoaOfLocator(locator: string): Promise<string | undefined>;
+  /** Every HoA with this locator among its standbys (proven or not), with that standby. */
+  standbyClaims(locator: string): Promise<Array<{ readonly hoa: string; readonly standby: Standby }>>;
   putBinding(b: BindingRecord): Promise<number>;
   changesSince(revision: number, limit: number): Promise<Change[]>;
   revision(): Promise<number>;
@@ -117,6 +121,11 @@ export class MemoryStore implements Store {
     for (const { binding } of this.bindings.values())
       if (binding.locators.includes(locator)) return binding.hoa;
     return undefined;
+  }
+  async standbyClaims(locator: string) {
+    return [...this.bindings.values()].flatMap(({ binding }) =>
+      binding.standbys.filter((s) => s.locator === locator).map((standby) => ({ hoa: binding.hoa, standby })),
+    );
   }
   async putBinding(binding: BindingRecord) {
     this.rev += 1;

@@ -116,6 +116,7 @@ async function server() {
     peerBurst: 1e6,
     pollsPerToken: 4,
     maxConnections: 4096,
+    connectionsPerSource: 64,
   });
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   return { srv, port: (srv.address() as AddressInfo).port, tokens: ["adm-secret-token", vm, peer, "nope"] };

@@ -1,5 +1,5 @@
 // The control server over real HTTP on loopback: authorisation, validation, signed bindings, the watch.
-import type { AddressInfo } from "node:net";
+import { type AddressInfo, connect, type Socket } from "node:net";
 import test, { type ExecutionContext } from "ava";
 import {
   ControlService,
@@ -582,4 +582,87 @@ test("each token's requests and long polls are bounded (429 with Retry-After), a
   );
   for (const p of await Promise.all(polls)) t.is(p.status, 200);
   t.is((await call("GET", "/v1/bindings?since=999&wait=10", TOKENS.cn)).status, 200, "freed once answered");
+});
+
+test("review fixes: proof survives re-registration, the first claim of a locator wins, expired and re-homed claims are not activated, malformed bindings are a 400", async (t) => {
+  const s = await server(t);
+  const { call, TOKENS, service, standby } = s;
+  const host = await withHosts(s);
+  // Proven once stays proven: the guest takes its previous (privacy) locator back after a failed move.
+  const a = await standby("vm", TOKENS.vm, "2001:db8:a::51");
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, a.json)).status, 200);
+  const again = await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:a::51" });
+  t.like((await service.binding("fd00:1::5")).standbys, [{ locator: "2001:db8:a::51", proven: true }]);
+  t.is((await call("POST", "/v1/bindings", TOKENS.vm, again.json)).status, 200, "no proof to wait for");
+  // Two VMs claim one privacy address (one saw the other's DAD on a shared staging bridge): the first wins.
+  await call("POST", "/v1/vms/vm2/standby", TOKENS.vm2, { locator: "2001:db8:b::99" });
+  await call("POST", "/v1/vms/vm/standby", TOKENS.vm, { locator: "2001:db8:b::99" });
+  const late = await call("POST", "/v1/vms/vm/attest", host, { locator: "2001:db8:b::99" });
+  t.is(late.status, 409);
+  t.regex(String(late.json.error), /registered first by HoA fd00:1::6/);
+  t.like((await call("POST", "/v1/vms/vm2/attest", host, { locator: "2001:db8:b::99" })).json, {
+    attested: true,
+  });
+  // A malformed binding is the client's error.
+  const bad = await call("POST", "/v1/bindings", TOKENS.vm, { ...(again.json as object), kid: "x" });
+  t.is(bad.status, 400);
+  t.regex(String(bad.json.error), /malformed binding: "kid"/);
+  t.is(
+    (await call("POST", "/v1/bindings", TOKENS.vm, { ...(again.json as object), vm: "v\ud800" })).status,
+    400,
+  );
+  // A HoA that is special is refused at registration.
+  t.is((await call("POST", "/v1/vms", TOKENS.admin, { name: "m", hoa: "ff02::1" })).status, 400);
+});
+
+test("review fixes: an activation asked for long ago is not applied by a late attestation; a locator that became a HoA is not attested", async (t) => {
+  let now = Date.now();
+  const service = new ControlService({
+    store: new MemoryStore(),
+    ...keys,
+    adminTokens: [ADMIN],
+    now: () => now,
+  });
+  await service.putSites(SITES);
+  await service.registerVm("vm", "fd00:1::5", [VM_MAC]);
+  const act = await service.registerStandby("vm", "2001:db8:b::44");
+  t.like(await service.activate(act), { ok: false, awaitingProof: true });
+  now += 11 * 60_000; // past the activation's 10 min
+  t.like(await service.attest("vm", "2001:db8:b::44"), { attested: true, activated: false });
+  t.is((await service.binding("fd00:1::5")).active, undefined);
+  await service.registerStandby("vm", "2001:db8:b::45");
+  await service.registerVm("other", "2001:db8:b::45");
+  await t.throwsAsync(service.attest("vm", "2001:db8:b::45"), {
+    message: /already claimed by HoA 2001:db8:b::45/,
+  });
+});
+
+test("review fixes: connections are capped per source address before any token", async (t) => {
+  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
+  const { DEFAULT_LIMITS } = await import("../src/http.js");
+  const srv = createControlServer(service, exportPublicKey(keys.publicKey), () => {}, {
+    ...DEFAULT_LIMITS,
+    connectionsPerSource: 3,
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  t.teardown(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  const port = (srv.address() as AddressInfo).port;
+  const open = () =>
+    new Promise<Socket>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => resolve(s));
+    });
+  const idle = await Promise.all([open(), open(), open()]);
+  const fourth = await open();
+  const closed = await new Promise<boolean>((r) => {
+    fourth.once("close", () => r(true));
+    setTimeout(() => r(false), 1000);
+  });
+  t.true(closed, "the fourth idle connection from one address is cut");
+  for (const s of idle) s.destroy();
+  await new Promise((r) => setTimeout(r, 100));
+  const res = await fetch(`http://127.0.0.1:${port}/v1/health`);
+  t.is(res.status, 200, "once they are gone, it is served again");
 });

@@ -133,6 +133,12 @@ for (const [name, make] of backends) {
     t.deepEqual(await store.binding("fd00::1"), rec);
     t.is(await store.hoaOfLocator("2001:db8:b::1"), "fd00::1");
     t.is(await store.hoaOfLocator("2001:db8:b::2"), undefined, "an unproven standby claims nothing");
+    t.deepEqual(
+      (await store.standbyClaims("2001:db8:b::2")).map((c) => [c.hoa, c.standby.seq, c.standby.proven]),
+      [["fd00::1", 7, false]],
+      "but it is found among the standbys",
+    );
+    t.deepEqual(await store.standbyClaims("2001:db8:b::9"), []);
     if (reopen) {
       await store.close();
       const again = reopen();
@@ -166,7 +172,12 @@ test("sqlite: a schema 2 database is upgraded: bindings keep their active and pr
     standbys: [],
     previous: "2001:db8:a::1",
   });
-  t.is(await store.revision(), 1);
+  t.is(await store.revision(), 2, "the rewritten binding is a change, at a new revision");
+  t.deepEqual(
+    (await store.changesSince(1, 10)).map((c) => c.binding.hoa),
+    ["fd00::1"],
+    "a watcher that stayed connected learns it",
+  );
   await store.close();
 });
 
