@@ -148,6 +148,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/lab/src/supervisor.ts",
     "packages/lab/src/lab.ts",
     "packages/lab/src/bench.ts",
+    // The fault soak runs xenroam as the bench does, and watches its log lines to inject faults.
+    "packages/lab/src/soak.ts",
     "packages/lab/src/main.ts",
     "packages/lab/src/xapi.ts",
     // The lab's CA and its control server's certificate, made with the openssl CLI at lab-up.

@@ -51,3 +51,18 @@ test("the default topology prints as valid JSON", async (t) => {
   t.is(r.code, 0);
   t.is((JSON.parse(r.stdout) as { name: string }).name, "xr");
 });
+
+test("soak: bad counts and unknown faults are refused before anything is made; help lists the faults", async (t) => {
+  const zero = await lab("soak", "--migrations", "0");
+  t.is(zero.code, 1);
+  t.regex(zero.stderr, /--migrations takes a whole number from 1 to 10000/);
+  const unknown = await lab("soak", "--faults", "agent-killed,gremlins");
+  t.is(unknown.code, 1);
+  t.regex(unknown.stderr, /unknown fault\(s\) gremlins; faults: agent-killed, radvd-killed/);
+  const name = await lab("soak", "--name", "Too-Long-Name");
+  t.not(name.code, 0);
+  t.regex(name.stderr, /--name takes 1-6 characters/);
+  const help = await lab("soak", "--help");
+  t.regex(help.stdout, /xenstored-restarted +the source host's xenstored restarted/);
+  t.regex(help.stdout, /xenroam-lab soak --migrations 100 --faults/);
+});

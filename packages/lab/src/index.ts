@@ -8,6 +8,7 @@ export * from "./system.js";
 export * from "./topology.js";
 export * from "./toolstack.js";
 export * from "./bench.js";
+export * from "./soak.js";
 export * from "./probe.js";
 export * from "./stats.js";
 export * from "./xapi.js";

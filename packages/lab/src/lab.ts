@@ -219,6 +219,9 @@ export function agentServicesOf(
   ];
 }
 
+/** Where a host's xenstored leaves its store for the next start when it is stopped. */
+export const xenstoredStateFile = (host: string) => `xenstored-${host}.state.json`;
+
 /** radvd on the router, a xenstored per host, and the control server when the topology has mobility. */
 export function servicesOf(
   plan: LabPlan,
@@ -254,6 +257,9 @@ export function servicesOf(
         join(stateDir, x.dom0Socket),
         ...x.guests.flatMap((g) => ["--guest", `${g.domid}:${join(stateDir, g.socket)}`]),
         ...(x.guests.length > 0 ? ["--introduce"] : []),
+        // A restart (the supervisor's, or the soak's fault) keeps the store and the guest sockets it served.
+        "--state-file",
+        join(stateDir, xenstoredStateFile(x.host)),
       ],
     })),
   ];
@@ -610,7 +616,12 @@ export async function labStatus(name: string, options: LabOptions = {}): Promise
     supervisor: state.supervisor ? (isRunning(state.supervisor) ? "running" : "stopped") : "absent",
     services: Object.entries(sup?.services ?? {}).map(([svc, s]) => ({
       name: svc,
-      state: s.process && isRunning(s.process) ? s.state : s.state === "failed" ? "failed" : "stopped",
+      state:
+        s.process && isRunning(s.process)
+          ? s.state
+          : s.state === "failed" || s.state === "held"
+            ? s.state
+            : "stopped",
       ...(s.process ? { pid: s.process.pid } : {}),
     })),
     nodes: plan.namespaces.map((n) => ({ node: n.node, netns: n.netns, role: n.role })),

@@ -23,6 +23,18 @@ import { netnsName, routerAddressOf } from "./present.js";
 import { machineLine, markdownTable, runBench, SCENARIOS, writeBenchJson } from "./bench.js";
 import { machineFacts } from "./facts.js";
 import { runEchoServer, runProbeSender, runTcpStreamClient, runTcpStreamServer } from "./probe.js";
+import {
+  DEFAULT_SETTLE_MS,
+  FAULT_TEXT,
+  FAULTS,
+  type Fault,
+  isFault,
+  leakLines,
+  runSoak,
+  soakExitCode,
+  soakTable,
+  writeSoakJson,
+} from "./soak.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
 import { LabXapi, XAPI_PASSWORD_FILE, type XapiLog } from "./xapi.js";
@@ -127,6 +139,7 @@ const program = new Command("xenroam-lab")
       "  xenroam-lab down                    remove everything the lab made",
       "  xenroam-lab topology > my.json      start your own topology from the default one",
       "  xenroam-lab bench --runs 10 --json bench.json",
+      "  xenroam-lab soak --migrations 100 --faults --json soak.json",
       "",
     ].join("\n"),
   );
@@ -347,6 +360,152 @@ program
       const machine = await machineFacts();
       if (opts.json) writeBenchJson(opts.json, results, machine);
       console.log(`${markdownTable(results)}\n\n${machineLine(machine)}`);
+    },
+  );
+
+const labNameOption = (what: string, fallback: string) =>
+  new Option("--name <name>", `the ${what}'s lab name (namespace prefix), so it runs beside another lab`)
+    .argParser((v) => {
+      if (!/^[a-z][a-z0-9]{0,5}$/.test(v))
+        throw new UsageError("--name takes 1-6 characters: a lower-case letter, then letters or digits");
+      return v;
+    })
+    .default(fallback);
+
+program
+  .command("soak")
+  .description(
+    "ping-pong migrations of the VM between sites through the real xenroam, optionally injecting faults; after each, once settled, whether the VM runs unpaused and reachable at its HoA, and what was left behind: repaired by the next command's reconcile, cleared by the next migration, or leaked",
+  )
+  .option(
+    "--migrations <n>",
+    "how many migrations",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 10_000)
+        throw new UsageError("--migrations takes a whole number from 1 to 10000");
+      return n;
+    },
+    12,
+  )
+  .option(
+    "--faults [list]",
+    `inject faults, every other migration, in turn (default: all of them): a comma-separated subset of ${FAULTS.join(", ")}`,
+  )
+  .option(
+    "--settle <ms>",
+    "how long to wait after a migration for the VM to run and answer at its HoA",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1000 || n > 600_000)
+        throw new UsageError("--settle takes milliseconds, a whole number from 1000 to 600000");
+      return n;
+    },
+    DEFAULT_SETTLE_MS,
+  )
+  .option(
+    "--control-down-after <ms>",
+    "control-down: keep the control server down this long after the migration has returned, too",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 0 || n > 600_000)
+        throw new UsageError("--control-down-after takes milliseconds, a whole number from 0 to 600000");
+      return n;
+    },
+    0,
+  )
+  .option("--json <file>", "also write every migration, leak and repair as JSON to FILE")
+  .addOption(labNameOption("soak", "xsoak"))
+  .addOption(stateRootOption())
+  .addHelpText(
+    "after",
+    [
+      "",
+      "The soak brings up its own lab (the default topology under --name), always takes it down at the end,",
+      "also on SIGINT/SIGTERM, and prints one line per migration on stderr and the table on stdout. It exits",
+      "non-zero when a leak remains at the end or the VM was ever left paused or unreachable once settled.",
+      "",
+      "Migration 1 is clean; with --faults, every even one injects the next fault and the one after it is",
+      "clean, so each fault's aftermath meets the next command (and its reconcile). The faults:",
+      ...FAULTS.map((f) => `  ${f.padEnd(20)} ${FAULT_TEXT[f]}`),
+      "",
+      "Leaks, against a baseline taken right after the lab came up: staging bridges and radvd with no prepared",
+      "VM, xenroam state records, routes, processes, nftables tables and map elements beyond the baseline's,",
+      "addresses on the VM outside the method's, lab services down. When a migration left any, xenroam status",
+      "runs on both hosts (every xenroam command first reconciles what a crash left): what that takes away is",
+      "'repaired by reconcile', what only the next migration takes away 'cleared by next migration', and what",
+      "is still there at the end a leak.",
+      "",
+      "Examples:",
+      "  xenroam-lab soak --migrations 12 --faults",
+      "  xenroam-lab soak --migrations 100 --faults --json soak.json",
+      "  xenroam-lab soak --migrations 20 --faults xenroam-killed,control-down --state-root /tmp/soak",
+      "",
+    ].join("\n"),
+  )
+  .action(
+    async (opts: {
+      migrations: number;
+      faults?: string | boolean;
+      settle: number;
+      controlDownAfter: number;
+      json?: string;
+      name: string;
+      stateRoot?: string;
+    }) => {
+      let faults: Fault[] = [];
+      if (opts.faults === true) faults = [...FAULTS];
+      else if (typeof opts.faults === "string") {
+        const names = opts.faults
+          .split(",")
+          .map((f) => f.trim())
+          .filter(Boolean);
+        const unknown = names.filter((f) => !isFault(f));
+        if (unknown.length > 0 || names.length === 0)
+          throw new UsageError(
+            `--faults: unknown fault(s) ${unknown.join(", ") || "(none given)"}; faults: ${FAULTS.join(", ")}`,
+          );
+        faults = names.filter(isFault);
+      }
+      const controller = new AbortController();
+      const interrupt = (signal: string) => {
+        progress(`${signal}: stopping the soak; the lab is taken down`);
+        controller.abort();
+        process.exitCode = signal === "SIGINT" ? 130 : 143;
+      };
+      process.once("SIGINT", () => interrupt("SIGINT"));
+      process.once("SIGTERM", () => interrupt("SIGTERM"));
+      let result: Awaited<ReturnType<typeof runSoak>>;
+      try {
+        result = await runSoak({
+          ...labOptions(opts),
+          migrations: opts.migrations,
+          faults,
+          name: opts.name,
+          settleMs: opts.settle,
+          controlDownAfterMs: opts.controlDownAfter,
+          signal: controller.signal,
+        });
+      } catch (err) {
+        if (!controller.signal.aborted) throw err;
+        progress("interrupted: the lab is down, no table");
+        return;
+      }
+      const machine = await machineFacts();
+      if (opts.json) writeSoakJson(opts.json, result, machine);
+      const f = result.final;
+      console.log(
+        [
+          soakTable(result.rows),
+          "",
+          ...leakLines(result.leaks),
+          `- at the end: the VM on ${f.host}, ${f.paused ? "PAUSED" : "running"}, HoA ${f.hoaReachable ? "reachable" : "UNREACHABLE"} from the CN, the CN ${f.cnReachable ? "reachable" : "UNREACHABLE"} from the VM; xenroam status repaired: ${Object.values(f.repairs).flat().join("; ") || "nothing"}`,
+          `- ${result.migrations.length} migrations in ${Math.round(result.durationMs / 1000)} s`,
+          "",
+          machineLine(machine),
+        ].join("\n"),
+      );
+      process.exitCode = soakExitCode(result.rows, result.final);
     },
   );
 

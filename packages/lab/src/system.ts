@@ -2,6 +2,7 @@
 // that creates one), and process identity checks so nothing is ever killed by name or by a recycled PID.
 
 import { execFile } from "node:child_process";
+import { readFileSync } from "node:fs";
 import { promisify } from "node:util";
 
 const execFileAsync = promisify(execFile);
@@ -48,6 +49,41 @@ export async function netnsPids(name: string): Promise<number[]> {
     .filter(Boolean)
     .map(Number)
     .filter((p) => Number.isInteger(p) && p > 0);
+}
+
+/** `ip -j` inside a namespace (`ip -n NAME -j ARGS…`), parsed; an empty answer is an empty list. */
+export async function ipJson(name: string, args: readonly string[]): Promise<unknown> {
+  const out = (await ip("-n", name, "-j", ...args)).trim();
+  return out ? (JSON.parse(out) as unknown) : [];
+}
+
+export interface ProcessState {
+  readonly pid: number;
+  /** /proc/PID/comm: the program's name, as ps shows it. */
+  readonly comm: string;
+  /** /proc/PID/stat's state letter: R, S, D, T (stopped: a paused VM's processes), Z… */
+  readonly state: string;
+  /** The parent's PID. */
+  readonly ppid: number;
+  /** /proc/PID/cmdline, arguments joined by spaces. */
+  readonly cmdline: string;
+}
+
+/** What runs in a namespace, from /proc (processes that exit while being read are left out). */
+export async function processesIn(name: string): Promise<ProcessState[]> {
+  const out: ProcessState[] = [];
+  for (const pid of await netnsPids(name)) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+      const comm = stat.slice(stat.indexOf("(") + 1, stat.lastIndexOf(")"));
+      const [state = "?", ppid] = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+      const cmdline = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0").join(" ").trim();
+      out.push({ pid, comm, state, ppid: Number(ppid), cmdline });
+    } catch {
+      /* exited meanwhile */
+    }
+  }
+  return out;
 }
 
 // Process identity lives in @xenroam/process (the host plugin uses it too); re-exported for the lab's users.

@@ -4,7 +4,7 @@
 // destination's xenstored, write the destination's notes into it, resume — and, as netfront does on real Xen,
 // give the guest carrier on its vifs only once the frontends have reconnected (the topology's `toolstack`).
 
-import { readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNetlink, type Netlink } from "@xenroam/netlink";
 import {
@@ -30,6 +30,24 @@ export interface VmLocation {
 }
 
 export const VM_FILE = "vm.json";
+
+/**
+ * Fault injection (xenroam-lab soak): while this file is in the lab's state directory, the next migration
+ * fails just after the pause — the guest paused, the activation relayed, nothing moved yet — as a restore
+ * that fails on the destination does; the VM resumes on the source, as xl's sender resumes it then. The
+ * migration that fails removes the file.
+ */
+export const FAIL_AFTER_PAUSE_FILE = "fault-fail-after-pause";
+
+/** True (and the file gone) when a fault was armed. */
+function takeFault(stateDir: string, file: string): boolean {
+  try {
+    rmSync(join(stateDir, file));
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export function readVmLocation(stateDir: string): VmLocation {
   return JSON.parse(readFileSync(join(stateDir, VM_FILE), "utf8")) as VmLocation;
@@ -196,6 +214,10 @@ export class LabToolstack implements Toolstack {
       const pausedAt = Date.now();
       mark("paused");
       req.onPaused?.();
+      if (takeFault(this.stateDir, FAIL_AFTER_PAUSE_FILE))
+        throw new Error(
+          `the restore on ${destination} failed after the pause (fault injected by ${FAIL_AFTER_PAUSE_FILE}); ${vm} resumes on ${loc.host}`,
+        );
       const tree = await exportTree(xsSrc, `/local/domain/${loc.domid}`);
       await xsSrc.control("release", String(loc.domid));
       for (const d of devids) {

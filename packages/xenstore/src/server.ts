@@ -101,6 +101,40 @@ export interface ListenOptions {
   readonly mode?: number;
 }
 
+/**
+ * What a restart carries to the next xenstored process (as xenstored's live update does): the tree, with each
+ * node's value and permissions, and the guest sockets it served. Connections and watches are not carried:
+ * clients reconnect and watch again.
+ */
+export interface XenstoreSnapshot {
+  readonly version: 1;
+  readonly tree: SnapshotNode;
+  readonly guests: ReadonlyArray<{ readonly domid: number; readonly path: string }>;
+}
+
+export interface SnapshotNode {
+  /** The value, base64. */
+  readonly value: string;
+  readonly perms: readonly Perm[];
+  readonly children: Readonly<Record<string, SnapshotNode>>;
+}
+
+function snapshotOf(node: Node): SnapshotNode {
+  return {
+    value: node.value.toString("base64"),
+    perms: node.perms.map((p) => ({ ...p })),
+    children: Object.fromEntries([...node.children].map(([k, c]) => [k, snapshotOf(c)])),
+  };
+}
+
+function nodeOf(s: SnapshotNode): Node {
+  return {
+    value: Buffer.from(s.value, "base64"),
+    perms: s.perms.map((p) => ({ domid: p.domid, access: p.access })),
+    children: new Map(Object.entries(s.children).map(([k, c]) => [k, nodeOf(c)])),
+  };
+}
+
 export class XenstoreServer {
   private tree = new Tree();
   private generation = 0;
@@ -144,6 +178,23 @@ export class XenstoreServer {
   releaseDomain(domid: number): void {
     this.commit(this.tree.rm(domainPath(domid), 0));
     this.fireSpecial("@releaseDomain");
+  }
+
+  /** The tree and the guest sockets, for the next process to carry on with (restore). */
+  snapshot(): XenstoreSnapshot {
+    return {
+      version: 1,
+      tree: snapshotOf(this.tree.root),
+      guests: this.servers.filter((s) => s.domid !== 0).map((s) => ({ domid: s.domid, path: s.path })),
+    };
+  }
+
+  /** Takes over a snapshot's tree and serves its guest sockets again (before any client connects). */
+  async restore(snapshot: XenstoreSnapshot): Promise<void> {
+    if (snapshot.version !== 1)
+      throw new Error(`unknown xenstored snapshot version ${String(snapshot.version)}`);
+    this.tree = new Tree(nodeOf(snapshot.tree));
+    for (const g of snapshot.guests) await this.listen(g.path, { domid: g.domid });
   }
 
   /** Reads a value directly (Dom0 view); undefined when absent. */
