@@ -195,7 +195,23 @@ export class Agent {
       await netlink.flushNeighbours(primary).catch(() => {});
       await this.replaceDefault(primary, moved.gateway, PRIMARY_METRIC);
       await mobility.roamed?.(primary, moved.to, trigger);
+      // The old site's address stays on the primary after a move without the method (valid for a day,
+      // preferred for hours: a source the kernel may still pick, an address nothing routes here any more).
+      // The method's switch takes it away with the old primary; here it goes once the HoA is bound anew.
+      let dropped: string | undefined;
+      if (moved.from && moved.from !== moved.to) {
+        const held = (await netlink.addresses(primary)).find((a) => a.address === moved.from);
+        if (held) {
+          await netlink
+            .deleteAddress(primary, `${held.address}/${held.prefixLength}`)
+            .then(() => (dropped = held.address))
+            .catch((err: unknown) =>
+              log("roam_address_kept", { address: held.address, error: (err as Error).message }),
+            );
+        }
+      }
       log("roamed", {
+        ...(dropped ? { dropped } : {}),
         trigger,
         primary,
         from: moved.from,

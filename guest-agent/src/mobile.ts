@@ -12,6 +12,13 @@ import { type AddressInfo, type Netlink, usableLocator } from "@xenroam/netlink"
 import type { Log, MobilityHooks } from "./core.js";
 
 /** A site as the control server tells a VM: its prefix and its gateway. */
+/**
+ * How long a binding is retried while the control server does not take it (unreachable, restarting): quickly
+ * at first, then every minute for about as long as a pre-signed activation lives (10 min). A server down for
+ * longer than a few seconds after a move must not leave the HoA on the old locator until the next one.
+ */
+const RETRY_MS = [200, 1000, 5000, 15_000, 30_000, ...Array<number>(9).fill(60_000)];
+
 export interface SiteView {
   readonly name: string;
   readonly prefix: string;
@@ -192,8 +199,9 @@ export class MobileNode implements MobilityHooks {
     }
     if (!locator) await this.apply({ ...this.state, locators: [{ ifname: primary, moa: addr.address }] });
     this.activating = this.activating.then(async () => {
-      for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000])]) {
+      for (const wait of [0, ...(this.ports.retryMs ?? RETRY_MS)]) {
         await new Promise((r) => setTimeout(r, wait));
+        if (this.stopped) return;
         try {
           const binding = await this.ports.control.registerStandby(this.config.vm, addr.address);
           await this.handOut(binding, migration);
@@ -327,7 +335,7 @@ export class MobileNode implements MobilityHooks {
     this.binding = true;
     this.activating = this.activating.then(async () => {
       try {
-        for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000])]) {
+        for (const wait of [0, ...(this.ports.retryMs ?? RETRY_MS)]) {
           await new Promise((r) => setTimeout(r, wait));
           if (this.stopped || this.state.unbound !== address) return;
           try {
@@ -423,8 +431,9 @@ export class MobileNode implements MobilityHooks {
     });
     log("binding_announced", { migration, moa: binding.locator, seq: binding.seq, ms: Date.now() - started });
     this.activating = this.activating.then(async () => {
-      for (const wait of [0, ...(this.ports.retryMs ?? [200, 1000, 5000, 15000])]) {
+      for (const wait of [0, ...(this.ports.retryMs ?? RETRY_MS)]) {
         await new Promise((r) => setTimeout(r, wait));
+        if (this.stopped) return;
         try {
           const { revision } = await control.activate(binding);
           log("binding_activated", { migration, seq: binding.seq, revision });

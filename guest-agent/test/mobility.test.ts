@@ -544,9 +544,13 @@ test("roam while prepared: the periodic look waits for the arrival; an address a
   await g.mobile.settled();
   t.is(g.netlink.effects.length, effects, "the timer's look did nothing while armed");
   t.deepEqual(g.control.calls, []);
+  const before = (await g.netlink.addresses("eth0")).map((a) => a.address);
   await g.agent.roam("address");
   await g.mobile.settled();
   t.true(g.events.includes("roamed"), "a move without the method is still converged on");
+  const after = (await g.netlink.addresses("eth0")).map((a) => a.address);
+  t.true(before.includes(MOA_A) && !after.includes(MOA_A), "the old site's address goes from the primary");
+  t.true(after.includes(MOVED), "the new one stays");
 });
 
 test("correspondent under a flood of forged datagrams: cheap refusals first, few log lines, copies of the active binding not verified again, and the real binding still applied", async (t) => {
