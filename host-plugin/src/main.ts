@@ -490,6 +490,22 @@ async function withEngineInner<T>(
     ? await sitesFromControl(opts.control, opts.controlTokenFile, opts.controlCa)
     : loadSites(sites ?? "/etc/xenroam/sites.json");
   const xs = await XenstoreClient.connect(xenstore);
+  /** Connections the channel opened again after xenstored dropped one (closed with the first). */
+  const reopened: XenstoreClient[] = [];
+  // xenstored may be restarting: tried for up to 5 s.
+  const reconnect = async () => {
+    const deadline = Date.now() + 5000;
+    for (;;) {
+      try {
+        const again = await XenstoreClient.connect(xenstore);
+        reopened.push(again);
+        return again;
+      } catch (err) {
+        if (Date.now() > deadline) throw err;
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    }
+  };
   const netlink = staging ? undefined : createNetlink();
   try {
     // Between xenroam processes on this host: one operation per VM, one per site's staging, one state update.
@@ -499,7 +515,7 @@ async function withEngineInner<T>(
       bridges,
       staging: staging ?? new LinuxStaging(netlink as Netlink, bridges.parking),
       radvd: createRadvdControl(stateDir),
-      channel: createDom0Channel(xs, channelDir),
+      channel: createDom0Channel(xs, channelDir, reconnect),
       toolstack,
       sites: siteDir,
       state: createStateStore(stateDir, locks),
@@ -512,6 +528,7 @@ async function withEngineInner<T>(
     });
     return await fn(engine, await engine.reconcile());
   } finally {
+    for (const c of reopened) c.close();
     xs.close();
     netlink?.close();
   }

@@ -2,18 +2,37 @@
 import { isXenstoreError, type XenstoreClient } from "@xenroam/xenstore";
 import type { Dom0Channel } from "../ports.js";
 
-export function createDom0Channel(xs: XenstoreClient, dir: string): Dom0Channel {
+/**
+ * `reconnect`: a connection xenstored dropped (a restart) is opened again once, and the call retried on it —
+ * an abort must still reach a guest whose migration failed because xenstored went away.
+ */
+export function createDom0Channel(
+  first: XenstoreClient,
+  dir: string,
+  reconnect?: () => Promise<XenstoreClient>,
+): Dom0Channel {
+  let xs = first;
   const path = (domid: number, key: string) => `/local/domain/${domid}/${dir}/${key}`;
+  const onLive = async <T>(op: (c: XenstoreClient) => Promise<T>): Promise<T> => {
+    try {
+      return await op(xs);
+    } catch (err) {
+      if (!reconnect || !xs.lost) throw err;
+      xs = await reconnect();
+      return op(xs);
+    }
+  };
   return {
-    read: (domid, key) => xs.tryRead(path(domid, key)),
-    write: (domid, key, value) => xs.write(path(domid, key), value),
-    remove: async (domid, key) => {
-      try {
-        await xs.rm(path(domid, key));
-      } catch (err) {
-        if (!isXenstoreError(err, "ENOENT")) throw err;
-      }
-    },
+    read: (domid, key) => onLive((c) => c.tryRead(path(domid, key))),
+    write: (domid, key, value) => onLive((c) => c.write(path(domid, key), value)),
+    remove: (domid, key) =>
+      onLive(async (c) => {
+        try {
+          await c.rm(path(domid, key));
+        } catch (err) {
+          if (!isXenstoreError(err, "ENOENT")) throw err;
+        }
+      }),
     async waitFor(domid, key, accept, timeoutMs) {
       const watch = await xs.watch(path(domid, key));
       let timer: NodeJS.Timeout | undefined;

@@ -418,4 +418,9 @@ export class XenstoreClient {
     this.fail(new XenstoreError("EIO", "client closed"));
     this.transport.close();
   }
+
+  /** The connection is gone (xenstored closed it, restarted, or `close` was called): a new client is needed. */
+  get lost(): boolean {
+    return this.closedWith !== undefined;
+  }
 }
