@@ -40,6 +40,32 @@ export async function migrate(
   return JSON.parse(stdout) as MigrationReport;
 }
 
+/** `xenroam migrate VM TO --json` for any VM of the lab, on the host it runs on now. */
+export async function migrateVm(
+  topology: Topology,
+  stateDir: string,
+  vm: string,
+  to: string,
+  extra: string[] = [],
+): Promise<MigrationReport> {
+  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
+  const from = readVmLocation(stateDir, vm).host;
+  const { stdout } = await run("ip", [
+    "netns",
+    "exec",
+    `${topology.name}-${from}`,
+    ...XENROAM,
+    "--lab",
+    stateDir,
+    "migrate",
+    vm,
+    to,
+    "--json",
+    ...extra,
+  ]);
+  return JSON.parse(stdout) as MigrationReport;
+}
+
 /** `xenroam prepare` (step 1 alone) on the host the VM is on now; returns what it printed. */
 export async function prepare(topology: Topology, stateDir: string, to: string): Promise<string> {
   if (!XENROAM) throw new Error("xenroam is not installed in this workspace");

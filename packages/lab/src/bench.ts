@@ -294,7 +294,7 @@ async function runScenario(s: Scenario, options: BenchOptions, xenroam: string[]
         throw new Error(
           "the bench probes the VM at its EUI-64 address without a HoA: give the VM addrGenMode 0",
         );
-      const vmAddress = topology.mobility?.hoa ?? planLab(topology).vmPrimary.expectedAddress;
+      const vmAddress = topology.mobility?.hoa ?? planLab(topology).vms[0]?.primary.expectedAddress ?? "";
       children.push(startIn(netnsName(topology, topology.vm.name), ["probe-echo"]));
       await sleep(300);
       const cn = startIn(netnsName(topology, topology.correspondent.name), ["probe-send", "--to", vmAddress]);

@@ -12,3 +12,4 @@ export * from "./soak.js";
 export * from "./probe.js";
 export * from "./stats.js";
 export * from "./xapi.js";
+export { holdService } from "./supervisor.js";

@@ -21,11 +21,11 @@ import { renderRadvdConf } from "@xenroam/core";
 import { createNetlink } from "@xenroam/netlink";
 import { XenstoreClient } from "@xenroam/xenstore";
 import { NsWorker } from "./netns.js";
-import { type LabPlan, netnsName, planLab } from "./plan.js";
+import { guestSocketFile, type LabPlan, netnsName, planLab } from "./plan.js";
 import { XAPI_HOOKS_ROOT, XAPI_NETWORK_CONF, XAPI_PASSWORD_FILE, XAPI_XE, xapiSocketFile } from "./xapi.js";
 import {
   attestLocator,
-  cnLocatorOf,
+  cnLocators,
   controlService,
   controlUrl,
   correspondentService,
@@ -44,8 +44,8 @@ import {
   type ProcessId,
   stopProcess,
 } from "./system.js";
-import { readVmLocation, writeVmLocation } from "./toolstack.js";
-import { parseTopology, type Topology } from "./topology.js";
+import { claimDomid, readVmLocation, writeVmLocation } from "./toolstack.js";
+import { hoaOf, labVms, parseTopology, type Topology, vmOf } from "./topology.js";
 
 /** The host plugin's sites file for this lab: sites, gateways, and which host is where. */
 export function sitesFileOf(t: Topology) {
@@ -97,8 +97,10 @@ export interface LabStatus {
   readonly supervisor: "running" | "stopped" | "absent";
   readonly services: ReadonlyArray<{ readonly name: string; readonly state: string; readonly pid?: number }>;
   readonly nodes: ReadonlyArray<{ readonly node: string; readonly netns: string; readonly role: string }>;
-  /** Where the VM runs now (it moves with every migration). */
+  /** Where the VM runs now (it moves with every migration): the topology's first VM. */
   readonly vm?: { readonly name: string; readonly host: string; readonly domid: number };
+  /** Where every VM runs now, the first first. */
+  readonly vms?: ReadonlyArray<{ readonly name: string; readonly host: string; readonly domid: number }>;
 }
 
 export const stateDirOf = (name: string, options: LabOptions = {}) =>
@@ -196,28 +198,28 @@ export function agentServicesOf(
   agent: readonly string[],
   correspondent: readonly string[] = agent,
 ): ServiceSpec[] {
-  const guest = plan.xenstored.flatMap((x) => x.guests)[0];
   const m = topology.mobility;
-  return [
-    ...(guest
-      ? [
-          {
-            name: "xenroam-agent",
-            netns: plan.vmPrimary.netns,
-            argv: [
-              ...agent,
-              "--xenstore",
-              join(stateDir, guest.socket),
-              "--channel",
-              topology.toolstack.restore === "xapi" ? "xapi" : "xl",
-              ...(m ? mobileAgentArgs(topology, m, stateDir) : []),
-            ],
-          },
-        ]
-      : []),
-    ...(m ? [correspondentService(topology, m, stateDir, correspondent)] : []),
-  ];
+  const guests = plan.vms.map((v) => {
+    const vm = vmOf(topology, v.name);
+    return {
+      name: agentServiceName(topology, vm.name),
+      netns: v.primary.netns,
+      argv: [
+        ...agent,
+        "--xenstore",
+        join(stateDir, guestSocketFile(vm.name)),
+        "--channel",
+        topology.toolstack.restore === "xapi" ? "xapi" : "xl",
+        ...(m ? mobileAgentArgs(topology, m, stateDir, vm) : []),
+      ],
+    };
+  });
+  return [...guests, ...(m ? [correspondentService(topology, m, stateDir, correspondent)] : [])];
 }
+
+/** The supervisor's name for a VM's guest agent: xenroam-agent for the first VM, xenroam-agent-NAME after. */
+export const agentServiceName = (t: Topology, vm: string) =>
+  vm === t.vm.name ? "xenroam-agent" : `xenroam-agent-${vm}`;
 
 /** Where a host's xenstored leaves its store for the next start when it is stopped. */
 export const xenstoredStateFile = (host: string) => `xenstored-${host}.state.json`;
@@ -406,11 +408,15 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
     progress("starting the supervisor (radvd on the router, a xenstored per host)");
     writeFileSync(join(stateDir, "radvd.conf"), renderRadvdConf(plan.radvd.interfaces));
     writeFileSync(join(stateDir, "sites.json"), JSON.stringify(sitesFileOf(topology), null, 2));
-    writeVmLocation(stateDir, {
-      vm: topology.vm.name,
-      host: topology.vm.host,
-      domid: topology.vm.domid,
-      nextDomid: topology.vm.domid + 1,
+    const vms = labVms(topology);
+    const lastDomid = Math.max(...vms.map((v) => v.domid));
+    vms.forEach((vm, i) => {
+      claimDomid(stateDir, vm.domid);
+      writeVmLocation(
+        stateDir,
+        { vm: vm.name, host: vm.host, domid: vm.domid, nextDomid: lastDomid + 1 },
+        i === 0,
+      );
     });
     const agent =
       options.guestAgent === false
@@ -456,28 +462,33 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
       return running && sockets && xapi && existsSync(join(stateDir, "radvd.pid"));
     });
 
-    const vmHost = plan.xenstored.find((x) => x.guests.length > 0);
-    if (vmHost) {
-      const xs = await XenstoreClient.connect(join(stateDir, vmHost.dom0Socket));
+    for (const vm of plan.vms) {
+      const host = plan.xenstored.find((x) => x.host === vm.host);
+      if (!host) throw new LabError(`internal: no xenstored for host ${vm.host}`);
+      const xs = await XenstoreClient.connect(join(stateDir, host.dom0Socket));
       try {
-        for (const [path, value] of Object.entries(plan.vmXenstore)) await xs.write(path, value);
+        for (const [path, value] of Object.entries(vm.xenstore)) await xs.write(path, value);
       } finally {
         xs.close();
       }
     }
 
+    const counted =
+      plan.vms.length === 1 ? "the VM's primary interface" : `${plan.vms.length} VMs' primary interfaces`;
     progress(
-      `bringing up the VM's primary interface; waiting for its SLAAC address in ${plan.vmPrimary.prefix} (addr_gen_mode ${topology.vm.addrGenMode})`,
+      `bringing up ${counted}; waiting for SLAAC addresses (${plan.vms.map((v) => `${v.name} in ${v.primary.prefix}, addr_gen_mode ${vmOf(topology, v.name).addrGenMode}`).join("; ")})`,
     );
-    const vm = byNs.get(plan.vmPrimary.netns);
-    if (!vm) throw new LabError("internal: no worker for the VM namespace");
-    await vm.netlink.setLink(plan.vmPrimary.ifname, { up: true });
-    const { address: vmAddress } = await vm.netlink.waitAddressIn(
-      plan.vmPrimary.ifname,
-      plan.vmPrimary.prefix,
-      {
-        timeoutMs: 20_000,
-      },
+    const vmAddresses = new Map<string, string>();
+    await Promise.all(
+      plan.vms.map(async (v) => {
+        const w = byNs.get(v.primary.netns);
+        if (!w) throw new LabError(`internal: no worker for the namespace of VM ${v.name}`);
+        await w.netlink.setLink(v.primary.ifname, { up: true });
+        const { address } = await w.netlink.waitAddressIn(v.primary.ifname, v.primary.prefix, {
+          timeoutMs: 20_000,
+        });
+        vmAddresses.set(v.name, address);
+      }),
     );
 
     if (agent) {
@@ -497,18 +508,28 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         const s = readSupervisor(stateDir);
         return agents.every((a) => s?.services[a.name]?.state === "running");
       });
-      if (mobility && control && topology.vm.addrGenMode !== 0) {
-        // Its MACs do not prove an address the kernel made with stable-privacy or random identifiers: the
-        // first locator waits for a word from the admin, which the lab is (a site's "host" locator proof).
-        progress(`the VM's first locator ${vmAddress} is not made from its MAC: attesting it as the admin`);
-        await attestLocator(topology, mobility, stateDir, control, vmAddress);
+      if (mobility && control) {
+        for (const vm of vms.filter((v) => v.addrGenMode !== 0)) {
+          // Its MACs do not prove an address the kernel made with stable-privacy or random identifiers: the
+          // first locator waits for a word from the admin, which the lab is (a site's "host" locator proof).
+          const address = vmAddresses.get(vm.name) ?? "";
+          progress(
+            `${vm.name}'s first locator ${address} is not made from its MAC: attesting it as the admin`,
+          );
+          await attestLocator(topology, mobility, stateDir, control, address, vm.name);
+        }
       }
       if (mobility) {
-        progress(`waiting for the correspondent to map the VM's home address ${mobility.hoa}`);
+        progress(
+          `waiting for the correspondent to map the home address${vms.length > 1 ? "es" : ""} ${vms.map((v) => hoaOf(topology, v)).join(", ")}`,
+        );
         await waitFor(
-          "the correspondent to learn the VM's binding",
-          15_000,
-          async () => (await cnLocatorOf(topology, mobility)) === vmAddress,
+          "the correspondent to learn every VM's binding",
+          15_000 + 500 * vms.length,
+          async () => {
+            const map = await cnLocators(topology);
+            return vms.every((v) => map.get(hoaOf(topology, v) ?? "") === vmAddresses.get(v.name));
+          },
         );
       }
     }
@@ -590,13 +611,17 @@ export async function labDown(name: string, options: LabOptions = {}): Promise<D
   return { removedNamespaces: removed, stoppedProcesses: stopped, hadState: true };
 }
 
-function vmLocation(stateDir: string): { vm?: { name: string; host: string; domid: number } } {
-  try {
-    const loc = readVmLocation(stateDir);
-    return { vm: { name: loc.vm, host: loc.host, domid: loc.domid } };
-  } catch {
-    return {};
-  }
+function vmLocations(stateDir: string, t: Topology): Pick<LabStatus, "vm" | "vms"> {
+  const vms = labVms(t).flatMap((v) => {
+    try {
+      const loc = readVmLocation(stateDir, v.name);
+      return [{ name: loc.vm, host: loc.host, domid: loc.domid }];
+    } catch {
+      return [];
+    }
+  });
+  const first = vms.find((v) => v.name === t.vm.name);
+  return { ...(first ? { vm: first } : {}), ...(vms.length > 0 ? { vms } : {}) };
 }
 
 export async function labStatus(name: string, options: LabOptions = {}): Promise<LabStatus> {
@@ -607,7 +632,8 @@ export async function labStatus(name: string, options: LabOptions = {}): Promise
   }
   const present = new Set(await netnsList());
   const sup = readSupervisor(stateDir);
-  const plan = planLab(parseTopology(state.topology, join(stateDir, STATE_FILE)));
+  const topology = parseTopology(state.topology, join(stateDir, STATE_FILE));
+  const plan = planLab(topology);
   return {
     name,
     stateDir,
@@ -625,6 +651,6 @@ export async function labStatus(name: string, options: LabOptions = {}): Promise
       ...(s.process ? { pid: s.process.pid } : {}),
     })),
     nodes: plan.namespaces.map((n) => ({ node: n.node, netns: n.netns, role: n.role })),
-    ...vmLocation(stateDir),
+    ...vmLocations(stateDir, topology),
   };
 }

@@ -39,11 +39,30 @@ import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
 import { LabXapi, XAPI_PASSWORD_FILE, type XapiLog } from "./xapi.js";
 import { parseXe, runXe } from "./xe.js";
-import { DEFAULT_TOPOLOGY, parseTopology, type Topology, TopologyError } from "./topology.js";
+import {
+  DEFAULT_TOPOLOGY,
+  hoaOf,
+  labVms,
+  parseTopology,
+  type Topology,
+  TopologyError,
+  type TopologyInput,
+  withVmCount,
+} from "./topology.js";
 
 class UsageError extends Error {}
 
-function loadTopology(file: string | undefined): Topology {
+function loadTopology(file: string | undefined, vms?: string): Topology {
+  if (vms !== undefined) {
+    const n = Number(vms);
+    if (!/^[0-9]+$/.test(vms) || n < 1 || n > 65)
+      throw new UsageError(`--vms ${vms}: give a VM count from 1 to 65 (the lab's first VM included)`);
+    const base = file ? (loadTopology(file) as TopologyInput) : DEFAULT_TOPOLOGY;
+    return parseTopology(
+      withVmCount(base, n),
+      file ? `${file} with --vms ${n}` : `the default topology with --vms ${n}`,
+    );
+  }
   if (!file) return parseTopology(DEFAULT_TOPOLOGY, "the default topology");
   let text: string;
   try {
@@ -81,7 +100,13 @@ function printStatus(s: LabStatus): void {
     const present = s.namespaces.find((x) => x.name === n.netns)?.present ? "present" : "MISSING";
     console.log(`  ${n.node.padEnd(9)} ${n.role.padEnd(13)} netns ${n.netns.padEnd(12)} ${present}`);
   }
-  if (s.vm) console.log(`the VM: ${s.vm.name} runs on ${s.vm.host} as domid ${s.vm.domid}`);
+  const vms = s.vms ?? (s.vm ? [s.vm] : []);
+  if (vms.length === 1 && s.vm)
+    console.log(`the VM: ${s.vm.name} runs on ${s.vm.host} as domid ${s.vm.domid}`);
+  else if (vms.length > 1) {
+    console.log(`the VMs (${vms.length}):`);
+    for (const v of vms) console.log(`  ${v.name.padEnd(9)} on ${v.host.padEnd(8)} domid ${v.domid}`);
+  }
   console.log("services:");
   for (const svc of s.services)
     console.log(`  ${svc.name.padEnd(18)} ${svc.state}${svc.pid ? ` (pid ${svc.pid})` : ""}`);
@@ -99,12 +124,16 @@ function describe(t: Topology): string {
       `  site ${s.name}: ${s.prefix}, gateway ${s.gateway.linkLocal} ${s.gateway.mac}, RA every ${s.ra.minIntervalMs}-${s.ra.maxIntervalMs} ms; hosts: ${hosts.join(", ")}`,
     );
   }
-  lines.push(
-    `  ${t.vm.name} (domid ${t.vm.domid}) on ${t.vm.host}: eth0 ${t.vm.primaryMac} -> vif${t.vm.domid}.0 on ${t.bridges.real}; eth1 ${t.vm.secondaryMac} -> vif${t.vm.domid}.1 on ${t.bridges.parking}`,
-  );
-  if (t.mobility) {
+  for (const vm of labVms(t)) {
     lines.push(
-      `  mobility: ${t.vm.name} keeps home address ${t.mobility.hoa}; control server on ${t.router.name} at ${controlUrl(t, t.mobility)} (TLS, the lab's own CA); correspondent agent on ${t.correspondent.name}`,
+      `  ${vm.name} (domid ${vm.domid}) on ${vm.host}: eth0 ${vm.primaryMac} -> vif${vm.domid}.0 on ${t.bridges.real}; eth1 ${vm.secondaryMac} -> vif${vm.domid}.1 on ${t.bridges.parking}`,
+    );
+  }
+  if (t.mobility) {
+    const m = t.mobility;
+    const homes = labVms(t).map((vm) => `${vm.name} keeps home address ${hoaOf(t, vm) ?? m.hoa}`);
+    lines.push(
+      `  mobility: ${homes.join(", ")}; control server on ${t.router.name} at ${controlUrl(t, m)} (TLS, the lab's own CA); correspondent agent on ${t.correspondent.name}`,
     );
   }
   return lines.join("\n");
@@ -151,10 +180,14 @@ program
   .command("up")
   .description("build the lab (idempotent: an identical lab already up is left alone)")
   .option("--topology <file>", "a topology JSON file (default: the built-in Figure 3 topology)")
+  .option(
+    "--vms <n>",
+    "run N VMs in all (the topology's VM and N-1 more beside it: vm2, vm3, …, each with its own MACs and home address)",
+  )
   .addOption(stateRootOption())
   .option("--json", "print the resulting status as JSON")
-  .action(async (opts: { topology?: string; stateRoot?: string; json?: boolean }) => {
-    const status = await labUp(loadTopology(opts.topology), labOptions(opts));
+  .action(async (opts: { topology?: string; vms?: string; stateRoot?: string; json?: boolean }) => {
+    const status = await labUp(loadTopology(opts.topology, opts.vms), labOptions(opts));
     if (opts.json) console.log(JSON.stringify(status, null, 2));
     else printStatus(status);
   });
@@ -189,7 +222,7 @@ program
 program
   .command("exec")
   .description("run a command inside a lab node's namespace, e.g. exec vm -- ip -6 addr")
-  .argument("<node>", "a node name: the correspondent, the router, a host, or the VM")
+  .argument("<node>", "a node name: the correspondent, the router, a host, or a VM")
   .argument("<command...>", "the command and its arguments (put -- before it)")
   .option("--name <name>", "the lab's name")
   .addOption(stateRootOption())
@@ -201,7 +234,7 @@ program
     const nodes = [
       state.topology.router.name,
       state.topology.correspondent.name,
-      state.topology.vm.name,
+      ...labVms(state.topology).map((v) => v.name),
       ...state.topology.hosts.map((h) => h.name),
     ];
     if (!nodes.includes(node))
@@ -216,9 +249,10 @@ program
   .command("topology")
   .description("print a topology (the default one, or a file's) after validation, as JSON")
   .option("--topology <file>", "validate this file instead")
+  .option("--vms <n>", "with N VMs in all (as `up --vms`)")
   .option("--describe", "describe it in words instead of JSON")
-  .action((opts: { topology?: string; describe?: boolean }) => {
-    const t = loadTopology(opts.topology);
+  .action((opts: { topology?: string; vms?: string; describe?: boolean }) => {
+    const t = loadTopology(opts.topology, opts.vms);
     console.log(opts.describe ? describe(t) : JSON.stringify(t, null, 2));
   });
 

@@ -12,7 +12,7 @@ import { makeServerCertificate } from "./openssl.js";
 import { netnsName } from "./plan.js";
 import type { ServiceSpec } from "./supervisor.js";
 import { netnsExec } from "./system.js";
-import type { Topology } from "./topology.js";
+import { hoaOf, labVms, type Topology, type Vm } from "./topology.js";
 
 export type Mobility = NonNullable<Topology["mobility"]>;
 
@@ -28,6 +28,11 @@ export const FILES = {
   cnToken: "cn.token",
   mobileState: "agent-mobile.json",
 } as const;
+
+/** A VM's token and its mobile state: the first VM's keep their old names (FILES), the others' carry theirs. */
+export const vmTokenFile = (t: Topology, vm: string) => (vm === t.vm.name ? FILES.vmToken : `vm-${vm}.token`);
+export const mobileStateFile = (t: Topology, vm: string) =>
+  vm === t.vm.name ? FILES.mobileState : `agent-mobile-${vm}.json`;
 
 /** A host's peer token: its xenroam relays the guest's activation at the pause (and rolls it back). */
 export const hostTokenFile = (host: string) => `host-${host}.token`;
@@ -68,22 +73,24 @@ export function controlService(
 }
 
 /** The guest agent's mobility options (appended to its command line). */
-export function mobileAgentArgs(t: Topology, m: Mobility, stateDir: string): string[] {
+export function mobileAgentArgs(t: Topology, m: Mobility, stateDir: string, vm: Vm = t.vm): string[] {
+  const hoa = hoaOf(t, vm);
+  if (!hoa) throw new Error(`internal: VM ${vm.name} has no home address`);
   return [
     "--hoa",
-    m.hoa,
+    hoa,
     "--vm",
-    t.vm.name,
+    vm.name,
     "--control",
     controlUrl(t, m),
     "--control-ca",
     join(stateDir, FILES.ca),
     "--token-file",
-    join(stateDir, FILES.vmToken),
+    join(stateDir, vmTokenFile(t, vm.name)),
     "--peer",
     `[${t.correspondent.address}]:${m.bindingPort}`,
     "--state-file",
-    join(stateDir, FILES.mobileState),
+    join(stateDir, mobileStateFile(t, vm.name)),
   ];
 }
 
@@ -161,9 +168,14 @@ export async function provision(
       await new Promise((r) => setTimeout(r, 100));
     }
   }
-  const vm = JSON.parse(
-    await run(["add-vm", t.vm.name, "--hoa", m.hoa, "--mac", t.vm.primaryMac, "--mac", t.vm.secondaryMac]),
-  ) as { token: string };
+  const vms: Array<readonly [string, string]> = [];
+  for (const vm of labVms(t)) {
+    const hoa = hoaOf(t, vm) ?? m.hoa;
+    const added = JSON.parse(
+      await run(["add-vm", vm.name, "--hoa", hoa, "--mac", vm.primaryMac, "--mac", vm.secondaryMac]),
+    ) as { token: string };
+    vms.push([vmTokenFile(t, vm.name), added.token]);
+  }
   const cn = JSON.parse(await run(["add-peer", t.correspondent.name])) as { token: string };
   const hosts = await Promise.all(
     t.hosts.map(async (h) => {
@@ -171,7 +183,7 @@ export async function provision(
       return [hostTokenFile(h.name), peer.token] as const;
     }),
   );
-  for (const [file, token] of [[FILES.vmToken, vm.token], [FILES.cnToken, cn.token], ...hosts] as const) {
+  for (const [file, token] of [...vms, [FILES.cnToken, cn.token] as const, ...hosts]) {
     writeFileSync(join(stateDir, file), `${token}\n`, { mode: 0o600 });
     chmodSync(join(stateDir, file), 0o600);
   }
@@ -188,6 +200,7 @@ export async function attestLocator(
   stateDir: string,
   control: readonly string[],
   locator: string,
+  vm: string = t.vm.name,
   timeoutMs = 15_000,
 ): Promise<string> {
   const router = netnsName(t, t.router.name);
@@ -198,7 +211,7 @@ export async function attestLocator(
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      return await netnsExec(router, [...control, "attest", t.vm.name, locator, ...admin]);
+      return await netnsExec(router, [...control, "attest", vm, locator, ...admin]);
     } catch (err) {
       if (Date.now() > deadline) throw err;
       await new Promise((r) => setTimeout(r, 250));
@@ -206,8 +219,13 @@ export async function attestLocator(
   }
 }
 
-/** The correspondent's egress map for the HoA, as nft lists it (undefined while it has none). */
-export async function cnLocatorOf(t: Topology, m: Mobility): Promise<string | undefined> {
+/** The correspondent's egress map (HoA → locator), as nft lists it (empty while it has none). */
+export async function cnLocators(t: Topology): Promise<ReadonlyMap<string, string>> {
   const nft = createNft({ netns: netnsName(t, t.correspondent.name) });
-  return (await nft.mapElements("xenroam", "hoa_to_locator"))?.get(m.hoa);
+  return (await nft.mapElements("xenroam", "hoa_to_locator")) ?? new Map();
+}
+
+/** The correspondent's egress map for a HoA (the first VM's by default; undefined while it has none). */
+export async function cnLocatorOf(t: Topology, m: Mobility, hoa = m.hoa): Promise<string | undefined> {
+  return (await cnLocators(t)).get(hoa);
 }

@@ -7,7 +7,7 @@ import { applyOps, type LinkChange, type NetOp } from "@xenroam/netlink";
 import { routerAddress } from "./addresses.js";
 
 export { applyOps, type NetOp };
-import type { Topology } from "./topology.js";
+import { labVms, type Topology, type Vm } from "./topology.js";
 
 export type Role = "router" | "correspondent" | "host" | "vm";
 
@@ -49,8 +49,16 @@ export interface LabPlan {
   readonly veths: readonly VethPlan[];
   readonly radvd: { readonly netns: string; readonly interfaces: readonly RadvdInterface[] };
   readonly xenstored: readonly XenstoredPlan[];
+  /** Every VM, the topology's `vm` first. */
+  readonly vms: readonly VmPlan[];
+}
+
+export interface VmPlan {
+  readonly name: string;
+  /** The host it starts on, whose xenstored gets `xenstore`. */
+  readonly host: string;
   /** Brought up last, once radvd runs, so the VM's first router solicitation is answered. */
-  readonly vmPrimary: {
+  readonly primary: {
     readonly netns: string;
     readonly ifname: string;
     /** The site's prefix the primary takes its address in at lab up. */
@@ -58,7 +66,8 @@ export interface LabPlan {
     /** Its EUI-64 address there: the address itself only with addrGenMode 0 (lab up reads the real one). */
     readonly expectedAddress: string;
   };
-  readonly vmXenstore: Readonly<Record<string, string>>;
+  /** What the toolstack writes for the domain in its host's xenstore. */
+  readonly xenstore: Readonly<Record<string, string>>;
 }
 
 /** Xen's netback gives every vif this MAC on the Dom0 side. */
@@ -128,24 +137,17 @@ export function planLab(t: Topology): LabPlan {
       peerNetns: ns(h.name),
       mtu,
     })),
-    {
-      name: vifName(t.vm.domid, 0),
-      netns: ns(t.vm.host),
-      mac: XEN_VIF_MAC,
-      peer: "eth0",
-      peerNetns: ns(t.vm.name),
-      peerMac: t.vm.primaryMac,
-      mtu,
-    },
-    {
-      name: vifName(t.vm.domid, 1),
-      netns: ns(t.vm.host),
-      mac: XEN_VIF_MAC,
-      peer: "eth1",
-      peerNetns: ns(t.vm.name),
-      peerMac: t.vm.secondaryMac,
-      mtu,
-    },
+    ...labVms(t).flatMap((vm) =>
+      [vm.primaryMac, vm.secondaryMac].map((mac, devid) => ({
+        name: vifName(vm.domid, devid),
+        netns: ns(vm.host),
+        mac: XEN_VIF_MAC,
+        peer: `eth${devid}`,
+        peerNetns: ns(vm.name),
+        peerMac: mac,
+        mtu,
+      })),
+    ),
   ];
 
   const routerOps: NetOp[] = [up("lo"), sysctl("all", "forwarding", 1), sysctl("default", "forwarding", 1)];
@@ -187,8 +189,8 @@ export function planLab(t: Topology): LabPlan {
       sysctl(parking, "disable_ipv6", 1),
       ...l2Port("peth0", real),
     ];
-    if (t.vm.host === h.name) {
-      ops.push(...l2Port(vifName(t.vm.domid, 0), real), ...l2Port(vifName(t.vm.domid, 1), parking));
+    for (const vm of labVms(t).filter((v) => v.host === h.name)) {
+      ops.push(...l2Port(vifName(vm.domid, 0), real), ...l2Port(vifName(vm.domid, 1), parking));
     }
     ops.push(
       up(real),
@@ -202,35 +204,58 @@ export function planLab(t: Topology): LabPlan {
   // The VM: primary takes its address by SLAAC from the site's RAs; the secondary waits, down.
   // Its address mode as the topology says, on both interfaces before either has an address: a stable_secret
   // first (the kernel refuses stable-privacy without one; writing it selects that mode), then the mode.
-  const addressing = (dev: string): NetOp[] => [
-    ...(t.vm.addrGenMode === 2 ? [sysctl(dev, "stable_secret", stableSecretOf(t.vm.name))] : []),
-    sysctl(dev, "addr_gen_mode", t.vm.addrGenMode),
-    sysctl(dev, "use_tempaddr", t.vm.useTempaddr),
-  ];
-  const vmOps: NetOp[] = [
-    up("lo"),
-    sysctl("eth0", "accept_ra", 1),
-    sysctl("eth0", "autoconf", 1),
-    ...addressing("eth0"),
-    ...addressing("eth1"),
-    { op: "setLink", name: "eth1", change: { up: false } },
-  ];
-  const { site: vmSite } = siteOf(t.vm.host);
+  const vmOps = (vm: Vm): NetOp[] => {
+    const addressing = (dev: string): NetOp[] => [
+      ...(vm.addrGenMode === 2 ? [sysctl(dev, "stable_secret", stableSecretOf(vm.name))] : []),
+      sysctl(dev, "addr_gen_mode", vm.addrGenMode),
+      sysctl(dev, "use_tempaddr", vm.useTempaddr),
+    ];
+    return [
+      up("lo"),
+      sysctl("eth0", "accept_ra", 1),
+      sysctl("eth0", "autoconf", 1),
+      ...addressing("eth0"),
+      ...addressing("eth1"),
+      { op: "setLink", name: "eth1", change: { up: false } },
+    ];
+  };
 
   const xenstored: XenstoredPlan[] = t.hosts.map((h) => ({
     host: h.name,
     netns: ns(h.name),
     dom0Socket: dom0SocketFile(h.name),
-    guests: h.name === t.vm.host ? [{ domid: t.vm.domid, socket: guestSocketFile(t.vm.name) }] : [],
+    guests: labVms(t)
+      .filter((v) => v.host === h.name)
+      .map((v) => ({ domid: v.domid, socket: guestSocketFile(v.name) })),
   }));
 
-  const dom = `/local/domain/${t.vm.domid}`;
+  const vms: VmPlan[] = labVms(t).map((vm) => {
+    const { site } = siteOf(vm.host);
+    const dom = `/local/domain/${vm.domid}`;
+    return {
+      name: vm.name,
+      host: vm.host,
+      primary: {
+        netns: ns(vm.name),
+        ifname: "eth0",
+        prefix: site.prefix,
+        expectedAddress: formatIpv6(slaacAddress(parsePrefix(site.prefix), vm.primaryMac)),
+      },
+      xenstore: {
+        [`${dom}/name`]: vm.name,
+        [`${dom}/domid`]: String(vm.domid),
+        [`${dom}/device/vif/0/mac`]: vm.primaryMac,
+        [`${dom}/device/vif/1/mac`]: vm.secondaryMac,
+      },
+    };
+  });
+
   return {
     namespaces: [
       { node: t.router.name, role: "router", netns: router, ops: routerOps },
       { node: t.correspondent.name, role: "correspondent", netns: ns(t.correspondent.name), ops: cnOps },
       ...hostPlans,
-      { node: t.vm.name, role: "vm", netns: ns(t.vm.name), ops: vmOps },
+      ...labVms(t).map((vm) => ({ node: vm.name, role: "vm" as const, netns: ns(vm.name), ops: vmOps(vm) })),
     ],
     veths,
     radvd: {
@@ -247,18 +272,7 @@ export function planLab(t: Topology): LabPlan {
       })),
     },
     xenstored,
-    vmPrimary: {
-      netns: ns(t.vm.name),
-      ifname: "eth0",
-      prefix: vmSite.prefix,
-      expectedAddress: formatIpv6(slaacAddress(parsePrefix(vmSite.prefix), t.vm.primaryMac)),
-    },
-    vmXenstore: {
-      [`${dom}/name`]: t.vm.name,
-      [`${dom}/domid`]: String(t.vm.domid),
-      [`${dom}/device/vif/0/mac`]: t.vm.primaryMac,
-      [`${dom}/device/vif/1/mac`]: t.vm.secondaryMac,
-    },
+    vms,
   };
 }
 

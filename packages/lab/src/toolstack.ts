@@ -4,7 +4,16 @@
 // destination's xenstored, write the destination's notes into it, resume — and, as netfront does on real Xen,
 // give the guest carrier on its vifs only once the frontends have reconnected (the topology's `toolstack`).
 
-import { readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { createNetlink, type Netlink } from "@xenroam/netlink";
 import {
@@ -18,7 +27,7 @@ import { type Perm, XenstoreClient } from "@xenroam/xenstore";
 import { NsWorker } from "./netns.js";
 import { dom0SocketFile, guestSocketFile, netnsName, vifName } from "./plan.js";
 import { netnsPids } from "./system.js";
-import type { Topology } from "./topology.js";
+import { labVms, type Topology, vmOf } from "./topology.js";
 
 /** Where the lab's VM runs now; rewritten by every migration. */
 export interface VmLocation {
@@ -49,13 +58,51 @@ function takeFault(stateDir: string, file: string): boolean {
   }
 }
 
-export function readVmLocation(stateDir: string): VmLocation {
-  return JSON.parse(readFileSync(join(stateDir, VM_FILE), "utf8")) as VmLocation;
+/** Where a VM's location is kept: vm.json for the topology's first VM, vm-NAME.json for every other. */
+const locationFile = (stateDir: string, vm?: string) =>
+  vm === undefined ? join(stateDir, VM_FILE) : join(stateDir, `vm-${vm}.json`);
+
+/**
+ * Where a VM runs now: the first VM's without a name, the named one's otherwise (vm-NAME.json, or vm.json when
+ * that is the named VM's: the first VM has only that one).
+ */
+export function readVmLocation(stateDir: string, vm?: string): VmLocation {
+  if (vm !== undefined) {
+    try {
+      return JSON.parse(readFileSync(locationFile(stateDir, vm), "utf8")) as VmLocation;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw err;
+    }
+  }
+  const first = JSON.parse(readFileSync(locationFile(stateDir), "utf8")) as VmLocation;
+  if (vm !== undefined && first.vm !== vm)
+    throw new Error(`no location recorded for VM "${vm}" in ${stateDir}`);
+  return first;
 }
 
-export function writeVmLocation(stateDir: string, loc: VmLocation): void {
-  writeFileSync(join(stateDir, `${VM_FILE}.tmp`), JSON.stringify(loc, null, 2));
-  renameSync(join(stateDir, `${VM_FILE}.tmp`), join(stateDir, VM_FILE));
+/** Records where a VM runs; `first`: the topology's first VM (vm.json). */
+export function writeVmLocation(stateDir: string, loc: VmLocation, first = true): void {
+  const file = first ? locationFile(stateDir) : locationFile(stateDir, loc.vm);
+  writeFileSync(`${file}.tmp`, JSON.stringify(loc, null, 2));
+  renameSync(`${file}.tmp`, file);
+}
+
+/**
+ * Takes the first domid from `from` on that no VM of the lab has had (Xen does not reuse one soon): a file per
+ * domid made with O_EXCL, so two migrations at once — two processes — never get the same one.
+ */
+export function claimDomid(stateDir: string, from: number): number {
+  const dir = join(stateDir, "domids");
+  mkdirSync(dir, { recursive: true });
+  for (let domid = from; domid < 32_000; domid++) {
+    try {
+      closeSync(openSync(join(dir, String(domid)), "wx"));
+      return domid;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
+  throw new Error(`no domid left under 32000 in ${dir}`);
 }
 
 /** True when this process already lives in the named namespace. */
@@ -151,15 +198,25 @@ export class LabToolstack implements Toolstack {
   }
 
   private vifs(loc: VmLocation, links: Map<string, string | undefined>): VifInfo[] {
-    return [this.topology.vm.primaryMac, this.topology.vm.secondaryMac].map((mac, devid) => {
+    const vm = vmOf(this.topology, loc.vm);
+    return [vm.primaryMac, vm.secondaryMac].map((mac, devid) => {
       const ifname = vifName(loc.domid, devid);
       return { devid, mac, ifname, bridge: links.get(ifname) ?? "" };
     });
   }
 
+  /** The lab's VMs whose recorded location is `host`. */
+  async residents(host: string): Promise<string[]> {
+    if (!this.topology.hosts.some((h) => h.name === host))
+      throw new Error(`no host named "${host}" in lab "${this.topology.name}"`);
+    return labVms(this.topology)
+      .map((v) => v.name)
+      .filter((name) => readVmLocation(this.stateDir, name).host === host);
+  }
+
   async domain(vm: string): Promise<DomainInfo> {
-    if (vm !== this.topology.vm.name) throw new Error(`no VM named "${vm}" in lab "${this.topology.name}"`);
-    const loc = readVmLocation(this.stateDir);
+    vmOf(this.topology, vm);
+    const loc = readVmLocation(this.stateDir, vm);
     const { nl, close } = await this.netlinkIn(netnsName(this.topology, loc.host));
     try {
       const masters = new Map<string, string | undefined>();
@@ -182,10 +239,12 @@ export class LabToolstack implements Toolstack {
     const t = this.topology;
     if (!t.hosts.some((h) => h.name === destination))
       throw new Error(`no host named "${destination}" in the lab`);
-    const loc = readVmLocation(this.stateDir);
+    const spec = vmOf(t, vm);
+    const first = spec.name === t.vm.name;
+    const loc = readVmLocation(this.stateDir, vm);
     if (loc.host === destination) throw new Error(`${vm} already runs on ${destination}`);
     const [srcNs, dstNs, vmNs] = [netnsName(t, loc.host), netnsName(t, destination), netnsName(t, vm)];
-    const domid = loc.nextDomid;
+    const domid = claimDomid(this.stateDir, loc.nextDomid);
     const devids = [0, 1];
     for (const d of devids) {
       if (!req.bridges[d]) throw new Error(`no destination bridge given for vif devid ${d}`);
@@ -249,7 +308,7 @@ export class LabToolstack implements Toolstack {
         await xsDst.write(`/local/domain/${domid}/${CHANNEL_DIR.xl}/${key}`, value);
       }
       mark("guest-notified");
-      writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 });
+      writeVmLocation(this.stateDir, { vm, host: destination, domid, nextDomid: domid + 1 }, first);
       await steps.beforeResume?.(domid);
       // Watch for the hold's release before the guest can answer it.
       const releasePath = hold ? `/local/domain/${domid}/${CHANNEL_DIR.xl}/${hold.key}` : undefined;
@@ -305,7 +364,7 @@ export class LabToolstack implements Toolstack {
       await reconnected;
       const vifs: VifInfo[] = devids.map((d) => ({
         devid: d,
-        mac: d === 0 ? t.vm.primaryMac : t.vm.secondaryMac,
+        mac: d === 0 ? spec.primaryMac : spec.secondaryMac,
         ifname: vifName(domid, d),
         bridge: req.bridges[d] ?? "",
       }));

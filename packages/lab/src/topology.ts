@@ -2,7 +2,9 @@
 // hosts, a VM with two vifs) as a validated value. Pure: parsing and checks only, no system access.
 
 import {
+  formatIpv6,
   interfaceNameProblem,
+  type Ipv6,
   isLinkLocal,
   parseIpv6,
   parsePrefix,
@@ -71,6 +73,11 @@ const vm = z.strictObject({
   addrGenMode: z.union([z.literal(0), z.literal(2), z.literal(3)]).default(0),
   /** Privacy extensions (use_tempaddr): 2 makes temporary addresses and prefers them as source. */
   useTempaddr: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(0),
+  /**
+   * Its home address with the mobility layer. The first VM's is `mobility.hoa` (this is then optional and,
+   * given, must equal it); every other VM needs its own.
+   */
+  hoa: z.optional(ipv6Field("home address")),
 });
 
 const port = z.number().int().min(1).max(65535);
@@ -119,6 +126,11 @@ export const topologySchema = z.strictObject({
   sites: z.array(site).min(2, "needs at least two sites (a source and a destination subnet)"),
   hosts: z.array(host).min(2, "needs at least two hosts"),
   vm,
+  /**
+   * More VMs beside `vm` (two VMs prepared to one site at once, an evacuation): each with its own name, domid,
+   * MACs and, with the mobility layer, home address. `xenroam-lab up --vms N` makes them.
+   */
+  extraVms: z.array(vm).max(64, "at most 64 extra VMs").default([]),
   bridges: z
     .strictObject({ real: z.string(), parking: z.string() })
     .default({ real: "xenbr0", parking: "xrpark0" }),
@@ -130,6 +142,28 @@ export type Topology = z.output<typeof topologySchema>;
 export type TopologyInput = z.input<typeof topologySchema>;
 export type Site = Topology["sites"][number];
 export type Host = Topology["hosts"][number];
+export type Vm = Topology["vm"];
+
+/** Every VM of the lab, the first (`vm`) first. */
+export const labVms = (t: Topology): readonly Vm[] => [t.vm, ...t.extraVms];
+
+/** A VM's home address with the mobility layer (undefined without it). */
+export function hoaOf(t: Topology, vm: Vm): string | undefined {
+  if (!t.mobility) return undefined;
+  return vm.name === t.vm.name ? t.mobility.hoa : vm.hoa;
+}
+
+/** The VM of that name, or an error naming the lab's VMs. */
+export function vmOf(t: Topology, name: string): Vm {
+  const vm = labVms(t).find((v) => v.name === name);
+  if (!vm)
+    throw new Error(
+      `no VM named "${name}" in lab "${t.name}" (its VMs: ${labVms(t)
+        .map((v) => v.name)
+        .join(", ")})`,
+    );
+  return vm;
+}
 
 export class TopologyError extends Error {
   override readonly name = "TopologyError";
@@ -150,7 +184,13 @@ const pathText = (path: readonly PropertyKey[]) =>
 /** Cross-field rules a schema cannot express: names unique, references resolve, addresses fit prefixes. */
 function semanticProblems(t: Topology): string[] {
   const problems: string[] = [];
-  const names = [t.router.name, t.correspondent.name, t.vm.name, ...t.hosts.map((h) => h.name)];
+  const vms = labVms(t);
+  const names = [
+    t.router.name,
+    t.correspondent.name,
+    ...vms.map((v) => v.name),
+    ...t.hosts.map((h) => h.name),
+  ];
   for (const n of new Set(names)) {
     if (names.filter((x) => x === n).length > 1) problems.push(`node name "${n}" is used twice`);
   }
@@ -191,8 +231,30 @@ function semanticProblems(t: Topology): string[] {
   if (!prefixContains(parsePrefix(t.correspondent.prefix), parseIpv6(t.correspondent.address))) {
     problems.push(`correspondent.address ${t.correspondent.address} is not inside ${t.correspondent.prefix}`);
   }
-  if (!t.hosts.some((h) => h.name === t.vm.host)) problems.push(`vm.host: no host named "${t.vm.host}"`);
-  if (t.vm.primaryMac === t.vm.secondaryMac) problems.push("vm.primaryMac and vm.secondaryMac must differ");
+  vms.forEach((v, i) => {
+    const what = i === 0 ? "vm" : `extraVms[${i - 1}]`;
+    if (!t.hosts.some((h) => h.name === v.host)) problems.push(`${what}.host: no host named "${v.host}"`);
+    if (v.primaryMac === v.secondaryMac)
+      problems.push(`${what}.primaryMac and ${what}.secondaryMac must differ`);
+  });
+  const unique = (what: string, values: readonly (string | number)[]) => {
+    for (const x of new Set(values)) {
+      if (values.filter((y) => y === x).length > 1) problems.push(`${what} ${x} is used by two VMs`);
+    }
+  };
+  // One domid space for the whole lab (Xen's is per host; a lab-wide one keeps every xenstore path unique).
+  unique(
+    "domid",
+    vms.map((v) => v.domid),
+  );
+  unique(
+    "MAC",
+    vms.flatMap((v) => [v.primaryMac, v.secondaryMac]),
+  );
+  if (vms.length > 1 && t.toolstack.restore === "xapi")
+    problems.push(
+      'extraVms: the lab\'s XAPI models a pool with one VM (toolstack.restore "xapi"); use "lab" or "xl" for several VMs',
+    );
   if (new Set(t.hosts.map((h) => h.site)).size < 2) problems.push("hosts must span at least two sites");
   for (const [key, name] of Object.entries(t.bridges)) {
     const p = interfaceNameProblem(name);
@@ -207,6 +269,26 @@ function semanticProblems(t: Topology): string[] {
         problems.push(
           `mobility.hoa ${t.mobility.hoa} is inside ${seg.what}.prefix ${seg.prefix}; a home address belongs to no site`,
         );
+      }
+    }
+    if (t.vm.hoa !== undefined && t.vm.hoa !== t.mobility.hoa)
+      problems.push(`vm.hoa ${t.vm.hoa} differs from mobility.hoa ${t.mobility.hoa}; give it once`);
+    t.extraVms.forEach((v, i) => {
+      if (v.hoa === undefined) problems.push(`extraVms[${i}].hoa: every VM needs its own home address`);
+    });
+    const hoas = vms.flatMap((v) => hoaOf(t, v) ?? []);
+    unique(
+      "home address",
+      hoas.map((h) => formatIpv6(parseIpv6(h))),
+    );
+    for (const h of hoas.slice(1)) {
+      const a = parseIpv6(h);
+      if (isLinkLocal(a)) problems.push(`home address ${h} is link-local; it must be routable`);
+      for (const seg of segments) {
+        if (prefixContains(parsePrefix(seg.prefix), a))
+          problems.push(
+            `home address ${h} is inside ${seg.what}.prefix ${seg.prefix}; a home address belongs to no site`,
+          );
       }
     }
     if (t.mobility.controlPort === t.mobility.bindingPort) {
@@ -273,3 +355,37 @@ export const DEFAULT_TOPOLOGY: TopologyInput = {
   bridges: { real: "xenbr0", parking: "xrpark0" },
   mobility: { hoa: "2001:db8:f::5", controlPort: 7360, bindingPort: 7361 },
 };
+
+/**
+ * The topology with `total` VMs in all: the first as it is, the others beside it on its host, named vm2,
+ * vm3, …, with the next domids, MACs 00:16:3e:00:NN:01 and :02 (NN the VM's number, hex), and home addresses
+ * after the first's. Replaces any extra VMs the topology had.
+ */
+export function withVmCount(t: TopologyInput, total: number): TopologyInput {
+  if (!Number.isInteger(total) || total < 1 || total > 65)
+    throw new TopologyError("--vms", [`${total} is not a VM count from 1 to 65`]);
+  const hoa = t.mobility ? parseIpv6(t.mobility.hoa) : undefined;
+  const hoaPlus = (k: number) => {
+    if (!hoa) return undefined;
+    const last = hoa[7] + k;
+    if (last > 0xffff)
+      throw new TopologyError("--vms", [`mobility.hoa ${t.mobility?.hoa} leaves no room for ${total} VMs`]);
+    const groups = [...hoa.slice(0, 7), last] as unknown as Ipv6;
+    return formatIpv6(groups);
+  };
+  const extraVms = Array.from({ length: total - 1 }, (_, i) => {
+    const n = (i + 2).toString(16).padStart(2, "0");
+    const h = hoaPlus(i + 1);
+    return {
+      name: `vm${i + 2}`,
+      domid: t.vm.domid + i + 1,
+      host: t.vm.host,
+      primaryMac: `00:16:3e:00:${n}:01`,
+      secondaryMac: `00:16:3e:00:${n}:02`,
+      ...(t.vm.addrGenMode !== undefined ? { addrGenMode: t.vm.addrGenMode } : {}),
+      ...(t.vm.useTempaddr !== undefined ? { useTempaddr: t.vm.useTempaddr } : {}),
+      ...(h ? { hoa: h } : {}),
+    };
+  });
+  return { ...t, extraVms };
+}

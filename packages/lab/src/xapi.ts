@@ -339,6 +339,12 @@ export class LabXapi {
           .map((h) => this.hostRef(h.name));
       case "host.get_name_label":
         return this.hostOfRef(args[0]);
+      case "host.get_resident_VMs": {
+        // As xapi's datamodel has it: every VM whose resident_on is the host, its control domain among them.
+        const host = this.hostOfRef(args[0]);
+        if (this.poolOf(host) !== pool) throw new XapiFailure("HANDLE_INVALID", ["host", String(args[0])]);
+        return [`OpaqueRef:dom0-${host}`, ...(loc.host === host ? ["OpaqueRef:vm"] : [])];
+      }
       case "host.get_management_interface":
         return `OpaqueRef:pif-${this.hostOfRef(args[0])}`;
       case "PIF.get_network":
@@ -355,6 +361,19 @@ export class LabXapi {
           return "OpaqueRef:vm";
         throw new XapiFailure("UUID_INVALID", ["VM", String(args[0])]);
       case "VM.get_record": {
+        const dom0 = /^OpaqueRef:dom0-(.+)$/.exec(String(args[0]))?.[1];
+        if (dom0 !== undefined && this.poolOf(dom0) === pool) {
+          return {
+            uuid: `00000000-0000-0000-0000-${Buffer.from(dom0).toString("hex").padStart(12, "0").slice(-12)}`,
+            name_label: `Control domain on host: ${dom0}`,
+            power_state: "Running",
+            domid: 0,
+            resident_on: this.hostRef(dom0),
+            VIFs: [],
+            other_config: {},
+            is_control_domain: true,
+          };
+        }
         this.vmIn(pool, args[0]);
         const running = this.poolOf(loc.host) === pool;
         return {
@@ -365,6 +384,7 @@ export class LabXapi {
           resident_on: running ? this.hostRef(loc.host) : "OpaqueRef:NULL",
           VIFs: this.vifs.map((v) => `OpaqueRef:vif-${v.device}`),
           other_config: { ...this.vm.other_config },
+          is_control_domain: false,
         };
       }
       case "VM.get_VIFs":

@@ -1,12 +1,17 @@
 import { FakeNetlink } from "@xenroam/netlink";
 import test from "ava";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import {
   applyOps,
+  claimDomid,
   DEFAULT_TOPOLOGY,
   type LabPlan,
   parseTopology,
   planLab,
   routerAddress,
+  withVmCount,
 } from "../src/index.js";
 
 const plan = planLab(parseTopology(DEFAULT_TOPOLOGY));
@@ -68,7 +73,7 @@ test("veths: vif host ends carry Xen's fe:ff:ff:ff:ff:ff, guest ends the VM's MA
     peerMac: "00:16:3e:00:00:02",
     mtu: 1500,
   });
-  t.is(plan.vmPrimary.expectedAddress, "2001:db8:a:0:216:3eff:fe00:1");
+  t.is(plan.vms[0]?.primary.expectedAddress, "2001:db8:a:0:216:3eff:fe00:1");
   t.is(routerAddress("2001:db8:b::/64"), "2001:db8:b::1");
 });
 
@@ -121,4 +126,39 @@ test("mtu 1280 reaches every link: the VM's interfaces, the vifs, every bridge o
   t.deepEqual(wrong, []);
   for (const link of ["vm/eth0", "vm/eth1", "hosta/vif5.0", "hosta/xenbr0", "hostb/xrpark0", "router/lan-a"])
     t.true(seen.includes(link), link);
+});
+
+test("two VMs: each its namespace, vifs on its host, a guest socket in that host's xenstored", (t) => {
+  const two = planLab(parseTopology(withVmCount(DEFAULT_TOPOLOGY, 2)));
+  t.deepEqual(
+    two.namespaces.filter((n) => n.role === "vm").map((n) => n.netns),
+    ["xr-vm", "xr-vm2"],
+  );
+  t.deepEqual(
+    two.veths
+      .filter((v) => v.netns === "xr-hosta")
+      .map((v) => `${v.name}>${v.peerNetns}/${v.peer} ${v.peerMac}`),
+    [
+      "vif5.0>xr-vm/eth0 00:16:3e:00:00:01",
+      "vif5.1>xr-vm/eth1 00:16:3e:00:00:02",
+      "vif6.0>xr-vm2/eth0 00:16:3e:00:02:01",
+      "vif6.1>xr-vm2/eth1 00:16:3e:00:02:02",
+    ],
+  );
+  t.deepEqual(two.xenstored.find((x) => x.host === "hosta")?.guests, [
+    { domid: 5, socket: "xenbus-vm.sock" },
+    { domid: 6, socket: "xenbus-vm2.sock" },
+  ]);
+  t.deepEqual(two.xenstored.find((x) => x.host === "hostb")?.guests, []);
+  t.is(two.vms[1]?.primary.expectedAddress, "2001:db8:a:0:216:3eff:fe00:201");
+  t.is(two.vms[1]?.xenstore["/local/domain/6/device/vif/1/mac"], "00:16:3e:00:02:02");
+});
+
+test("claimDomid: one domid to one claimant, never twice, across the lab", (t) => {
+  const dir = mkdtempSync(join(tmpdir(), "xr-domid-"));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  t.is(claimDomid(dir, 5), 5);
+  t.is(claimDomid(dir, 6), 6);
+  t.is(claimDomid(dir, 5), 7);
+  t.is(claimDomid(dir, 6), 8);
 });

@@ -1,5 +1,14 @@
 import test from "ava";
-import { DEFAULT_TOPOLOGY, parseTopology, TopologyError, type TopologyInput } from "../src/index.js";
+import {
+  DEFAULT_TOPOLOGY,
+  hoaOf,
+  labVms,
+  parseTopology,
+  TopologyError,
+  type TopologyInput,
+  vmOf,
+  withVmCount,
+} from "../src/index.js";
 
 const clone = (): TopologyInput => structuredClone(DEFAULT_TOPOLOGY);
 
@@ -89,4 +98,65 @@ test("a host may not take the router's ::1", (t) => {
 test("the error message lists every problem under the source name", (t) => {
   const err = t.throws(() => parseTopology({ name: "X" }, "my.json"), { instanceOf: TopologyError });
   t.regex(err.message, /^my\.json is not a valid lab topology:\n {2}- name: /);
+});
+
+test("--vms: more VMs beside the first, each with its own domid, MACs and home address", (t) => {
+  const topo = parseTopology(withVmCount(DEFAULT_TOPOLOGY, 3));
+  t.deepEqual(
+    labVms(topo).map((v) => [v.name, v.domid, v.host, v.primaryMac, v.secondaryMac, hoaOf(topo, v)]),
+    [
+      ["vm", 5, "hosta", "00:16:3e:00:00:01", "00:16:3e:00:00:02", "2001:db8:f::5"],
+      ["vm2", 6, "hosta", "00:16:3e:00:02:01", "00:16:3e:00:02:02", "2001:db8:f::6"],
+      ["vm3", 7, "hosta", "00:16:3e:00:03:01", "00:16:3e:00:03:02", "2001:db8:f::7"],
+    ],
+  );
+  t.is(vmOf(topo, "vm3").domid, 7);
+  t.throws(() => vmOf(topo, "vm9"), { message: /no VM named "vm9" .*its VMs: vm, vm2, vm3/ });
+  t.deepEqual(parseTopology(withVmCount(DEFAULT_TOPOLOGY, 1)).extraVms, []);
+  t.throws(() => withVmCount(DEFAULT_TOPOLOGY, 0), { instanceOf: TopologyError });
+  t.throws(() => withVmCount(DEFAULT_TOPOLOGY, 66), { instanceOf: TopologyError });
+});
+
+test("extra VMs: names, domids, MACs and home addresses unique; every one with a HoA; not on the lab's XAPI", (t) => {
+  const base = withVmCount(DEFAULT_TOPOLOGY, 2);
+  const vm2 = base.extraVms?.[0];
+  if (!vm2) throw new Error("no vm2");
+  const p = problems({
+    ...base,
+    extraVms: [
+      { ...vm2, name: "vm", domid: 5, primaryMac: "00:16:3e:00:00:01", hoa: "2001:db8:f:0::5" },
+      {
+        ...vm2,
+        name: "vm3",
+        domid: 9,
+        primaryMac: "00:16:3e:00:09:01",
+        secondaryMac: "00:16:3e:00:09:02",
+        hoa: undefined,
+      },
+      {
+        ...vm2,
+        name: "vm4",
+        domid: 10,
+        primaryMac: "00:16:3e:00:0a:01",
+        secondaryMac: "00:16:3e:00:0a:02",
+        hoa: "2001:db8:b::77",
+      },
+    ],
+  });
+  const has = (re: RegExp) =>
+    t.true(
+      p.some((x) => re.test(x)),
+      `${re} in:\n${p.join("\n")}`,
+    );
+  has(/node name "vm" is used twice/);
+  has(/domid 5 is used by two VMs/);
+  has(/MAC 00:16:3e:00:00:01 is used by two VMs/);
+  has(/home address 2001:db8:f::5 is used by two VMs/);
+  has(/extraVms\[1\]\.hoa: every VM needs its own home address/);
+  has(/home address 2001:db8:b::77 is inside sites\.b\.prefix/);
+  t.true(
+    problems({ ...base, toolstack: { restore: "xapi" } }).some((x) =>
+      x.includes("the lab's XAPI models a pool with one VM"),
+    ),
+  );
 });

@@ -84,4 +84,9 @@ export interface Toolstack {
   methodRefusal?(vm: string, destination: string): Promise<string | undefined>;
   /** Live-migrates the VM to `destination`; resolves once it runs there. */
   migrate(vm: string, destination: string, request: MigrateRequest): Promise<DomainInfo>;
+  /**
+   * The guests running on `host` now, by name (Dom0 and domains being migrated in or out left out): what
+   * `xenroam evacuate` moves. Absent where the toolstack cannot tell; evacuate then refuses, saying so.
+   */
+  residents?(host: string): Promise<string[]>;
 }
