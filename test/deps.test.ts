@@ -150,6 +150,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/lab/src/bench.ts",
     // The fault soak runs xenroam as the bench does, and watches its log lines to inject faults.
     "packages/lab/src/soak.ts",
+    // The figures at scale run xenroam and the probes as the bench does.
+    "packages/lab/src/scale.ts",
     "packages/lab/src/main.ts",
     "packages/lab/src/xapi.ts",
     // The lab's CA and its control server's certificate, made with the openssl CLI at lab-up.

@@ -13,11 +13,12 @@ import {
   type Site,
   type VifInfo,
 } from "@xenroam/protocol";
-import type { ControlRelay, HostPorts, HostState, Locks, VmState } from "./ports.js";
+import type { ControlRelay, HostPorts, HostState, Locks, MigrationRecord, VmState } from "./ports.js";
 import { holdReleased } from "./hold.js";
 import { MemoryLocks } from "./locks.js";
 import { type RelayOutcome, relayActivation } from "./relay.js";
 import { radvdFor, stagingBridge } from "./staging.js";
+import { boundedAll, type EvacuationRow, type EvacuationSummary, planEvacuation, rowOf } from "./evacuate.js";
 
 export type PrepareFailure = "silent" | "refused" | "malformed";
 
@@ -72,6 +73,8 @@ export interface MigrationReport {
   readonly method: "dual-interface" | "plain";
   /** Why a plain migration was done instead, when the method was wanted. */
   readonly fallback?: string;
+  /** The same in a word: the guest's prepare was silent, refused, or malformed. */
+  readonly fallbackKind?: PrepareFailure;
   readonly moa?: string;
   readonly domid: number;
   /** How long the toolstack kept the VM paused, when it knows. */
@@ -90,6 +93,23 @@ export interface PrepareOptions {
 }
 
 export const DEFAULT_PREPARE_TIMEOUT_MS = 8000;
+
+/** How many VMs `xenroam evacuate` moves at once unless told. */
+export const DEFAULT_EVACUATE_PARALLEL = 4;
+
+export interface EvacuateOptions {
+  /** The destination site. */
+  readonly site: string;
+  /** The site's hosts to use (default: all of them but this one). */
+  readonly hosts?: readonly string[];
+  readonly parallel?: number;
+  /** How long each guest has to prepare. */
+  readonly timeoutMs?: number;
+  /** false: plain migrations (the baseline). */
+  readonly method?: boolean;
+  /** A line per step for people. */
+  readonly onProgress?: (line: string) => void;
+}
 /** How long the destination keeps the old primary unplugged waiting for the guest's switch. */
 export const HOLD_TIMEOUT_MS = 10_000;
 
@@ -101,6 +121,11 @@ export function newMigrationId(now: number, random: () => number = Math.random):
 }
 
 export class Engine {
+  /** The host this engine runs on (the sites file's name for it). */
+  get host(): string {
+    return this.p.host;
+  }
+
   private readonly locks: Locks;
 
   constructor(private readonly p: HostPorts) {
@@ -450,7 +475,7 @@ export class Engine {
     destination: string,
     options: PrepareOptions & { readonly method?: boolean },
   ): Promise<MigrationReport> {
-    const { toolstack, state, log, now } = this.p;
+    const { log, now } = this.p;
     const started = now();
     const id = options.migrationId ?? newMigrationId(started);
     const timeline: PhaseMark[] = [];
@@ -459,17 +484,63 @@ export class Engine {
       log("phase", { migration: id, vm, phase, atMs: now() - started });
     };
     mark("start");
+    const ended = { vm, startedAt: started, timeline };
+    try {
+      const r = await this.migrateMarked(vm, destination, options, { id, started, timeline, mark });
+      await this.recordMigration({
+        ...ended,
+        migrationId: r.migrationId,
+        outcome: r.fallbackKind ? "fallback" : r.method,
+        ...(r.fallbackKind ? { fallback: r.fallbackKind } : {}),
+        ...(r.pausedMs !== undefined ? { pausedMs: r.pausedMs } : {}),
+        endedAt: now(),
+      });
+      return r;
+    } catch (err) {
+      await this.recordMigration({ ...ended, migrationId: id, outcome: "failed", endedAt: now() });
+      throw err;
+    }
+  }
+
+  /** Each migration's record goes to the metrics; one that cannot be written never fails the migration. */
+  private async recordMigration(r: MigrationRecord): Promise<void> {
+    if (!this.p.metrics) return;
+    try {
+      await this.p.metrics.record(r);
+    } catch (err) {
+      this.p.log("migration_metrics_failed", {
+        migration: r.migrationId,
+        vm: r.vm,
+        error: printable((err as Error).message),
+      });
+    }
+  }
+
+  /** migrate's steps, each phase marked on the timeline. */
+  private async migrateMarked(
+    vm: string,
+    destination: string,
+    options: PrepareOptions & { readonly method?: boolean },
+    run: {
+      readonly id: string;
+      readonly started: number;
+      readonly timeline: readonly PhaseMark[];
+      readonly mark: (phase: string) => void;
+    },
+  ): Promise<MigrationReport> {
+    const { toolstack, state, log } = this.p;
+    const { id, started, timeline, mark } = run;
     // The relay's connection is opened before anything is paused: Node's first request costs ~20 ms of CPU.
     const warmed = this.p.control?.health().catch(() => undefined);
     let prepared: PrepareResult | undefined;
-    let fallback: string | undefined;
+    let fallback: PrepareError | undefined;
     if (options.method !== false) {
       try {
         prepared = await this.prepareHeld(vm, destination, { ...options, migrationId: id });
         mark(prepared.kind === "prepared" ? "guest-prepared" : "same-site");
       } catch (err) {
         if (!(err instanceof PrepareError)) throw err;
-        fallback = err.message;
+        fallback = err;
         log("fallback_plain_migration", { migration: id, vm, reason: err.message });
         mark("fallback");
       }
@@ -565,7 +636,7 @@ export class Engine {
       from: this.p.host,
       to: destination,
       method: useMethod ? "dual-interface" : "plain",
-      ...(fallback ? { fallback } : {}),
+      ...(fallback ? { fallback: fallback.message, fallbackKind: fallback.kind } : {}),
       ...(staged ? { moa: staged.moa } : {}),
       domid: arrived.domid,
       ...(arrived.pausedMs !== undefined ? { pausedMs: arrived.pausedMs } : {}),
@@ -573,6 +644,97 @@ export class Engine {
       startedAt: started,
       timeline,
     };
+  }
+
+  /**
+   * Every guest off this host to `site`: the toolstack's residents, dealt round-robin over the site's hosts (or
+   * `hosts`), `parallel` at a time, each with the method (one staging bridge and radvd for the site, shared)
+   * or falling back as `migrate` does. A VM that cannot go stays where it is and is reported; the others go on.
+   */
+  async evacuate(options: EvacuateOptions): Promise<EvacuationSummary> {
+    const { sites, toolstack, host, log, now } = this.p;
+    const started = now();
+    const known = sites.document().sites.map((s) => s.name);
+    if (!known.includes(options.site))
+      throw new PluginError(`no site named "${options.site}" in the sites file (sites: ${known.join(", ")})`);
+    if (!toolstack.residents)
+      throw new PluginError(
+        "this toolstack cannot list the VMs this host runs, so xenroam cannot evacuate it; migrate each VM with xenroam migrate",
+      );
+    const candidates =
+      options.hosts && options.hosts.length > 0
+        ? [...new Set(options.hosts)]
+        : sites.hosts().filter((h) => sites.siteOfHost(h).name === options.site);
+    for (const h of candidates) {
+      const at = sites.siteOfHost(h).name; // throws, naming the known hosts, for one the file lacks
+      if (at !== options.site)
+        throw new PluginError(
+          `--hosts: ${h} is in site ${at}, not ${options.site}; name hosts of ${options.site}`,
+        );
+    }
+    const destinations = candidates.filter((h) => h !== host);
+    if (destinations.length === 0)
+      throw new PluginError(
+        `site ${options.site} has no host to take the VMs but this one (${host}); name another site with --to`,
+      );
+    const parallel = options.parallel ?? DEFAULT_EVACUATE_PARALLEL;
+    const plan = planEvacuation(await toolstack.residents(host), destinations);
+    const progress = options.onProgress ?? (() => {});
+    log("evacuate_started", { host, site: options.site, vms: plan.length, destinations, parallel });
+    progress(
+      plan.length === 0
+        ? `nothing runs on ${host}: nothing to evacuate`
+        : `evacuating ${plan.length} VM${plan.length === 1 ? "" : "s"} from ${host} to site ${options.site} (${destinations.join(", ")}), ${parallel} at a time`,
+    );
+    let done = 0;
+    const rows = await boundedAll(plan, parallel, async (p) => {
+      const begun = now();
+      progress(`${p.vm} -> ${p.to}: migrating`);
+      let row: EvacuationRow;
+      try {
+        const report = await this.migrate(p.vm, p.to, {
+          ...(options.timeoutMs !== undefined ? { timeoutMs: options.timeoutMs } : {}),
+          ...(options.method === false ? { method: false } : {}),
+        });
+        row = rowOf(p, report, now() - begun);
+      } catch (err) {
+        const stayed = await toolstack
+          .domain(p.vm)
+          .then((d) => d.host === host)
+          .catch(() => false);
+        row = {
+          vm: p.vm,
+          to: p.to,
+          outcome: "failed",
+          why: printable((err as Error).message, 300),
+          stayed,
+          elapsedMs: now() - begun,
+        };
+      }
+      done += 1;
+      const detail =
+        row.outcome === "failed"
+          ? `could not go (${row.stayed ? `still runs on ${host}` : "state unknown"}): ${row.why}`
+          : `${row.outcome}${row.downtimeMs !== undefined ? `, paused ${Math.round(row.downtimeMs)} ms` : ""}${row.why ? ` (${row.why})` : ""}`;
+      progress(`[${done}/${plan.length}] ${p.vm} -> ${p.to}: ${detail}`);
+      log("evacuate_vm", { ...row });
+      return row;
+    });
+    const summary: EvacuationSummary = {
+      host,
+      site: options.site,
+      destinations,
+      parallel,
+      rows,
+      elapsedMs: now() - started,
+    };
+    log("evacuate_done", {
+      host,
+      vms: rows.length,
+      failed: rows.filter((r) => r.outcome === "failed").length,
+      ms: summary.elapsedMs,
+    });
+    return summary;
   }
 
   /**

@@ -6,6 +6,8 @@ import {
   type Dom0Channel,
   EMPTY_STATE,
   type HostState,
+  type MigrationMetrics,
+  type MigrationRecord,
   type ProcessRef,
   type RadvdControl,
   type StateStore,
@@ -113,6 +115,13 @@ export class FakeToolstack implements Toolstack {
   atDestinationPause: (() => Promise<unknown>) | undefined;
   /** Set: the toolstack cannot swap before resume (XAPI inside a pool) and says why. */
   refusal: string | undefined;
+  /** VMs whose migration fails before the pause (the destination unreachable): they stay where they are. */
+  readonly unreachable = new Set<string>();
+  /** At most this many migrations were under way at once (what evacuate's --parallel bounds). */
+  mostAtOnce = 0;
+  /** How long a migration's copy takes before the pause. */
+  copyMs = 1;
+  private underway = 0;
   constructor(private readonly journal: Journal = []) {}
   async methodRefusal() {
     return this.refusal;
@@ -125,7 +134,22 @@ export class FakeToolstack implements Toolstack {
     if (!d) throw new Error(`no VM ${vm}`);
     return d;
   }
+  async residents(host: string) {
+    return [...this.domains.values()].filter((d) => d.host === host).map((d) => d.vm);
+  }
   async migrate(vm: string, destination: string, request: MigrateRequest) {
+    this.underway += 1;
+    this.mostAtOnce = Math.max(this.mostAtOnce, this.underway);
+    try {
+      // A turn of the event loop, so migrations that run together overlap here as real ones do.
+      await new Promise((r) => setTimeout(r, this.copyMs));
+      return await this.migrateNow(vm, destination, request);
+    } finally {
+      this.underway -= 1;
+    }
+  }
+  private async migrateNow(vm: string, destination: string, request: MigrateRequest) {
+    if (this.unreachable.has(vm)) throw new Error(`cannot reach ${destination} for ${vm}`);
     const d = await this.domain(vm);
     this.requests.push(request);
     this.journal.push(`toolstack migrate ${vm} ${destination} ${JSON.stringify(request.bridges)}`);
@@ -193,5 +217,17 @@ export class FakeControl implements ControlRelay {
         sig: "x",
       };
     });
+  }
+}
+
+/** Migration records kept in memory; `fail` makes recording throw (a full disk, a missing directory). */
+export class FakeMigrationMetrics implements MigrationMetrics {
+  readonly records: MigrationRecord[] = [];
+  fail = false;
+  constructor(private readonly journal: Journal = []) {}
+  async record(r: MigrationRecord) {
+    this.journal.push(`metrics record ${r.vm} ${r.outcome}${r.fallback ? ` ${r.fallback}` : ""}`);
+    if (this.fail) throw new Error("no space left on device");
+    this.records.push(r);
   }
 }

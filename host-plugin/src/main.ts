@@ -46,6 +46,7 @@ import {
 import { isIpv6, isMac } from "@xenroam/core";
 import { createLocks } from "./adapters/locks.js";
 import { createStateStore } from "./adapters/state.js";
+import { createTextfileMetrics } from "./adapters/textfile.js";
 import {
   BusyError,
   Engine,
@@ -54,7 +55,9 @@ import {
   type MigrationReport,
   PluginError,
   PrepareError,
+  DEFAULT_EVACUATE_PARALLEL,
 } from "./engine.js";
+import { renderEvacuation } from "./evacuate.js";
 import type { Log, StagingNetwork } from "./ports.js";
 import { LinuxStaging } from "./adapters/linux-staging.js";
 import { ensureParkingNetwork, XapiStaging } from "./adapters/xapi-staging.js";
@@ -91,6 +94,8 @@ interface GlobalOptions {
   xapiRemoteCa?: string;
   xapiRemoteFingerprint: string[];
   logJson?: boolean;
+  /** node_exporter's textfile collector directory: each migration's record goes there. */
+  metricsTextfile?: string;
   /** commander's negated option: false with --no-carrier-hold. */
   carrierHold: boolean;
   /** commander's negated option: false with --no-announce. */
@@ -423,12 +428,17 @@ async function withEngineInner<T>(
       controlUrl,
       FILES: labFiles,
       hostTokenFile,
+      inNetns,
       LabToolstack,
+      netnsName,
       readState: readLabState,
     } = await import("@xenroam/lab");
     const lab = readLabState(labDir);
     if (!lab) throw new UsageError(`no lab state in ${labDir}; start one with: xenroam-lab up`);
-    host ??= (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;
+    // The lab host whose namespace this runs in (xenroam-lab exec HOST -- xenroam …); else the first VM's.
+    host ??=
+      lab.topology.hosts.find((h) => inNetns(netnsName(lab.topology, h.name)))?.name ??
+      (JSON.parse(readFileSync(join(labDir, "vm.json"), "utf8")) as { host: string }).host;
     sites ??= join(labDir, "sites.json");
     stateDir ??= join(labDir, `host-${host}`);
     xenstore ??= join(labDir, `xs-${host}.sock`);
@@ -522,6 +532,7 @@ async function withEngineInner<T>(
       locks,
       log: makeLog(opts.logJson === true),
       now: () => Date.now(),
+      ...(opts.metricsTextfile ? { metrics: createTextfileMetrics(opts.metricsTextfile) } : {}),
       ...(relayTo
         ? { control: controlClient(relayTo.url, relayTo.tokenFile, relayTo.caFile, RELAY_TIMEOUT_MS) }
         : {}),
@@ -570,6 +581,12 @@ const program = new Command("xenroam")
     new Option("--xenstore <path>", "xenstored socket (default: the usual Dom0 socket)").env(
       "XENROAM_XENSTORE",
     ),
+  )
+  .addOption(
+    new Option(
+      "--metrics-textfile <dir>",
+      "after each migration, write its phases and outcome for node_exporter's textfile collector into DIR (Debian's: /var/lib/prometheus/node-exporter; default: off)",
+    ).env("XENROAM_METRICS_TEXTFILE"),
   )
   .addOption(
     new Option("--toolstack <name>", "which toolstack drives migrations")
@@ -651,6 +668,7 @@ const program = new Command("xenroam")
       "Examples (xl hosts, as root on the source Dom0):",
       "  xenroam migrate web1 hostb                 (xl migrate -C <swapped config> over ssh to xenroam receive)",
       "  xenroam prepare web1 --to hostb            (step 1 alone; a later migrate reuses it)",
+      "  xenroam evacuate hosta --to b --parallel 4 (every VM off hosta to site b's hosts; a table at the end)",
       "  In xl.cfg, two vifs: vif = [ 'mac=00:16:3e:00:00:10,bridge=xenbr0', 'mac=00:16:3e:00:01:10,bridge=xrpark0' ]",
       "",
       "Examples (in the lab):",
@@ -663,19 +681,76 @@ const program = new Command("xenroam")
 
 program
   .command("prepare")
-  .description("step 1: stage the destination's gateway and wait for the guest to take its MoA")
-  .argument("<vm>", "the VM, by its toolstack name")
+  .description(
+    "step 1: stage the destination's gateway and wait for the guest to take its MoA; several VMs are prepared at once, in this one process",
+  )
+  .argument("<vm...>", "the VM(s), by their toolstack names")
   .requiredOption("--to <host>", "destination host")
-  .option("--timeout <ms>", "how long the guest may take", positiveInt, 8000)
-  .action(async (vm: string, o: { to: string; timeout: number }) => {
-    const r = await withEngine(program.opts<GlobalOptions>(), (e) =>
-      e.prepare(vm, o.to, { timeoutMs: o.timeout }),
+  .option("--timeout <ms>", "how long each guest may take", positiveInt, 8000)
+  .option("--json", "print each VM's outcome and time, and this process's peak RSS, as JSON")
+  .action(async (vms: string[], o: { to: string; timeout: number; json?: boolean }) => {
+    const unique = [...new Set(vms)];
+    if (unique.length === 1 && !o.json) {
+      const vm = unique[0] as string;
+      const r = await withEngine(program.opts<GlobalOptions>(), (e) =>
+        e.prepare(vm, o.to, { timeoutMs: o.timeout }),
+      );
+      console.log(
+        r.kind === "same-site"
+          ? `${o.to} is in the same site (${r.site}); nothing to prepare`
+          : `${vm} prepared for site ${r.site}: MoA ${r.moa} on its vif ${r.secondary.ifname}${r.reused ? " (reused)" : ""}; migration id ${r.migrationId}`,
+      );
+      return;
+    }
+    const results = await withEngine(program.opts<GlobalOptions>(), (e) =>
+      Promise.all(
+        unique.map(async (vm) => {
+          const begun = Date.now();
+          try {
+            const r = await e.prepare(vm, o.to, { timeoutMs: o.timeout });
+            return { vm, ok: true as const, result: r, ms: Date.now() - begun };
+          } catch (err) {
+            return { vm, ok: false as const, error: (err as Error).message, ms: Date.now() - begun };
+          }
+        }),
+      ),
     );
-    console.log(
-      r.kind === "same-site"
-        ? `${o.to} is in the same site (${r.site}); nothing to prepare`
-        : `${vm} prepared for site ${r.site}: MoA ${r.moa} on its vif ${r.secondary.ifname}${r.reused ? " (reused)" : ""}; migration id ${r.migrationId}`,
-    );
+    if (o.json) {
+      console.log(
+        JSON.stringify(
+          {
+            to: o.to,
+            vms: results.map((r) =>
+              r.ok
+                ? {
+                    vm: r.vm,
+                    kind: r.result.kind,
+                    ms: r.ms,
+                    ...(r.result.kind === "prepared"
+                      ? { moa: r.result.moa, migrationId: r.result.migrationId, reused: r.result.reused }
+                      : {}),
+                  }
+                : { vm: r.vm, kind: "failed", ms: r.ms, error: r.error },
+            ),
+            // getrusage's ru_maxrss (KiB on Linux): this process's peak resident set.
+            peakRssBytes: process.resourceUsage().maxRSS * 1024,
+          },
+          null,
+          2,
+        ),
+      );
+    } else {
+      for (const r of results) {
+        if (!r.ok) console.log(`${r.vm}: not prepared: ${r.error}`);
+        else if (r.result.kind === "same-site")
+          console.log(`${r.vm}: ${o.to} is in the same site (${r.result.site}); nothing to prepare`);
+        else
+          console.log(
+            `${r.vm} prepared for site ${r.result.site}: MoA ${r.result.moa} on its vif ${r.result.secondary.ifname}${r.result.reused ? " (reused)" : ""}; migration id ${r.result.migrationId}`,
+          );
+      }
+    }
+    if (results.some((r) => !r.ok)) process.exitCode = 1;
   });
 
 program
@@ -695,12 +770,66 @@ program
   });
 
 program
+  .command("evacuate")
+  .description(
+    "move every VM this host runs to a site's hosts, with the method, a few at a time; progress per VM and a table at the end (VM, destination, method or fallback and why, paused time). A VM that cannot go stays here and is reported; exit 1 then",
+  )
+  .argument("<host>", "this host, the one to empty (evacuate runs on it, as migrate does)")
+  .requiredOption("--to <site>", "the destination site, by its name in the sites file")
+  .option("--hosts <list>", "comma-separated hosts of that site to deal the VMs over (default: all of them)")
+  .option("--parallel <n>", "how many migrations at once", positiveInt, DEFAULT_EVACUATE_PARALLEL)
+  .option("--timeout <ms>", "how long each guest may take to prepare", positiveInt, 8000)
+  .option("--no-method", "plain migrations, without staging (the baseline)")
+  .option("--json", "print the summary as JSON (progress still goes to stderr)")
+  .action(
+    async (
+      target: string,
+      o: { to: string; hosts?: string; parallel: number; timeout: number; method: boolean; json?: boolean },
+    ) => {
+      const hosts = o.hosts
+        ?.split(",")
+        .map((h) => h.trim())
+        .filter((h) => h !== "");
+      if (o.hosts !== undefined && (!hosts || hosts.length === 0))
+        throw new UsageError(
+          "--hosts: give one or more host names, comma-separated (e.g. --hosts hostb,hostc)",
+        );
+      const summary = await withEngine(program.opts<GlobalOptions>(), (e) => {
+        if (target !== e.host)
+          throw new UsageError(
+            `this is ${e.host}, not ${target}: xenroam evacuate runs on the host it empties (or give --host ${target} if this is it)`,
+          );
+        return e.evacuate({
+          site: o.to,
+          ...(hosts ? { hosts } : {}),
+          parallel: o.parallel,
+          timeoutMs: o.timeout,
+          method: o.method,
+          onProgress: (line) => process.stderr.write(`xenroam: ${line}\n`),
+        });
+      });
+      if (o.json) console.log(JSON.stringify(summary, null, 2));
+      else console.log(renderEvacuation(summary));
+      const failed = summary.rows.filter((r) => r.outcome === "failed");
+      if (failed.length > 0) {
+        process.stderr.write(
+          `xenroam: ${failed.length} of ${summary.rows.length} VMs could not go: ${failed.map((r) => r.vm).join(", ")} (see the table)\n`,
+        );
+        process.exitCode = 1;
+      }
+    },
+  );
+
+program
   .command("abort")
   .description("undo a prepare: the guest is told, the secondary is parked, staging is released")
-  .argument("<vm>", "the VM, by its toolstack name")
-  .action(async (vm: string) => {
-    const done = await withEngine(program.opts<GlobalOptions>(), (e) => e.abort(vm));
-    console.log(done ? `${vm}: preparation undone` : `${vm}: nothing prepared; nothing to do`);
+  .argument("<vm...>", "the VM(s), by their toolstack names")
+  .action(async (vms: string[]) => {
+    const done = await withEngine(program.opts<GlobalOptions>(), (e) =>
+      Promise.all([...new Set(vms)].map(async (vm) => [vm, await e.abort(vm)] as const)),
+    );
+    for (const [vm, undone] of done)
+      console.log(undone ? `${vm}: preparation undone` : `${vm}: nothing prepared; nothing to do`);
   });
 
 program

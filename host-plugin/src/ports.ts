@@ -1,6 +1,6 @@
 // The host plugin's ports: everything outside the core, each with a real adapter and a fake.
 
-import type { SignedActivation, Site, SiteDirectory, Toolstack, VifInfo } from "@xenroam/protocol";
+import type { PhaseMark, SignedActivation, Site, SiteDirectory, Toolstack, VifInfo } from "@xenroam/protocol";
 
 /** Dom0's side of the guest channel: keys under a domain's xenroam directory. */
 export interface Dom0Channel {
@@ -117,6 +117,27 @@ export interface ControlRelay {
   attest?(vm: string, locator: string): Promise<{ attested: boolean; activated: boolean }>;
 }
 
+/** One migration as it ended, for the metrics operators scrape. */
+export interface MigrationRecord {
+  readonly migrationId: string;
+  readonly vm: string;
+  /** The method, a plain migration asked for (or a move within a site), a fallback to one, or a failure. */
+  readonly outcome: "dual-interface" | "plain" | "fallback" | "failed";
+  /** Why the method gave way to a plain migration: the guest's prepare was silent, refused or malformed. */
+  readonly fallback?: "silent" | "refused" | "malformed";
+  /** When it started and ended, ms since the epoch. */
+  readonly startedAt: number;
+  readonly endedAt: number;
+  readonly timeline: readonly PhaseMark[];
+  /** How long the toolstack kept the VM paused, when it says. */
+  readonly pausedMs?: number;
+}
+
+/** Where each migration's record goes once it ends: node_exporter's textfile collector (adapters/textfile.ts). */
+export interface MigrationMetrics {
+  record(m: MigrationRecord): Promise<void>;
+}
+
 export interface HostPorts {
   readonly host: string;
   readonly bridges: { readonly real: string; readonly parking: string };
@@ -132,4 +153,6 @@ export interface HostPorts {
   readonly control?: ControlRelay;
   /** Between processes (adapters/locks.ts); absent: within this process only (MemoryLocks). */
   readonly locks?: Locks;
+  /** Each migration's timeline and outcome, once it ends; absent: not recorded. */
+  readonly metrics?: MigrationMetrics;
 }

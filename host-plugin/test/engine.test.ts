@@ -13,6 +13,10 @@ import {
   MemoryLocks,
   MemoryState,
   PrepareError,
+  boundedAll,
+  downtimeOf,
+  planEvacuation,
+  renderEvacuation,
 } from "../src/index.js";
 
 const SITES = parseSites({
@@ -43,7 +47,12 @@ const ACTIVATION = {
 
 function host(
   mode: GuestMode = "answers",
-  options: { control?: boolean; activation?: Partial<typeof ACTIVATION> } = {},
+  options: {
+    control?: boolean;
+    activation?: Partial<typeof ACTIVATION>;
+    /** Domids whose guest agent never answers, whatever `mode` says. */
+    silent?: readonly number[];
+  } = {},
 ) {
   const journal: Journal = [];
   const netlink = new FakeNetlink(["lo"]);
@@ -63,7 +72,7 @@ function host(
   }
   const channel = new FakeDom0Channel(journal);
   channel.guest = (domid, key, value) => {
-    if (key !== "request" || mode === "silent") return;
+    if (key !== "request" || mode === "silent" || options.silent?.includes(domid)) return;
     const r = parseRequest(value);
     if (!r.ok || r.value.kind !== "prepare") return;
     const id = r.value.id;
@@ -561,4 +570,106 @@ test("what the guest says reaches the admin without its control characters, and 
   t.is(r.method, "plain");
   t.regex(r.fallback ?? "", /answered MoA 2001:db8:a::502, which is not in site b's prefix 2001:db8:b::\/64/);
   t.deepEqual(away.state.state, { staging: {}, vms: {} }, "and nothing of the prepare is left");
+});
+
+test("evacuate: every VM of the host to a site's hosts with the method, one staging bridge, a row each", async (t) => {
+  const h = host();
+  h.toolstack.copyMs = 40;
+  const lines: string[] = [];
+  const s = await h.engine.evacuate({ site: "b", parallel: 2, onProgress: (l) => lines.push(l) });
+  t.deepEqual(
+    s.rows.map((r) => [r.vm, r.to, r.outcome, r.downtimeMs]),
+    [
+      ["vm", "hostb", "method", 50],
+      ["vm2", "hostb", "method", 50],
+    ],
+  );
+  t.deepEqual(s.destinations, ["hostb"]);
+  t.is(h.toolstack.mostAtOnce, 2, "both under way at once");
+  t.is((await h.toolstack.residents("hosta")).length, 0);
+  // One staging bridge for the site, made once and gone once its last user left.
+  t.is(h.netlink.effects.filter((e) => e.startsWith("link add xr-b")).length, 1);
+  t.is(await h.netlink.link("xr-b"), undefined);
+  t.deepEqual((await h.state.read()).staging, {});
+  t.regex(lines[0] ?? "", /evacuating 2 VMs from hosta to site b \(hostb\), 2 at a time/);
+  t.true(
+    lines.some((l) => /^\[2\/2\] vm2? -> hostb: method, paused 50 ms$/.test(l)),
+    lines.join("\n"),
+  );
+  const table = renderEvacuation(s);
+  t.regex(table, /^VM\s+to\s+outcome\s+downtime\s+took\s+why \/ MoA$/m);
+  t.regex(table, /^vm2\s+hostb\s+method\s+50 ms\s+[\d.]+ s\s+2001:db8:b:/m);
+  t.regex(table, /hosta -> site b \(hostb\), 2 at a time: 2 VMs in [\d.]+ s; 2 with the method$/);
+});
+
+test("evacuate: a silent guest falls back and is reported, the others are not held up; one that cannot go stays", async (t) => {
+  const h = host("answers", { silent: [5] });
+  h.toolstack.unreachable.add("vm3");
+  h.toolstack.addVm("vm3", "hosta", 11, [
+    { devid: 0, mac: "00:16:3e:00:0b:01", ifname: "vif11.0", bridge: "xenbr0" },
+    { devid: 1, mac: "00:16:3e:00:0b:02", ifname: "vif11.1", bridge: "xrpark0" },
+  ]);
+  h.netlink.seedLink("vif11.0", { kind: "veth", up: true, master: "xenbr0" });
+  h.netlink.seedLink("vif11.1", { kind: "veth", up: true, master: "xrpark0" });
+  const s = await h.engine.evacuate({ site: "b", parallel: 3, timeoutMs: 300 });
+  const byVm = new Map(s.rows.map((r) => [r.vm, r]));
+  t.is(byVm.get("vm")?.outcome, "fallback");
+  t.regex(byVm.get("vm")?.why ?? "", /did not answer within 300 ms/);
+  t.is(byVm.get("vm2")?.outcome, "method");
+  t.true((byVm.get("vm2")?.elapsedMs ?? Infinity) < 300, "vm2 did not wait for vm's silent guest");
+  t.is(byVm.get("vm3")?.outcome, "failed");
+  t.true(byVm.get("vm3")?.stayed);
+  t.regex(byVm.get("vm3")?.why ?? "", /cannot reach hostb/);
+  t.is((await h.toolstack.domain("vm3")).host, "hosta");
+  t.deepEqual((await h.state.read()).staging, {}, "nothing staged is left");
+  t.regex(renderEvacuation(s), /1 with the method, 1 fell back to a plain migration, 1 could not go$/);
+});
+
+test("evacuate refuses what it cannot do, saying what to do instead", async (t) => {
+  const h = host();
+  await t.throwsAsync(h.engine.evacuate({ site: "z" }), { message: /no site named "z" .*sites: a, b/ });
+  await t.throwsAsync(h.engine.evacuate({ site: "b", hosts: ["hosta2"] }), {
+    message: /hosta2 is in site a, not b/,
+  });
+  await t.throwsAsync(h.engine.evacuate({ site: "a", hosts: ["hosta"] }), {
+    message: /site a has no host to take the VMs but this one \(hosta\)/,
+  });
+  const bare = host();
+  (bare.toolstack as { residents?: unknown }).residents = undefined;
+  await t.throwsAsync(bare.engine.evacuate({ site: "b" }), { message: /cannot list the VMs/ });
+});
+
+test("planEvacuation deals VMs round-robin over the hosts, by name; downtimeOf reads the toolstack or the timeline", (t) => {
+  t.deepEqual(planEvacuation(["c", "a", "b", "a"], ["h2", "h1"]), [
+    { vm: "a", to: "h1" },
+    { vm: "b", to: "h2" },
+    { vm: "c", to: "h1" },
+  ]);
+  t.throws(() => planEvacuation(["a"], []));
+  t.is(downtimeOf({ pausedMs: 12, timeline: [] }), 12);
+  t.is(
+    downtimeOf({
+      timeline: [
+        { phase: "start", atMs: 0 },
+        { phase: "suspended", atMs: 900 },
+        { phase: "running-on-destination", atMs: 1130 },
+      ],
+    }),
+    230,
+  );
+  t.is(downtimeOf({ timeline: [{ phase: "pool-migrate", atMs: 5 }] }), undefined);
+});
+
+test("boundedAll: never more than N at once, results in order", async (t) => {
+  let now = 0;
+  let most = 0;
+  const out = await boundedAll([5, 1, 3, 2, 4], 2, async (ms, i) => {
+    now += 1;
+    most = Math.max(most, now);
+    await new Promise((r) => setTimeout(r, ms));
+    now -= 1;
+    return i * 10;
+  });
+  t.deepEqual(out, [0, 10, 20, 30, 40]);
+  t.is(most, 2);
 });

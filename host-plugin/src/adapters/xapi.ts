@@ -125,6 +125,8 @@ interface VmRecord {
   VIFs: string[];
   other_config: Record<string, string>;
   power_state: string;
+  /** Dom0's own VM record (xapi's datamodel: VM.is_control_domain). */
+  is_control_domain?: boolean;
 }
 
 interface VifRecord {
@@ -178,6 +180,20 @@ export class XapiToolstack implements Toolstack {
   async methodRefusal(_vm: string, destination: string): Promise<string | undefined> {
     const hosts = await this.o.local.call<string[]>("host.get_by_name_label", destination);
     return hosts.length > 0 ? INTRA_POOL_REFUSAL : undefined;
+  }
+
+  /** The pool's record of what runs on `host` (host.resident_VMs), less the control domain and halted VMs. */
+  async residents(host: string): Promise<string[]> {
+    const x = this.o.local;
+    const [ref] = await x.call<string[]>("host.get_by_name_label", host);
+    if (!ref) throw new XapiAdapterError(`host ${host} is not in this pool`);
+    const names: string[] = [];
+    for (const vm of await x.call<string[]>("host.get_resident_VMs", ref)) {
+      const rec = await x.call<VmRecord>("VM.get_record", vm);
+      if (rec.is_control_domain || rec.power_state !== "Running") continue;
+      names.push(rec.name_label);
+    }
+    return names.sort();
   }
 
   async domain(vm: string): Promise<DomainInfo> {

@@ -102,6 +102,26 @@ export async function xlDomain(vm: string, host = hostname()): Promise<DomainInf
   return { vm, domid: d.domid, host, vifs };
 }
 
+/**
+ * The guests `xl list` prints, by name. Its lines are (tools/xl/xl_info.c, list_domains) a header, then per
+ * domain `printf("%-40s %5d %5lu %5d     %c%c%c%c%c%c  %8.1f", name, domid, memMiB, vcpus, r b p s
+ * <shutdown reason> d, cpu seconds)` — the name padded, so it is read from the right. Left out: Dom0 (domid 0),
+ * domains shutting down or dying (s, d), and the names xl gives a domain in the middle of a migration,
+ * `NAME--incoming` (xl_vmcontrol.c, on the receiver) and `NAME--migratedaway` (xl_migrate.c, on the sender).
+ */
+export function parseXlList(text: string): string[] {
+  const names: string[] = [];
+  for (const line of text.split("\n").slice(1)) {
+    const m = /^(.*?)\s+(\d+)\s+(\d+)\s+(\d+)\s+([-r][-b][-p][-s].[-d])\s+[\d.]+/.exec(line);
+    if (!m) continue;
+    const [, name = "", domid = "", , , state = ""] = m;
+    if (Number(domid) === 0 || state[3] === "s" || state[5] === "d") continue;
+    if (/--(incoming|migratedaway)$/.test(name)) continue;
+    names.push(name.trim());
+  }
+  return names;
+}
+
 export interface XlOptions {
   /** The VM's xl.cfg; `{vm}` is replaced by the VM's name. */
   readonly configPath: string;
@@ -190,6 +210,11 @@ export class XlToolstack implements Toolstack {
 
   domain(vm: string): Promise<DomainInfo> {
     return xlDomain(vm);
+  }
+
+  /** xl sees only this host: `host` must be it (xenroam evacuate runs on the host it empties). */
+  async residents(_host: string): Promise<string[]> {
+    return parseXlList(await xlOk(["list"]));
   }
 
   async migrate(vm: string, destination: string, request: MigrateRequest): Promise<DomainInfo> {

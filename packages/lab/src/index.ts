@@ -13,3 +13,4 @@ export * from "./probe.js";
 export * from "./stats.js";
 export * from "./xapi.js";
 export { holdService } from "./supervisor.js";
+export * from "./scale.js";

@@ -485,7 +485,7 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         if (!w) throw new LabError(`internal: no worker for the namespace of VM ${v.name}`);
         await w.netlink.setLink(v.primary.ifname, { up: true });
         const { address } = await w.netlink.waitAddressIn(v.primary.ifname, v.primary.prefix, {
-          timeoutMs: 20_000,
+          timeoutMs: 20_000 + 100 * plan.vms.length,
         });
         vmAddresses.set(v.name, address);
       }),
@@ -504,7 +504,8 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
       writeFileSync(join(stateDir, SERVICES_FILE), JSON.stringify([...services, ...agents], null, 2));
       process.kill(supervisor.pid, "SIGHUP");
       progress(`starting ${agents.map((a) => a.name).join(" and ")}`);
-      await waitFor("the agents to run", 10_000, () => {
+      // Node.js starts in ~0.3 s of CPU: many agents at once take their time on a small machine.
+      await waitFor("the agents to run", 10_000 + 400 * agents.length, () => {
         const s = readSupervisor(stateDir);
         return agents.every((a) => s?.services[a.name]?.state === "running");
       });

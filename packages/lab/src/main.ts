@@ -3,7 +3,7 @@
 // lab operations; human output on stdout/stderr, --json for machines.
 
 import { spawn } from "node:child_process";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { connect, createServer as createNetServer } from "node:net";
 import { join } from "node:path";
 import { Command, Option } from "commander";
@@ -35,6 +35,7 @@ import {
   soakTable,
   writeSoakJson,
 } from "./soak.js";
+import { runScale, scaleMarkdown } from "./scale.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
 import { LabXapi, XAPI_PASSWORD_FILE, type XapiLog } from "./xapi.js";
@@ -43,6 +44,7 @@ import {
   DEFAULT_TOPOLOGY,
   hoaOf,
   labVms,
+  MAX_LAB_VMS,
   parseTopology,
   type Topology,
   TopologyError,
@@ -55,8 +57,10 @@ class UsageError extends Error {}
 function loadTopology(file: string | undefined, vms?: string): Topology {
   if (vms !== undefined) {
     const n = Number(vms);
-    if (!/^[0-9]+$/.test(vms) || n < 1 || n > 65)
-      throw new UsageError(`--vms ${vms}: give a VM count from 1 to 65 (the lab's first VM included)`);
+    if (!/^[0-9]+$/.test(vms) || n < 1 || n > MAX_LAB_VMS)
+      throw new UsageError(
+        `--vms ${vms}: give a VM count from 1 to ${MAX_LAB_VMS} (the lab's first VM included)`,
+      );
     const base = file ? (loadTopology(file) as TopologyInput) : DEFAULT_TOPOLOGY;
     return parseTopology(
       withVmCount(base, n),
@@ -405,6 +409,76 @@ const labNameOption = (what: string, fallback: string) =>
       return v;
     })
     .default(fallback);
+
+const countList = (flag: string, max: number) => (v: string) => {
+  const list = v.split(",").map((x) => x.trim());
+  if (v.trim() === "") return [];
+  const ns = list.map(Number);
+  if (ns.some((n) => !Number.isInteger(n) || n < 1 || n > max))
+    throw new UsageError(
+      `${flag} takes comma-separated VM counts from 1 to ${max}, e.g. 10,100 (or "" for none)`,
+    );
+  return ns;
+};
+
+program
+  .command("scale")
+  .description(
+    "the figures at scale: one host preparing many VMs at once (prepare time per VM, xenroam's peak RSS, radvd per site), and an evacuation of many VMs with a probe in each (each VM's network downtime beside a single migration's)",
+  )
+  .option("--prepare <counts>", "VM counts prepared at once", countList("--prepare", MAX_LAB_VMS), [10, 100])
+  .option("--evacuate <counts>", "VM counts evacuated", countList("--evacuate", 64), [10, 20])
+  .option(
+    "--parallel <n>",
+    "evacuate --parallel",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 1 || n > 64) throw new UsageError("--parallel takes 1 to 64");
+      return n;
+    },
+    4,
+  )
+  .option(
+    "--single-runs <n>",
+    "single migrations for the evacuation's baseline",
+    (v) => {
+      const n = Number(v);
+      if (!Number.isInteger(n) || n < 2 || n > 100 || n % 2 !== 0)
+        throw new UsageError("--single-runs takes an even number from 2 to 100 (there and back)");
+      return n;
+    },
+    6,
+  )
+  .option("--json <file>", "write the results as JSON to FILE")
+  .addOption(labNameOption("scale runs", "xs"))
+  .addOption(stateRootOption())
+  .action(
+    async (opts: {
+      prepare: number[];
+      evacuate: number[];
+      parallel: number;
+      singleRuns: number;
+      json?: string;
+      name: string;
+      stateRoot?: string;
+    }) => {
+      const result = await runScale({
+        ...labOptions(opts),
+        prepare: opts.prepare,
+        evacuate: opts.evacuate,
+        parallel: opts.parallel,
+        singleRuns: opts.singleRuns,
+        labName: opts.name,
+      });
+      const machine = await machineFacts();
+      if (opts.json)
+        writeFileSync(
+          opts.json,
+          `${JSON.stringify({ ...result, machine, at: new Date().toISOString() }, null, 2)}\n`,
+        );
+      console.log(`${scaleMarkdown(result)}\n\n${machineLine(machine)}`);
+    },
+  );
 
 program
   .command("soak")

@@ -130,7 +130,7 @@ export const topologySchema = z.strictObject({
    * More VMs beside `vm` (two VMs prepared to one site at once, an evacuation): each with its own name, domid,
    * MACs and, with the mobility layer, home address. `xenroam-lab up --vms N` makes them.
    */
-  extraVms: z.array(vm).max(64, "at most 64 extra VMs").default([]),
+  extraVms: z.array(vm).max(127, "at most 127 extra VMs").default([]),
   bridges: z
     .strictObject({ real: z.string(), parking: z.string() })
     .default({ real: "xenbr0", parking: "xrpark0" }),
@@ -356,14 +356,17 @@ export const DEFAULT_TOPOLOGY: TopologyInput = {
   mobility: { hoa: "2001:db8:f::5", controlPort: 7360, bindingPort: 7361 },
 };
 
+/** The most VMs a lab runs (each a namespace and a guest agent of ~50 MB: 128 take ~6 GB). */
+export const MAX_LAB_VMS = 128;
+
 /**
  * The topology with `total` VMs in all: the first as it is, the others beside it on its host, named vm2,
  * vm3, …, with the next domids, MACs 00:16:3e:00:NN:01 and :02 (NN the VM's number, hex), and home addresses
  * after the first's. Replaces any extra VMs the topology had.
  */
 export function withVmCount(t: TopologyInput, total: number): TopologyInput {
-  if (!Number.isInteger(total) || total < 1 || total > 65)
-    throw new TopologyError("--vms", [`${total} is not a VM count from 1 to 65`]);
+  if (!Number.isInteger(total) || total < 1 || total > MAX_LAB_VMS)
+    throw new TopologyError("--vms", [`${total} is not a VM count from 1 to ${MAX_LAB_VMS}`]);
   const hoa = t.mobility ? parseIpv6(t.mobility.hoa) : undefined;
   const hoaPlus = (k: number) => {
     if (!hoa) return undefined;

@@ -114,7 +114,8 @@ test("--vms: more VMs beside the first, each with its own domid, MACs and home a
   t.throws(() => vmOf(topo, "vm9"), { message: /no VM named "vm9" .*its VMs: vm, vm2, vm3/ });
   t.deepEqual(parseTopology(withVmCount(DEFAULT_TOPOLOGY, 1)).extraVms, []);
   t.throws(() => withVmCount(DEFAULT_TOPOLOGY, 0), { instanceOf: TopologyError });
-  t.throws(() => withVmCount(DEFAULT_TOPOLOGY, 66), { instanceOf: TopologyError });
+  t.throws(() => withVmCount(DEFAULT_TOPOLOGY, 129), { instanceOf: TopologyError });
+  t.is(parseTopology(withVmCount(DEFAULT_TOPOLOGY, 128)).extraVms.at(-1)?.primaryMac, "00:16:3e:00:80:01");
 });
 
 test("extra VMs: names, domids, MACs and home addresses unique; every one with a HoA; not on the lab's XAPI", (t) => {
