@@ -448,6 +448,7 @@ export class Agent {
       // the backend forwards, and is lost — the kernel asks again a second later. The destination's router
       // learns the MoA from the unsolicited NA netfront sends once its backend is connected
       // (netdev_notify_peers), or from its own solicitation.
+      log("moa_configured", { migration: request.id, moa, ms: Date.now() - started });
       const activation = await this.ports.mobility?.prepared(request.id, primary.name, { ifname: dev, moa });
       await this.answer({
         v: 1,

@@ -439,6 +439,12 @@ async function main(): Promise<void> {
         kick("carrier");
       }
       if (ev.type === "address" && ev.action === "new" && mobile?.unfamiliar(ev.address)) roam("address");
+      // Events were lost (the kernel's ENOBUFS): whatever they said, re-read the channel and the addresses.
+      if (ev.type === "overflow") {
+        log("netlink_events_lost", {});
+        kick("events-lost");
+        roam("events-lost");
+      }
     }
   })();
 

@@ -863,6 +863,8 @@ export class Engine {
         mac: site.gateway.mac,
       });
     }
+    // Under the site's lock: nobody else changes the site's bridge meanwhile; one recorded already stays so.
+    if ((await this.p.state.read()).staging[site.name]?.bridge === bridge) return bridge;
     await this.p.state.update((s) => {
       const st = s.staging[site.name] ?? { bridge, users: [] };
       return {

@@ -140,7 +140,12 @@ export interface BridgePortChange {
 
 export type NetEvent =
   | { readonly type: "link"; readonly action: "new" | "del"; readonly link: LinkInfo }
-  | { readonly type: "address"; readonly action: "new" | "del"; readonly address: AddressInfo };
+  | { readonly type: "address"; readonly action: "new" | "del"; readonly address: AddressInfo }
+  /**
+   * Events were lost (the kernel's ENOBUFS: they came faster than they were read): whatever the listener
+   * follows must be read again.
+   */
+  | { readonly type: "overflow" };
 
 export interface WaitOptions {
   readonly timeoutMs?: number;

@@ -236,8 +236,44 @@ function withNetnsFd<T>(ref: NetnsRef | undefined, fn: (fd: number | undefined) 
   return fn(fd).finally(() => closeSync(fd));
 }
 
+/**
+ * node_netlink emits a receive failure on the socket as an 'error' event from inside its native callback: with
+ * no listener, EventEmitter throws it there and the process aborts ("terminate called after throwing an
+ * instance of 'Napi::Error'") — seen with a hundred concurrent prepares in one xenroam. The kernel says ENOBUFS
+ * when a socket's receive buffer overflowed: replies may be gone, so every request still waiting fails (its
+ * callback rejects its promise) rather than waiting for ever. `requests` is node_netlink's own map of them
+ * (NetlinkSocket, netlink.js: `request` puts its callback there under the sequence number).
+ */
+function failPending(socket: unknown, err: Error): void {
+  const requests = (socket as { requests?: Map<number, (e: Error | null) => void> }).requests;
+  for (const callback of [...(requests?.values() ?? [])]) callback(err);
+}
+
+/**
+ * One request in flight per socket. The kernel runs one dump per netlink socket at a time (a second one gets
+ * EBUSY: netlink_dump_start), and node_netlink groups a multipart reply by "the messages until DONE": any other
+ * reply arriving in between (an ACK, that EBUSY) cuts the dump short ("Multipart message not terminated
+ * properly"). Measured here: two `links()` at once on one socket, and both failed that way. So every request
+ * of this socket waits for the one before it (netlink answers each in well under a millisecond).
+ */
+function oneRequestAtATime(socket: object): void {
+  const s = socket as { request: (...args: unknown[]) => Promise<unknown> };
+  const request = s.request.bind(socket);
+  let tail: Promise<unknown> = Promise.resolve();
+  s.request = (...args: unknown[]) => {
+    const mine = tail.then(() => request(...args));
+    tail = mine.catch(() => undefined);
+    return mine;
+  };
+}
+
 class RtNetlink implements Netlink {
   private readonly sock = nlRt.createRtNetlink();
+
+  constructor() {
+    this.sock.socket.on("error", (err: Error) => failPending(this.sock.socket, err));
+    oneRequestAtATime(this.sock.socket);
+  }
 
   private async run<T>(operation: string, ifname: string | undefined, fn: () => Promise<T>): Promise<T> {
     try {
@@ -253,8 +289,33 @@ class RtNetlink implements Netlink {
     return link.index;
   }
 
+  /**
+   * A dump asked for while the same dump is under way joins it (a hundred prepares in one process asked for a
+   * hundred dumps of the same hundreds of links). Safe for a caller that changed something just before: its
+   * change was a request of this socket, so a dump still under way was sent after it (one request at a time).
+   */
+  private dumps: { links?: Promise<LinkInfo[]>; addresses?: Promise<AddressInfo[]> } = {};
+
+  private shared<K extends keyof RtNetlink["dumps"]>(
+    key: K,
+    dump: () => NonNullable<RtNetlink["dumps"][K]>,
+  ): NonNullable<RtNetlink["dumps"][K]> {
+    const running = this.dumps[key];
+    if (running) return running;
+    const started = dump();
+    this.dumps[key] = started;
+    const done = () => {
+      if (this.dumps[key] === started) delete this.dumps[key];
+    };
+    started.then(done, done);
+    return started;
+  }
+
   async links(): Promise<LinkInfo[]> {
-    return this.run("list links", undefined, async () => (await this.sock.getLinks()).map(toLinkInfo));
+    const all = await this.shared("links", () =>
+      this.run("list links", undefined, async () => (await this.sock.getLinks()).map(toLinkInfo)),
+    );
+    return [...all];
   }
 
   async link(name: string): Promise<LinkInfo | undefined> {
@@ -352,11 +413,10 @@ class RtNetlink implements Netlink {
 
   async addresses(name?: string): Promise<AddressInfo[]> {
     const index = name === undefined ? undefined : await this.indexOf("list addresses", name);
-    return this.run("list addresses", name, async () =>
-      (await this.sock.getAddresses())
-        .map(toAddressInfo)
-        .filter((a) => index === undefined || a.index === index),
+    const all = await this.shared("addresses", () =>
+      this.run("list addresses", undefined, async () => (await this.sock.getAddresses()).map(toAddressInfo)),
     );
+    return all.filter((a) => index === undefined || a.index === index);
   }
 
   async addAddress(name: string, cidr: string, options: AddAddressOptions = {}): Promise<void> {
@@ -434,6 +494,12 @@ class RtNetlink implements Netlink {
         if (ev.type === "address" && ev.action === "new") {
           const done = verdict(ev.address);
           if (done) return done;
+        } else if (ev.type === "overflow") {
+          // Events were lost: the address may have come meanwhile.
+          for (const a of await this.addresses(name)) {
+            const done = verdict(a);
+            if (done) return done;
+          }
         }
       }
     } finally {
@@ -550,6 +616,12 @@ class RtNetlink implements Netlink {
           sock.socket.close();
           wake?.();
         };
+        // A receive failure — ENOBUFS, events lost because they came faster than they were read — is said as an
+        // "overflow" event: whoever waits re-reads what it waits for (and the process does not abort, above).
+        sock.socket.on("error", () => {
+          queue.push({ type: "overflow" });
+          wake?.();
+        });
         sock.socket.on("message", (msgs) => {
           for (const m of msgs) {
             if (m.type === RTM.NEWLINK || m.type === RTM.DELLINK) {
