@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 # beside, run against the lab's VM by test/lab/netmanagers.root.test.ts; none manages this machine.
 # openssl: the lab makes its control server's CA and certificate with it at lab-up (packages/lab/src/openssl.ts),
 # and the control server's TLS tests make theirs.
-DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux systemd network-manager ifupdown netplan.io openssl)
+# etcd-server: /usr/bin/etcd, the control server's shared store; its tests start their own clusters on loopback.
+DEBIAN_PACKAGES=(radvd nftables iproute2 iputils-ping procps util-linux systemd network-manager ifupdown netplan.io openssl etcd-server)
 # rdnssd: the lab's guest resolver that takes RDNSS from RAs (test/lab/advertise.root.test.ts). Debian's
 # package conflicts with network-manager, so its files are unpacked here instead of installed: one binary
 # that links only the C library, run by that test from this directory.
@@ -32,7 +33,7 @@ if (( ${#missing[@]} )); then
   fi
   say "installing Debian packages: ${missing[*]}"
   apt-get update -qq
-  # radvd and NetworkManager are daemons xenroam and its lab start themselves, in namespaces: their packages must not
+  # radvd, NetworkManager and etcd are daemons xenroam and its lab start themselves, in namespaces: their packages must not
   # start them on this machine (Debian's policy-rc.d, placed only when the machine has none, removed after).
   policy=
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
@@ -55,6 +56,13 @@ if (( ${#missing[@]} )); then
         NetworkManager-dispatcher.service 2>/dev/null || true
     fi
     update-rc.d network-manager disable >/dev/null 2>&1 || true
+  fi
+  # etcd likewise: the tests and the lab start their own members on loopback; none runs at this machine's boot.
+  if [[ " ${missing[*]} " == *" etcd-server "* ]]; then
+    if command -v systemctl >/dev/null && [[ -d /run/systemd/system ]]; then
+      systemctl disable --quiet etcd.service 2>/dev/null || true
+    fi
+    update-rc.d etcd disable >/dev/null 2>&1 || true
   fi
 fi
 

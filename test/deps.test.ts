@@ -116,6 +116,19 @@ test("only the SQLite store imports better-sqlite3, and only the control server'
   );
 });
 
+test("only the etcd store imports etcd3 (and the daemon loads it only for --store etcd://)", (t) => {
+  const all = [...areas.packages, ...areas.guestAgent, ...areas.hostPlugin, "test"];
+  t.deepEqual(
+    violations(all, (s, f) => s === "etcd3" && relative(ROOT, f) !== "packages/control/src/etcd.ts"),
+    [],
+  );
+  // The agents and the host plugin never load it.
+  t.deepEqual(
+    violations([...areas.guestAgent, ...areas.hostPlugin], (s) => s.includes("etcd")),
+    [],
+  );
+});
+
 test("the core imports nothing from Node", (t) => {
   t.deepEqual(
     violations(["packages/core/src"], (s) => s.startsWith("node:") || !s.startsWith(".")),

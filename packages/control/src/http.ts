@@ -7,6 +7,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import { createServer as createHttpsServer, type Server as HttpsServer } from "node:https";
 import type { Socket } from "node:net";
 import { bindingShapeProblem, type SignedBinding } from "./bindings.js";
+import type { ControlMetrics, RefusalReason } from "./metrics.js";
 import { ControlError, type ControlService } from "./service.js";
 import type { Principal } from "./store.js";
 
@@ -29,6 +30,27 @@ export const ROUTES = [
   "GET  /v1/bindings?since=R&wait=MS (admin, peer)",
   "GET  /v1/bindings/:hoa         (admin, peer)",
 ] as const;
+
+/** Each route's template and what matches it: the metrics' route label, bounded whatever the path. */
+const TEMPLATES = ROUTES.map((r) => {
+  const [method = "", target = ""] = r.split(/\s+/);
+  const path = target.split("?")[0] ?? "";
+  return { name: `${method} ${path}`, method, match: new RegExp(`^${path.replace(/:[a-z]+/g, "[^/]+")}$`) };
+});
+
+/** The route a request is for, as its template ("POST /v1/vms/:vm/standby"); "unmatched" for any other. */
+export function routeTemplate(method: string, path: string): string {
+  return TEMPLATES.find((t) => t.method === method && t.match.test(path))?.name ?? "unmatched";
+}
+
+const REFUSED_BY_STATUS: Record<ControlError["status"], RefusalReason> = {
+  400: "bad_request",
+  401: "unauthenticated",
+  403: "forbidden",
+  404: "not_found",
+  409: "conflict",
+  429: "rate_limited",
+};
 
 const MAX_BODY = 16 * 1024;
 
@@ -144,6 +166,8 @@ export function createControlServer(
   limits: HttpLimits = DEFAULT_LIMITS,
   /** The server's certificate and key (PEM, tls.ts loadTlsCredentials): HTTPS, TLS 1.2 at least. */
   tls?: { readonly cert: string; readonly key: string },
+  /** Where requests, refusals, activations and the watch are counted (served apart: createMetricsServer). */
+  metrics?: ControlMetrics,
 ): Server | HttpsServer {
   const buckets = new Buckets();
   const polls = new Map<string, number>();
@@ -157,6 +181,18 @@ export function createControlServer(
     res.end(JSON.stringify(value));
   };
   const handler = (req: IncomingMessage, res: ServerResponse) => {
+    let routeLabel = "unmatched";
+    let limited: RefusalReason | undefined;
+    if (metrics) {
+      const started = metrics.now();
+      res.once("close", () =>
+        metrics.request(
+          routeLabel,
+          res.headersSent ? res.statusCode : "aborted",
+          (metrics.now() - started) / 1000,
+        ),
+      );
+    }
     void (async () => {
       // The request target is a path, always: "//host/x" is not a URL relative to another host here.
       let url: URL;
@@ -168,6 +204,7 @@ export function createControlServer(
       }
       const path = url.pathname;
       const route = `${req.method ?? ""} ${path}`;
+      routeLabel = routeTemplate(req.method ?? "", path);
       if (route === "GET /v1/public-key") {
         res.writeHead(200, { "content-type": "application/x-pem-file" });
         res.end(publicKeyPem);
@@ -254,6 +291,7 @@ export function createControlServer(
         // The source Dom0 saw the guest answer with this MoA at a prepare; an admin knows.
         need(who, admin || (peer && (await service.isHost(who.name))), `attest locators of ${vm}`);
         const result = await service.attest(vm, str(await body(req), "locator"));
+        if (result.activated) metrics?.activation("attested");
         log("attested", { by: who.kind, ...(peer ? { host: who.name } : {}), vm, ...result });
         send(res, 200, result);
       } else if (req.method === "POST" && reset) {
@@ -273,6 +311,7 @@ export function createControlServer(
         if (typeof seq !== "number") throw new ControlError(400, '"seq" must be a number');
         const undo = typeof b.sig === "string" ? signedBinding(b) : { locator: str(b, "locator"), seq };
         const binding = await service.rollback(vm, undo, { proof: !admin });
+        metrics?.rolledBack();
         log("rolled_back", { by: who.kind, ...(peer ? { host: who.name } : {}), vm, undone: b.locator, seq });
         send(res, 200, binding);
       } else if (route === "POST /v1/bindings") {
@@ -287,9 +326,16 @@ export function createControlServer(
           seq: signed.seq,
         };
         if (verdict.ok) {
+          metrics?.activation("accepted");
           log("activated", { ...fields, revision: verdict.revision });
           send(res, 200, { revision: verdict.revision });
         } else {
+          if (verdict.alreadyActive) metrics?.activation("already_active");
+          else if (verdict.awaitingProof) metrics?.activation("awaiting_proof");
+          else {
+            metrics?.activation("refused");
+            metrics?.refused("binding_refused");
+          }
           log("refused", { ...fields, reason: verdict.reason });
           send(res, 409, {
             error: verdict.reason,
@@ -304,8 +350,10 @@ export function createControlServer(
         if (!Number.isSafeInteger(since) || since < 0 || !Number.isInteger(wait) || wait < 0) {
           throw new ControlError(400, "since and wait must be non-negative whole numbers");
         }
+        if (wait > 0) routeLabel = "GET /v1/bindings?wait";
         const open = polls.get(key) ?? 0;
         if (wait > 0 && open >= limits.pollsPerToken) {
+          limited = "too_many_polls";
           res.setHeader("retry-after", "1");
           throw new ControlError(
             429,
@@ -313,9 +361,14 @@ export function createControlServer(
           );
         }
         if (wait > 0) polls.set(key, open + 1);
+        const closeWatch = wait > 0 ? metrics?.watchOpened() : undefined;
+        const polledAt = metrics?.now();
         try {
-          send(res, 200, await service.changes(since, Math.min(wait, 30_000)));
+          const answer = await service.changes(since, Math.min(wait, 30_000));
+          send(res, 200, answer);
+          if (wait > 0 && polledAt !== undefined) metrics?.delivered(answer.changes, polledAt);
         } finally {
+          closeWatch?.();
           if (wait > 0) {
             const left = (polls.get(key) ?? 1) - 1;
             if (left > 0) polls.set(key, left);
@@ -330,8 +383,10 @@ export function createControlServer(
       }
     })().catch((err: unknown) => {
       if (res.headersSent) return;
-      if (err instanceof ControlError) send(res, err.status, { error: err.message });
-      else {
+      if (err instanceof ControlError) {
+        metrics?.refused(err.status === 429 ? (limited ?? "rate_limited") : REFUSED_BY_STATUS[err.status]);
+        send(res, err.status, { error: err.message });
+      } else {
         log("error", {
           method: req.method,
           url: req.url,
@@ -360,6 +415,7 @@ export function createControlServer(
     const from = socket.remoteAddress ?? "?";
     const open = (perSource.get(from) ?? 0) + 1;
     if (open > limits.connectionsPerSource) {
+      metrics?.refused("too_many_connections");
       socket.destroy();
       return;
     }
@@ -371,6 +427,7 @@ export function createControlServer(
     });
   });
   server.maxConnections = limits.maxConnections;
+  server.on("drop", () => metrics?.refused("too_many_connections"));
   // A client that trickles its headers or body is cut; a long poll answers within 30 s.
   server.headersTimeout = 10_000;
   server.requestTimeout = 45_000;

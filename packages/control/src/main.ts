@@ -1,8 +1,8 @@
 #!/usr/bin/env node
-// xenroam-control: the control server daemon (`serve`, over TLS with --tls-cert/--tls-key), its one-time
-// setup (`init`), and the admin's commands against a running server (`put-sites`, `add-vm`, `add-peer`,
-// `rollback`, `show`). JSON logs on stderr; SIGTERM/SIGINT answer open long polls, close the listener and the
-// database, and exit 0.
+// xenroam-control: the control server daemon (`serve`, over TLS with --tls-cert/--tls-key, on SQLite or on an
+// etcd cluster several servers share), its one-time setup (`init`), and the admin's commands against a running
+// server (`put-sites`, `add-vm`, `add-peer`, `rollback`, `show`). JSON logs on stderr; SIGTERM/SIGINT answer
+// open long polls, close the listener and the store, and exit 0.
 
 import { createPublicKey } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -13,8 +13,10 @@ import { canonicalIpv6 } from "@xenroam/core";
 import { exportPrivateKey, exportPublicKey, generateSigningKeys, importPrivateKey } from "./bindings.js";
 import { ControlClient, ControlClientError } from "./client.js";
 import { createControlServer, DEFAULT_LIMITS, ROUTES } from "./http.js";
+import { createControlMetrics, createMetricsServer } from "./metrics.js";
 import { ControlError, ControlService } from "./service.js";
 import { SqliteStore, StoreError } from "./sqlite.js";
+import type { Store } from "./store.js";
 import { loadTlsCredentials, TlsSetupError } from "./tls.js";
 
 const DEFAULTS = {
@@ -66,12 +68,101 @@ function writeSecret(file: string, text: string): boolean {
 
 interface ServeOptions {
   listen: { host: string; port: number };
-  database: string;
+  database?: string;
+  store?: string;
+  etcdCa?: string;
+  etcdCert?: string;
+  etcdKey?: string;
+  etcdUser?: string;
+  etcdPasswordFile?: string;
   key: string;
   adminTokenFile: string;
   tlsCert?: string;
   tlsKey?: string;
   reserve: string[];
+  metricsListen?: { host: string; port: number };
+}
+
+/** The password of an etcd user: from its file (first line), else XENROAM_ETCD_PASSWORD; never from argv. */
+function etcdPassword(o: ServeOptions): string | undefined {
+  if (o.etcdPasswordFile === undefined) return process.env.XENROAM_ETCD_PASSWORD || undefined;
+  if (!existsSync(o.etcdPasswordFile))
+    throw new UsageError(`--etcd-password-file ${o.etcdPasswordFile} does not exist`);
+  return readFileSync(o.etcdPasswordFile, "utf8").split("\n")[0]?.replace(/\r$/, "") || undefined;
+}
+
+/** The store `serve` was given: the SQLite file (the default), or the etcd cluster of --store. */
+async function openStore(o: ServeOptions, publicKeyPem: string): Promise<{ store: Store; where: object }> {
+  const etcdFlags = (
+    [
+      ["--etcd-ca", o.etcdCa],
+      ["--etcd-cert", o.etcdCert],
+      ["--etcd-key", o.etcdKey],
+      ["--etcd-user", o.etcdUser],
+      ["--etcd-password-file", o.etcdPasswordFile],
+    ] as const
+  ).flatMap(([flag, v]) => (v === undefined ? [] : [flag]));
+  if (o.store === undefined) {
+    if (etcdFlags.length > 0) throw new UsageError(`${etcdFlags.join(", ")}: only with --store etcd://…`);
+    const database = o.database ?? DEFAULTS.database;
+    mkdirSync(dirname(database), { recursive: true });
+    return { store: new SqliteStore(database), where: { database } };
+  }
+  if (o.database !== undefined) {
+    throw new UsageError(
+      "--store and --database: give one (--database FILE keeps the registry in one SQLite file; --store etcd://… shares it with other servers on an etcd cluster)",
+    );
+  }
+  const { EtcdStore, parseEtcdUrl } = await import("./etcd.js");
+  let target: ReturnType<typeof parseEtcdUrl>;
+  try {
+    target = parseEtcdUrl(o.store);
+  } catch (err) {
+    throw new UsageError(`--store: ${(err as Error).message}`);
+  }
+  if (!target.tls && (o.etcdCa || o.etcdCert || o.etcdKey)) {
+    throw new UsageError("--etcd-ca, --etcd-cert and --etcd-key are for TLS: write the cluster as etcds://…");
+  }
+  if ((o.etcdCert === undefined) !== (o.etcdKey === undefined)) {
+    throw new UsageError(
+      "--etcd-cert and --etcd-key go together: this client's certificate and its key (PEM), for a cluster that asks for one",
+    );
+  }
+  const pem = (flag: string, file: string | undefined) => {
+    if (file !== undefined && !existsSync(file)) throw new UsageError(`${flag} ${file} does not exist`);
+    return file === undefined ? undefined : readFileSync(file);
+  };
+  const [ca, cert, key] = [
+    pem("--etcd-ca", o.etcdCa),
+    pem("--etcd-cert", o.etcdCert),
+    pem("--etcd-key", o.etcdKey),
+  ];
+  let user: { name: string; password: string } | undefined;
+  if (o.etcdUser !== undefined) {
+    const password = etcdPassword(o);
+    if (password === undefined) {
+      throw new UsageError(
+        `etcd user ${o.etcdUser}: give its password in --etcd-password-file FILE or in the XENROAM_ETCD_PASSWORD environment variable (never on the command line)`,
+      );
+    }
+    user = { name: o.etcdUser, password };
+  } else if (o.etcdPasswordFile !== undefined) {
+    throw new UsageError("--etcd-password-file goes with --etcd-user NAME");
+  }
+  const store = await EtcdStore.open({
+    ...target,
+    ...(ca ? { ca } : {}),
+    ...(cert && key ? { cert, key } : {}),
+    ...(user ? { user } : {}),
+  });
+  try {
+    await store.pinSigningKey(publicKeyPem);
+  } catch (err) {
+    await store.close();
+    throw err;
+  }
+  const url = `${target.tls ? "etcds" : "etcd"}://${target.endpoints.join(",")}${target.prefix}`;
+  return { store, where: { store: url } };
 }
 
 async function serve(o: ServeOptions): Promise<void> {
@@ -87,32 +178,37 @@ async function serve(o: ServeOptions): Promise<void> {
   const privateKey = importPrivateKey(readFileSync(o.key, "utf8"));
   const publicKey = createPublicKey(privateKey);
   const adminTokens = readSecret(o.adminTokenFile, "admin token file", init);
-  mkdirSync(dirname(o.database), { recursive: true });
-  const store = new SqliteStore(o.database);
+  const { store, where } = await openStore(o, exportPublicKey(publicKey));
   // No VM may claim the server's own addresses as a locator: the one it listens on, and those named.
   const unspecified = o.listen.host === "::" || o.listen.host === "0.0.0.0" || o.listen.host === "localhost";
   const reserved = [...(unspecified || !o.listen.host.includes(":") ? [] : [o.listen.host]), ...o.reserve];
   const service = new ControlService({ store, privateKey, publicKey, adminTokens, reserved });
+  // Prometheus scrapes a listener of its own, without a token (an admin's would let it rule the registry).
+  const metrics = o.metricsListen ? createControlMetrics(service, { processMetrics: true }) : undefined;
   const server = createControlServer(
     service,
     exportPublicKey(publicKey),
     (event, fields) => log(event, fields),
     DEFAULT_LIMITS,
     tls,
+    metrics,
   );
+  const metricsServer = metrics && createMetricsServer(metrics);
+  if (metricsServer && o.metricsListen) {
+    const at = o.metricsListen;
+    await new Promise<void>((resolve, reject) => {
+      metricsServer.once("error", reject);
+      metricsServer.listen(at.port, at.host, () => resolve());
+    });
+    const m = metricsServer.address() as AddressInfo;
+    log("metrics_ready", { address: m.address, port: m.port, path: "/metrics" });
+  }
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(o.listen.port, o.listen.host, () => resolve());
   });
   const addr = server.address() as AddressInfo;
-  log("ready", {
-    pid: process.pid,
-    address: addr.address,
-    port: addr.port,
-    tls: tls !== undefined,
-    database: o.database,
-    revision: (await service.changes(Number.MAX_SAFE_INTEGER)).revision,
-  });
+  const { revision } = await service.changes(Number.MAX_SAFE_INTEGER);
   const stop = (signal: string) => {
     log("stopping", { signal });
     server.close(() => {
@@ -122,12 +218,23 @@ async function serve(o: ServeOptions): Promise<void> {
       });
     });
     service.wakeWatchers();
+    metricsServer?.close();
+    metricsServer?.closeAllConnections();
     server.closeIdleConnections();
     // Long polls were just answered; anything still open after 2 s is cut.
     setTimeout(() => server.closeAllConnections(), 2000).unref();
   };
   process.once("SIGTERM", () => stop("SIGTERM"));
   process.once("SIGINT", () => stop("SIGINT"));
+  // Ready only once a SIGTERM stops it cleanly (a supervisor may send one as soon as it reads this line).
+  log("ready", {
+    pid: process.pid,
+    address: addr.address,
+    port: addr.port,
+    tls: tls !== undefined,
+    ...where,
+    revision,
+  });
 }
 
 interface AdminOptions {
@@ -152,7 +259,7 @@ const print = (v: unknown): void => {
 
 const program = new Command("xenroam-control")
   .description(
-    "The xenroam control server: the registry (sites and their gateways, hosts, VMs with their home address), the bindings of each home address to its locators, signed activations, and a watch stream for correspondents. One SQLite file holds everything; the signing key is an Ed25519 PEM file.",
+    "The xenroam control server: the registry (sites and their gateways, hosts, VMs with their home address), the bindings of each home address to its locators, signed activations, and a watch stream for correspondents. One SQLite file holds everything, or an etcd cluster several servers share; the signing key is an Ed25519 PEM file.",
   )
   .showHelpAfterError()
   .addHelpText(
@@ -169,6 +276,12 @@ Over TLS (the certificate names the address clients use; they verify it against 
   xenroam-control serve --listen '[2001:db8:c::1]:7360' --tls-cert /etc/xenroam/control.crt \
     --tls-key /etc/xenroam/control-tls.key
   xenroam-control show --server 'https://[2001:db8:c::1]:7360' --ca /etc/xenroam/control-ca.pem
+
+Several servers on one etcd cluster (any of them answers; a watcher resumes on any from its last revision).
+Each gets a copy of the same signing key and admin token files (init once, then copy them):
+  xenroam-control serve --listen '[2001:db8:c::1]:7360' \\
+    --store etcds://[2001:db8:c::11]:2379,[2001:db8:c::12]:2379,[2001:db8:c::13]:2379 \\
+    --etcd-ca /etc/xenroam/etcd-ca.pem --etcd-user xenroam --etcd-password-file /etc/xenroam/etcd.password
 
 API routes:
   ${ROUTES.join("\n  ")}`,
@@ -197,11 +310,35 @@ program
   .command("serve")
   .description("run the control server (JSON logs on stderr; SIGTERM stops it cleanly)")
   .option("--listen <[addr]:port>", "where to listen", parseListen, parseListen(DEFAULTS.listen))
-  .option("--database <file>", "SQLite database file (created if missing)", DEFAULTS.database)
-  .option("--key <file>", "signing key made by init", DEFAULTS.key)
+  .option("--database <file>", `SQLite database file (created if missing; default: ${DEFAULTS.database})`)
+  .option(
+    "--store <url>",
+    "instead of --database: an etcd cluster every server of this deployment shares, etcd://HOST:PORT,HOST:PORT,…[/PREFIX/] (etcds:// for TLS; keys under /xenroam/ unless PREFIX)",
+  )
+  .option(
+    "--etcd-ca <file>",
+    "etcds://: the CA of the members' certificates (PEM; default: the system's CAs)",
+  )
+  .option("--etcd-cert <file>", "etcds://: this client's certificate (PEM), for a cluster that asks for one")
+  .option("--etcd-key <file>", "etcds://: that certificate's private key (PEM)")
+  .option(
+    "--etcd-user <name>",
+    "an etcd user (auth enabled); its password from --etcd-password-file or XENROAM_ETCD_PASSWORD",
+  )
+  .option("--etcd-password-file <file>", "the etcd user's password (its first line)")
+  .option(
+    "--key <file>",
+    "signing key made by init (every server on one etcd cluster: a copy of the same)",
+    DEFAULTS.key,
+  )
   .option("--admin-token-file <file>", "admin tokens, one a line", DEFAULTS.adminTokenFile)
   .option("--tls-cert <file>", "serve HTTPS: the server's certificate (PEM, chain after it); with --tls-key")
   .option("--tls-key <file>", "the certificate's private key (PEM, unencrypted)")
+  .option(
+    "--metrics-listen <[addr]:port>",
+    "serve Prometheus metrics at http://ADDR:PORT/metrics, plain HTTP and no token: a loopback or management address (default: off)",
+    parseListen,
+  )
   .option(
     "--reserve <address>",
     "an address of this server no VM may claim as a locator (repeatable; the --listen address is reserved already)",

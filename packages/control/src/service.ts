@@ -97,8 +97,13 @@ export class ControlService {
   private readonly ttl: number;
   private readonly adminHashes: Buffer[];
   private readonly reserved: Set<string>;
-  private readonly waiters = new Set<() => void>();
-  /** Writes are serialised: each reads, decides and writes without another in between. */
+  /** Long polls waiting for a change, each with the revision it waits to pass. */
+  private readonly waiters = new Map<(why: "change" | "stop") => void, number>();
+  private readonly commitListeners = new Set<(revision: number) => void>();
+  /**
+   * Writes are serialised: each reads, decides and writes without another in between, in this process (this
+   * queue) and across the servers sharing the store (its `exclusive`).
+   */
   private queue: Promise<unknown> = Promise.resolve();
 
   constructor(private readonly options: ServiceOptions) {
@@ -107,6 +112,10 @@ export class ControlService {
     this.ttl = options.activationTtlMs ?? 10 * 60_000;
     this.adminHashes = (options.adminTokens ?? []).map((t) => Buffer.from(hashToken(t), "hex"));
     this.reserved = new Set((options.reserved ?? []).map((a) => canonicalIpv6(a)));
+    // Every change wakes the long polls it concerns: this server's, and other servers' on a shared store.
+    this.store.subscribe((revision) => {
+      for (const [wake, since] of [...this.waiters]) if (revision > since) wake("change");
+    });
   }
 
   /**
@@ -579,37 +588,57 @@ export class ControlService {
 
   /** Changes after `since`; waits up to `waitMs` for one when there are none yet (long poll). */
   async changes(since: number, waitMs = 0, limit = 500): Promise<{ revision: number; changes: Change[] }> {
-    let changes = await this.store.changesSince(since, limit);
-    if (changes.length === 0 && waitMs > 0) {
-      await new Promise<void>((resolve) => {
-        const done = () => {
-          clearTimeout(timer);
-          this.waiters.delete(done);
-          resolve();
-        };
-        const timer = setTimeout(done, waitMs);
-        this.waiters.add(done);
-      });
-      changes = await this.store.changesSince(since, limit);
+    const deadline = Date.now() + waitMs;
+    let stopping = false;
+    for (;;) {
+      // Listening before reading: a change committed while the page is read wakes this poll, never slips by.
+      let wake: (why: "change" | "stop") => void = () => {};
+      const woken = new Promise<"change" | "stop" | "timeout">((resolve) => (wake = resolve));
+      if (waitMs > 0 && !stopping) this.waiters.set(wake, since);
+      try {
+        // The revision is read before the changes: one committed in between is in the page, so the watcher
+        // never resumes past a change it did not get.
+        const revision = await this.store.revision();
+        const changes = await this.store.changesSince(since, limit);
+        const left = deadline - Date.now();
+        if (changes.length > 0 || left <= 0 || stopping) {
+          const last = changes.at(-1)?.revision ?? 0;
+          // With a full page, the watcher resumes after its last change; otherwise it is up to date.
+          return { revision: changes.length === limit && last ? last : Math.max(revision, last), changes };
+        }
+        let timer: NodeJS.Timeout | undefined;
+        const timeout = new Promise<"timeout">(
+          (resolve) => (timer = setTimeout(() => resolve("timeout"), left)),
+        );
+        // Woken for nothing new (a store that lost track says anything may have changed): reads and waits on.
+        stopping = (await Promise.race([woken, timeout])) === "stop";
+        clearTimeout(timer);
+      } finally {
+        this.waiters.delete(wake);
+      }
     }
-    const last = changes.at(-1)?.revision;
-    // With a full page, the watcher resumes after its last change; otherwise it is up to date.
-    return { revision: changes.length === limit && last ? last : await this.store.revision(), changes };
   }
 
   /** Wakes every long poll (shutdown): they answer with what they have. */
   wakeWatchers(): void {
-    for (const w of [...this.waiters]) w();
+    for (const wake of [...this.waiters.keys()]) wake("stop");
+  }
+
+  /** Calls `listener` with each revision this server commits, before its watchers wake (the metrics' fan-out). */
+  onCommit(listener: (revision: number) => void): () => void {
+    this.commitListeners.add(listener);
+    return () => this.commitListeners.delete(listener);
   }
 
   private async commit(b: BindingRecord): Promise<number> {
     const revision = await this.store.putBinding(b);
-    this.wakeWatchers();
+    for (const l of this.commitListeners) l(revision);
     return revision;
   }
 
   private serial<T>(work: () => Promise<T>): Promise<T> {
-    const run = this.queue.then(work, work);
+    const exclusive = () => this.store.exclusive(work);
+    const run = this.queue.then(exclusive, exclusive);
     this.queue = run.catch(() => undefined);
     return run;
   }

@@ -3,7 +3,18 @@
 
 import Database from "better-sqlite3";
 import type { SitesDocument } from "@xenroam/protocol";
-import type { BindingRecord, Change, Principal, Standby, Store, VmRecord } from "./store.js";
+import {
+  type BindingRecord,
+  type Change,
+  ChangeListeners,
+  type Principal,
+  type Standby,
+  type Store,
+  StoreError,
+  type VmRecord,
+} from "./store.js";
+
+export { StoreError } from "./store.js";
 
 const SCHEMA_VERSION = 3;
 
@@ -46,10 +57,6 @@ interface BindingRow {
   standbys: string;
 }
 
-export class StoreError extends Error {
-  override readonly name = "StoreError";
-}
-
 function toBinding(r: BindingRow): BindingRecord {
   return {
     hoa: r.hoa,
@@ -65,6 +72,7 @@ function toBinding(r: BindingRow): BindingRecord {
 
 export class SqliteStore implements Store {
   private readonly db: Database.Database;
+  private readonly listeners = new ChangeListeners();
 
   /** Opens (creating if needed) the database at `file`; ":memory:" for a throwaway one. */
   constructor(file: string) {
@@ -203,7 +211,9 @@ export class SqliteStore implements Store {
         );
       return revision;
     });
-    return tx(b);
+    const revision = tx(b);
+    this.listeners.notify(revision);
+    return revision;
   }
 
   async changesSince(revision: number, limit: number): Promise<Change[]> {
@@ -232,6 +242,15 @@ export class SqliteStore implements Store {
     const r = this.db.prepare("SELECT kind, name FROM credentials WHERE token_hash = ?").get(tokenHash) as
       { kind: "vm" | "peer"; name: string } | undefined;
     return r && { kind: r.kind, name: r.name };
+  }
+
+  /** One process owns the database file: the service's own queue orders the writes. */
+  async exclusive<T>(work: () => Promise<T>) {
+    return work();
+  }
+
+  subscribe(onChange: (revision: number) => void) {
+    return this.listeners.add(onChange);
   }
 
   async close() {

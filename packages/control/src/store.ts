@@ -1,5 +1,5 @@
 // The control server's storage port and its in-memory implementation (tests, `--database :memory:`).
-// SQLite (sqlite.ts) is the default backend; a distributed one can follow behind the same port. Nothing here
+// SQLite (sqlite.ts) is the default backend, etcd (etcd.ts) the one several servers share. Nothing here
 // leaks a backend into the service or the HTTP API.
 
 import type { SitesDocument } from "@xenroam/protocol";
@@ -64,9 +64,16 @@ export type Principal =
   | { readonly kind: "vm"; readonly name: string }
   | { readonly kind: "peer"; readonly name: string };
 
+/** A store that cannot do what it was asked (cannot be opened, unreachable, lost its write lock). */
+export class StoreError extends Error {
+  override readonly name = "StoreError";
+}
+
 /**
- * Storage port. `putBinding` returns the revision it produced; revisions only grow and survive restarts.
- * `changesSince` is compacted: the newest record of each HoA changed after the revision, in revision order.
+ * Storage port. `putBinding` returns the revision it produced; revisions only grow, survive restarts and,
+ * on a store several servers share, are the same on every server. `changesSince` is compacted: the newest
+ * record of each HoA changed after the revision, in revision order. `revision` is the newest change's (0:
+ * none yet).
  */
 export interface Store {
   vm(name: string): Promise<VmRecord | undefined>;
@@ -86,13 +93,43 @@ export interface Store {
   /** Credentials are stored hashed (SHA-256 of the token); a token itself is never kept. */
   putCredential(tokenHash: string, who: Exclude<Principal, { kind: "admin" }>): Promise<void>;
   principal(tokenHash: string): Promise<Principal | undefined>;
+  /**
+   * Runs `work`, a read-decide-write, with no other server's write between its reads and its writes. A
+   * store one process owns (memory, SQLite) just runs it: the service's own queue orders its writes. A
+   * shared one (etcd) holds a lock every server takes, and refuses the writes of a server that lost it.
+   */
+  exclusive<T>(work: () => Promise<T>): Promise<T>;
+  /**
+   * Calls `onChange` with the revision of each binding change from now on: this server's and, on a shared
+   * store, every other's. A revision may come twice; Number.MAX_SAFE_INTEGER says the store may have missed
+   * some (it lost its connection for a while). Returns what unsubscribes.
+   */
+  subscribe(onChange: (revision: number) => void): () => void;
   close(): Promise<void>;
+}
+
+/** The subscribers of a store's changes (they must not throw: they only wake what waits). */
+export class ChangeListeners {
+  private readonly listeners = new Set<(revision: number) => void>();
+
+  add(onChange: (revision: number) => void): () => void {
+    const own = (revision: number) => onChange(revision); // one entry per subscription, even of one function
+    this.listeners.add(own);
+    return () => {
+      this.listeners.delete(own);
+    };
+  }
+
+  notify(revision: number): void {
+    for (const listener of [...this.listeners]) listener(revision);
+  }
 }
 
 export class MemoryStore implements Store {
   private readonly vmsByName = new Map<string, VmRecord>();
   private readonly bindings = new Map<string, Change>();
   private readonly credentials = new Map<string, Principal>();
+  private readonly listeners = new ChangeListeners();
   private siteDoc: SitesDocument | undefined;
   private rev = 0;
 
@@ -130,6 +167,7 @@ export class MemoryStore implements Store {
   async putBinding(binding: BindingRecord) {
     this.rev += 1;
     this.bindings.set(binding.hoa, { revision: this.rev, binding });
+    this.listeners.notify(this.rev);
     return this.rev;
   }
   async changesSince(revision: number, limit: number) {
@@ -149,6 +187,12 @@ export class MemoryStore implements Store {
   }
   async principal(tokenHash: string) {
     return this.credentials.get(tokenHash);
+  }
+  async exclusive<T>(work: () => Promise<T>) {
+    return work();
+  }
+  subscribe(onChange: (revision: number) => void) {
+    return this.listeners.add(onChange);
   }
   async close() {}
 }
