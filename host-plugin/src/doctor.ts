@@ -5,7 +5,6 @@
 
 import { existsSync } from "node:fs";
 import { binaryVersion, cannotRun, type Resolution, resolveBinary, SYSTEM_DIRS } from "@xenroam/process";
-import si from "systeminformation";
 import { XAPI_SOCKET } from "./adapters/xapi-wire.js";
 
 /** A program xenroam runs, as the resolver found it, with the first line of its version when it has one. */
@@ -242,6 +241,8 @@ export async function commandFacts(
 }
 
 export async function gatherFacts(sitesFile?: string, xapiSocket = XAPI_SOCKET): Promise<HostFacts> {
+  // systeminformation is loaded by `xenroam doctor` only, not by every command.
+  const { default: si } = await import("systeminformation");
   const [os, ifaces, commands] = await Promise.all([si.osInfo(), si.networkInterfaces(), commandFacts()]);
   const list = Array.isArray(ifaces) ? ifaces : [ifaces];
   const paths = [...XENSTORE_PATHS, ...vethPaths(os.kernel), xapiSocket, ...(sitesFile ? [sitesFile] : [])];

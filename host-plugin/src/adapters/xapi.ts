@@ -9,7 +9,7 @@
 
 import { isIP } from "node:net";
 import type { DomainInfo, MigrateRequest, Toolstack, VifInfo } from "@xenroam/protocol";
-import { createClient, type XapiClient } from "xen-api";
+import type { XapiClient } from "xen-api";
 import { HOOK_OTHER_CONFIG } from "../xapi-hooks.js";
 import {
   jsonRpcTransport,
@@ -94,6 +94,8 @@ export async function connectXapi(
     throw new XapiAdapterError((err as Error).message);
   }
   const { sessionId } = options;
+  // xen-api (~27 MB of a Node.js process) is loaded only by a host that talks to XAPI.
+  const { createClient } = await import("xen-api");
   const client: XapiClient = createClient({
     // The client parses this URL for its own bookkeeping only; the connection is xenroam's (overChecked).
     url: endpoint.kind === "unix" ? "http://localhost" : url,
