@@ -14,7 +14,9 @@ import {
   statSync,
   writeFileSync,
 } from "node:fs";
+import { execFile } from "node:child_process";
 import { join } from "node:path";
+import { promisify } from "node:util";
 import { createNetlink, type Netlink } from "@xenroam/netlink";
 import {
   CHANNEL_DIR,
@@ -149,6 +151,7 @@ async function importTree(
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const execFileP = promisify(execFile);
 
 type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl" | "readSysctl">;
 
@@ -159,17 +162,23 @@ type NetlinkLike = Pick<Netlink, "links" | "link" | "setLink" | "writeSysctl" | 
  * router that began resolving the guest's address while it had no carrier waits a second for its next
  * solicitation. A veth has no such event; the same kernel function runs on NETDEV_CHANGEADDR when
  * `ndisc_notify` is set, so the lab sets the interface's MAC to itself with `ndisc_notify` on for a moment.
+ *
+ * Done from outside the VM's namespace: iproute2 and a shell in it, for the moment of the change. A
+ * netlink worker of ours started in the VM's namespace for this (it cannot be started before the pause: it
+ * would be paused with the VM) is a Node.js process, ~0.1 s of CPU at the moment the guest resumes: with
+ * several VMs resuming at once (an evacuation) that was CPU the lab took from the guests, which netfront's NA
+ * does not. `mac` is the interface's own (a validated topology value).
  */
-async function notifyPeers(nl: NetlinkLike, ifname: string): Promise<void> {
-  const link = await nl.link(ifname);
-  if (!link?.up || !link.mac) return;
-  const before = await nl.readSysctl(ifname, "ndisc_notify");
-  await nl.writeSysctl(ifname, "ndisc_notify", 1);
-  try {
-    await nl.setLink(ifname, { mac: link.mac });
-  } finally {
-    await nl.writeSysctl(ifname, "ndisc_notify", before.trim());
-  }
+async function notifyPeersIn(netns: string, ifname: string, mac: string): Promise<void> {
+  const key = `/proc/sys/net/ipv6/conf/${ifname}/ndisc_notify`;
+  await execFileP("ip", [
+    "netns",
+    "exec",
+    netns,
+    "sh",
+    "-c",
+    `b=$(cat ${key}) && echo 1 > ${key} && ip link set dev ${ifname} address ${mac}; echo "$b" > ${key}`,
+  ]);
 }
 
 /**
@@ -258,7 +267,6 @@ export class LabToolstack implements Toolstack {
       XenstoreClient.connect(join(this.stateDir, dom0SocketFile(loc.host))),
       XenstoreClient.connect(join(this.stateDir, dom0SocketFile(destination))),
     ]);
-    let guest: Promise<{ nl: NetlinkLike; close: () => Promise<void> }> | undefined;
     const pids = await netnsPids(vmNs);
     mark("pre-copy-done");
     try {
@@ -326,11 +334,9 @@ export class LabToolstack implements Toolstack {
       // The frontends reconnect after resume, in the background of the hold below, each announcing the guest's
       // addresses as netfront does. (The VM's netlink worker starts now: one started before the pause would
       // have been stopped with the VM's processes.)
-      guest = this.netlinkIn(vmNs);
-      guest.catch(() => {}); // awaited where used; this only keeps an early throw from leaving it unobserved
       const plug = async (d: number) => {
         await dst.nl.setLink(vifName(domid, d), { up: true });
-        if (guest) await notifyPeers((await guest).nl, `eth${d}`);
+        await notifyPeersIn(vmNs, `eth${d}`, d === 0 ? spec.primaryMac : spec.secondaryMac);
       };
       const reconnected =
         reconnectMs === 0
@@ -382,8 +388,7 @@ export class LabToolstack implements Toolstack {
     } finally {
       xsSrc.close();
       xsDst.close();
-      const g = await guest?.catch(() => undefined);
-      await Promise.all([src.close(), dst.close(), g?.close()]);
+      await Promise.all([src.close(), dst.close()]);
     }
   }
 }
