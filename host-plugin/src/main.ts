@@ -442,7 +442,9 @@ async function withEngineInner<T>(
     sites ??= join(labDir, "sites.json");
     stateDir ??= join(labDir, `host-${host}`);
     xenstore ??= join(labDir, `xs-${host}.sock`);
-    toolstack = new LabToolstack(labDir, lab.topology);
+    const labToolstack = new LabToolstack(labDir, lab.topology);
+    closers.push(() => labToolstack.close());
+    toolstack = labToolstack;
     bridges = lab.topology.bridges;
     // A lab with the mobility layer provisions each host a token: its xenroam relays at the pause, to the
     // control server whose certificate the lab's CA signed.

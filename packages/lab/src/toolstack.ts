@@ -197,13 +197,28 @@ export class LabToolstack implements Toolstack {
     private readonly topology: Topology,
   ) {}
 
+  /** One worker per other host's namespace for the life of this toolstack (an evacuation's many migrations). */
+  private readonly workers = new Map<string, Promise<NsWorker>>();
+
   private async netlinkIn(netns: string): Promise<{ nl: NetlinkLike; close: () => Promise<void> }> {
     if (inNetns(netns)) {
       const nl = createNetlink();
       return { nl, close: async () => nl.close() };
     }
-    const w = await NsWorker.start(netns);
-    return { nl: w.netlink, close: () => w.close() };
+    let worker = this.workers.get(netns);
+    if (!worker) {
+      worker = NsWorker.start(netns);
+      this.workers.set(netns, worker);
+      worker.catch(() => this.workers.delete(netns));
+    }
+    return { nl: (await worker).netlink, close: async () => {} };
+  }
+
+  /** Stops the workers this toolstack started in other hosts' namespaces. */
+  async close(): Promise<void> {
+    const workers = [...this.workers.values()];
+    this.workers.clear();
+    await Promise.all(workers.map(async (w) => (await w.catch(() => undefined))?.close()));
   }
 
   private vifs(loc: VmLocation, links: Map<string, string | undefined>): VifInfo[] {

@@ -604,56 +604,59 @@ export class LabXapi {
         Object.entries(target).map(([device, net]) => [Number(device), this.network(destPool, net).bridge]),
       );
       const dst = () => XenstoreClient.connect(join(this.o.stateDir, dom0SocketFile(destination)));
-      const arrived = await new LabToolstack(this.o.stateDir, this.t).migrate(
-        this.vm.name,
-        destination,
-        { migrationId: "", bridges, guestWrites: {} },
-        {
-          beforePause: async (domid) => {
-            incomingDomid = domid;
-            // VM_create (xc/domain.ml 535-629): the domain under the temporary uuid, vm-data the guest's own.
-            const xs = await dst();
-            try {
-              const dom = `/local/domain/${domid}`;
-              await xs.write(`/vm/${tmp}/uuid`, tmp);
-              await xs.write(`/vm/${tmp}/final-uuid`, this.vm.uuid);
-              await xs.write(`/vm/${tmp}/domains/${domid}`, dom);
-              await xs.write(dom, "");
-              await xs.setPerms(dom, [
-                { domid: 0, access: "n" },
-                { domid, access: "r" },
-              ]);
-              await xs.write(`${dom}/vm`, `/vm/${tmp}`);
-              await xs.write(`${dom}/vm-data`, "");
-              await xs.setPerms(`${dom}/vm-data`, [{ domid, access: "n" }]);
-            } finally {
-              xs.close();
-            }
-            step("domain-created");
-            // VM_restore_vifs: vif-real's online calls vif-hotplug per VIF; xenopsd goes on without it.
-            hotplugs = this.vifs.map((v) =>
-              this.runHotplug(destination, v.uuid, tmp).then((r) => {
-                hotplugsDoneAt = Date.now() - t0;
-                return r;
-              }),
-            );
-            step("vifs-plugged");
-            await sleep(this.t.toolstack.precopyMs);
-            step("memory-copied");
+      const toolstack = new LabToolstack(this.o.stateDir, this.t);
+      const arrived = await toolstack
+        .migrate(
+          this.vm.name,
+          destination,
+          { migrationId: "", bridges, guestWrites: {} },
+          {
+            beforePause: async (domid) => {
+              incomingDomid = domid;
+              // VM_create (xc/domain.ml 535-629): the domain under the temporary uuid, vm-data the guest's own.
+              const xs = await dst();
+              try {
+                const dom = `/local/domain/${domid}`;
+                await xs.write(`/vm/${tmp}/uuid`, tmp);
+                await xs.write(`/vm/${tmp}/final-uuid`, this.vm.uuid);
+                await xs.write(`/vm/${tmp}/domains/${domid}`, dom);
+                await xs.write(dom, "");
+                await xs.setPerms(dom, [
+                  { domid: 0, access: "n" },
+                  { domid, access: "r" },
+                ]);
+                await xs.write(`${dom}/vm`, `/vm/${tmp}`);
+                await xs.write(`${dom}/vm-data`, "");
+                await xs.setPerms(`${dom}/vm-data`, [{ domid, access: "n" }]);
+              } finally {
+                xs.close();
+              }
+              step("domain-created");
+              // VM_restore_vifs: vif-real's online calls vif-hotplug per VIF; xenopsd goes on without it.
+              hotplugs = this.vifs.map((v) =>
+                this.runHotplug(destination, v.uuid, tmp).then((r) => {
+                  hotplugsDoneAt = Date.now() - t0;
+                  return r;
+                }),
+              );
+              step("vifs-plugged");
+              await sleep(this.t.toolstack.precopyMs);
+              step("memory-copied");
+            },
+            beforeResume: async () => {
+              // The Post_migration rename: final-uuid goes, /vm/<T> becomes /vm/<uuid>.
+              const xs = await dst();
+              try {
+                await xs.rm(`/vm/${tmp}`).catch(() => {});
+              } finally {
+                xs.close();
+              }
+              step("renamed");
+              step("unpaused");
+            },
           },
-          beforeResume: async () => {
-            // The Post_migration rename: final-uuid goes, /vm/<T> becomes /vm/<uuid>.
-            const xs = await dst();
-            try {
-              await xs.rm(`/vm/${tmp}`).catch(() => {});
-            } finally {
-              xs.close();
-            }
-            step("renamed");
-            step("unpaused");
-          },
-        },
-      );
+        )
+        .finally(() => toolstack.close());
       const newLoc = readVmLocation(this.o.stateDir);
       await this.runHooks(
         destination,
