@@ -1,5 +1,6 @@
 // `xenroam-lab scale`: the figures at scale, in the namespace lab, through the real xenroam, guest agents,
-// radvd, control server and correspondent. (b) one host preparing N VMs at once, in one xenroam process: the
+// radvd, control server and correspondent. (a) the fan-out of an activation to many watching correspondents,
+// SQLite and etcd side by side (fanout.ts, in namespaces of its own). (b) one host preparing N VMs at once, in one xenroam process: the
 // time each VM took to prepare, that process's peak RSS, the radvd processes per staged site. (c) an evacuation
 // of N VMs with a 10 ms probe in every VM: each VM's network downtime (the probe's longest silence less the
 // pause) beside a single migration's, measured in the same lab with the same load.
@@ -7,6 +8,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { type FanoutFigure, fanoutMarkdown, type FanoutStore, measureFanout } from "./fanout.js";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { netnsName } from "./plan.js";
 import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
@@ -18,6 +20,13 @@ import { DEFAULT_TOPOLOGY, labVms, parseTopology, type Topology, withVmCount } f
 const LAB_MAIN = fileURLToPath(new URL("./main.js", import.meta.url));
 
 export interface ScaleOptions extends LabOptions {
+  /** Watcher counts for (a), the fan-out. */
+  readonly fanout: readonly number[];
+  /** The control server's stores (a) runs on, one after the other. */
+  readonly stores: readonly FanoutStore[];
+  /** (a): activations per count and store (default 20), and real correspondent agents beside (default 3). */
+  readonly activations?: number;
+  readonly correspondents?: number;
   /** VM counts for (b), the prepare of many VMs at once. */
   readonly prepare: readonly number[];
   /** VM counts for (c), the evacuation. */
@@ -73,6 +82,7 @@ export interface EvacuationFigure {
 }
 
 export interface ScaleResult {
+  readonly fanout: readonly FanoutFigure[];
   readonly prepare: readonly PrepareFigure[];
   readonly evacuation: readonly EvacuationFigure[];
   /** What was not measured here, and why. */
@@ -346,18 +356,27 @@ export async function measureEvacuation(vms: number, options: ScaleOptions): Pro
 }
 
 export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
+  const fanout = await measureFanout({
+    counts: options.fanout,
+    stores: options.stores,
+    labName: options.labName ?? "xs",
+    ...(options.activations !== undefined ? { activations: options.activations } : {}),
+    ...(options.correspondents !== undefined ? { correspondents: options.correspondents } : {}),
+    ...(options.stateRoot !== undefined ? { stateRoot: options.stateRoot } : {}),
+    ...(options.progress !== undefined ? { progress: options.progress } : {}),
+  });
   const prepare: PrepareFigure[] = [];
   for (const n of options.prepare) prepare.push(await measurePrepare(n, options));
   const evacuation: EvacuationFigure[] = [];
   for (const n of options.evacuate) evacuation.push(await measureEvacuation(n, options));
   const notMeasured = [
-    ...(options.prepare.some((n) => n >= 1000)
+    ...(options.prepare.length === 0 || options.prepare.some((n) => n >= 1000)
       ? []
       : [
           "prepare ×1,000: a lab VM is a namespace with its own guest agent (Node.js, ~50 MB): 1,000 need ~50 GB, this machine has 24 GB; the lab stops at 128",
         ]),
   ];
-  return { prepare, evacuation, notMeasured };
+  return { fanout, prepare, evacuation, notMeasured };
 }
 
 const cell = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
@@ -365,6 +384,7 @@ const cell = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
 /** The tables the README shows. */
 export function scaleMarkdown(r: ScaleResult): string {
   const lines: string[] = [];
+  if (r.fanout.length > 0) lines.push(fanoutMarkdown(r.fanout), "");
   if (r.prepare.length > 0) {
     lines.push(
       "| VMs prepared at once (one host) | prepared | prepare p50 | p95 | max | all, wall | xenroam peak RSS | radvd on the host |",

@@ -199,11 +199,14 @@ export class LabToolstack implements Toolstack {
 
   /** One worker per other host's namespace for the life of this toolstack (an evacuation's many migrations). */
   private readonly workers = new Map<string, Promise<NsWorker>>();
+  private local: Netlink | undefined;
 
   private async netlinkIn(netns: string): Promise<{ nl: NetlinkLike; close: () => Promise<void> }> {
     if (inNetns(netns)) {
-      const nl = createNetlink();
-      return { nl, close: async () => nl.close() };
+      // One socket for this namespace too: a hundred prepares at once each made their own, and each its own
+      // dump of every link (hundreds of vifs): the peak of xenroam's memory.
+      this.local ??= createNetlink();
+      return { nl: this.local, close: async () => {} };
     }
     let worker = this.workers.get(netns);
     if (!worker) {
@@ -214,8 +217,10 @@ export class LabToolstack implements Toolstack {
     return { nl: (await worker).netlink, close: async () => {} };
   }
 
-  /** Stops the workers this toolstack started in other hosts' namespaces. */
+  /** Stops the workers this toolstack started in other hosts' namespaces, and closes its own socket. */
   async close(): Promise<void> {
+    this.local?.close();
+    this.local = undefined;
     const workers = [...this.workers.values()];
     this.workers.clear();
     await Promise.all(workers.map(async (w) => (await w.catch(() => undefined))?.close()));
