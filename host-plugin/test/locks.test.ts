@@ -146,3 +146,25 @@ test("waiters of one process queue in order and take the lock as it is let go, w
   // Polling with backoff lost up to 100 ms per hand-over (5 s for 50); queued, each takes a bind.
   t.true(Date.now() - started < 2000, `${Date.now() - started} ms for 50 hand-overs`);
 });
+
+test("state updates at once in one process: applied in order, each sees the ones before, a failing one changes nothing, and an update asked for from an answered one's continuation still goes", async (t) => {
+  const dir = stateDir(t);
+  const store = createStateStore(dir);
+  const put = (vm: string) =>
+    store.update((s) => ({
+      state: { ...s, vms: { ...s.vms, [vm]: { phase: "preparing" } as never } },
+      result: Object.keys(s.vms).length,
+    }));
+  const seen = await Promise.all([
+    put("a"),
+    put("b"),
+    store
+      .update(() => {
+        throw new Error("no");
+      })
+      .catch((e: Error) => e.message),
+    put("c").then(async (n) => [n, await put("d")]),
+  ]);
+  t.deepEqual(seen, [0, 1, "no", [2, 3]]);
+  t.deepEqual(Object.keys((await store.read()).vms), ["a", "b", "c", "d"]);
+});
