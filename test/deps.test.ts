@@ -156,6 +156,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/mobility/src/nft.ts",
     // The binary resolver asks a program found for its version (`nft --version`) for xenroam doctor.
     "packages/process/src/binaries.ts",
+    // A real etcd cluster on loopback, for the control server's tests and the lab's fan-out bench.
+    "packages/process/src/etcd-cluster.ts",
     "packages/lab/src/system.ts",
     "packages/lab/src/netns.ts",
     "packages/lab/src/supervisor.ts",
@@ -165,6 +167,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/lab/src/soak.ts",
     // The figures at scale run xenroam and the probes as the bench does.
     "packages/lab/src/scale.ts",
+    // The fan-out bench: control servers, etcd, simulated watchers and real correspondent agents.
+    "packages/lab/src/fanout.ts",
     "packages/lab/src/main.ts",
     "packages/lab/src/xapi.ts",
     // The lab's CA and its control server's certificate, made with the openssl CLI at lab-up.

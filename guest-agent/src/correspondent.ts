@@ -174,19 +174,27 @@ export class Correspondent {
     return verdict;
   }
 
-  /** Follows the watch stream until `signal` aborts; reconnects with back-off, resuming after the last revision. */
+  /**
+   * Follows the watch stream until `signal` aborts; reconnects with back-off, resuming after the last revision
+   * (on any replica of the server: `watch` fails over between them itself, and fails when none answers).
+   */
   async follow(signal: AbortSignal): Promise<void> {
     const { watch, log } = this.ports;
+    const now = this.ports.now ?? Date.now;
     let failures = 0;
+    let lostAt = 0;
     while (!signal.aborted) {
       try {
         const { changes } = await watch.changes(this.revision, this.ports.pollMs ?? 25_000, signal);
-        if (failures > 0) log("watch_resumed", { revision: this.revision });
+        if (failures > 0) log("watch_resumed", { revision: this.revision, downMs: now() - lostAt });
         failures = 0;
         await this.onChanges(changes);
       } catch (err) {
         if (signal.aborted) break;
-        if (failures === 0) log("watch_lost", { revision: this.revision, error: (err as Error).message });
+        if (failures === 0) {
+          lostAt = now();
+          log("watch_lost", { revision: this.revision, error: (err as Error).message });
+        }
         failures += 1;
         const wait = Math.min(5000, (this.ports.retryMs ?? 200) * 2 ** Math.min(failures, 5));
         await new Promise((r) => setTimeout(r, wait));

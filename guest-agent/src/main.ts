@@ -8,7 +8,7 @@ import { mkdirSync, readFileSync, readlinkSync, renameSync, rmSync, writeFileSyn
 import { dirname } from "node:path";
 import { Command, InvalidArgumentError, Option } from "commander";
 import { canonicalIpv6 } from "@xenroam/core";
-import { ControlClient, ControlClientError, type SignedBinding } from "@xenroam/control";
+import { ControlClient, ControlClientError, parseControlUrls, type SignedBinding } from "@xenroam/control";
 import { createNft } from "@xenroam/mobility";
 import { createNetlink } from "@xenroam/netlink";
 import { CHANNEL_DIR, type Channel } from "@xenroam/protocol";
@@ -77,7 +77,11 @@ const program = new Command("xenroam-agent")
   )
   .option("--hoa <address>", "mobility: this VM's home address (kept across migrations)", address)
   .option("--vm <name>", "mobility: this VM's name in the control server")
-  .option("--control <url>", "the control server, e.g. https://[2001:db8:c::1]:7360")
+  .option(
+    "--control <url>",
+    "the control server, e.g. https://[2001:db8:c::1]:7360; replicas of one (sharing one etcd): repeat --control or separate the URLs with commas, and a call one cannot answer goes to the next",
+    collectControl,
+  )
   .option(
     "--control-ca <file>",
     "the CA certificate (PEM) an https:// control server's certificate must chain to; default: the system's CAs",
@@ -118,6 +122,11 @@ Examples (as root):
     xenroam-agent --correspondent --control https://[2001:db8:c::1]:7360 \\
       --control-ca /etc/xenroam/control-ca.pem --token-file /etc/xenroam/cn.token \\
       --public-key /etc/xenroam/control.key.pub
+  The same, with two control server replicas (the watch goes on at the other when one dies):
+    xenroam-agent --correspondent \\
+      --control https://[2001:db8:c::1]:7360,https://[2001:db8:c::2]:7360 \\
+      --control-ca /etc/xenroam/control-ca.pem --token-file /etc/xenroam/cn.token \\
+      --public-key /etc/xenroam/control.key.pub
 `,
   );
 
@@ -149,12 +158,22 @@ function collectPeer(v: string, prev: Endpoint[] = []): Endpoint[] {
   return [...prev, endpoint(v)];
 }
 
+/** --control URL[,URL…], repeatable: every control server replica, each URL checked. */
+function collectControl(v: string, prev: string[] = []): string[] {
+  try {
+    return [...new Set([...prev, ...parseControlUrls(v)])];
+  } catch (err) {
+    throw new InvalidArgumentError((err as Error).message);
+  }
+}
+
 interface Options {
   xenstore: string;
   channel: Channel;
   hoa?: string;
   vm?: string;
-  control?: string;
+  /** Every replica of the control server. */
+  control?: string[];
   controlCa?: string;
   tokenFile?: string;
   peer: Endpoint[];
@@ -180,8 +199,8 @@ function readToken(file: string | undefined, what: string): string {
   fail(`--token-file ${file} is empty`);
 }
 
-/** The control server's client, with the CA it pins when one is given. */
-function controlClient(opts: Options, control: string, token: string): ControlClient {
+/** The control server's client (failing over between its replicas), with the CA it pins when one is given. */
+function controlClient(opts: Options, token: string): ControlClient {
   let ca: string | undefined;
   if (opts.controlCa !== undefined) {
     try {
@@ -191,9 +210,10 @@ function controlClient(opts: Options, control: string, token: string): ControlCl
     }
   }
   try {
-    return new ControlClient(control, { token, ...(ca === undefined ? {} : { ca }) });
+    return new ControlClient(opts.control ?? [], { token, log, ...(ca === undefined ? {} : { ca }) });
   } catch (err) {
-    if (err instanceof ControlClientError) fail(`--control ${control}: ${err.message}`);
+    if (err instanceof ControlClientError)
+      fail(`--control ${(opts.control ?? []).join(",")}: ${err.message}`);
     throw err;
   }
 }
@@ -260,12 +280,12 @@ const stop = new AbortController();
 /** Undone on SIGTERM before exit: the nftables table of the mobility layer. */
 let cleanup: (() => Promise<void>) | undefined;
 
-async function correspondentMain(opts: Options & { control: string; publicKey: string }): Promise<void> {
+async function correspondentMain(opts: Options & { publicKey: string }): Promise<void> {
   const token = readToken(
     opts.tokenFile,
     "with --correspondent (a peer token: xenroam-control add-peer NAME)",
   );
-  const client = controlClient(opts, opts.control, token);
+  const client = controlClient(opts, token);
   let publicKey: KeyObject;
   try {
     publicKey = createPublicKey(readFileSync(opts.publicKey, "utf8"));
@@ -317,7 +337,7 @@ async function correspondentMain(opts: Options & { control: string; publicKey: s
     socket.close();
     await cn.stop();
   };
-  log("correspondent_started", { control: client.base, listen: opts.listen, pid: process.pid });
+  log("correspondent_started", { control: client.servers.join(","), listen: opts.listen, pid: process.pid });
   await cn.follow(stop.signal);
 }
 
@@ -351,8 +371,8 @@ async function main(): Promise<void> {
   if (process.getuid?.() !== 0) {
     fail("xenroam-agent configures network interfaces and must run as root");
   }
-  if (opts.correspondent && opts.control && opts.publicKey) {
-    return correspondentMain({ ...opts, control: opts.control, publicKey: opts.publicKey });
+  if (opts.correspondent && opts.publicKey) {
+    return correspondentMain({ ...opts, publicKey: opts.publicKey });
   }
   // Beside the distribution's network manager only when it leaves a vif to the agent (netmanagers.ts). Its
   // state under /run describes the links of the namespace it runs in, init's: an agent in another network
@@ -377,7 +397,7 @@ async function main(): Promise<void> {
       {
         netlink,
         nft: createNft(),
-        control: controlClient(opts, opts.control, token),
+        control: controlClient(opts, token),
         announce: udpAnnouncer(opts.peer),
         state: jsonStateFile(opts.stateFile),
         log,

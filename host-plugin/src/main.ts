@@ -242,12 +242,13 @@ function controlCa(url: string, file: string | undefined): string | undefined {
   }
 }
 
-/** A client for the control server with this host's (peer) token. */
+/** A client for the control server (its replicas: URLs separated by commas) with this host's (peer) token. */
 function controlClient(
   url: string,
   tokenFile: string | undefined,
   caFile: string | undefined,
   timeoutMs?: number,
+  log?: Log,
 ): ControlClient {
   const file = tokenFile ?? "/etc/xenroam/host.token";
   let token: string;
@@ -259,7 +260,12 @@ function controlClient(
     );
   }
   const ca = controlCa(url, caFile);
-  return new ControlClient(url, { token, ...(ca ? { ca } : {}), ...(timeoutMs ? { timeoutMs } : {}) });
+  return new ControlClient(url, {
+    token,
+    ...(ca ? { ca } : {}),
+    ...(timeoutMs ? { timeoutMs } : {}),
+    ...(log ? { log } : {}),
+  });
 }
 
 /** The sites document from the control server, validated as a file would be; read once per command. */
@@ -287,6 +293,7 @@ function receiveRelay(text: string, g: GlobalOptions, log: Log): (() => Promise<
       g.controlTokenFile,
       g.controlCa,
       RELAY_TIMEOUT_MS,
+      log,
     );
     // While the memory stream arrives (the server reached, the client's code and TLS loaded): the relay then
     // costs the paused domain a connection (with its TLS handshake for https://) and a round trip.
@@ -536,7 +543,15 @@ async function withEngineInner<T>(
       now: () => Date.now(),
       ...(opts.metricsTextfile ? { metrics: createTextfileMetrics(opts.metricsTextfile) } : {}),
       ...(relayTo
-        ? { control: controlClient(relayTo.url, relayTo.tokenFile, relayTo.caFile, RELAY_TIMEOUT_MS) }
+        ? {
+            control: controlClient(
+              relayTo.url,
+              relayTo.tokenFile,
+              relayTo.caFile,
+              RELAY_TIMEOUT_MS,
+              makeLog(opts.logJson === true),
+            ),
+          }
         : {}),
     });
     return await fn(engine, await engine.reconcile());
@@ -568,7 +583,11 @@ const program = new Command("xenroam")
   .addOption(
     new Option("--sites <file>", "sites file (default: /etc/xenroam/sites.json)").env("XENROAM_SITES"),
   )
-  .option("--control <url>", "read the sites from this control server instead of a file")
+  .option(
+    "--control <url>",
+    "read the sites from this control server instead of a file (and relay guests' activations there); replicas of one: repeat --control or separate the URLs with commas, and a call one cannot answer goes to the next",
+    (url: string, prev?: string) => (prev ? `${prev},${url}` : url),
+  )
   .option("--control-token-file <file>", "this host's control token (default: /etc/xenroam/host.token)")
   .option(
     "--control-ca <file>",
@@ -671,6 +690,8 @@ const program = new Command("xenroam")
       "  xenroam migrate web1 hostb                 (xl migrate -C <swapped config> over ssh to xenroam receive)",
       "  xenroam prepare web1 --to hostb            (step 1 alone; a later migrate reuses it)",
       "  xenroam evacuate hosta --to b --parallel 4 (every VM off hosta to site b's hosts; a table at the end)",
+      "  xenroam --control https://[2001:db8:c::1]:7360,https://[2001:db8:c::2]:7360 migrate web1 hostb",
+      "                                             (sites and relays from two control server replicas)",
       "  In xl.cfg, two vifs: vif = [ 'mac=00:16:3e:00:00:10,bridge=xenbr0', 'mac=00:16:3e:00:01:10,bridge=xrpark0' ]",
       "",
       "Examples (in the lab):",

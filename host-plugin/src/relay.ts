@@ -10,7 +10,11 @@ import type { ControlRelay, Log } from "./ports.js";
 /** What became of a relayed activation: "unknown" when the server's answer never came (it may have taken). */
 export type RelayOutcome = "accepted" | "refused" | "unknown";
 
-/** POSTs the activation; never throws. Logs `binding_relayed` or `binding_relay_failed` with `fields`. */
+/**
+ * POSTs the activation; never throws. Logs `binding_relayed` or `binding_relay_failed` with `fields`. A 409
+ * "already-active" says the activation is in effect (sent again to another control server replica after the
+ * first took it and died before answering): accepted, so that a failed move rolls it back.
+ */
 export async function relayActivation(
   control: ControlRelay,
   activation: SignedActivation,
@@ -27,13 +31,19 @@ export async function relayActivation(
     log("binding_relayed", { ...what, revision, ms: now() - started });
     return "accepted";
   } catch (err) {
-    log("binding_relay_failed", { ...what, error: (err as Error).message, ms: now() - started });
-    return (err as { status?: number }).status === undefined ? "unknown" : "refused";
+    const e = err as Error & { status?: number; code?: string };
+    if (e.status === 409 && e.code === "already-active") {
+      log("binding_relayed", { ...what, already: true, ms: now() - started });
+      return "accepted";
+    }
+    log("binding_relay_failed", { ...what, error: e.message, ms: now() - started });
+    return e.status === undefined ? "unknown" : "refused";
   }
 }
 
 const relayOrder = z.strictObject({
-  control: z.string().check(z.minLength(1), z.maxLength(256)),
+  /** The control server, or its replicas separated by commas. */
+  control: z.string().check(z.minLength(1), z.maxLength(1024)),
   activation: signedBindingSchema,
 });
 export type RelayOrder = z.output<typeof relayOrder>;

@@ -1,8 +1,9 @@
 // The control server's HTTP client: what the guest agent (standby, activation), the correspondent agent
 // (watch) and the host plugin (sites, relays) use, over http:// or https:// (verified against a given CA, else
 // the system's). Every call has a deadline; errors carry the server's reason and say which server and call
-// failed. Each call is one HTTP/1.1 exchange on a connection of its own, over node:net or node:tls only: the
-// DomU's agent runs the same code under Bun, where node:http would cost it 4-8 MB more (issue 11).
+// failed. Given several servers (replicas on one etcd), a call the current one cannot answer goes to the next
+// (failover). Each call is one HTTP/1.1 exchange on a connection of its own, over node:net or node:tls only:
+// the DomU's agent runs the same code under Bun, where node:http would cost it 4-8 MB more (issue 11).
 
 import { connect, isIP, type Socket } from "node:net";
 import type { connect as connectTls } from "node:tls";
@@ -25,19 +26,53 @@ export class ControlClientError extends Error {
 
 export interface ClientOptions {
   readonly token?: string;
-  /** Per call, unless the call says otherwise. Default 5 s. */
+  /** Per call (per server tried), unless the call says otherwise. Default 5 s. */
   readonly timeoutMs?: number;
   /**
    * An https:// server's CA certificate(s), PEM text: the server's certificate must chain to it (instead of to
    * the system's CAs) and name the URL's host. An http:// URL with a CA is a mistake, refused.
    */
   readonly ca?: string;
+  /** Where `control_failover` {from, to, error} is logged when a call moves on to the next server. */
+  readonly log?: (event: string, fields: Record<string, unknown>) => void;
+  /** With several servers: the pause before each server tried after the second in one call. Default 50 ms. */
+  readonly failoverPauseMs?: number;
 }
 
-/** Where a call goes: the URL's host (IPv6 literals without brackets) and port. */
-interface Endpoint {
+/** One control server of the several a client may be given: its URL, where a call goes, its Host header. */
+interface Server {
+  readonly base: string;
+  /** The URL's host (IPv6 literals without brackets) and port. */
   readonly host: string;
   readonly port: number;
+  /** The Host header: the URL's host and port. */
+  readonly hostHeader: string;
+  readonly tls: boolean;
+}
+
+/**
+ * Whether a call may go to the next server when the outcome at one is unknown (the request was written, then
+ * the connection broke, the answer did not come in time, or a 5xx came). "any": it is safe to send again
+ * (a read; or a write the server takes twice to the same effect). "unsent": only when the request surely
+ * reached no server (it could not connect, or the TLS handshake failed).
+ */
+type Resend = "any" | "unsent";
+
+/**
+ * Answers that say "this server cannot, another may": a replica that lost its store answers 500, a proxy
+ * before a dead one 502-504. A 4xx is the same answer on every replica, and a 429 is this replica's limit.
+ */
+const FAILOVER_STATUS = new Set([500, 502, 503, 504]);
+
+/** A failed exchange, and whether the request was written (the server may have acted on it). */
+class ExchangeError extends ControlClientError {
+  constructor(
+    message: string,
+    readonly sent: boolean,
+    readonly aborted = false,
+  ) {
+    super(message);
+  }
 }
 
 /** OpenSSL's codes for a certificate that does not verify (Node and Bun alike). */
@@ -71,39 +106,81 @@ export function parseControlUrl(text: string): string {
   return u.origin;
 }
 
+/**
+ * Several control servers (replicas sharing one store), each checked: a list, or URLs separated by commas
+ * ("https://[2001:db8:c::1]:7360,https://[2001:db8:c::2]:7360"). One given twice counts once.
+ */
+export function parseControlUrls(urls: string | readonly string[]): string[] {
+  const texts = (typeof urls === "string" ? [urls] : urls).flatMap((u) => u.split(","));
+  const parsed = [
+    ...new Set(
+      texts
+        .map((u) => u.trim())
+        .filter(Boolean)
+        .map(parseControlUrl),
+    ),
+  ];
+  if (parsed.length === 0) {
+    throw new ControlClientError("no control server URL given; expected e.g. https://[2001:db8:c::1]:7360");
+  }
+  return parsed;
+}
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
 export class ControlClient {
-  readonly base: string;
+  /** Every server, in the order given. */
+  readonly servers: readonly string[];
   private readonly timeoutMs: number;
-  private readonly endpoint: Endpoint;
-  /** The Host header: the URL's host and port. */
-  private readonly host: string;
+  private readonly list: readonly Server[];
+  /** Where calls go first: the server that answered last. */
+  private current = 0;
+  /** Servers that failed their last call (a failover away from one is logged once, not at every retry). */
+  private readonly failing = new Set<number>();
+  /** Servers that have answered in plain HTTP: one that closes without a word later has died, not TLS. */
+  private readonly spoke = new Set<Server>();
   /** node:tls's connect, loaded for an https:// server only: an http:// client (a DomU agent) never pays for it. */
   private readonly tls: Promise<typeof connectTls> | undefined;
 
+  /**
+   * `url`: one control server, or several (a list, or URLs separated by commas) that share one store. With
+   * one, every call goes there and its failure is the call's. With several, calls go to the server that
+   * answered last; on a failure that says nothing of the request (no connection, a TLS failure, no answer in
+   * time, a 5xx) a call goes on to the next server, each tried once a call.
+   */
   constructor(
-    url: string,
+    url: string | readonly string[],
     private readonly options: ClientOptions = {},
   ) {
-    this.base = parseControlUrl(url);
+    this.servers = parseControlUrls(url);
     this.timeoutMs = options.timeoutMs ?? 5000;
-    const u = new URL(this.base);
-    const tls = u.protocol === "https:";
-    if (options.ca !== undefined && !tls) {
-      throw new ControlClientError(
-        `${this.base}: a CA certificate was given, but the server is reached over plain http://; use https://`,
-      );
-    }
+    this.list = this.servers.map((base) => {
+      const u = new URL(base);
+      const tls = u.protocol === "https:";
+      if (options.ca !== undefined && !tls) {
+        throw new ControlClientError(
+          `${base}: a CA certificate was given, but the server is reached over plain http://; use https://`,
+        );
+      }
+      return {
+        base,
+        host: u.hostname.replace(/^\[(.*)\]$/, "$1"),
+        port: Number(u.port || (tls ? 443 : 80)),
+        hostHeader: u.host,
+        tls,
+      };
+    });
     if (options.ca !== undefined && !options.ca.includes("-----BEGIN CERTIFICATE-----")) {
       throw new ControlClientError(
-        `the CA for ${this.base} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
+        `the CA for ${this.servers.join(", ")} holds no PEM certificate (-----BEGIN CERTIFICATE-----)`,
       );
     }
-    this.endpoint = {
-      host: u.hostname.replace(/^\[(.*)\]$/, "$1"),
-      port: Number(u.port || (tls ? 443 : 80)),
-    };
-    this.host = u.host;
-    this.tls = tls ? import("node:tls").then((m) => m.connect) : undefined;
+    this.tls = this.list.some((s) => s.tls) ? import("node:tls").then((m) => m.connect) : undefined;
+  }
+
+  /** The server calls go to now (the one that answered last). */
+  get base(): string {
+    return this.servers[this.current] as string;
   }
 
   async health(): Promise<{ ok: boolean; revision: number }> {
@@ -118,26 +195,37 @@ export class ControlClient {
     return this.call("GET", "/v1/sites");
   }
 
+  /** The same document again is the same state. */
   async putSites(doc: unknown): Promise<SitesDocument> {
     return this.call("PUT", "/v1/sites", doc);
   }
 
+  /**
+   * Not sent again once it may have reached a server: the VM's token would be issued twice, the first
+   * revoked by the second unseen. An admin sees the error and runs it again.
+   */
   async registerVm(
     name: string,
     hoa: string,
     macs: readonly string[] = [],
   ): Promise<VmRecord & { token: string }> {
-    return this.call("POST", "/v1/vms", { name, hoa, macs });
+    return this.call("POST", "/v1/vms", { name, hoa, macs }, { resend: "unsent" });
   }
 
   async vm(name: string): Promise<VmRecord> {
     return this.call("GET", `/v1/vms/${encodeURIComponent(name)}`);
   }
 
+  /** As registerVm: not sent again once it may have reached a server. */
   async registerPeer(name: string): Promise<{ name: string; token: string }> {
-    return this.call("POST", "/v1/peers", { name });
+    return this.call("POST", "/v1/peers", { name }, { resend: "unsent" });
   }
 
+  /**
+   * Sent again to the next server when the first may have taken it: a standby registered twice is listed
+   * once, at the second registration's sequence number, and the activation the first issued (stale from then
+   * on) never reached anyone. The mobile node retries it the same way.
+   */
   async registerStandby(vm: string, locator: string): Promise<SignedBinding> {
     return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/standby`, { locator });
   }
@@ -153,9 +241,15 @@ export class ControlClient {
     return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/attest`, { locator });
   }
 
-  /** An admin's reset of a VM's binding: standbys gone, every earlier activation stale, bound to `to` if given. */
+  /**
+   * An admin's reset of a VM's binding: standbys gone, every earlier activation stale, bound to `to` if given.
+   * Not sent again once it may have reached a server: a second reset would stale what was activated after
+   * the first.
+   */
   async reset(vm: string, to?: string): Promise<{ binding: BindingRecord; activation?: SignedBinding }> {
-    return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/reset`, to === undefined ? {} : { to });
+    return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/reset`, to === undefined ? {} : { to }, {
+      resend: "unsent",
+    });
   }
 
   /** An aborted prepare's standby locator leaves the binding (idempotent). */
@@ -163,40 +257,47 @@ export class ControlClient {
     return this.call("DELETE", `/v1/vms/${encodeURIComponent(vm)}/standby/${encodeURIComponent(locator)}`);
   }
 
+  /**
+   * Sent again to the next server when the first may have taken it: the binding's sequence number makes a
+   * second copy harmless, answered 409 with the code "already-active" when the first took.
+   */
   async activate(b: SignedBinding): Promise<{ revision: number }> {
     return this.call("POST", "/v1/bindings", b);
   }
 
   /**
    * `activate`, made ready ahead of the moment it must go: the relay at a guest's suspend, when the source
-   * Dom0's CPU belongs to the last memory round. The whole HTTP/1.1 request is rendered now, and sending it
-   * later is a connection (over TLS for https://) and one write.
+   * Dom0's CPU belongs to the last memory round. The whole HTTP/1.1 request is rendered now (for each server),
+   * and sending it later is a connection (over TLS for https://) and one write.
    */
   prepareActivate(b: SignedBinding): () => Promise<{ revision: number }> {
-    return this.prepared("POST", "/v1/bindings", b);
-  }
-
-  private prepared<T>(method: string, path: string, payload: unknown): () => Promise<T> {
-    const request = this.render(method, path, payload);
-    return async () => {
-      const { status, text } = await this.exchange(request, method, path, this.timeoutMs);
-      return this.answer<T>(status, text, method, path);
-    };
+    const body = JSON.stringify(b);
+    const requests = this.list.map((s) => this.render(s, "POST", "/v1/bindings", body));
+    return () =>
+      this.failover("POST", "/v1/bindings", "any", undefined, (s, i) =>
+        this.exchange(s, requests[i] as Buffer, "POST", "/v1/bindings", this.timeoutMs),
+      );
   }
 
   /**
    * Undoes an activation a host relayed for a move that failed (a host sends the signed binding itself; an
-   * admin may send its locator and seq): the server's binding of the previous locator comes back.
+   * admin may send its locator and seq): the server's binding of the previous locator comes back. Not sent
+   * again once it may have reached a server: a second copy would be refused (409, nothing to roll back), and
+   * read as "it was never relayed".
    */
   async rollback(vm: string, undo: SignedBinding | { locator: string; seq: number }): Promise<SignedBinding> {
-    return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/rollback`, undo);
+    return this.call("POST", `/v1/vms/${encodeURIComponent(vm)}/rollback`, undo, { resend: "unsent" });
   }
 
   async binding(hoa: string): Promise<BindingRecord> {
     return this.call("GET", `/v1/bindings/${encodeURIComponent(hoa)}`);
   }
 
-  /** One long poll of the watch stream: the changes after `since`, waiting up to `waitMs` for one. */
+  /**
+   * One long poll of the watch stream: the changes after `since`, waiting up to `waitMs` for one. With
+   * several servers, a poll whose server dies goes on at the next one from the same `since`: revisions are
+   * the shared store's, the same on every server.
+   */
   async changes(
     since: number,
     waitMs: number,
@@ -212,20 +313,93 @@ export class ControlClient {
     method: string,
     path: string,
     payload?: unknown,
-    opts: { text?: boolean; timeoutMs?: number; signal?: AbortSignal } = {},
+    opts: { text?: boolean; timeoutMs?: number; signal?: AbortSignal; resend?: Resend } = {},
   ): Promise<T> {
-    const request = this.render(method, path, payload);
+    const body = payload === undefined ? undefined : JSON.stringify(payload);
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
-    const { status, text } = await this.exchange(request, method, path, timeoutMs, opts.signal);
-    return this.answer<T>(status, text, method, path, opts.text);
+    return this.failover(
+      method,
+      path,
+      opts.resend ?? "any",
+      opts.signal,
+      (s) => this.exchange(s, this.render(s, method, path, body), method, path, timeoutMs, opts.signal),
+      opts.text,
+    );
+  }
+
+  /**
+   * One call: to the current server, then — with several, on a failure another server may not have — to the
+   * next, each once, with a short pause after the second. Each move is logged as `control_failover`; the
+   * server that answers becomes the current one. A call whose outcome is unknown goes on only when `resend`
+   * says it may. When none answers, the error names each server's failure.
+   */
+  private async failover<T>(
+    method: string,
+    path: string,
+    resend: Resend,
+    signal: AbortSignal | undefined,
+    exchange: (server: Server, index: number) => Promise<{ status: number; text: string }>,
+    asText = false,
+  ): Promise<T> {
+    const n = this.list.length;
+    const start = this.current;
+    const failures: string[] = [];
+    for (let k = 0; k < n; k++) {
+      const i = (start + k) % n;
+      const server = this.list[i] as Server;
+      if (k >= 2) {
+        await sleep(this.options.failoverPauseMs ?? 50);
+        if (signal?.aborted)
+          throw new ControlClientError(`control server ${server.base}: ${method} ${path}: aborted`);
+      }
+      let error: ExchangeError | ControlClientError;
+      try {
+        const { status, text } = await exchange(server, i);
+        if (n === 1 || !FAILOVER_STATUS.has(status)) {
+          this.answered(i);
+          return this.answer<T>(server, status, text, method, path, asText);
+        }
+        error = this.refusal(server, status, text, method, path);
+      } catch (err) {
+        if (n === 1 || !(err instanceof ExchangeError) || err.aborted) throw err;
+        error = err;
+      }
+      const sent = !(error instanceof ExchangeError) || error.sent;
+      // Its outcome unknown (the server may have acted on it): only a call that is safe twice goes on.
+      if (sent && resend === "unsent") throw error;
+      failures.push(error.message);
+      const next = (i + 1) % n;
+      if (this.current === i) this.current = next;
+      if (!this.failing.has(i)) {
+        this.failing.add(i);
+        if (k < n - 1) {
+          this.options.log?.("control_failover", {
+            from: server.base,
+            to: this.servers[next],
+            method,
+            path: path.split("?")[0],
+            error: error.message,
+          });
+        }
+      }
+    }
+    throw new ControlClientError(
+      `no control server answered ${method} ${path.split("?")[0]} (${failures.join("; ")})`,
+    );
+  }
+
+  /** Server `i` answered: calls go there first from now on. */
+  private answered(i: number): void {
+    this.current = i;
+    this.failing.delete(i);
   }
 
   /** A whole HTTP/1.1 request, to be written at once on a connection of its own. */
-  private render(method: string, path: string, payload: unknown): Buffer {
-    const body = payload === undefined ? undefined : Buffer.from(JSON.stringify(payload));
+  private render(server: Server, method: string, path: string, json: string | undefined): Buffer {
+    const body = json === undefined ? undefined : Buffer.from(json);
     const head = [
       `${method} ${path} HTTP/1.1`,
-      `Host: ${this.host}`,
+      `Host: ${server.hostHeader}`,
       ...(this.options.token ? [`Authorization: Bearer ${this.options.token}`] : []),
       ...(body ? ["Content-Type: application/json", `Content-Length: ${body.length}`] : []),
       "Connection: close",
@@ -238,41 +412,56 @@ export class ControlClient {
   /**
    * Connects (over TLS for https://, the server's certificate verified before anything is sent), writes the
    * request whole and reads the answer. One deadline for the whole exchange, however the server trickles its
-   * answer; `signal` cuts it short.
+   * answer, and a call's for the connection when that is shorter (a long poll); `signal` cuts it short. A
+   * failure says whether the request was written.
    */
   private async exchange(
+    server: Server,
     request: Buffer,
     method: string,
     path: string,
     timeoutMs: number,
     signal?: AbortSignal,
   ): Promise<{ status: number; text: string }> {
-    const { host, port } = this.endpoint;
+    const { host, port } = server;
     const { ca } = this.options;
-    const what = `control server ${this.base}: ${method} ${path}`;
-    const tls = await this.tls;
+    const what = `control server ${server.base}: ${method} ${path}`;
+    const tls = server.tls ? await this.tls : undefined;
     return new Promise((resolve, reject) => {
       if (signal?.aborted) {
-        reject(new ControlClientError(`${what}: aborted`));
+        reject(new ExchangeError(`${what}: aborted`, false, true));
         return;
       }
       let chunks = Buffer.alloc(0);
       let settled = false;
+      let sent = false;
       const settle = (fn: () => void) => {
         if (settled) return;
         settled = true;
         clearTimeout(deadline);
+        clearTimeout(connecting);
         signal?.removeEventListener("abort", aborted);
         socket.destroy();
         fn();
       };
-      const fail = (why: string) => settle(() => reject(new ControlClientError(`${what}: ${why}`)));
+      const fail = (why: string, abort = false) =>
+        settle(() => reject(new ExchangeError(`${what}: ${why}`, sent, abort)));
       const deadline = setTimeout(() => fail("no answer in time"), timeoutMs);
-      const aborted = () => fail("aborted");
+      // A long poll's deadline is its wait and more; a server that does not even take the connection (its host
+      // gone) is given a call's, so that a watch goes on at another replica within seconds.
+      const connecting =
+        timeoutMs > this.timeoutMs
+          ? setTimeout(() => fail("no connection in time"), this.timeoutMs)
+          : undefined;
+      const aborted = () => fail("aborted", true);
       signal?.addEventListener("abort", aborted, { once: true });
       // Not half-closed after the request: the server closes after its answer (Connection: close). SNI only
       // for a DNS name.
-      const send = () => socket.write(request);
+      const send = () => {
+        clearTimeout(connecting);
+        sent = true;
+        socket.write(request);
+      };
       const socket: Socket = tls
         ? tls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }, send)
         : connect({ host, port }, send);
@@ -284,10 +473,14 @@ export class ControlClient {
           // Not whole yet: wait for more, unless the connection is over.
           if (!final) return;
           // A TLS server drops a plain HTTP request without a word.
-          const hint = !tls && chunks.length === 0 ? " (if it serves https://, use an https:// URL)" : "";
+          const hint =
+            !tls && chunks.length === 0 && !this.spoke.has(server)
+              ? " (if it serves https://, use an https:// URL)"
+              : "";
           fail(`${(err as Error).message}${hint}`);
           return;
         }
+        if (!tls) this.spoke.add(server);
         settle(() => resolve(answer));
       };
       socket.on("data", (c: Buffer) => {
@@ -310,29 +503,39 @@ export class ControlClient {
     return `its certificate is not trusted: ${err.message} (checked against ${against})`;
   }
 
-  /** The server's answer: its JSON, or a ControlClientError with its status and reason. */
-  private answer<T>(status: number, text: string, method: string, path: string, asText = false): T {
-    if (status < 200 || status > 299) {
-      let reason = text;
-      let code: string | undefined;
-      try {
-        const e = JSON.parse(text) as { error?: unknown; code?: unknown };
-        if (typeof e.error === "string") reason = e.error;
-        if (typeof e.code === "string") code = e.code;
-      } catch {
-        /* not JSON: keep the text */
-      }
-      throw new ControlClientError(
-        `control server ${this.base}: ${method} ${path}: ${status} ${reason}`,
-        status,
-        code,
-      );
+  /** A non-2xx answer as the error it is: the server's reason and code, when it gave them. */
+  private refusal(server: Server, status: number, text: string, method: string, path: string) {
+    let reason = text;
+    let code: string | undefined;
+    try {
+      const e = JSON.parse(text) as { error?: unknown; code?: unknown };
+      if (typeof e.error === "string") reason = e.error;
+      if (typeof e.code === "string") code = e.code;
+    } catch {
+      /* not JSON: keep the text */
     }
+    return new ControlClientError(
+      `control server ${server.base}: ${method} ${path}: ${status} ${reason}`,
+      status,
+      code,
+    );
+  }
+
+  /** The server's answer: its JSON, or a ControlClientError with its status and reason. */
+  private answer<T>(
+    server: Server,
+    status: number,
+    text: string,
+    method: string,
+    path: string,
+    asText = false,
+  ): T {
+    if (status < 200 || status > 299) throw this.refusal(server, status, text, method, path);
     if (asText) return text as T;
     try {
       return JSON.parse(text) as T;
     } catch {
-      throw new ControlClientError(`control server ${this.base}: ${method} ${path}: answer is not JSON`);
+      throw new ControlClientError(`control server ${server.base}: ${method} ${path}: answer is not JSON`);
     }
   }
 }

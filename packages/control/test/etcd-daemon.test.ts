@@ -8,8 +8,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import test, { type ExecutionContext } from "ava";
+import { EtcdCluster } from "@xenroam/process/etcd-cluster";
 import { ControlClient } from "../src/index.js";
-import { EtcdCluster } from "./etcd-cluster.js";
 import { makePki } from "./pki.js";
 
 const main = fileURLToPath(new URL("../src/main.js", import.meta.url));

@@ -3,6 +3,7 @@
 // watcher resumes on any server, compaction hides no change, a server that lost the lock writes nothing, and
 // writes and the watch go on while the leader is down.
 import test, { type ExecutionContext } from "ava";
+import { EtcdCluster } from "@xenroam/process/etcd-cluster";
 import { EtcdStore, type EtcdStoreOptions, parseEtcdUrl } from "../src/etcd.js";
 import {
   type Change,
@@ -13,7 +14,6 @@ import {
   type Store,
   StoreError,
 } from "../src/index.js";
-import { EtcdCluster } from "./etcd-cluster.js";
 import { Recorder } from "./store-contract.js";
 
 const keys = generateSigningKeys();

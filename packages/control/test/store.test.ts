@@ -6,10 +6,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import test from "ava";
 import Database from "better-sqlite3";
+import { EtcdCluster } from "@xenroam/process/etcd-cluster";
 import { EtcdStore } from "../src/etcd.js";
 import { MemoryStore } from "../src/index.js";
 import { SqliteStore, StoreError } from "../src/sqlite.js";
-import { EtcdCluster } from "./etcd-cluster.js";
 import { storeContract } from "./store-contract.js";
 
 // Started by the first etcd test (a missing /usr/bin/etcd fails those, and only those, saying what to run).

@@ -1,6 +1,8 @@
 // Process identity that survives PID reuse (the PID plus its start time), and stopping a process only if it
 // is still the one recorded — never by name. Used by the lab (its supervisor and down) and the host plugin
 // (the radvd it starts, its state file). Reads /proc. And which program runs for a command name (binaries.ts).
+// A real etcd cluster on loopback (tests, the lab's bench) is @xenroam/process/etcd-cluster, apart: what loads
+// this module (the agents, the host plugin) never loads it.
 
 import { readFileSync } from "node:fs";
 

@@ -1,6 +1,8 @@
-// A real etcd cluster on loopback for tests: Debian's /usr/bin/etcd (scripts/setup.sh installs etcd-server)
-// started once per member on free 127.0.0.1 ports, each member stopped by its own PID and its data removed.
-// The only module that spawns etcd; it talks to the members through their JSON gateway (no etcdctl).
+// A real etcd cluster on loopback, for the control server's tests and the lab's fan-out bench: Debian's
+// /usr/bin/etcd (scripts/setup.sh installs etcd-server) started once per member on free 127.0.0.1 ports, each
+// member stopped by its own PID and its data removed. The only module that spawns etcd; it talks to the members
+// through their JSON gateway (no etcdctl). Imported as @xenroam/process/etcd-cluster, so the agents and the
+// host plugin, which load @xenroam/process, never load it.
 import { type ChildProcess, spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -8,7 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-/** The etcd the tests run: Debian's, or the one XENROAM_ETCD names (as XENROAM_<NAME> does for every program). */
+/** The etcd run here: Debian's, or the one XENROAM_ETCD names (as XENROAM_<NAME> does for every program). */
 export const ETCD = process.env.XENROAM_ETCD ?? "/usr/bin/etcd";
 
 export interface EtcdClusterOptions {
@@ -42,7 +44,7 @@ async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** What a test process that ends before `stop` (a crash) leaves: its members are killed, their data removed. */
+/** What a process that ends before `stop` (a crash) leaves: its members are killed, their data removed. */
 const running = new Set<ChildProcess>();
 const roots = new Set<string>();
 process.once("exit", () => {
@@ -60,8 +62,8 @@ export class EtcdCluster {
 
   /**
    * Starts `size` members and resolves once every one answers healthy (a leader elected, reads served).
-   * Data lives in tmpfs when the machine has one: etcd fsyncs every write, and tests only need it to
-   * survive a member's restart, not the machine's.
+   * Data lives in tmpfs when the machine has one: etcd fsyncs every write, and its users (tests, the bench)
+   * only need it to survive a member's restart, not the machine's.
    */
   static async start(size = 3, options: EtcdClusterOptions = {}): Promise<EtcdCluster> {
     try {
@@ -88,7 +90,7 @@ export class EtcdCluster {
         log: [],
       });
     }
-    const cluster = new EtcdCluster(root, members, `xr-test-${randomBytes(6).toString("hex")}`, options);
+    const cluster = new EtcdCluster(root, members, `xr-etcd-${randomBytes(6).toString("hex")}`, options);
     try {
       for (const m of members) cluster.spawn(m, "new");
       await cluster.healthy(members, 20_000);
