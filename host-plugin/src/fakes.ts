@@ -181,6 +181,11 @@ export class FakeToolstack implements Toolstack {
 export class FakeControl implements ControlRelay {
   delayMs = 0;
   refuse = false;
+  /**
+   * The activation is taken but the answer says it already was (409 already-active): what a replica answers
+   * when the relay is sent again after the first replica took it and died before answering.
+   */
+  alreadyActive = false;
   private seq = 0;
   constructor(private readonly journal: Journal = []) {}
   private later<T>(value: () => T): Promise<T> {
@@ -195,6 +200,8 @@ export class FakeControl implements ControlRelay {
     return this.later(() => {
       if (this.refuse) throw Object.assign(new Error("replayed or stale"), { status: 409 });
       this.seq = b.seq;
+      if (this.alreadyActive)
+        throw Object.assign(new Error("already active"), { status: 409, code: "already-active" });
       this.journal.push(`control activated ${b.locator} ${b.seq}`);
       return { revision: b.seq };
     });

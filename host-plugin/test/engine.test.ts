@@ -397,7 +397,7 @@ test("mobility, xl: the destination relayed unseen; a move that fails after it i
   t.false(early.logged.includes("binding_rollback_failed"));
 });
 
-test("mobility: no rollback when the VM runs at the destination after all, or when the server refused the relay", async (t) => {
+test("mobility: no rollback when the VM runs at the destination after all, or when the server refused the relay; one when a replica said already-active", async (t) => {
   const moved = host("mobile", { control: true });
   moved.toolstack.failAfterPause = "moved";
   await t.throwsAsync(moved.engine.migrate("vm", "hostb", { migrationId: "m1" }));
@@ -412,6 +412,18 @@ test("mobility: no rollback when the VM runs at the destination after all, or wh
   t.false(
     refused.journal.some((j) => j.startsWith("control rollback")),
     "a refusal changed nothing",
+  );
+
+  // Sent again to another replica after the first took it: "already-active" is taken, so a failed move
+  // rolls it back.
+  const again = host("mobile", { control: true });
+  again.control.alreadyActive = true;
+  again.toolstack.failAfterPause = "resumed-here";
+  await t.throwsAsync(again.engine.migrate("vm", "hostb", { migrationId: "m4" }));
+  t.true(again.logged.includes("binding_relayed"));
+  t.true(
+    again.journal.some((j) => j.startsWith("control rollback")),
+    "an activation in effect is rolled back",
   );
 
   // Without a control server, or without an activation in the answer, nothing is relayed.
