@@ -165,6 +165,8 @@ test("only the adapters start processes (radvd, nft, ip, the lab's own helpers)"
     "packages/lab/src/bench.ts",
     // The fault soak runs xenroam as the bench does, and watches its log lines to inject faults.
     "packages/lab/src/soak.ts",
+    // The lab toolstack sends the reconnected frontend's NA with iproute2 in the VM's namespace.
+    "packages/lab/src/toolstack.ts",
     // The figures at scale run xenroam and the probes as the bench does.
     "packages/lab/src/scale.ts",
     // The fan-out bench: control servers, etcd, simulated watchers and real correspondent agents.

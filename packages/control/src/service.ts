@@ -100,6 +100,13 @@ export class ControlService {
   /** Long polls waiting for a change, each with the revision it waits to pass. */
   private readonly waiters = new Map<(why: "change" | "stop") => void, number>();
   private readonly commitListeners = new Set<(revision: number) => void>();
+  /** Changes the store has told of (each wakes the long polls): a read begun after the last one is current. */
+  private notified = 0;
+  /** Reads of the change stream under way, by `since` and `limit`, each with `notified` as it began. */
+  private readonly reads = new Map<
+    string,
+    { readonly notified: number; readonly page: Promise<{ revision: number; changes: Change[] }> }
+  >();
   /**
    * Writes are serialised: each reads, decides and writes without another in between, in this process (this
    * queue) and across the servers sharing the store (its `exclusive`).
@@ -114,6 +121,7 @@ export class ControlService {
     this.reserved = new Set((options.reserved ?? []).map((a) => canonicalIpv6(a)));
     // Every change wakes the long polls it concerns: this server's, and other servers' on a shared store.
     this.store.subscribe((revision) => {
+      this.notified++;
       for (const [wake, since] of [...this.waiters]) if (revision > since) wake("change");
     });
   }
@@ -596,10 +604,7 @@ export class ControlService {
       const woken = new Promise<"change" | "stop" | "timeout">((resolve) => (wake = resolve));
       if (waitMs > 0 && !stopping) this.waiters.set(wake, since);
       try {
-        // The revision is read before the changes: one committed in between is in the page, so the watcher
-        // never resumes past a change it did not get.
-        const revision = await this.store.revision();
-        const changes = await this.store.changesSince(since, limit);
+        const { revision, changes } = await this.page(since, limit);
         const left = deadline - Date.now();
         if (changes.length > 0 || left <= 0 || stopping) {
           const last = changes.at(-1)?.revision ?? 0;
@@ -617,6 +622,33 @@ export class ControlService {
         this.waiters.delete(wake);
       }
     }
+  }
+
+  /**
+   * The revision and the changes after `since`, read once for every caller that asks the same while no change
+   * is told of: a change wakes every long poll at once, and a thousand of them share one read of the store
+   * instead of making a thousand. Safe for a poll that listens before it asks: a change told of after the read
+   * began wakes it to read again, and one told of before is in the read (it began after).
+   */
+  private page(since: number, limit: number): Promise<{ revision: number; changes: Change[] }> {
+    const key = `${since}/${limit}`;
+    const shared = this.reads.get(key);
+    if (shared && shared.notified === this.notified) return shared.page;
+    const read = {
+      notified: this.notified,
+      page: (async () => {
+        // The revision is read before the changes: one committed in between is in the page, so the watcher
+        // never resumes past a change it did not get.
+        const revision = await this.store.revision();
+        return { revision, changes: await this.store.changesSince(since, limit) };
+      })(),
+    };
+    this.reads.set(key, read);
+    const done = () => {
+      if (this.reads.get(key) === read) this.reads.delete(key);
+    };
+    read.page.then(done, done);
+    return read.page;
   }
 
   /** Wakes every long poll (shutdown): they answer with what they have. */

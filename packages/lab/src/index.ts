@@ -14,3 +14,4 @@ export * from "./stats.js";
 export * from "./xapi.js";
 export { holdService } from "./supervisor.js";
 export * from "./scale.js";
+export * from "./fanout.js";

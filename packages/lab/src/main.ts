@@ -35,6 +35,7 @@ import {
   soakTable,
   writeSoakJson,
 } from "./soak.js";
+import { FANOUT_STORES, type FanoutStore } from "./fanout.js";
 import { runScale, scaleMarkdown } from "./scale.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
@@ -410,22 +411,42 @@ const labNameOption = (what: string, fallback: string) =>
     })
     .default(fallback);
 
-const countList = (flag: string, max: number) => (v: string) => {
-  const list = v.split(",").map((x) => x.trim());
-  if (v.trim() === "") return [];
-  const ns = list.map(Number);
-  if (ns.some((n) => !Number.isInteger(n) || n < 1 || n > max))
-    throw new UsageError(
-      `${flag} takes comma-separated VM counts from 1 to ${max}, e.g. 10,100 (or "" for none)`,
-    );
-  return ns;
+const countList =
+  (flag: string, max: number, what = "VM counts") =>
+  (v: string) => {
+    const list = v.split(",").map((x) => x.trim());
+    if (v.trim() === "") return [];
+    const ns = list.map(Number);
+    if (ns.some((n) => !Number.isInteger(n) || n < 1 || n > max))
+      throw new UsageError(
+        `${flag} takes comma-separated ${what} from 1 to ${max}, e.g. 10,100 (or "" for none)`,
+      );
+    return ns;
+  };
+
+const storeList = (v: string): FanoutStore[] => {
+  const list = v
+    .split(",")
+    .map((x) => x.trim())
+    .filter(Boolean);
+  const unknown = list.filter((x) => !(FANOUT_STORES as readonly string[]).includes(x));
+  if (unknown.length > 0 || list.length === 0)
+    throw new UsageError(`--stores takes ${FANOUT_STORES.join(", ")} or both, comma-separated`);
+  return [...new Set(list)] as FanoutStore[];
 };
 
 program
   .command("scale")
   .description(
-    "the figures at scale: one host preparing many VMs at once (prepare time per VM, xenroam's peak RSS, radvd per site), and an evacuation of many VMs with a probe in each (each VM's network downtime beside a single migration's)",
+    "the figures at scale: the fan-out of an activation to many correspondents watching the control server (simulated watchers, a few real agents applying nftables; SQLite and etcd side by side), one host preparing many VMs at once (prepare time per VM, xenroam's peak RSS, radvd per site), and an evacuation of many VMs with a probe in each (each VM's network downtime beside a single migration's)",
   )
+  .option(
+    "--fanout <counts>",
+    "correspondents watching, for the fan-out",
+    countList("--fanout", 5000, "watcher counts"),
+    [10, 100, 1000],
+  )
+  .option("--stores <list>", "the fan-out's stores: sqlite, etcd", storeList, [...FANOUT_STORES])
   .option("--prepare <counts>", "VM counts prepared at once", countList("--prepare", MAX_LAB_VMS), [10, 100])
   .option("--evacuate <counts>", "VM counts evacuated", countList("--evacuate", 64), [10, 20])
   .option(
@@ -454,6 +475,8 @@ program
   .addOption(stateRootOption())
   .action(
     async (opts: {
+      fanout: number[];
+      stores: FanoutStore[];
       prepare: number[];
       evacuate: number[];
       parallel: number;
@@ -464,6 +487,8 @@ program
     }) => {
       const result = await runScale({
         ...labOptions(opts),
+        fanout: opts.fanout,
+        stores: opts.stores,
         prepare: opts.prepare,
         evacuate: opts.evacuate,
         parallel: opts.parallel,

@@ -1,14 +1,15 @@
 // `xenroam-lab scale`: the figures at scale, in the namespace lab, through the real xenroam, guest agents,
 // radvd, control server and correspondent. (a) the fan-out of an activation to many watching correspondents,
-// SQLite and etcd side by side (fanout.ts, in namespaces of its own). (b) one host preparing N VMs at once, in one xenroam process: the
-// time each VM took to prepare, that process's peak RSS, the radvd processes per staged site. (c) an evacuation
-// of N VMs with a 10 ms probe in every VM: each VM's network downtime (the probe's longest silence less the
-// pause) beside a single migration's, measured in the same lab with the same load.
+// SQLite and etcd side by side (fanout.ts, in namespaces of its own). (b) one host preparing N VMs at once, in
+// one xenroam process: the time each VM took to prepare, that process's peak RSS, the radvd processes per
+// staged site. (c) an evacuation of N VMs with a 10 ms probe in every VM: each VM's network downtime (the
+// probe's longest silence less the pause) beside a single migration's, measured in the same lab with the same
+// load.
 
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
-import { type FanoutFigure, fanoutMarkdown, type FanoutStore, measureFanout } from "./fanout.js";
+import { type FanoutFigure, fanoutMarkdown, type FanoutStore, measureFanout, stopChild } from "./fanout.js";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { netnsName } from "./plan.js";
 import { firstReplyAfter, ingestProbeLine, newProbeLog, outage, type ProbeLog } from "./probe.js";
@@ -107,15 +108,6 @@ function startIn(netns: string, args: string[]): ChildProcess {
   return spawn("ip", ["netns", "exec", netns, process.execPath, LAB_MAIN, ...args], {
     stdio: ["ignore", "pipe", "ignore"],
   });
-}
-
-async function stop(child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null || child.signalCode !== null) return;
-  const exited = new Promise<void>((r) => child.once("exit", () => r()));
-  child.kill("SIGTERM");
-  const timer = setTimeout(() => child.kill("SIGKILL"), 3000);
-  await exited;
-  clearTimeout(timer);
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -350,7 +342,7 @@ export async function measureEvacuation(vms: number, options: ScaleOptions): Pro
         wallMs,
       };
     } finally {
-      await Promise.all(children.map(stop));
+      await Promise.all(children.map(stopChild));
     }
   });
 }
