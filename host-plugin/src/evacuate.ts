@@ -50,9 +50,10 @@ const at = (timeline: readonly PhaseMark[], ...phases: string[]) =>
   timeline.find((m) => phases.includes(m.phase))?.atMs;
 
 /**
- * The pause, as the toolstack measured it when it did (lab, xl's receiver), else from the timeline: from the
- * pause (lab "paused", xl's "suspended") to the VM running again ("resumed", or the engine's
- * "running-on-destination"). Undefined when the timeline has no pause (XAPI: xenopsd's pause is not seen).
+ * The pause, as the toolstack measured it when it did (the lab), else from the timeline: from the pause (lab
+ * "paused", xl's "suspended") to the VM running again ("resumed", or the engine's "running-on-destination",
+ * which on xl is when `xl migrate` returned: an upper bound). Undefined when the timeline has no pause (XAPI:
+ * xenopsd's pause is not seen).
  */
 export function downtimeOf(report: Pick<MigrationReport, "pausedMs" | "timeline">): number | undefined {
   if (report.pausedMs !== undefined) return report.pausedMs;

@@ -16,28 +16,13 @@ export interface MigrationReport {
   timeline: Array<{ phase: string; atMs: number }>;
 }
 
-export async function migrate(
+export function migrate(
   topology: Topology,
   stateDir: string,
   to: string,
   extra: string[] = [],
 ): Promise<MigrationReport> {
-  if (!XENROAM) throw new Error("xenroam is not installed in this workspace");
-  const from = readVmLocation(stateDir).host;
-  const { stdout } = await run("ip", [
-    "netns",
-    "exec",
-    `${topology.name}-${from}`,
-    ...XENROAM,
-    "--lab",
-    stateDir,
-    "migrate",
-    topology.vm.name,
-    to,
-    "--json",
-    ...extra,
-  ]);
-  return JSON.parse(stdout) as MigrationReport;
+  return migrateVm(topology, stateDir, topology.vm.name, to, extra);
 }
 
 /** `xenroam migrate VM TO --json` for any VM of the lab, on the host it runs on now. */
