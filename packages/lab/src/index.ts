@@ -15,3 +15,4 @@ export * from "./xapi.js";
 export { holdService } from "./supervisor.js";
 export * from "./scale.js";
 export * from "./fanout.js";
+export * from "./failover.js";

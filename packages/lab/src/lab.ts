@@ -26,8 +26,9 @@ import { XAPI_HOOKS_ROOT, XAPI_NETWORK_CONF, XAPI_PASSWORD_FILE, XAPI_XE, xapiSo
 import {
   attestLocator,
   cnLocators,
-  controlService,
+  controlServices,
   controlUrl,
+  etcdServices,
   correspondentService,
   initControl,
   mobileAgentArgs,
@@ -224,7 +225,10 @@ export const agentServiceName = (t: Topology, vm: string) =>
 /** Where a host's xenstored leaves its store for the next start when it is stopped. */
 export const xenstoredStateFile = (host: string) => `xenstored-${host}.state.json`;
 
-/** radvd on the router, a xenstored per host, and the control server when the topology has mobility. */
+/**
+ * radvd on the router, a xenstored per host, and with mobility the control server's replicas (and the etcd
+ * members they share, with mobility.store "etcd").
+ */
 export function servicesOf(
   plan: LabPlan,
   stateDir: string,
@@ -233,7 +237,8 @@ export function servicesOf(
 ): ServiceSpec[] {
   const m = topology?.mobility;
   return [
-    ...(topology && m && control ? [controlService(topology, m, stateDir, control)] : []),
+    ...(topology && m?.store === "etcd" && control ? etcdServices(topology, stateDir) : []),
+    ...(topology && m && control ? controlServices(topology, m, stateDir, control) : []),
     {
       name: "radvd",
       netns: plan.radvd.netns,
@@ -496,7 +501,8 @@ export async function labUp(topology: Topology, options: LabOptions = {}): Promi
         progress(
           `control server on the router at ${controlUrl(topology, mobility)}: registering sites, the VM and the CN`,
         );
-        await provision(topology, mobility, stateDir, control);
+        // On etcd, a replica that found no quorum yet exits and the supervisor starts it again.
+        await provision(topology, mobility, stateDir, control, mobility.store === "etcd" ? 30_000 : 10_000);
       }
       // A bundle is the DomU's agent: the correspondent, a server's, stays this workspace's (Node.js).
       const correspondent = options.guestAgent || findWorkspaceCommand("xenroam-agent") || agent;

@@ -55,6 +55,23 @@ import {
 
 class UsageError extends Error {}
 
+/** `up --control-replicas N`: the topology's control server as N replicas on the lab's etcd cluster. */
+function withReplicas(t: Topology, text: string): Topology {
+  const n = Number(text);
+  if (!/^[1-3]$/.test(text))
+    throw new UsageError(
+      `--control-replicas ${text}: give 1, 2 or 3 (each replica is a xenroam-control process)`,
+    );
+  if (!t.mobility)
+    throw new UsageError(
+      "--control-replicas: this topology has no mobility layer (no control server to replicate)",
+    );
+  return parseTopology(
+    { ...t, mobility: { ...t.mobility, store: "etcd", replicas: n } },
+    `--control-replicas ${n}`,
+  );
+}
+
 function loadTopology(file: string | undefined, vms?: string): Topology {
   if (vms !== undefined) {
     const n = Number(vms);
@@ -138,7 +155,7 @@ function describe(t: Topology): string {
     const m = t.mobility;
     const homes = labVms(t).map((vm) => `${vm.name} keeps home address ${hoaOf(t, vm) ?? m.hoa}`);
     lines.push(
-      `  mobility: ${homes.join(", ")}; control server on ${t.router.name} at ${controlUrl(t, m)} (TLS, the lab's own CA); correspondent agent on ${t.correspondent.name}`,
+      `  mobility: ${homes.join(", ")}; ${m.replicas > 1 ? `${m.replicas} control server replicas` : "control server"} on ${t.router.name} at ${controlUrl(t, m)} (TLS, the lab's own CA; ${m.store === "etcd" ? "a three-member etcd cluster there" : "SQLite"}); correspondent agent on ${t.correspondent.name}`,
     );
   }
   return lines.join("\n");
@@ -189,13 +206,29 @@ program
     "--vms <n>",
     "run N VMs in all (the topology's VM and N-1 more beside it: vm2, vm3, …, each with its own MACs and home address)",
   )
+  .option(
+    "--control-replicas <n>",
+    "run N control server replicas (1-3) sharing a three-member etcd cluster (Debian's etcd-server, under the lab's supervisor) instead of one server on a SQLite file; every client is given all N",
+  )
   .addOption(stateRootOption())
   .option("--json", "print the resulting status as JSON")
-  .action(async (opts: { topology?: string; vms?: string; stateRoot?: string; json?: boolean }) => {
-    const status = await labUp(loadTopology(opts.topology, opts.vms), labOptions(opts));
-    if (opts.json) console.log(JSON.stringify(status, null, 2));
-    else printStatus(status);
-  });
+  .action(
+    async (opts: {
+      topology?: string;
+      vms?: string;
+      controlReplicas?: string;
+      stateRoot?: string;
+      json?: boolean;
+    }) => {
+      const topology = loadTopology(opts.topology, opts.vms);
+      const status = await labUp(
+        opts.controlReplicas === undefined ? topology : withReplicas(topology, opts.controlReplicas),
+        labOptions(opts),
+      );
+      if (opts.json) console.log(JSON.stringify(status, null, 2));
+      else printStatus(status);
+    },
+  );
 
 program
   .command("down")

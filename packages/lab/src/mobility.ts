@@ -7,6 +7,7 @@
 import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNft } from "@xenroam/mobility";
+import { ETCD, etcdMemberArgs } from "@xenroam/process/etcd-cluster";
 import { routerAddress } from "./addresses.js";
 import { makeServerCertificate } from "./openssl.js";
 import { netnsName } from "./plan.js";
@@ -39,27 +40,91 @@ export const hostTokenFile = (host: string) => `host-${host}.token`;
 
 export const controlAddress = (t: Topology) => routerAddress(t.correspondent.prefix);
 
-export function controlUrl(t: Topology, m: Mobility): string {
-  return `https://[${controlAddress(t)}]:${m.controlPort}`;
+/** Each control server replica's port: controlPort, then 10 apart. */
+export const replicaPort = (m: Mobility, i: number) => m.controlPort + 10 * i;
+
+/** The supervisor's name for replica `i`: xenroam-control, then xenroam-control-2, -3. */
+export const replicaServiceName = (i: number) => (i === 0 ? "xenroam-control" : `xenroam-control-${i + 1}`);
+
+/** Each replica's URL, the first first. */
+export function controlUrls(t: Topology, m: Mobility): string[] {
+  return Array.from({ length: m.replicas }, (_, i) => `https://[${controlAddress(t)}]:${replicaPort(m, i)}`);
 }
 
-/** The control server, run by the supervisor in the router's namespace. */
-export function controlService(
+/** What every client is given: the replicas' URLs separated by commas (a client fails over between them). */
+export function controlUrl(t: Topology, m: Mobility): string {
+  return controlUrls(t, m).join(",");
+}
+
+/** The lab's etcd members: three, on the router's loopback, under the supervisor. */
+export const ETCD_MEMBERS = 3;
+const ETCD_CLIENT_PORT = 23790;
+const ETCD_PEER_PORT = 23800;
+export const etcdServiceName = (i: number) => `etcd-${i}`;
+/** Member `i`'s client port on the router's loopback (127.0.0.1): where the replicas and the lab reach it. */
+export const etcdClientPort = (i: number) => ETCD_CLIENT_PORT + i;
+
+/**
+ * The etcd members (with mobility.store "etcd"), each a supervisor service in the router's namespace with its
+ * data under the lab's state directory: killed, the supervisor starts it again on its data and it catches up.
+ */
+export function etcdServices(t: Topology, stateDir: string): ServiceSpec[] {
+  const cluster = Array.from({ length: ETCD_MEMBERS }, (_, i) => ({
+    name: `m${i}`,
+    peerPort: ETCD_PEER_PORT + i,
+  }));
+  return cluster.map((member, i) => ({
+    name: etcdServiceName(i),
+    netns: netnsName(t, t.router.name),
+    argv: [
+      ETCD,
+      ...etcdMemberArgs({
+        ...member,
+        dataDir: join(stateDir, `etcd-${i}`),
+        clientPort: etcdClientPort(i),
+        gatewayPort: etcdClientPort(i),
+        cluster,
+        state: "new",
+        token: `xenroam-lab-${t.name}`,
+      }),
+    ],
+  }));
+}
+
+/** The control server replicas, run by the supervisor in the router's namespace. */
+export function controlServices(
   t: Topology,
   m: Mobility,
   stateDir: string,
   control: readonly string[],
+): ServiceSpec[] {
+  const store =
+    m.store === "etcd"
+      ? [
+          "--store",
+          `etcd://${Array.from({ length: ETCD_MEMBERS }, (_, i) => `127.0.0.1:${etcdClientPort(i)}`).join(",")}`,
+        ]
+      : ["--database", join(stateDir, FILES.database)];
+  return Array.from({ length: m.replicas }, (_, i) => controlService(t, m, stateDir, control, i, store));
+}
+
+function controlService(
+  t: Topology,
+  m: Mobility,
+  stateDir: string,
+  control: readonly string[],
+  i: number,
+  store: readonly string[],
 ): ServiceSpec {
   return {
-    name: "xenroam-control",
+    name: replicaServiceName(i),
     netns: netnsName(t, t.router.name),
     argv: [
       ...control,
       "serve",
       "--listen",
-      `[${controlAddress(t)}]:${m.controlPort}`,
-      "--database",
-      join(stateDir, FILES.database),
+      `[${controlAddress(t)}]:${replicaPort(m, i)}`,
+      ...store,
       "--key",
       join(stateDir, FILES.key),
       "--admin-token-file",

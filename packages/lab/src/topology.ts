@@ -87,6 +87,13 @@ const mobility = z.strictObject({
   hoa: ipv6("home address"),
   controlPort: port.default(7360),
   bindingPort: port.default(7361),
+  /**
+   * Where the control server keeps its registry: one SQLite file, or a three-member etcd cluster (Debian's
+   * etcd, its members under the lab's supervisor in the router's namespace, on its loopback).
+   */
+  store: z.enum(["sqlite", "etcd"]).default("sqlite"),
+  /** Control server replicas on the router (ports controlPort, controlPort+10, ...); more than one needs etcd. */
+  replicas: z.number().int().min(1).max(3).default(1),
 });
 
 /**
@@ -293,6 +300,16 @@ function semanticProblems(t: Topology): string[] {
     }
     if (t.mobility.controlPort === t.mobility.bindingPort) {
       problems.push("mobility.controlPort and mobility.bindingPort must differ");
+    }
+    if (t.mobility.replicas > 1 && t.mobility.store !== "etcd") {
+      problems.push(
+        `mobility.replicas ${t.mobility.replicas} needs mobility.store "etcd": replicas share their registry through etcd, not one SQLite file`,
+      );
+    }
+    if (t.mobility.controlPort + 10 * (t.mobility.replicas - 1) > 65535) {
+      problems.push(
+        `mobility.controlPort ${t.mobility.controlPort} leaves no port for replica ${t.mobility.replicas}`,
+      );
     }
   }
   return problems;

@@ -1,5 +1,6 @@
 import test from "ava";
 import {
+  controlUrls,
   DEFAULT_TOPOLOGY,
   hoaOf,
   labVms,
@@ -160,4 +161,32 @@ test("extra VMs: names, domids, MACs and home addresses unique; every one with a
       x.includes("the lab's XAPI models a pool with one VM"),
     ),
   );
+});
+
+test("control server replicas share an etcd cluster: more than one on SQLite is refused, with the reason", (t) => {
+  const withMobility = (extra: Record<string, unknown>) => {
+    const topo = clone();
+    return { ...topo, mobility: { ...topo.mobility, ...extra } };
+  };
+  t.deepEqual(problems(withMobility({ store: "etcd", replicas: 2 })), []);
+  const p = problems(withMobility({ replicas: 2 }));
+  t.true(
+    p.some((x) => x.includes('mobility.replicas 2 needs mobility.store "etcd"')),
+    p.join("\n"),
+  );
+  t.true(
+    problems(withMobility({ store: "etcd", replicas: 4 })).some((x) => x.startsWith("mobility.replicas")),
+  );
+  const urls = controlUrls(parseTopology(withMobility({ store: "etcd", replicas: 3 })), {
+    hoa: "2001:db8:f::5",
+    controlPort: 7360,
+    bindingPort: 7361,
+    store: "etcd",
+    replicas: 3,
+  });
+  t.deepEqual(urls, [
+    "https://[2001:db8:c::1]:7360",
+    "https://[2001:db8:c::1]:7370",
+    "https://[2001:db8:c::1]:7380",
+  ]);
 });

@@ -44,6 +44,44 @@ async function freePort(): Promise<number> {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** One member of a cluster on one machine's loopback, as etcdMemberArgs starts it. */
+export interface EtcdMemberSpec {
+  readonly name: string;
+  readonly dataDir: string;
+  readonly clientPort: number;
+  /** A plain listener beside a TLS client port (the JSON gateway for helpers); the client port when equal. */
+  readonly gatewayPort: number;
+  readonly peerPort: number;
+  /** Every member, this one included, by name and peer port. */
+  readonly cluster: ReadonlyArray<{ readonly name: string; readonly peerPort: number }>;
+  /** "new" when the cluster is made; a member restarted on its data ignores it (it rejoins as it was). */
+  readonly state: "new" | "existing";
+  readonly token: string;
+  readonly tls?: { readonly cert: string; readonly key: string };
+}
+
+/**
+ * etcd's command line for one member on 127.0.0.1: this launcher's and the lab's (whose members run under its
+ * supervisor, in the router's namespace). A 50 ms heartbeat and a 500 ms election timeout: on loopback a
+ * leader is elected (again) in well under a second.
+ */
+export function etcdMemberArgs(m: EtcdMemberSpec): string[] {
+  const peer = (port: number) => `http://127.0.0.1:${port}`;
+  const client = `${m.tls ? "https" : "http"}://127.0.0.1:${m.clientPort}`;
+  const listen =
+    m.tls && m.gatewayPort !== m.clientPort ? `${client},http://127.0.0.1:${m.gatewayPort}` : client;
+  return [
+    ...["--name", m.name, "--data-dir", m.dataDir],
+    ...["--listen-client-urls", listen, "--advertise-client-urls", client],
+    ...(m.tls ? ["--cert-file", m.tls.cert, "--key-file", m.tls.key] : []),
+    ...["--listen-peer-urls", peer(m.peerPort), "--initial-advertise-peer-urls", peer(m.peerPort)],
+    ...["--initial-cluster", m.cluster.map((x) => `${x.name}=${peer(x.peerPort)}`).join(",")],
+    ...["--initial-cluster-state", m.state, "--initial-cluster-token", m.token],
+    ...["--heartbeat-interval", "50", "--election-timeout", "500"],
+    ...["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"],
+  ];
+}
+
 /** What a process that ends before `stop` (a crash) leaves: its members are killed, their data removed. */
 const running = new Set<ChildProcess>();
 const roots = new Set<string>();
@@ -242,21 +280,13 @@ export class EtcdCluster {
   }
 
   private spawn(m: Member, state: "new" | "existing"): void {
-    const peer = (x: Member) => `http://127.0.0.1:${x.peerPort}`;
-    const tls = this.options.tls;
-    const client = `${tls ? "https" : "http"}://127.0.0.1:${m.clientPort}`;
-    const listen = tls ? `${client},http://127.0.0.1:${m.gatewayPort}` : client;
-    // Loopback: a 50 ms heartbeat and a 500 ms election timeout elect a leader (again) in well under a second.
-    const args = [
-      ...["--name", m.name, "--data-dir", m.dataDir],
-      ...["--listen-client-urls", listen, "--advertise-client-urls", client],
-      ...(tls ? ["--cert-file", tls.cert, "--key-file", tls.key] : []),
-      ...["--listen-peer-urls", peer(m), "--initial-advertise-peer-urls", peer(m)],
-      ...["--initial-cluster", this.members.map((x) => `${x.name}=${peer(x)}`).join(",")],
-      ...["--initial-cluster-state", state, "--initial-cluster-token", this.token],
-      ...["--heartbeat-interval", "50", "--election-timeout", "500"],
-      ...["--logger", "zap", "--log-outputs", "stderr", "--log-level", "warn"],
-    ];
+    const args = etcdMemberArgs({
+      ...m,
+      cluster: this.members,
+      state,
+      token: this.token,
+      ...(this.options.tls ? { tls: this.options.tls } : {}),
+    });
     const child = spawn(ETCD, args, { stdio: ["ignore", "ignore", "pipe"] });
     m.child = child;
     m.log = [];

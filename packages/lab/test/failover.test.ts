@@ -1,0 +1,147 @@
+// The failover measurement's pure parts: its fault schedule, reading the services' JSON lines out of the
+// supervisor's log, each activation's lag to the correspondent, and the figure.
+import test from "ava";
+import {
+  activationLags,
+  failoverSchedule,
+  figureOf,
+  type FailoverMigration,
+  replicaStartsIn,
+  serviceEvents,
+} from "../src/failover.js";
+
+const HOA = "2001:db8:f::5";
+
+/** A supervisor log line carrying a service's own JSON line, as runSupervisor writes them. */
+function out(service: string, ts: number, event: string, fields: Record<string, unknown> = {}): string {
+  const line = JSON.stringify({ ts: new Date(ts).toISOString(), component: "x", event, ...fields });
+  return JSON.stringify({
+    ts: new Date(ts).toISOString(),
+    component: "lab-supervisor",
+    event: "service_output",
+    service,
+    stream: "stdout",
+    line,
+  });
+}
+
+test("the schedule kills a replica every fourth migration and keeps a member down for three", (t) => {
+  const s = failoverSchedule(16);
+  t.deepEqual(s.slice(0, 8), [
+    "kill-watched-replica",
+    "none",
+    "kill-etcd-leader",
+    "none",
+    "kill-watched-replica",
+    "none",
+    "restart-etcd",
+    "none",
+  ]);
+  t.is(s[10], "kill-etcd-follower", "the second cycle kills a follower");
+  t.is(failoverSchedule(3).length, 3);
+  // Each replica is killed at most every eighth migration (the two alternate): far from the supervisor's
+  // five restarts a minute.
+  t.is(s.filter((f) => f === "kill-watched-replica").length, 4);
+});
+
+test("service events are the services' own JSON lines; other lines and torn ones are skipped", (t) => {
+  const log = [
+    out("xenroam-control", 1000, "activated", { hoa: HOA, seq: 2 }),
+    JSON.stringify({
+      ts: new Date(1001).toISOString(),
+      component: "lab-supervisor",
+      event: "service_started",
+      service: "xenroam-control",
+    }),
+    JSON.stringify({ event: "service_output", service: "radvd", line: "radvd: not json" }),
+    '{"event":"service_output", torn',
+    "",
+  ].join("\n");
+  const events = serviceEvents(log);
+  t.is(events.length, 1);
+  t.is(events[0]?.service, "xenroam-control");
+  t.is(events[0]?.ts, 1000);
+  t.is(events[0]?.fields.seq, 2);
+  t.is(replicaStartsIn(log, 1000), 1);
+  t.is(replicaStartsIn(log, 2000), 0);
+});
+
+test("an activation's lag runs from its first acceptance to the correspondent learning it from the stream", (t) => {
+  const events = serviceEvents(
+    [
+      out("xenroam-control", 900, "activated", { hoa: HOA, seq: 1, locator: "2001:db8:a::1" }), // before the run
+      out("xenroam-control-2", 1000, "activated", { hoa: HOA, seq: 2, locator: "2001:db8:b::1" }),
+      out("xenroam-control", 1010, "activated", { hoa: HOA, seq: 2, locator: "2001:db8:b::1" }), // relayed again
+      out("xenroam-correspondent", 1040, "binding_learned", { hoa: HOA, seq: 2, via: "watch" }),
+      out("xenroam-control", 2000, "activated", { hoa: HOA, seq: 3, locator: "2001:db8:a::2" }),
+      out("xenroam-control", 2100, "activated", { hoa: "2001:db8:f::6", seq: 3, locator: "2001:db8:a::3" }),
+      out("xenroam-control", 3000, "activated", { hoa: HOA, seq: 4, locator: "2001:db8:b::2" }),
+      out("xenroam-correspondent", 3500, "binding_learned", { hoa: HOA, seq: 4, via: "watch" }),
+    ].join("\n"),
+  );
+  const lags = activationLags(events, HOA, 950);
+  t.deepEqual(
+    lags.map((l) => [l.seq, l.replica, l.lagMs]),
+    [
+      [2, "xenroam-control-2", 40],
+      // seq 3 was never learned as itself; seq 4, learned later, counts for it (the stream gives the latest).
+      [3, "xenroam-control", 1500],
+      [4, "xenroam-control", 500],
+    ],
+  );
+  const none = activationLags(
+    serviceEvents(out("xenroam-control", 1000, "activated", { hoa: HOA, seq: 5, locator: "2001:db8:a::9" })),
+    HOA,
+  );
+  t.is(none[0]?.lagMs, undefined, "never learned: missed");
+});
+
+test("the figure: lags per migration, the longest with and without a fault, missed activations", (t) => {
+  const mig = (index: number, fault: FailoverMigration["fault"], moa: string): FailoverMigration => ({
+    index,
+    from: "hosta",
+    to: "hostb",
+    fault,
+    target: undefined,
+    faultAtMs: undefined,
+    method: "dual-interface",
+    fallback: undefined,
+    moa,
+    mappedAfterMs: 100,
+    activationAfterMs: 90,
+    lagMs: undefined,
+    error: undefined,
+  });
+  const events = serviceEvents(
+    [
+      out("xenroam-control", 1000, "activated", { hoa: HOA, seq: 2, locator: "2001:db8:b::1" }),
+      out("xenroam-correspondent", 1300, "control_failover", { to: "https://[2001:db8:c::1]:7370" }),
+      out("xenroam-correspondent", 1400, "binding_learned", { hoa: HOA, seq: 2, via: "watch" }),
+      out("xenroam-control", 2000, "activated", { hoa: HOA, seq: 3, locator: "2001:db8:a::2" }),
+      out("xenroam-correspondent", 2020, "binding_learned", { hoa: HOA, seq: 3, via: "watch" }),
+      out("xenroam-control", 3000, "activated", { hoa: HOA, seq: 4, locator: "2001:db8:b::2" }),
+    ].join("\n"),
+  );
+  const f = figureOf(
+    [
+      mig(0, "kill-watched-replica", "2001:db8:b::1"),
+      mig(1, "none", "2001:db8:a::2"),
+      mig(2, "none", "2001:db8:b::2"),
+    ],
+    [],
+    events,
+    HOA,
+    0,
+    1,
+  );
+  t.deepEqual(
+    f.migrations.map((m) => m.lagMs),
+    [400, 20, undefined],
+  );
+  t.is(f.activations, 3);
+  t.deepEqual(f.missed, [4]);
+  t.is(f.longestInterruptionMs, 400);
+  t.is(f.longestWithoutFaultMs, 20);
+  t.is(f.watchFailovers, 1);
+  t.is(f.replicaStarts, 1);
+});
