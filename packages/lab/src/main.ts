@@ -3,9 +3,9 @@
 // lab operations; human output on stdout/stderr, --json for machines.
 
 import { spawn } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { connect, createServer as createNetServer } from "node:net";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { Command, Option } from "commander";
 import {
   findWorkspaceCommand,
@@ -37,6 +37,15 @@ import {
 } from "./soak.js";
 import { FANOUT_STORES, type FanoutStore } from "./fanout.js";
 import { runScale, scaleMarkdown } from "./scale.js";
+import {
+  parseScaleFile,
+  type ScaleFile,
+  ScaleFigureError,
+  scaleFigureOf,
+  scaleFigureSpec,
+  ScaleFileError,
+  type ScaleSource,
+} from "./scalefigure.js";
 import { runSupervisor } from "./supervisor.js";
 import { runTunedGuest } from "./tuned.js";
 import { LabXapi, XAPI_PASSWORD_FILE, type XapiLog } from "./xapi.js";
@@ -191,6 +200,8 @@ const program = new Command("xenroam-lab")
       "  xenroam-lab topology > my.json      start your own topology from the default one",
       "  xenroam-lab bench --runs 10 --json bench.json",
       "  xenroam-lab soak --migrations 100 --faults --json soak.json",
+      "  xenroam-lab scale --json scale.json --svg scale.svg",
+      "  xenroam-lab plot-scale --scale scale.json --svg scale.svg   redraw the figure, nothing run",
       "",
     ].join("\n"),
   );
@@ -468,6 +479,46 @@ const storeList = (v: string): FanoutStore[] => {
   return [...new Set(list)] as FanoutStore[];
 };
 
+/** Refuses an output file whose folder does not exist, before a long run rather than after it. */
+function outputFile(flag: string) {
+  return (v: string) => {
+    const dir = dirname(v);
+    if (v.trim() === "" || !existsSync(dir) || !statSync(dir).isDirectory())
+      throw new UsageError(`${flag} ${v}: no folder ${dir} to write it in`);
+    return v;
+  };
+}
+
+function readScaleFile(flag: string, file: string): ScaleSource {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    throw new UsageError(`${flag}: cannot read ${file}: ${(err as Error).message}`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (err) {
+    throw new UsageError(`${flag}: ${file} is not valid JSON: ${(err as Error).message}`);
+  }
+  return { file, run: parseScaleFile(value, file) };
+}
+
+/** Draws the figure of one or two scale results to `svg` (vega loaded only here: no other command pays for it). */
+async function writeScaleSvg(svg: string, scale: ScaleSource | undefined, fanout?: ScaleSource) {
+  const { data, caption } = scaleFigureOf(scale, fanout);
+  const spec = scaleFigureSpec(data, caption);
+  const { renderSvg } = await import("./plot.js");
+  const text = await renderSvg(spec);
+  try {
+    writeFileSync(svg, `${text}\n`);
+  } catch (err) {
+    throw new UsageError(`--svg: cannot write ${svg}: ${(err as Error).message}`);
+  }
+  progress(`wrote ${svg}`);
+}
+
 program
   .command("scale")
   .description(
@@ -504,6 +555,11 @@ program
     6,
   )
   .option("--json <file>", "write the results as JSON to FILE")
+  .option(
+    "--svg <file>",
+    "also draw them as one SVG figure to FILE (redraw it later from the JSON with plot-scale)",
+    outputFile("--svg"),
+  )
   .addOption(labNameOption("scale runs", "xs"))
   .addOption(stateRootOption())
   .action(
@@ -515,9 +571,12 @@ program
       parallel: number;
       singleRuns: number;
       json?: string;
+      svg?: string;
       name: string;
       stateRoot?: string;
     }) => {
+      if (opts.svg && opts.fanout.length + opts.prepare.length + opts.evacuate.length === 0)
+        throw new UsageError("--svg: nothing to draw with --fanout '' --prepare '' --evacuate ''");
       const result = await runScale({
         ...labOptions(opts),
         fanout: opts.fanout,
@@ -529,14 +588,50 @@ program
         labName: opts.name,
       });
       const machine = await machineFacts();
-      if (opts.json)
-        writeFileSync(
-          opts.json,
-          `${JSON.stringify({ ...result, machine, at: new Date().toISOString() }, null, 2)}\n`,
-        );
+      const run: ScaleFile = { ...result, machine, at: new Date().toISOString() };
+      if (opts.json) writeFileSync(opts.json, `${JSON.stringify(run, null, 2)}\n`);
       console.log(`${scaleMarkdown(result)}\n\n${machineLine(machine)}`);
+      if (opts.svg) await writeScaleSvg(opts.svg, { ...(opts.json ? { file: opts.json } : {}), run });
     },
   );
+
+program
+  .command("plot-scale")
+  .description(
+    "draw the figures at scale as one SVG figure from kept `xenroam-lab scale --json` results, without running anything (no root needed): (a) the fan-out's p50/p95 against the watchers, SQLite and etcd, with the 100 ms target; (b) each VM's prepare p50/p95 against the VMs prepared at once, xenroam's peak RSS, with the 3 s target; (c) each VM's network downtime in the evacuations beside the single migrations'",
+  )
+  .option("--scale <file>", "a `scale --json` result: every part it measured")
+  .option(
+    "--fanout <file>",
+    "a `scale --json` result to take the fan-out from instead (one run with --prepare '' --evacuate '')",
+  )
+  .requiredOption("--svg <file>", "write the figure to FILE", outputFile("--svg"))
+  .addHelpText(
+    "after",
+    [
+      "",
+      "A panel is drawn for each part with figures: a result without a fan-out (run with --fanout '') has no",
+      "panel (a) unless --fanout gives one. The caption names each file, when it ran and on what machine.",
+      "`xenroam-lab scale --svg FILE` draws the same figure right after a run.",
+      "",
+      "Examples:",
+      "  xenroam-lab plot-scale --scale scale.json --svg scale.svg",
+      "  xenroam-lab plot-scale --scale docs/bench/scale-lab-2026-12-05.json \\",
+      "      --fanout docs/bench/fanout-lab-2026-12-05.json --svg docs/bench/scale-lab-2026-12-05.svg",
+      "",
+    ].join("\n"),
+  )
+  .action(async (opts: { scale?: string; fanout?: string; svg: string }) => {
+    if (!opts.scale && !opts.fanout)
+      throw new UsageError(
+        "plot-scale: give --scale FILE, --fanout FILE or both (what `xenroam-lab scale --json` wrote)",
+      );
+    await writeScaleSvg(
+      opts.svg,
+      opts.scale ? readScaleFile("--scale", opts.scale) : undefined,
+      opts.fanout ? readScaleFile("--fanout", opts.fanout) : undefined,
+    );
+  });
 
 program
   .command("soak")
@@ -767,7 +862,13 @@ program
   .action((opts: { stateDir: string }) => runSupervisor(opts.stateDir));
 
 program.parseAsync().catch((err: unknown) => {
-  if (err instanceof TopologyError || err instanceof LabError || err instanceof UsageError) {
+  if (
+    err instanceof TopologyError ||
+    err instanceof LabError ||
+    err instanceof UsageError ||
+    err instanceof ScaleFileError ||
+    err instanceof ScaleFigureError
+  ) {
     process.stderr.write(`xenroam-lab: ${err.message}\n`);
   } else {
     process.stderr.write(
