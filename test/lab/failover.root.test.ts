@@ -25,6 +25,8 @@ test("a correspondent's watch fails over between replicas and survives an etcd m
     t.is(m.method, "dual-interface", `${what}: ${m.fallback ?? m.error ?? ""}`);
     t.not(m.mappedAfterMs, undefined, `${what}: the correspondent mapped the HoA to ${m.moa}`);
     t.not(m.lagMs, undefined, `${what}: learned from the stream`);
+    if (m.fault === "kill-watched-replica")
+      t.not(m.watchMovedAfterMs, undefined, `${what}: the correspondent's watch moved to the other replica`);
   }
   t.deepEqual(figure.missed, [], "every activation reached the correspondent through the stream");
   t.true(figure.activations >= figure.migrations.length, `${figure.activations} activations`);
@@ -36,6 +38,6 @@ test("a correspondent's watch fails over between replicas and survives an etcd m
     t.is(c.behindBy, 0, `${c.member} applied its peers' revision`);
   }
   t.log(
-    `lag p50 ${figure.lag.p50Ms} ms, p95 ${figure.lag.p95Ms} ms, longest ${figure.longestInterruptionMs} ms (without a fault: ${figure.longestWithoutFaultMs} ms); watch down ${figure.watchDownMs} ms; catch-up ${figure.catchUps.map((c) => `${c.member} ${c.caughtUpMs} ms after ${c.downForMs} ms down`).join(", ")}`,
+    `lag p50 ${figure.lag.p50Ms} ms, p95 ${figure.lag.p95Ms} ms, longest ${figure.longestInterruptionMs} ms (without a fault: ${figure.longestWithoutFaultMs} ms); watch moved at most ${figure.longestWatchMoveMs} ms after its replica's death, down ${figure.watchDownMs} ms; catch-up ${figure.catchUps.map((c) => `${c.member} ${c.caughtUpMs} ms after ${c.downForMs} ms down`).join(", ")}`,
   );
 });

@@ -138,6 +138,8 @@ export function activationLags(events: readonly LogEvent[], hoa: string, since =
 
 export interface FailoverMigration {
   readonly index: number;
+  /** When it began (ms since the epoch); faultAtMs, activationAfterMs and mappedAfterMs count from it. */
+  readonly startedAt: number;
   readonly from: string;
   readonly to: string;
   readonly fault: FailoverFault;
@@ -153,6 +155,8 @@ export interface FailoverMigration {
   /** Its activation reached a replica this long after the migration began. */
   readonly activationAfterMs: number | undefined;
   readonly lagMs: number | undefined;
+  /** A watched replica killed: how long until the correspondent's watch moved to another (`control_failover`). */
+  readonly watchMovedAfterMs: number | undefined;
   readonly error: string | undefined;
 }
 
@@ -174,6 +178,8 @@ export interface FailoverFigure {
   readonly longestWithoutFaultMs: number;
   /** The correspondent's watch moving from one replica to another (`control_failover`). */
   readonly watchFailovers: number;
+  /** The longest a correspondent's watch stayed on a killed replica before moving to another. */
+  readonly longestWatchMoveMs: number;
   /** `watch_lost` → `watch_resumed` spells (every replica failing at once), longest. */
   readonly watchDownMs: number;
   readonly catchUps: readonly MemberCatchUp[];
@@ -382,6 +388,7 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
       }
       const row: FailoverMigration = {
         index,
+        startedAt: started,
         from,
         to,
         fault,
@@ -393,6 +400,7 @@ export async function measureFailover(options: FailoverOptions): Promise<Failove
         mappedAfterMs: mappedAt === undefined ? undefined : mappedAt - started,
         activationAfterMs: activatedAt(events(), hoa, moa, started),
         lagMs: undefined,
+        watchMovedAfterMs: undefined,
         error,
       };
       migrations.push(row);
@@ -443,10 +451,20 @@ export function figureOf(
 ): FailoverFigure {
   const lags = activationLags(events, hoa, since);
   const byLocator = new Map(lags.map((l) => [l.locator, l]));
-  const rows = migrations.map((mig) => ({
-    ...mig,
-    lagMs: mig.moa ? byLocator.get(mig.moa)?.lagMs : undefined,
-  }));
+  const moves = events.filter((e) => e.service === "xenroam-correspondent" && e.event === "control_failover");
+  const rows = migrations.map((mig) => {
+    const killedAt = mig.faultAtMs === undefined ? undefined : mig.startedAt + mig.faultAtMs;
+    const moved =
+      mig.fault === "kill-watched-replica" && killedAt !== undefined
+        ? moves.find((e) => e.ts >= killedAt - 5 && e.ts < killedAt + 30_000)
+        : undefined;
+    return {
+      ...mig,
+      lagMs: mig.moa ? byLocator.get(mig.moa)?.lagMs : undefined,
+      watchMovedAfterMs: moved && killedAt !== undefined ? Math.max(0, moved.ts - killedAt) : undefined,
+    };
+  });
+  const watchMoves = rows.flatMap((r) => (r.watchMovedAfterMs === undefined ? [] : [r.watchMovedAfterMs]));
   const known = lags.flatMap((l) => (l.lagMs === undefined ? [] : [l.lagMs])).sort((a, b) => a - b);
   const quiet = rows
     .filter((r) => r.fault === "none")
@@ -468,8 +486,42 @@ export function figureOf(
     longestInterruptionMs: known.at(-1) ?? 0,
     longestWithoutFaultMs: quiet.length ? Math.max(...quiet) : 0,
     watchFailovers: ofService("xenroam-correspondent", "control_failover").length,
+    longestWatchMoveMs: watchMoves.length ? Math.max(...watchMoves) : 0,
     watchDownMs: resumed.length ? Math.max(...resumed) : 0,
     catchUps,
     replicaStarts,
   };
+}
+
+const FAULT_TEXT: Readonly<Record<FailoverFault, string>> = {
+  none: "none (right after a fault, or between two)",
+  "kill-watched-replica": "the replica the correspondent watches SIGKILLed",
+  "kill-etcd-leader": "the etcd leader SIGKILLed (kept down 3 migrations)",
+  "kill-etcd-follower": "an etcd follower SIGKILLed (kept down 3 migrations)",
+  "restart-etcd": "the killed etcd member started again",
+};
+
+/** The table the README shows: per fault, the migrations, the method kept, and the correspondent's lag. */
+export function failoverMarkdown(f: FailoverFigure): string {
+  const faults = [...new Set(f.migrations.map((m) => m.fault))];
+  const rows = faults.map((fault) => {
+    const ms = f.migrations.filter((m) => m.fault === fault);
+    const lags = ms.flatMap((m) => (m.lagMs === undefined ? [] : [m.lagMs]));
+    const method = ms.filter((m) => m.method === "dual-interface").length;
+    const mapped = ms.filter((m) => m.mappedAfterMs !== undefined).length;
+    return `| ${FAULT_TEXT[fault]} | ${ms.length} | ${method} of ${ms.length} | ${mapped} of ${ms.length} | ${lags.length ? `${percentile(lags, 50)} ms` : "-"} | ${lags.length ? `${Math.max(...lags)} ms` : "-"} |`;
+  });
+  const catchUp = f.catchUps
+    .map(
+      (c) =>
+        `${c.member} ${c.caughtUpMs === undefined ? "did NOT catch up" : `caught up ${c.caughtUpMs} ms after its restart`} (down ${(c.downForMs / 1000).toFixed(1)} s)`,
+    )
+    .join("; ");
+  return [
+    "| fault during the migration | migrations | with the method | correspondent mapped the new MoA | activation → correspondent, p50 | longest |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+    ...rows,
+    "",
+    `Failover: ${f.activations} activations, ${f.missed.length === 0 ? "none missed" : `${f.missed.length} MISSED (seq ${f.missed.join(", ")})`}; the longest a correspondent waited for one ${f.longestInterruptionMs} ms (${f.longestWithoutFaultMs} ms in migrations without a fault); the watch moved between replicas ${f.watchFailovers} times, at most ${f.longestWatchMoveMs} ms after its replica was killed${f.watchDownMs > 0 ? `, lost every replica for up to ${f.watchDownMs} ms` : ", never without a replica"}; ${catchUp || "no member restarted"}.`,
+  ].join("\n");
 }

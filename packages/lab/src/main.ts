@@ -522,7 +522,7 @@ async function writeScaleSvg(svg: string, scale: ScaleSource | undefined, fanout
 program
   .command("scale")
   .description(
-    "the figures at scale: the fan-out of an activation to many correspondents watching the control server (simulated watchers, a few real agents applying nftables; SQLite and etcd side by side), one host preparing many VMs at once (prepare time per VM, xenroam's peak RSS, radvd per site), and an evacuation of many VMs with a probe in each (each VM's network downtime beside a single migration's)",
+    "the figures at scale: the fan-out of an activation to many correspondents watching the control server (simulated watchers, a few real agents applying nftables; SQLite and etcd side by side), one host preparing many VMs at once (prepare time per VM, xenroam's peak RSS, radvd per site), an evacuation of many VMs with a probe in each (each VM's network downtime beside a single migration's), and migrations while the control plane fails (two replicas on a three-member etcd: the replica a correspondent watches and etcd members killed mid-migration; each activation's delay to the correspondent, none missed)",
   )
   .option(
     "--fanout <counts>",
@@ -554,6 +554,16 @@ program
     },
     6,
   )
+  .option(
+    "--failover <migrations>",
+    "migrations under control-plane faults (two replicas on etcd: the watched replica and etcd members killed mid-migration); 0 skips it",
+    (v) => {
+      const n = Number(v);
+      if (!/^[0-9]+$/.test(v) || n > 200) throw new UsageError("--failover takes 0 to 200 migrations");
+      return n;
+    },
+    16,
+  )
   .option("--json <file>", "write the results as JSON to FILE")
   .option(
     "--svg <file>",
@@ -570,6 +580,7 @@ program
       evacuate: number[];
       parallel: number;
       singleRuns: number;
+      failover: number;
       json?: string;
       svg?: string;
       name: string;
@@ -585,6 +596,7 @@ program
         evacuate: opts.evacuate,
         parallel: opts.parallel,
         singleRuns: opts.singleRuns,
+        failover: opts.failover,
         labName: opts.name,
       });
       const machine = await machineFacts();

@@ -9,6 +9,7 @@
 import { type ChildProcess, execFile, spawn } from "node:child_process";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
+import { type FailoverFigure, failoverMarkdown, measureFailover } from "./failover.js";
 import { type FanoutFigure, fanoutMarkdown, type FanoutStore, measureFanout, stopChild } from "./fanout.js";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import { netnsName } from "./plan.js";
@@ -36,6 +37,8 @@ export interface ScaleOptions extends LabOptions {
   readonly parallel: number;
   /** Single migrations measured for the evacuation's baseline (there and back, so an even number). */
   readonly singleRuns: number;
+  /** (d): migrations under control-plane faults (replicas on etcd); 0 skips it. */
+  readonly failover?: number;
   /** The lab's name (namespace prefix). */
   readonly labName?: string;
 }
@@ -86,6 +89,8 @@ export interface ScaleResult {
   readonly fanout: readonly FanoutFigure[];
   readonly prepare: readonly PrepareFigure[];
   readonly evacuation: readonly EvacuationFigure[];
+  /** (d) the control plane's failover under migrations, when run. */
+  readonly failover?: FailoverFigure;
   /** What was not measured here, and why. */
   readonly notMeasured: readonly string[];
 }
@@ -361,6 +366,14 @@ export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
   for (const n of options.prepare) prepare.push(await measurePrepare(n, options));
   const evacuation: EvacuationFigure[] = [];
   for (const n of options.evacuate) evacuation.push(await measureEvacuation(n, options));
+  const failover = options.failover
+    ? await measureFailover({
+        ...options,
+        migrations: options.failover,
+        labName: `${options.labName ?? "xs"}f`,
+        say: (line) => options.progress?.(`failover: ${line}`),
+      })
+    : undefined;
   const notMeasured = [
     ...(options.prepare.length === 0 || options.prepare.some((n) => n >= 1000)
       ? []
@@ -368,7 +381,7 @@ export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
           "prepare ×1,000: a lab VM is a namespace with its own guest agent (Node.js, ~50 MB): 1,000 need ~50 GB, this machine has 24 GB; the lab stops at 128",
         ]),
   ];
-  return { fanout, prepare, evacuation, notMeasured };
+  return { fanout, prepare, evacuation, ...(failover ? { failover } : {}), notMeasured };
 }
 
 const cell = (n: number) => (Number.isFinite(n) ? String(Math.round(n)) : "-");
@@ -399,6 +412,7 @@ export function scaleMarkdown(r: ScaleResult): string {
       "",
     );
   }
+  if (r.failover) lines.push(failoverMarkdown(r.failover), "");
   for (const n of r.notMeasured) lines.push(`Not measured: ${n}.`);
   return lines.join("\n").trimEnd();
 }

@@ -3,6 +3,7 @@
 import test from "ava";
 import {
   activationLags,
+  failoverMarkdown,
   failoverSchedule,
   figureOf,
   type FailoverMigration,
@@ -99,17 +100,19 @@ test("an activation's lag runs from its first acceptance to the correspondent le
 test("the figure: lags per migration, the longest with and without a fault, missed activations", (t) => {
   const mig = (index: number, fault: FailoverMigration["fault"], moa: string): FailoverMigration => ({
     index,
+    startedAt: index * 1000 + 500,
     from: "hosta",
     to: "hostb",
     fault,
     target: undefined,
-    faultAtMs: undefined,
+    faultAtMs: fault === "none" ? undefined : 780,
     method: "dual-interface",
     fallback: undefined,
     moa,
     mappedAfterMs: 100,
     activationAfterMs: 90,
     lagMs: undefined,
+    watchMovedAfterMs: undefined,
     error: undefined,
   });
   const events = serviceEvents(
@@ -143,5 +146,58 @@ test("the figure: lags per migration, the longest with and without a fault, miss
   t.is(f.longestInterruptionMs, 400);
   t.is(f.longestWithoutFaultMs, 20);
   t.is(f.watchFailovers, 1);
+  t.deepEqual(
+    f.migrations.map((m) => m.watchMovedAfterMs),
+    [20, undefined, undefined],
+    "killed at 500 + 780 ms, moved at 1300",
+  );
+  t.is(f.longestWatchMoveMs, 20);
   t.is(f.replicaStarts, 1);
+});
+
+test("the failover table: a row per fault, and the line that says what was missed and the longest wait", (t) => {
+  const row = (
+    index: number,
+    fault: FailoverMigration["fault"],
+    lagMs: number | undefined,
+  ): FailoverMigration => ({
+    index,
+    startedAt: 0,
+    from: "hosta",
+    to: "hostb",
+    fault,
+    target: undefined,
+    faultAtMs: 10,
+    method: "dual-interface",
+    fallback: undefined,
+    moa: "2001:db8:b::1",
+    mappedAfterMs: 2000,
+    activationAfterMs: 1500,
+    lagMs,
+    watchMovedAfterMs: fault === "none" ? undefined : 9,
+    error: undefined,
+  });
+  const md = failoverMarkdown({
+    migrations: [row(0, "kill-watched-replica", 40), row(1, "none", 3), row(2, "none", 5)],
+    activations: 3,
+    missed: [],
+    lag: { p50Ms: 5, p95Ms: 40, maxMs: 40 },
+    longestInterruptionMs: 40,
+    longestWithoutFaultMs: 5,
+    watchFailovers: 1,
+    longestWatchMoveMs: 9,
+    watchDownMs: 0,
+    catchUps: [{ member: "etcd-1", downForMs: 9000, caughtUpMs: 180, behindBy: 0 }],
+    replicaStarts: 1,
+  });
+  t.regex(
+    md,
+    /\| the replica the correspondent watches SIGKILLed \| 1 \| 1 of 1 \| 1 of 1 \| 40 ms \| 40 ms \|/,
+  );
+  t.regex(md, /\| none \(right after a fault, or between two\) \| 2 \| 2 of 2 \| 2 of 2 \| 3 ms \| 5 ms \|/);
+  t.regex(
+    md,
+    /none missed; the longest a correspondent waited for one 40 ms \(5 ms in migrations without a fault\)/,
+  );
+  t.regex(md, /etcd-1 caught up 180 ms after its restart \(down 9\.0 s\)/);
 });
