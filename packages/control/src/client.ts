@@ -2,8 +2,9 @@
 // (watch) and the host plugin (sites, relays) use, over http:// or https:// (verified against a given CA, else
 // the system's). Every call has a deadline; errors carry the server's reason and say which server and call
 // failed. Given several servers (replicas on one etcd), a call the current one cannot answer goes to the next
-// (failover). Each call is one HTTP/1.1 exchange on a connection of its own, over node:net or node:tls only:
-// the DomU's agent runs the same code under Bun, where node:http would cost it 4-8 MB more (issue 11).
+// (failover). Each call is one HTTP/1.1 exchange on a connection of its own, but for the watch's long polls,
+// which keep theirs from one poll to the next; over node:net or node:tls only: the DomU's agent runs the same
+// code under Bun, where node:http would cost it 4-8 MB more (issue 11).
 
 import { connect, isIP, type Socket } from "node:net";
 import type { connect as connectTls } from "node:tls";
@@ -128,6 +129,20 @@ export function parseControlUrls(urls: string | readonly string[]): string[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/**
+ * How long the connection a long poll kept may wait for the next poll: less than the server's keep-alive
+ * timeout (5 s, http.ts), so that a poll is seldom written just as the server closes it (when one is, the
+ * poll goes again on a new connection).
+ */
+const KEEP_IDLE_MS = 4000;
+
+/** A connection a long poll kept for the next one to its server, and what undoes its keeping. */
+interface Kept {
+  readonly socket: Socket;
+  readonly since: number;
+  readonly release: () => void;
+}
+
 export class ControlClient {
   /** Every server, in the order given. */
   readonly servers: readonly string[];
@@ -141,6 +156,8 @@ export class ControlClient {
   private readonly spoke = new Set<Server>();
   /** node:tls's connect, loaded for an https:// server only: an http:// client (a DomU agent) never pays for it. */
   private readonly tls: Promise<typeof connectTls> | undefined;
+  /** Per server, the connection the last long poll left open, taken by the next. */
+  private readonly kept = new Map<Server, Kept>();
 
   /**
    * `url`: one control server, or several (a list, or URLs separated by commas) that share one store. With
@@ -296,7 +313,8 @@ export class ControlClient {
   /**
    * One long poll of the watch stream: the changes after `since`, waiting up to `waitMs` for one. With
    * several servers, a poll whose server dies goes on at the next one from the same `since`: revisions are
-   * the shared store's, the same on every server.
+   * the shared store's, the same on every server. Polls to one server reuse one connection (keep-alive): at a
+   * change, a thousand watchers would otherwise reconnect to it at once, a TLS handshake each.
    */
   async changes(
     since: number,
@@ -305,6 +323,7 @@ export class ControlClient {
   ): Promise<{ revision: number; changes: Change[] }> {
     return this.call("GET", `/v1/bindings?since=${since}&wait=${waitMs}`, undefined, {
       timeoutMs: waitMs + this.timeoutMs,
+      keep: true,
       ...(signal ? { signal } : {}),
     });
   }
@@ -313,16 +332,26 @@ export class ControlClient {
     method: string,
     path: string,
     payload?: unknown,
-    opts: { text?: boolean; timeoutMs?: number; signal?: AbortSignal; resend?: Resend } = {},
+    opts: { text?: boolean; timeoutMs?: number; signal?: AbortSignal; resend?: Resend; keep?: boolean } = {},
   ): Promise<T> {
     const body = payload === undefined ? undefined : JSON.stringify(payload);
     const timeoutMs = opts.timeoutMs ?? this.timeoutMs;
+    const keep = opts.keep ?? false;
     return this.failover(
       method,
       path,
       opts.resend ?? "any",
       opts.signal,
-      (s) => this.exchange(s, this.render(s, method, path, body), method, path, timeoutMs, opts.signal),
+      (s) =>
+        this.exchange(
+          s,
+          this.render(s, method, path, body, keep),
+          method,
+          path,
+          timeoutMs,
+          opts.signal,
+          keep,
+        ),
       opts.text,
     );
   }
@@ -394,15 +423,21 @@ export class ControlClient {
     this.failing.delete(i);
   }
 
-  /** A whole HTTP/1.1 request, to be written at once on a connection of its own. */
-  private render(server: Server, method: string, path: string, json: string | undefined): Buffer {
+  /** A whole HTTP/1.1 request, to be written at once; its connection closed after the answer unless `keep`. */
+  private render(
+    server: Server,
+    method: string,
+    path: string,
+    json: string | undefined,
+    keep = false,
+  ): Buffer {
     const body = json === undefined ? undefined : Buffer.from(json);
     const head = [
       `${method} ${path} HTTP/1.1`,
       `Host: ${server.hostHeader}`,
       ...(this.options.token ? [`Authorization: Bearer ${this.options.token}`] : []),
       ...(body ? ["Content-Type: application/json", `Content-Length: ${body.length}`] : []),
-      "Connection: close",
+      `Connection: ${keep ? "keep-alive" : "close"}`,
       "",
       "",
     ].join("\r\n");
@@ -413,7 +448,8 @@ export class ControlClient {
    * Connects (over TLS for https://, the server's certificate verified before anything is sent), writes the
    * request whole and reads the answer. One deadline for the whole exchange, however the server trickles its
    * answer, and a call's for the connection when that is shorter (a long poll); `signal` cuts it short. A
-   * failure says whether the request was written.
+   * failure says whether the request was written. With `keep` (the watch's GETs), the connection the last
+   * poll to this server kept is used when there is one, and this one is kept when the server allows.
    */
   private async exchange(
     server: Server,
@@ -422,6 +458,7 @@ export class ControlClient {
     path: string,
     timeoutMs: number,
     signal?: AbortSignal,
+    keep = false,
   ): Promise<{ status: number; text: string }> {
     const { host, port } = server;
     const { ca } = this.options;
@@ -435,38 +472,33 @@ export class ControlClient {
       let chunks = Buffer.alloc(0);
       let settled = false;
       let sent = false;
-      const settle = (fn: () => void) => {
+      let socket: Socket;
+      let connecting: NodeJS.Timeout | undefined;
+      let detach = () => {};
+      const settle = (fn: () => void, keepSocket = false) => {
         if (settled) return;
         settled = true;
         clearTimeout(deadline);
         clearTimeout(connecting);
         signal?.removeEventListener("abort", aborted);
-        socket.destroy();
+        if (keepSocket) {
+          detach();
+          this.park(server, socket);
+        } else socket.destroy();
         fn();
       };
       const fail = (why: string, abort = false) =>
         settle(() => reject(new ExchangeError(`${what}: ${why}`, sent, abort)));
       const deadline = setTimeout(() => fail("no answer in time"), timeoutMs);
-      // A long poll's deadline is its wait and more; a server that does not even take the connection (its host
-      // gone) is given a call's, so that a watch goes on at another replica within seconds.
-      const connecting =
-        timeoutMs > this.timeoutMs
-          ? setTimeout(() => fail("no connection in time"), this.timeoutMs)
-          : undefined;
       const aborted = () => fail("aborted", true);
       signal?.addEventListener("abort", aborted, { once: true });
-      // Not half-closed after the request: the server closes after its answer (Connection: close). SNI only
-      // for a DNS name.
       const send = () => {
         clearTimeout(connecting);
         sent = true;
         socket.write(request);
       };
-      const socket: Socket = tls
-        ? tls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }, send)
-        : connect({ host, port }, send);
       const done = (final: boolean) => {
-        let answer: { status: number; text: string };
+        let answer: ReturnType<typeof parseHttpResponse>;
         try {
           answer = parseHttpResponse(chunks, final);
         } catch (err) {
@@ -481,15 +513,91 @@ export class ControlClient {
           return;
         }
         if (!tls) this.spoke.add(server);
-        settle(() => resolve(answer));
+        settle(
+          () => resolve({ status: answer.status, text: answer.text }),
+          keep && answer.keepAlive && !final,
+        );
       };
-      socket.on("data", (c: Buffer) => {
-        chunks = Buffer.concat([chunks, c]);
-        done(false);
-      });
-      socket.on("error", (err) => (chunks.length > 0 ? done(true) : fail(this.why(err))));
-      socket.on("close", () => done(true));
+      const use = (s: Socket, kept: boolean) => {
+        socket = s;
+        const data = (c: Buffer) => {
+          chunks = Buffer.concat([chunks, c]);
+          done(false);
+        };
+        const ended = (err?: Error) => {
+          if (s !== socket) return;
+          // A kept connection the server closed as the poll went out (its keep-alive timeout, a restart):
+          // nothing was answered, and a GET may go once more, on a new connection.
+          if (kept && chunks.length === 0 && method === "GET") {
+            s.destroy();
+            open();
+          } else if (err && chunks.length === 0) fail(this.why(err));
+          else done(true);
+        };
+        const closed = () => ended();
+        s.on("data", data);
+        s.on("error", ended);
+        s.on("close", closed);
+        detach = () => {
+          s.off("data", data);
+          s.off("error", ended);
+          s.off("close", closed);
+        };
+      };
+      const open = () => {
+        // A long poll's deadline is its wait and more; a server that does not even take the connection (its
+        // host gone) is given a call's, so that a watch goes on at another replica within seconds.
+        if (timeoutMs > this.timeoutMs)
+          connecting = setTimeout(() => fail("no connection in time"), this.timeoutMs);
+        // Not half-closed after the request: the server closes after its answer (Connection: close), or keeps
+        // the connection for the next. SNI only for a DNS name.
+        use(
+          tls
+            ? tls({ host, port, ...(isIP(host) ? {} : { servername: host }), ...(ca ? { ca } : {}) }, send)
+            : connect({ host, port }, send),
+          false,
+        );
+      };
+      const kept = keep ? this.take(server) : undefined;
+      if (kept) {
+        use(kept, true);
+        send();
+      } else open();
     });
+  }
+
+  /** Keeps a long poll's connection for the next poll to `server` (one a server) until the server closes it. */
+  private park(server: Server, socket: Socket): void {
+    if (this.kept.has(server)) {
+      socket.destroy();
+      return;
+    }
+    const drop = () => {
+      if (this.kept.get(server)?.socket === socket) this.kept.delete(server);
+      socket.destroy();
+    };
+    // Anything the server sends unasked (its close, an error) ends it. It holds no process open.
+    const events = ["data", "end", "error", "close"] as const;
+    for (const e of events) socket.on(e, drop);
+    socket.unref();
+    const release = () => {
+      for (const e of events) socket.off(e, drop);
+      socket.ref();
+    };
+    this.kept.set(server, { socket, since: performance.now(), release });
+  }
+
+  /** The connection kept for `server`, unless it is gone or may be closing by now. */
+  private take(server: Server): Socket | undefined {
+    const kept = this.kept.get(server);
+    if (!kept) return undefined;
+    this.kept.delete(server);
+    // Destroyed, it may still have an error to emit: `drop` stays on to take it.
+    if (kept.socket.destroyed) return undefined;
+    kept.release();
+    if (performance.now() - kept.since < KEEP_IDLE_MS) return kept.socket;
+    kept.socket.destroy();
+    return undefined;
   }
 
   /** A connection or TLS failure, said so that it can be acted on. */
@@ -541,17 +649,22 @@ export class ControlClient {
 }
 
 /**
- * One HTTP/1.1 response, whole: status and body, with a chunked body decoded. Throws on anything that is
- * not one, or not one yet (`closed` false: the connection is still open, more may come).
+ * One HTTP/1.1 response, whole: status and body, with a chunked body decoded, and whether its connection may
+ * carry the next request (`keepAlive`: HTTP/1.1, framed by its length or chunks, not "Connection: close", and
+ * nothing after it). Throws on anything that is not one, or not one yet (`closed` false: the connection is
+ * still open, more may come).
  */
-export function parseHttpResponse(raw: Buffer, closed = true): { status: number; text: string } {
+export function parseHttpResponse(
+  raw: Buffer,
+  closed = true,
+): { status: number; text: string; keepAlive: boolean } {
   const end = raw.indexOf("\r\n\r\n");
   if (end < 0)
     throw new Error(
       raw.length === 0 ? "the server closed the connection without answering" : "no complete HTTP answer",
     );
   const lines = raw.subarray(0, end).toString("latin1").split("\r\n");
-  const m = /^HTTP\/1\.[01] (\d{3})/.exec(lines[0] ?? "");
+  const m = /^HTTP\/1\.([01]) (\d{3})/.exec(lines[0] ?? "");
   if (!m) throw new Error(`not an HTTP answer: ${JSON.stringify((lines[0] ?? "").slice(0, 40))}`);
   const headers = new Map(
     lines.slice(1).map((l) => {
@@ -560,25 +673,38 @@ export function parseHttpResponse(raw: Buffer, closed = true): { status: number;
     }),
   );
   let body = raw.subarray(end + 4);
+  // Where the answer ends in `body`; undefined when the connection's end is its end.
+  let size: number | undefined;
   if (/chunked/i.test(headers.get("transfer-encoding") ?? "")) {
     const parts: Buffer[] = [];
     for (let at = 0; ;) {
       const eol = body.indexOf("\r\n", at);
       if (eol < 0) throw new Error("a chunked answer cut short");
-      const size = Number.parseInt(body.subarray(at, eol).toString("latin1"), 16);
-      if (!Number.isFinite(size)) throw new Error("a bad chunk size");
-      if (size === 0) break;
-      if (eol + 2 + size + 2 > body.length) throw new Error("a chunked answer cut short");
-      parts.push(body.subarray(eol + 2, eol + 2 + size));
-      at = eol + 2 + size + 2;
+      const chunk = Number.parseInt(body.subarray(at, eol).toString("latin1"), 16);
+      if (!Number.isFinite(chunk)) throw new Error("a bad chunk size");
+      if (chunk === 0) {
+        // The last chunk, then trailers (none here) and an empty line: the answer ends there.
+        const last = body.indexOf("\r\n\r\n", eol);
+        if (last < 0 && !closed) throw new Error("a chunked answer cut short");
+        size = last < 0 ? undefined : last + 4;
+        break;
+      }
+      if (eol + 2 + chunk + 2 > body.length) throw new Error("a chunked answer cut short");
+      parts.push(body.subarray(eol + 2, eol + 2 + chunk));
+      at = eol + 2 + chunk + 2;
     }
     body = Buffer.concat(parts);
   } else if (headers.has("content-length")) {
-    const length = Number(headers.get("content-length"));
-    if (body.length < length) throw new Error("an answer cut short");
-    body = body.subarray(0, length);
+    size = Number(headers.get("content-length"));
+    if (body.length < size) throw new Error("an answer cut short");
+    body = body.subarray(0, size);
   } else if (!closed) {
     throw new Error("an answer that ends with the connection, not ended yet");
   }
-  return { status: Number(m[1]), text: body.toString("utf8") };
+  const keepAlive =
+    m[1] === "1" &&
+    size !== undefined &&
+    end + 4 + size === raw.length &&
+    !/\bclose\b/i.test(headers.get("connection") ?? "");
+  return { status: Number(m[2]), text: body.toString("utf8"), keepAlive };
 }

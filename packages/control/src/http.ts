@@ -172,14 +172,19 @@ export function createControlServer(
   const buckets = new Buckets();
   const polls = new Map<string, number>();
   const principalKey = (who: Principal) => (who.kind === "admin" ? "admin" : `${who.kind}:${who.name}`);
-  const send = (res: ServerResponse, status: number, value: unknown) => {
-    // Once the server is closing, answers end their connection so shutdown does not wait for keep-alive.
+  const reply = (res: ServerResponse, status: number, type: string, body: string) => {
+    // Sized, not chunked (writeHead would choose chunks): one write, and a kept connection's answer ends where
+    // its length says. Once the server is closing, answers end their connection so shutdown does not wait for
+    // keep-alive.
     res.writeHead(status, {
-      "content-type": "application/json",
+      "content-type": type,
+      "content-length": Buffer.byteLength(body),
       ...(server.listening ? {} : { connection: "close" }),
     });
-    res.end(JSON.stringify(value));
+    res.end(body);
   };
+  const send = (res: ServerResponse, status: number, value: unknown) =>
+    reply(res, status, "application/json", JSON.stringify(value));
   const handler = (req: IncomingMessage, res: ServerResponse) => {
     let routeLabel = "unmatched";
     let limited: RefusalReason | undefined;
@@ -206,8 +211,7 @@ export function createControlServer(
       const route = `${req.method ?? ""} ${path}`;
       routeLabel = routeTemplate(req.method ?? "", path);
       if (route === "GET /v1/public-key") {
-        res.writeHead(200, { "content-type": "application/x-pem-file" });
-        res.end(publicKeyPem);
+        reply(res, 200, "application/x-pem-file", publicKeyPem);
         return;
       }
       if (route === "GET /v1/health") {
@@ -411,6 +415,7 @@ export function createControlServer(
       )
     : createServer({ connectionsCheckingInterval: 1000 }, handler);
   const perSource = new Map<string, number>();
+  let connections = 0;
   server.on("connection", (socket: Socket) => {
     const from = socket.remoteAddress ?? "?";
     const open = (perSource.get(from) ?? 0) + 1;
@@ -420,7 +425,11 @@ export function createControlServer(
       return;
     }
     perSource.set(from, open);
+    // Kept-alive connections between two requests hold slots too: once three quarters are taken, those go
+    // (their clients connect again) rather than new clients being turned away.
+    if (++connections > limits.maxConnections * 0.75) server.closeIdleConnections();
     socket.once("close", () => {
+      connections -= 1;
       const left = (perSource.get(from) ?? 1) - 1;
       if (left > 0) perSource.set(from, left);
       else perSource.delete(from);
@@ -428,8 +437,11 @@ export function createControlServer(
   });
   server.maxConnections = limits.maxConnections;
   server.on("drop", () => metrics?.refused("too_many_connections"));
-  // A client that trickles its headers or body is cut; a long poll answers within 30 s.
+  // A client that trickles its headers or body is cut; a long poll answers within 30 s. Neither runs while a
+  // request waits for its answer, nor between requests: there keepAliveTimeout does, and a watcher's next
+  // poll follows its answer at once (client.ts drops a connection it kept after 4 s).
   server.headersTimeout = 10_000;
   server.requestTimeout = 45_000;
+  server.keepAliveTimeout = 5000;
   return server;
 }

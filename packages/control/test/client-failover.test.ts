@@ -1,11 +1,12 @@
 // The client given several control servers, against raw socket servers: which failures move a call on to the
 // next server and which do not, which calls are sent again when the first server may have acted on them, the
-// `control_failover` log, and one server given working exactly as before.
+// `control_failover` log, and one server given working exactly as before. The watch's kept connection to a
+// server that dies, against servers in this process.
 import { createServer, type Socket } from "node:net";
 import type { AddressInfo } from "node:net";
 import test, { type ExecutionContext } from "ava";
 import { ControlClient, ControlClientError, parseControlUrls, type SignedBinding } from "../src/index.js";
-import { freePort } from "./client-replicas.js";
+import { freePort, inProcess } from "./client-replicas.js";
 
 type Behaviour = "answer" | "drop" | "silent" | `status ${number}`;
 
@@ -290,4 +291,34 @@ test("with three servers the later tries pause briefly; a relay prepared before 
     instanceOf: ControlClientError,
   });
   t.like(err, { status: 409, code: "already-active" });
+});
+
+test("the watch's kept connection to a server that dies, between polls or under one: the watch goes on at the next", async (t) => {
+  const [a, b, c] = [await inProcess(t), await inProcess(t), await inProcess(t)];
+  await b.service.registerVm("vm1", "fd00:1::1");
+  await c.service.registerVm("vm1", "fd00:1::1");
+  await c.service.registerVm("vm2", "fd00:1::2");
+  const { events, log } = logger();
+  const watcher = new ControlClient([a.url, b.url, c.url], { token: "adm", log });
+  await watcher.changes(0, 0);
+  await watcher.changes(0, 0);
+  t.is(a.seen.connections, 1);
+  // Dead while its connection is kept: the next poll is written on it before the client has seen it close.
+  a.kill();
+  t.is((await watcher.changes(0, 5000)).revision, 1);
+  t.is(watcher.base, b.url);
+  // Dead while a poll waits on its kept connection.
+  const polling = watcher.changes(1, 5000);
+  await new Promise((r) => setTimeout(r, 50));
+  b.kill();
+  t.like(await polling, { revision: 2, changes: [{ revision: 2 }] });
+  t.is(watcher.base, c.url);
+  t.is(b.seen.connections, 1, "both polls at b on one connection");
+  t.deepEqual(
+    events.map((e) => [e.event, e.from, e.to]),
+    [
+      ["control_failover", a.url, b.url],
+      ["control_failover", b.url, c.url],
+    ],
+  );
 });

@@ -1,12 +1,20 @@
 // Real `xenroam-control serve` processes for the client's failover tests: a signing key and an admin token as
-// `init` makes them, and replicas on one store, each stopped or killed by its own PID.
+// `init` makes them, and replicas on one store, each stopped or killed by its own PID. And the control server
+// in this process, on a memory store, counting the connections it takes.
 import { type ChildProcess, execFileSync, spawn } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { fileURLToPath } from "node:url";
 import type { ExecutionContext } from "ava";
+import {
+  ControlService,
+  createControlServer,
+  exportPublicKey,
+  generateSigningKeys,
+  MemoryStore,
+} from "../src/index.js";
 
 const MAIN = fileURLToPath(new URL("../src/main.js", import.meta.url));
 
@@ -70,4 +78,24 @@ export async function serve(t: ExecutionContext, args: readonly string[], port =
     stop: () => signal("SIGTERM"),
     kill: () => signal("SIGKILL"),
   };
+}
+
+/**
+ * The control server on 127.0.0.1 in this process, on a memory store of its own, with the admin token "adm";
+ * `seen.connections` counts the connections it has taken. `kill` stops it as a dead process would: no more
+ * connections taken, the open ones cut.
+ */
+export async function inProcess(t: ExecutionContext) {
+  const keys = generateSigningKeys();
+  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: ["adm"] });
+  const server = createControlServer(service, exportPublicKey(keys.publicKey));
+  const seen = { connections: 0 };
+  server.on("connection", () => (seen.connections += 1));
+  await new Promise<void>((r) => server.listen(0, "127.0.0.1", () => r()));
+  const kill = () => {
+    server.close();
+    server.closeAllConnections();
+  };
+  t.teardown(kill);
+  return { service, server, seen, kill, url: `http://127.0.0.1:${(server.address() as AddressInfo).port}` };
 }

@@ -389,11 +389,11 @@ test("a whole HTTP/1.1 answer is read: Content-Length, chunked, or refused when 
   const plain = Buffer.from(
     'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 14\r\n\r\n{"revision":7}',
   );
-  t.deepEqual(parseHttpResponse(plain), { status: 200, text: '{"revision":7}' });
+  t.deepEqual(parseHttpResponse(plain), { status: 200, text: '{"revision":7}', keepAlive: true });
   const chunked = Buffer.from(
     'HTTP/1.1 409 Conflict\r\nTransfer-Encoding: chunked\r\n\r\n6\r\n{"erro\r\n8\r\nr":"no"}\r\n0\r\n\r\n',
   );
-  t.deepEqual(parseHttpResponse(chunked), { status: 409, text: '{"error":"no"}' });
+  t.deepEqual(parseHttpResponse(chunked), { status: 409, text: '{"error":"no"}', keepAlive: true });
   t.throws(() => parseHttpResponse(Buffer.alloc(0)), { message: /without answering/ });
   t.throws(() => parseHttpResponse(Buffer.from("SSH-2.0-OpenSSH\r\n\r\n")), {
     message: /not an HTTP answer/,
@@ -403,13 +403,24 @@ test("a whole HTTP/1.1 answer is read: Content-Length, chunked, or refused when 
   });
   const untilClose = Buffer.from("HTTP/1.1 200 OK\r\n\r\n{}");
   t.throws(() => parseHttpResponse(untilClose, false), { message: /not ended yet/ });
-  t.deepEqual(parseHttpResponse(untilClose, true), { status: 200, text: "{}" });
+  t.deepEqual(parseHttpResponse(untilClose, true), { status: 200, text: "{}", keepAlive: false });
   t.throws(
     () => parseHttpResponse(Buffer.from("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n9\r\n{}")),
     {
       message: /cut short/,
     },
   );
+  // Open, a chunked answer ends at the empty line after its last chunk; closed, the last chunk will do.
+  const lastChunk = chunked.subarray(0, chunked.length - 2);
+  t.throws(() => parseHttpResponse(lastChunk, false), { message: /cut short/ });
+  t.like(parseHttpResponse(lastChunk, true), { text: '{"error":"no"}', keepAlive: false });
+  // Whether the connection may carry the next request: not when the answer says close, is HTTP/1.0, or is
+  // followed by bytes nobody asked for.
+  const sized = (head: string, after = "") => Buffer.from(`${head}\r\nContent-Length: 2\r\n\r\n{}${after}`);
+  t.false(parseHttpResponse(sized("HTTP/1.1 200 OK\r\nConnection: close")).keepAlive);
+  t.false(parseHttpResponse(sized("HTTP/1.0 200 OK")).keepAlive);
+  t.false(parseHttpResponse(sized("HTTP/1.1 200 OK", "HTTP/1.1")).keepAlive);
+  t.true(parseHttpResponse(sized("HTTP/1.1 200 OK\r\nConnection: keep-alive")).keepAlive);
 });
 
 test("a malformed percent-escape in a route is the client's error (400), never the server's (500)", async (t) => {
@@ -665,4 +676,105 @@ test("review fixes: connections are capped per source address before any token",
   await new Promise((r) => setTimeout(r, 100));
   const res = await fetch(`http://127.0.0.1:${port}/v1/health`);
   t.is(res.status, 200, "once they are gone, it is served again");
+});
+
+/** Writes `request` on `socket` and reads one whole answer from it (the connection left open). */
+async function roundTrip(
+  socket: Socket,
+  request: string,
+): Promise<{ head: string; text: string; keepAlive: boolean }> {
+  const { parseHttpResponse } = await import("../src/client.js");
+  return new Promise((resolve, reject) => {
+    let raw = Buffer.alloc(0);
+    const data = (c: Buffer) => {
+      raw = Buffer.concat([raw, c]);
+      try {
+        const { text, keepAlive } = parseHttpResponse(raw, false);
+        socket.off("data", data);
+        resolve({ head: raw.subarray(0, raw.indexOf("\r\n\r\n")).toString(), text, keepAlive });
+      } catch {
+        /* not whole yet */
+      }
+    };
+    socket.on("data", data);
+    socket.once("close", () => reject(new Error("closed")));
+    socket.write(request);
+  });
+}
+
+test("a kept connection: answers are sized, and long polls longer than the keep-alive timeout are answered on it", async (t) => {
+  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
+  const srv = createControlServer(service, exportPublicKey(keys.publicKey));
+  t.is(srv.keepAliveTimeout, 5000);
+  // The idle and request timers as short as they go: neither runs while a poll waits for its answer.
+  srv.keepAliveTimeout = 100;
+  srv.headersTimeout = 200;
+  srv.requestTimeout = 300;
+  let connections = 0;
+  srv.on("connection", () => (connections += 1));
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  t.teardown(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  const socket = connect((srv.address() as AddressInfo).port, "127.0.0.1");
+  t.teardown(() => socket.destroy());
+  // Past the keep-alive and request timeouts, and a check of them (every second), then the next at once.
+  for (const wait of [1500, 0]) {
+    const answer = await roundTrip(
+      socket,
+      `GET /v1/bindings?since=0&wait=${wait} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${ADMIN}\r\n\r\n`,
+    );
+    t.regex(answer.head, /\r\ncontent-length: 27\r\n/i);
+    t.notRegex(answer.head, /transfer-encoding/i);
+    t.deepEqual(JSON.parse(answer.text), { revision: 0, changes: [] });
+    t.true(answer.keepAlive);
+  }
+  const key = await roundTrip(socket, "GET /v1/public-key HTTP/1.1\r\nHost: x\r\n\r\n");
+  t.regex(key.head, /\r\ncontent-type: application\/x-pem-file\r\ncontent-length: \d+\r\n/i);
+  t.regex(key.text, /^-----BEGIN PUBLIC KEY-----\n[\s\S]*-----END PUBLIC KEY-----\n$/);
+  t.is(connections, 1);
+});
+
+test("three quarters of the connections taken: those kept idle between requests are closed, new ones are not", async (t) => {
+  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
+  const { DEFAULT_LIMITS } = await import("../src/http.js");
+  const srv = createControlServer(service, exportPublicKey(keys.publicKey), () => {}, {
+    ...DEFAULT_LIMITS,
+    maxConnections: 8,
+  });
+  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+  t.teardown(() => {
+    srv.closeAllConnections();
+    srv.close();
+  });
+  const port = (srv.address() as AddressInfo).port;
+  const open = () =>
+    new Promise<Socket>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => resolve(s));
+      s.on("error", () => {});
+    });
+  const kept = await Promise.all([open(), open(), open(), open()]);
+  for (const s of kept) await roundTrip(s, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
+  const fresh = [await open(), await open()];
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(
+    [...kept, ...fresh].map((s) => s.closed),
+    [false, false, false, false, false, false],
+  );
+  fresh.push(await open());
+  await new Promise((r) => setTimeout(r, 100));
+  t.deepEqual(
+    kept.map((s) => s.closed),
+    [true, true, true, true],
+    "the seventh of eight closes the idle ones",
+  );
+  t.deepEqual(
+    fresh.map((s) => s.closed),
+    [false, false, false],
+    "connections yet to ask stay",
+  );
+  for (const s of fresh)
+    t.like(await roundTrip(s, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n"), { keepAlive: true });
+  for (const s of fresh) s.destroy();
 });

@@ -100,7 +100,7 @@ test("answers keep the TLS connection open while the server listens, and close i
   t.deepEqual(await polling, { status: 200, connection: "close" });
 });
 
-test("the TLS server has the API server's limits: connections, header and request timeouts", (t) => {
+test("the TLS server has the API server's limits: connections, header, request and keep-alive timeouts", (t) => {
   const dir = tempDir(t);
   const pki = makePki(dir, ["::1"]);
   const keys = generateSigningKeys();
@@ -113,7 +113,12 @@ test("the TLS server has the API server's limits: connections, header and reques
     limits,
     loadTlsCredentials(pki.cert, pki.key),
   );
-  t.like(secure, { maxConnections: 7, headersTimeout: 10_000, requestTimeout: 45_000 });
+  t.like(secure, {
+    maxConnections: 7,
+    headersTimeout: 10_000,
+    requestTimeout: 45_000,
+    keepAliveTimeout: 5000,
+  });
 });
 
 test("a client refuses a certificate from another CA, for another address, or checked against the system's CAs", async (t) => {

@@ -1,9 +1,10 @@
 // `xenroam-lab scale --fanout`, the figure (a): how long an activation takes to reach every correspondent that
 // watches the control server, with 10, 100 and 1,000 watching, on SQLite and on a three-member etcd. A real
 // `xenroam-control serve` (TLS, its own CA) in a namespace of the bench's own, watchers that long-poll it as
-// correspondents do (a token and a TLS connection a poll each) in child processes of their own, and a few real
-// correspondent agents, each in its own namespace, applying the bindings to nftables. Each time is taken from
-// the activating request's sending to a watcher's whole answer, on the monotonic clock all processes share.
+// correspondents do (a token each, one TLS connection kept from poll to poll) in child processes of their own,
+// and a few real correspondent agents, each in its own namespace, applying the bindings to nftables. Each time
+// is taken from the activating request's sending to a watcher's whole answer, on the monotonic clock all
+// processes share.
 
 import { type ChildProcess, spawn } from "node:child_process";
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -15,6 +16,7 @@ import {
   connect as tlsConnect,
   createSecureContext,
   type SecureContext,
+  type TLSSocket,
 } from "node:tls";
 import { fileURLToPath } from "node:url";
 import { formatIpv6, parsePrefix, slaacAddress } from "@xenroam/core";
@@ -370,7 +372,7 @@ function call(
 
 /**
  * An HTTP/1.1 answer once it is whole (its Content-Length read, or its last chunk), else undefined. The
- * control server answers a request that asks to close with a chunked body.
+ * control server sizes its answers; chunked ones are read all the same.
  */
 export function wholeAnswer(raw: Buffer): { status: number; text: string } | undefined {
   const head = raw.indexOf("\r\n\r\n");
@@ -395,46 +397,91 @@ export function wholeAnswer(raw: Buffer): { status: number; text: string } | und
   }
 }
 
+/** A watcher's TLS connection kept for its next poll (and what ends the keeping); the TLS session to resume. */
+interface Line {
+  kept?: { readonly socket: TLSSocket; readonly drop: () => void };
+  session?: Buffer;
+}
+
 /**
- * One long poll as the correspondent agent makes it (ControlClient): a TLS connection of its own from `source`,
- * the request written whole, the answer read to its Content-Length, the connection dropped. Resumes `session`
- * and hands the server's new tickets to `onSession`.
+ * One long poll as the correspondent agent makes it (ControlClient): on the TLS connection the last poll kept,
+ * else a new one from `source` resuming `line`'s session, the request written whole, the answer read to its
+ * Content-Length, and the connection kept for the next poll unless the server closes it. A poll the server
+ * drops unanswered on a kept connection (closing it as the poll went out) goes again on a new one, once.
  */
-function poll(
-  server: Server,
-  path: string,
-  token: string,
-  source: string,
-  session: Buffer | undefined,
-  onSession: (session: Buffer) => void,
-): Promise<Answer> {
+function poll(server: Server, path: string, token: string, source: string, line: Line): Promise<Answer> {
   const request = Buffer.from(
-    `GET ${path} HTTP/1.1\r\nHost: [${server.address}]:${server.port}\r\nAuthorization: Bearer ${token}\r\nConnection: close\r\n\r\n`,
+    `GET ${path} HTTP/1.1\r\nHost: [${server.address}]:${server.port}\r\nAuthorization: Bearer ${token}\r\nConnection: keep-alive\r\n\r\n`,
   );
-  return new Promise((resolve, reject) => {
-    // tls.connect hands the TCP options on to net.connect; its types list only the TLS ones.
-    const options: ConnectionOptions & { localAddress: string } = {
-      host: server.address,
-      port: server.port,
-      localAddress: source,
-      secureContext: server.tls,
-      ...(session ? { session } : {}),
-    };
-    const socket = tlsConnect(options, () => socket.write(request));
-    let raw: Buffer = Buffer.alloc(0);
-    socket.on("session", onSession);
-    socket.setTimeout(WAIT_MS + 10_000, () => socket.destroy(new Error(`${path}: no answer in time`)));
-    socket.on("data", (chunk: Buffer) => {
-      raw = raw.length === 0 ? chunk : Buffer.concat([raw, chunk]);
-      const answer = wholeAnswer(raw);
-      if (!answer) return;
-      const at = mono();
-      socket.destroy();
-      resolve({ ...answer, at });
+  const attempt = (kept: TLSSocket | undefined) =>
+    new Promise<Answer>((resolve, reject) => {
+      let socket: TLSSocket;
+      if (kept) {
+        socket = kept;
+        socket.write(request);
+      } else {
+        // tls.connect hands the TCP options on to net.connect; its types list only the TLS ones.
+        const options: ConnectionOptions & { localAddress: string } = {
+          host: server.address,
+          port: server.port,
+          localAddress: source,
+          secureContext: server.tls,
+          ...(line.session ? { session: line.session } : {}),
+        };
+        socket = tlsConnect(options, () => socket.write(request));
+        socket.on("session", (session: Buffer) => (line.session = session));
+      }
+      let raw: Buffer = Buffer.alloc(0);
+      const detach = () => {
+        socket.off("data", data);
+        socket.off("error", failed);
+        socket.off("close", closed);
+        socket.off("timeout", late);
+        socket.setTimeout(0);
+      };
+      const data = (chunk: Buffer) => {
+        raw = raw.length === 0 ? chunk : Buffer.concat([raw, chunk]);
+        const answer = wholeAnswer(raw);
+        if (!answer) return;
+        const at = mono();
+        detach();
+        const head = raw.subarray(0, raw.indexOf("\r\n\r\n") + 2).toString("latin1");
+        if (/\r\nconnection: *close\r\n/i.test(head)) socket.destroy();
+        else keep(line, socket);
+        resolve({ ...answer, at });
+      };
+      // Closed unanswered on a kept connection: the server closed it as the poll went out.
+      const failed = (err: Error, again = kept !== undefined && raw.length === 0) => {
+        detach();
+        socket.destroy();
+        if (again) resolve(attempt(undefined));
+        else reject(err);
+      };
+      const closed = () => failed(new Error(`${path}: the connection closed before a whole answer`));
+      const late = () => failed(new Error(`${path}: no answer in time`), false);
+      socket.on("data", data);
+      socket.on("error", failed);
+      socket.on("close", closed);
+      socket.on("timeout", late);
+      socket.setTimeout(WAIT_MS + 10_000);
     });
-    socket.on("error", reject);
-    socket.on("close", () => reject(new Error(`${path}: the connection closed before a whole answer`)));
-  });
+  const kept = line.kept;
+  line.kept = undefined;
+  if (!kept || kept.socket.destroyed) return attempt(undefined);
+  kept.socket.off("error", kept.drop);
+  kept.socket.off("close", kept.drop);
+  return attempt(kept.socket);
+}
+
+/** Keeps a watcher's connection for its next poll, until the server closes it. */
+function keep(line: Line, socket: TLSSocket): void {
+  const drop = () => {
+    if (line.kept?.socket === socket) line.kept = undefined;
+    socket.destroy();
+  };
+  socket.on("error", drop);
+  socket.on("close", drop);
+  line.kept = { socket, drop };
 }
 
 /** A call that must succeed: its JSON, retried while the token's rate limit says so. */
@@ -489,14 +536,14 @@ async function watchersMain(): Promise<void> {
       });
     pending.push(JSON.stringify(line));
   };
-  // Lightweight: the CA parsed once, and each watcher resumes its TLS session (a poll is still a connection of
-  // its own, as the agent's): a full handshake's certificate checks for every poll of a thousand watchers would
-  // make this process, not the server, what the figures measure.
+  // Lightweight: the CA parsed once, and each watcher keeps its connection from poll to poll, as the agent
+  // does, and resumes its TLS session when it must connect again: a full handshake's certificate checks for
+  // every poll of a thousand watchers would make this process, not the server, what the figures measure.
   const server = serverOf(config.target);
   // And a watcher polls again once this process's answers have stopped coming for a moment, a few watchers a
-  // turn of the event loop: connecting costs this process about a millisecond a watcher, which would delay the
-  // receipts still to come (and be counted in them). The server sees the next polls a little later than a
-  // thousand machines would send them.
+  // turn of the event loop: a poll (a connection when its kept one is gone) costs this process CPU that would
+  // delay the receipts still to come (and be counted in them). The server sees the next polls a little later
+  // than a thousand machines would send them.
   const next: Array<() => void> = [];
   let quiet: NodeJS.Timeout | undefined;
   let draining = false;
@@ -517,11 +564,11 @@ async function watchersMain(): Promise<void> {
     });
   const watch = async (w: WatchersConfig["watchers"][number]) => {
     let since = config.since;
-    let session: Buffer | undefined;
+    const line: Line = {};
     for (;;) {
       try {
         const path = `/v1/bindings?since=${since}&wait=${WAIT_MS}`;
-        const a = await poll(server, path, w.token, w.source, session, (s) => (session = s));
+        const a = await poll(server, path, w.token, w.source, line);
         if (a.status !== 200) throw new Error(`${a.status} ${a.text.slice(0, 200)}`);
         const answer = JSON.parse(a.text) as { revision: number; changes: Array<{ revision: number }> };
         for (const c of answer.changes) emit({ w: w.id, rev: c.revision, at: a.at });
