@@ -367,11 +367,17 @@ export function createControlServer(
         if (wait > 0) polls.set(key, open + 1);
         const closeWatch = wait > 0 ? metrics?.watchOpened() : undefined;
         const polledAt = metrics?.now();
+        // A watcher that hangs up (its host gone, a restart) frees its slot now, not when its wait ends.
+        const hungUp = new AbortController();
+        const onClose = () => hungUp.abort();
+        res.once("close", onClose);
         try {
-          const answer = await service.changes(since, Math.min(wait, 30_000));
+          const answer = await service.changes(since, Math.min(wait, 30_000), undefined, hungUp.signal);
+          if (hungUp.signal.aborted) return;
           send(res, 200, answer);
           if (wait > 0 && polledAt !== undefined) metrics?.delivered(answer.changes, polledAt);
         } finally {
+          res.off("close", onClose);
           closeWatch?.();
           if (wait > 0) {
             const left = (polls.get(key) ?? 1) - 1;

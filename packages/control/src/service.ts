@@ -595,13 +595,21 @@ export class ControlService {
   }
 
   /** Changes after `since`; waits up to `waitMs` for one when there are none yet (long poll). */
-  async changes(since: number, waitMs = 0, limit = 500): Promise<{ revision: number; changes: Change[] }> {
+  async changes(
+    since: number,
+    waitMs = 0,
+    limit = 500,
+    signal?: AbortSignal,
+  ): Promise<{ revision: number; changes: Change[] }> {
     const deadline = Date.now() + waitMs;
-    let stopping = false;
+    let stopping = signal?.aborted ?? false;
     for (;;) {
       // Listening before reading: a change committed while the page is read wakes this poll, never slips by.
       let wake: (why: "change" | "stop") => void = () => {};
       const woken = new Promise<"change" | "stop" | "timeout">((resolve) => (wake = resolve));
+      // The asker gone (its connection closed): it ends as at a stop, and frees what it held at once.
+      const gone = () => wake("stop");
+      signal?.addEventListener("abort", gone, { once: true });
       if (waitMs > 0 && !stopping) this.waiters.set(wake, since);
       try {
         const { revision, changes } = await this.page(since, limit);
@@ -620,6 +628,7 @@ export class ControlService {
         clearTimeout(timer);
       } finally {
         this.waiters.delete(wake);
+        signal?.removeEventListener("abort", gone);
       }
     }
   }

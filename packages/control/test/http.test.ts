@@ -84,7 +84,7 @@ async function server(t: ExecutionContext, options: { sites?: boolean } = {}) {
     if (r.status === 200) await service.attest(vm, locator);
     return r;
   };
-  return { call, service, TOKENS, standby };
+  return { call, service, TOKENS, standby, base };
 }
 
 test("registry: admins register VMs; bad input and wrong principals get a 4xx with a reason", async (t) => {
@@ -593,6 +593,25 @@ test("each token's requests and long polls are bounded (429 with Retry-After), a
   );
   for (const p of await Promise.all(polls)) t.is(p.status, 200);
   t.is((await call("GET", "/v1/bindings?since=999&wait=10", TOKENS.cn)).status, 200, "freed once answered");
+});
+
+test("a long poll whose watcher hangs up frees its slot at once, not when its wait ends", async (t) => {
+  const { call, TOKENS, base } = await server(t);
+  const hangUps = [1, 2, 3, 4].map(() => new AbortController());
+  const polls = hangUps.map((c) =>
+    fetch(`${base}/v1/bindings?since=999&wait=20000`, {
+      headers: { authorization: `Bearer ${TOKENS.cn}` },
+      signal: c.signal,
+    }).catch(() => undefined),
+  );
+  await new Promise((r) => setTimeout(r, 150));
+  t.is((await call("GET", "/v1/bindings?since=999&wait=10", TOKENS.cn)).status, 429, "four open: the limit");
+  for (const c of hangUps) c.abort();
+  await Promise.all(polls);
+  await new Promise((r) => setTimeout(r, 100));
+  const started = Date.now();
+  t.is((await call("GET", "/v1/bindings?since=999&wait=10", TOKENS.cn)).status, 200, "their slots are free");
+  t.true(Date.now() - started < 2000);
 });
 
 test("review fixes: proof survives re-registration, the first claim of a locator wins, expired and re-homed claims are not activated, malformed bindings are a 400", async (t) => {
