@@ -96,8 +96,9 @@ export function serviceEvents(supervisorLog: string): LogEvent[] {
 export interface ActivationLag {
   readonly seq: number;
   readonly locator: string;
-  /** The replica that accepted it. */
+  /** The replica that accepted it, and when (ms since the epoch). */
   readonly replica: string;
+  readonly at: number;
   /** From its acceptance to the correspondent learning it from the stream; undefined: never learned. */
   readonly lagMs: number | undefined;
 }
@@ -131,6 +132,7 @@ export function activationLags(events: readonly LogEvent[], hoa: string, since =
         seq,
         locator: String(a.fields.locator),
         replica: a.service,
+        at: a.ts,
         lagMs: l ? Math.max(0, l.ts - a.ts) : undefined,
       };
     });
@@ -176,6 +178,8 @@ export interface FailoverFigure {
   /** The longest lag, and the longest with no fault in its migration (the baseline beside it). */
   readonly longestInterruptionMs: number;
   readonly longestWithoutFaultMs: number;
+  /** Every activation of the run, with its lag. */
+  readonly lags: readonly ActivationLag[];
   /** The correspondent's watch moving from one replica to another (`control_failover`). */
   readonly watchFailovers: number;
   /** The longest a correspondent's watch stayed on a killed replica before moving to another. */
@@ -450,7 +454,9 @@ export function figureOf(
   replicaStarts: number,
 ): FailoverFigure {
   const lags = activationLags(events, hoa, since);
-  const byLocator = new Map(lags.map((l) => [l.locator, l]));
+  // A migration's activation: the first of its MoA after it began (a VM moving back and forth reuses its MoAs).
+  const activationOf = (mig: FailoverMigration) =>
+    lags.find((l) => l.locator === mig.moa && l.at >= mig.startedAt);
   const moves = events.filter((e) => e.service === "xenroam-correspondent" && e.event === "control_failover");
   const rows = migrations.map((mig) => {
     const killedAt = mig.faultAtMs === undefined ? undefined : mig.startedAt + mig.faultAtMs;
@@ -460,7 +466,7 @@ export function figureOf(
         : undefined;
     return {
       ...mig,
-      lagMs: mig.moa ? byLocator.get(mig.moa)?.lagMs : undefined,
+      lagMs: activationOf(mig)?.lagMs,
       watchMovedAfterMs: moved && killedAt !== undefined ? Math.max(0, moved.ts - killedAt) : undefined,
     };
   });
@@ -477,6 +483,7 @@ export function figureOf(
   return {
     migrations: rows,
     activations: lags.length,
+    lags,
     missed: lags.filter((l) => l.lagMs === undefined).map((l) => l.seq),
     lag: {
       p50Ms: known.length ? percentile(known, 50) : 0,

@@ -123,6 +123,9 @@ test("the figure: lags per migration, the longest with and without a fault, miss
       out("xenroam-control", 2000, "activated", { hoa: HOA, seq: 3, locator: "2001:db8:a::2" }),
       out("xenroam-correspondent", 2020, "binding_learned", { hoa: HOA, seq: 3, via: "watch" }),
       out("xenroam-control", 3000, "activated", { hoa: HOA, seq: 4, locator: "2001:db8:b::2" }),
+      // Back to the first MoA: its own activation, its own lag.
+      out("xenroam-control", 4000, "activated", { hoa: HOA, seq: 5, locator: "2001:db8:b::1" }),
+      out("xenroam-correspondent", 4007, "binding_learned", { hoa: HOA, seq: 5, via: "watch" }),
     ].join("\n"),
   );
   const f = figureOf(
@@ -130,6 +133,7 @@ test("the figure: lags per migration, the longest with and without a fault, miss
       mig(0, "kill-watched-replica", "2001:db8:b::1"),
       mig(1, "none", "2001:db8:a::2"),
       mig(2, "none", "2001:db8:b::2"),
+      mig(3, "none", "2001:db8:b::1"),
     ],
     [],
     events,
@@ -139,16 +143,26 @@ test("the figure: lags per migration, the longest with and without a fault, miss
   );
   t.deepEqual(
     f.migrations.map((m) => m.lagMs),
-    [400, 20, undefined],
+    [400, 20, 1007, 7],
+    "seq 4 reached the correspondent only as part of seq 5, a second later",
   );
-  t.is(f.activations, 3);
-  t.deepEqual(f.missed, [4]);
-  t.is(f.longestInterruptionMs, 400);
-  t.is(f.longestWithoutFaultMs, 20);
+  t.is(f.activations, 4);
+  t.deepEqual(f.missed, []);
+  t.is(f.longestInterruptionMs, 1007);
+  t.is(f.longestWithoutFaultMs, 1007);
+  t.deepEqual(
+    f.lags.map((l) => [l.seq, l.at]),
+    [
+      [2, 1000],
+      [3, 2000],
+      [4, 3000],
+      [5, 4000],
+    ],
+  );
   t.is(f.watchFailovers, 1);
   t.deepEqual(
     f.migrations.map((m) => m.watchMovedAfterMs),
-    [20, undefined, undefined],
+    [20, undefined, undefined, undefined],
     "killed at 500 + 780 ms, moved at 1300",
   );
   t.is(f.longestWatchMoveMs, 20);
@@ -189,6 +203,7 @@ test("the failover table: a row per fault, and the line that says what was misse
     watchDownMs: 0,
     catchUps: [{ member: "etcd-1", downForMs: 9000, caughtUpMs: 180, behindBy: 0 }],
     replicaStarts: 1,
+    lags: [],
   });
   t.regex(
     md,
