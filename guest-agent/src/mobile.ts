@@ -76,6 +76,9 @@ export interface MobilePorts {
 
 export const CARRIER_WAIT_MS = 2000;
 
+/** A prepare's refresh of the sites document comes within this long after it (spread: see prepared). */
+const SITES_REFRESH_SPREAD_MS = 3000;
+
 /**
  * Addresses refreshed within this many hundredths of a second of each other came from one RA (the kernel
  * handles all of an RA's prefixes at once): hearing both, the guest has not moved.
@@ -160,7 +163,11 @@ export class MobileNode implements MobilityHooks {
     try {
       const binding = await this.ports.control.registerStandby(this.config.vm, standby.moa);
       this.save({ ...this.state, pending: { migration, binding } });
-      void this.refreshSites(); // kept current for a roam, should this move end up without the method
+      // Kept current for a roam, should this move end up without the method; a moment later, at a random
+      // point of it, not in the burst of a host preparing its VMs all at once (one more TLS call each).
+      setTimeout(() => {
+        if (!this.stopped) void this.refreshSites();
+      }, Math.random() * SITES_REFRESH_SPREAD_MS).unref();
       log("standby_registered", {
         migration,
         moa: binding.locator,
