@@ -200,4 +200,21 @@ dom0 xb 60 'xl list -l domu | grep -o "\"bridge\": \"[a-z0-9]*\""' | tr '\n' ' '
   fail "the vifs did not come up swapped on xb"
 say "on xb the vifs are swapped: vif.0 on xrpark0, vif.1 on xenbr0"
 migrate xb xa $ADDR_A
+
+# Evacuation (issue 13): `xenroam evacuate` empties xa to site b through the xl adapter's `xl list` (Domain-0
+# left out), with the method; here the one guest. It prints progress per VM and the summary table.
+say "xenroam evacuate xa --to b (on xa): every guest of xa, with the method; the CN pings the home address meanwhile"
+ip netns exec xrx-cn ping -D -n -i 0.2 -W 1 $HOA >"$RUN/ping-evacuate.log" 2>&1 &
+pinger=$!
+out=$(dom0 xa 900 "xenroam --host xa --control '$CONTROL' evacuate xa --to b --timeout 60000 2>&1; echo exit=\$?")
+printf '%s\n' "$out" | grep -aE '^(VM |domu |xa -> site|exit=)' | sed 's/^/  /' | cut -c1-200
+printf '%s\n' "$out" | grep -q 'exit=0' || { printf '%s\n' "$out" | tail -20; fail "xenroam evacuate xa did not end with exit 0"; }
+printf '%s\n' "$out" | grep -qaE '^domu +xb +method ' || fail "the evacuation did not move domu to xb with the method"
+dom0 xb 60 'xl list domu >/dev/null 2>&1 && echo on-xb' | grep -q on-xb || fail "after the evacuation domu is not on xb"
+dom0 xa 60 'xl list | tail -n +2 | awk "{print \$1}"' | grep -qv '^Domain-0$' && fail "xa still runs a guest after its evacuation"
+wait_ping $HOA 30 || fail "the correspondent lost the home address after the evacuation"
+sleep 1; kill $pinger 2>/dev/null || true; wait $pinger 2>/dev/null || true
+awk -F'[][]' '/bytes from/ { t = $2 + 0; if (last && t - last > gap) gap = t - last; last = t }
+  END { printf "  CN -> HoA: longest gap between echo replies %.1f s\n", gap }' "$RUN/ping-evacuate.log"
+say "xa is empty: domu runs on xb, reached at its home address $HOA"
 say "XEN-TEST-OK in $((SECONDS - T0)) s"
