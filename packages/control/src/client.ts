@@ -525,7 +525,8 @@ export class ControlClient {
           done(false);
         };
         const ended = (err?: Error) => {
-          if (s !== socket) return;
+          // Settled (answered, timed out, aborted): the close that follows its destroy is no news.
+          if (settled || s !== socket) return;
           // A kept connection the server closed as the poll went out (its keep-alive timeout, a restart):
           // nothing was answered, and a GET may go once more, on a new connection.
           if (kept && chunks.length === 0 && method === "GET") {

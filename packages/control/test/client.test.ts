@@ -89,6 +89,25 @@ test("the watch keeps one connection from poll to poll, across changes; other ca
   t.is(seen.connections, 3, "and the watch's is still there");
 });
 
+test("a poll on a kept connection that is aborted ends there: nothing is sent again", async (t) => {
+  const { seen, url } = await inProcess(t);
+  const watcher = new ControlClient(url, { token: "adm" });
+  await watcher.changes(0, 0);
+  for (let i = 0; i < 2; i++) {
+    const stop = new AbortController();
+    setTimeout(() => stop.abort(), 100);
+    await t.throwsAsync(watcher.changes(0, 20_000, stop.signal), { message: /aborted$/ });
+  }
+  await new Promise((r) => setTimeout(r, 300));
+  // Before: the close after each settled poll sent the same poll again on a new connection (which then held
+  // one of the token's long-poll slots for its whole wait).
+  t.is(
+    seen.connections,
+    2,
+    "the first aborted poll went on the kept connection, the second on a new one; nothing else",
+  );
+});
+
 test("a connection the server closed while kept: the next poll goes on a new one, whether it saw the close or not", async (t) => {
   const { server, seen, url } = await inProcess(t);
   const watcher = new ControlClient(url, { token: "adm" });
