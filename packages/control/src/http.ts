@@ -422,6 +422,7 @@ export function createControlServer(
     : createServer({ connectionsCheckingInterval: 1000 }, handler);
   const perSource = new Map<string, number>();
   let connections = 0;
+  let swept = 0;
   server.on("connection", (socket: Socket) => {
     const from = socket.remoteAddress ?? "?";
     const open = (perSource.get(from) ?? 0) + 1;
@@ -433,7 +434,12 @@ export function createControlServer(
     perSource.set(from, open);
     // Kept-alive connections between two requests hold slots too: once three quarters are taken, those go
     // (their clients connect again) rather than new clients being turned away.
-    if (++connections > limits.maxConnections * 0.75) server.closeIdleConnections();
+    // At most once a second: a sweep catches watchers between two polls, and their reconnections must not
+    // each set off another.
+    if (++connections > limits.maxConnections * 0.75 && Date.now() - swept >= 1000) {
+      swept = Date.now();
+      server.closeIdleConnections();
+    }
     socket.once("close", () => {
       connections -= 1;
       const left = (perSource.get(from) ?? 1) - 1;
