@@ -151,6 +151,7 @@ async function openStore(o: ServeOptions, publicKeyPem: string): Promise<{ store
   }
   const store = await EtcdStore.open({
     ...target,
+    log,
     ...(ca ? { ca } : {}),
     ...(cert && key ? { cert, key } : {}),
     ...(user ? { user } : {}),

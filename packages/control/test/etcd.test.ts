@@ -278,6 +278,57 @@ test("a server that lost the write lock (its lease gone, as when it stalls past 
   t.is((await a.registerStandby("web", "2001:db8:a::6")).seq, 2, "a writes again under a new lease");
 });
 
+test("a server whose etcd watch went down with its member logs it, and its long polls still get others' writes at once", async (t) => {
+  // The lab's failover bench twice saw a correspondent get an activation 2 s late after an etcd member died;
+  // the suspect is the watching replica's etcd watch, down until etcd3 reconnects it. Here etcd3 reconnects
+  // in ~100 ms (the 2 s is not reproduced: this passes with or without the looks every 250 ms meanwhile);
+  // what it does show is the outage logged, and no change lost around it.
+  const own = await EtcdCluster.start(3);
+  t.teardown(() => own.stop());
+  const endpoints = own.endpoints;
+  // A follower dies (a's writes go on at once through the leader); b reaches it and the leader, a does not.
+  const leader = await own.leader();
+  const k = (leader + 1) % 3;
+  const other = 3 - leader - k;
+  const at = (i: number) => endpoints[i] ?? "";
+  const prefix = "/xr-looks/";
+  const storeA = await EtcdStore.open({ endpoints: [at(leader), at(other)], tls: false, prefix });
+  t.teardown(() => storeA.close());
+  const a = new ControlService({ store: storeA, ...keys });
+  await a.putSites(SITES);
+  await a.registerVm("web", HOA);
+  // b's watch sits on one of its two members (the client's choice): tried until it is the follower's.
+  for (let attempt = 1; attempt <= 10; attempt++) {
+    const events: string[] = [];
+    const store = await EtcdStore.open({
+      endpoints: [at(k), at(leader)],
+      tls: false,
+      prefix,
+      log: (e) => events.push(e),
+    });
+    const b = new ControlService({ store, ...keys });
+    const since = (await b.changes(0)).revision;
+    const poll = b.changes(since, 15_000);
+    await own.kill(k);
+    await new Promise((r) => setTimeout(r, 30));
+    await a.registerStandby("web", `2001:db8:a::${attempt + 10}`);
+    const written = Date.now();
+    const answer = await poll;
+    const ms = Date.now() - written;
+    const down = events.includes("etcd_watch_down");
+    await store.close();
+    await own.restart(k);
+    if (!down) continue; // its watch was on the leader: nothing to see; again with a new client
+    t.log(
+      `attempt ${attempt}: b's watch went down with member ${k}; b's poll answered ${ms} ms after a's write`,
+    );
+    t.is(answer.changes.length, 1);
+    t.true(ms < 600, `answered ${ms} ms after the write`);
+    return;
+  }
+  t.fail("in 10 tries b's watch never sat on the member that was killed");
+});
+
 test("writes and the watch go on while the leader is down, and the member restarted catches up", async (t) => {
   const own = await EtcdCluster.start(3);
   t.teardown(() => own.stop());
