@@ -25,6 +25,8 @@ test("a correspondent's watch fails over between replicas and survives an etcd m
     t.is(m.method, "dual-interface", `${what}: ${m.fallback ?? m.error ?? ""}`);
     t.not(m.mappedAfterMs, undefined, `${what}: the correspondent mapped the HoA to ${m.moa}`);
     t.not(m.lagMs, undefined, `${what}: learned from the stream`);
+    // A replica killed holding the etcd write lock holds the others' writes up to its lease (3 s).
+    t.true((m.activationAfterMs ?? 0) < 8000, `${what}: activation accepted ${m.activationAfterMs} ms in`);
     if (m.fault === "kill-watched-replica")
       t.not(m.watchMovedAfterMs, undefined, `${what}: the correspondent's watch moved to the other replica`);
   }

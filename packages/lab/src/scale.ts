@@ -366,15 +366,21 @@ export async function runScale(options: ScaleOptions): Promise<ScaleResult> {
   for (const n of options.prepare) prepare.push(await measurePrepare(n, options));
   const evacuation: EvacuationFigure[] = [];
   for (const n of options.evacuate) evacuation.push(await measureEvacuation(n, options));
+  // A failure here is reported with the other parts' figures, not instead of them.
+  let failoverError: string | undefined;
   const failover = options.failover
     ? await measureFailover({
         ...options,
         migrations: options.failover,
-        labName: `${options.labName ?? "xs"}f`,
+        labName: `${(options.labName ?? "xs").slice(0, 5)}f`,
         say: (line) => options.progress?.(`failover: ${line}`),
+      }).catch((err: unknown) => {
+        failoverError = (err as Error).message;
+        return undefined;
       })
     : undefined;
   const notMeasured = [
+    ...(failoverError ? [`failover: the run failed (${failoverError})`] : []),
     ...(options.prepare.length === 0 || options.prepare.some((n) => n >= 1000)
       ? []
       : [

@@ -207,9 +207,12 @@ test("the failover table: a row per fault, and the line that says what was misse
   });
   t.regex(
     md,
-    /\| the replica the correspondent watches SIGKILLed \| 1 \| 1 of 1 \| 1 of 1 \| 40 ms \| 40 ms \|/,
+    /\| the replica the correspondent watches SIGKILLed \| 1 \| 1 of 1 \| 1\.50 s \| 1 of 1 \| 40 ms \| 40 ms \|/,
   );
-  t.regex(md, /\| none \(right after a fault, or between two\) \| 2 \| 2 of 2 \| 2 of 2 \| 3 ms \| 5 ms \|/);
+  t.regex(
+    md,
+    /\| none \(right after a fault, or between two\) \| 2 \| 2 of 2 \| 1\.50 s \| 2 of 2 \| 3 ms \| 5 ms \|/,
+  );
   t.regex(
     md,
     /none missed; the longest a correspondent waited for one 40 ms \(5 ms in migrations without a fault\)/,
