@@ -72,6 +72,10 @@ export interface MobilePorts {
   readonly retryMs?: readonly number[];
   /** How long step 4 waits for the new primary's carrier before announcing anyway (default 2 s). */
   readonly carrierWaitMs?: number;
+  /** A prepare's refresh of the sites document comes at a random point of this long after it (default 3 s). */
+  readonly sitesRefreshSpreadMs?: number;
+  /** [0, 1): where in that spread (Math.random; tests fix it). */
+  readonly random?: () => number;
 }
 
 export const CARRIER_WAIT_MS = 2000;
@@ -165,9 +169,12 @@ export class MobileNode implements MobilityHooks {
       this.save({ ...this.state, pending: { migration, binding } });
       // Kept current for a roam, should this move end up without the method; a moment later, at a random
       // point of it, not in the burst of a host preparing its VMs all at once (one more TLS call each).
-      setTimeout(() => {
-        if (!this.stopped) void this.refreshSites();
-      }, Math.random() * SITES_REFRESH_SPREAD_MS).unref();
+      setTimeout(
+        () => {
+          if (!this.stopped) void this.refreshSites();
+        },
+        (this.ports.random ?? Math.random)() * (this.ports.sitesRefreshSpreadMs ?? SITES_REFRESH_SPREAD_MS),
+      ).unref();
       log("standby_registered", {
         migration,
         moa: binding.locator,

@@ -12,7 +12,14 @@ import {
 import { FakeNft } from "@xenroam/mobility";
 import { encodeMessage } from "@xenroam/protocol";
 import { guestNetlink, MemoryChannel, request } from "./support.js";
-import { Agent, type ControlApi, Correspondent, MobileNode, type MobileState } from "../src/index.js";
+import {
+  Agent,
+  type ControlApi,
+  Correspondent,
+  MobileNode,
+  type MobilePorts,
+  type MobileState,
+} from "../src/index.js";
 
 const HOA = "2001:db8:f::5";
 const MOA_A = "2001:db8:a::5";
@@ -44,7 +51,9 @@ class FakeControl implements ControlApi {
     if (this.withdrawFails) throw this.withdrawFails;
     return { withdrawn: true };
   }
+  sitesRead = 0;
   async sites() {
+    this.sitesRead += 1;
     return {
       sites: [
         { name: "a", prefix: "2001:db8:a::/64", gateway: { linkLocal: "fe80::a:1" } },
@@ -60,7 +69,7 @@ class FakeControl implements ControlApi {
   }
 }
 
-function mobileGuest(state?: MobileState) {
+function mobileGuest(state?: MobileState, extra: Partial<MobilePorts> = {}) {
   const netlink = guestNetlink();
   netlink.seedAddress("eth0", `${MOA_A}/64`);
   const nft = new FakeNft();
@@ -89,6 +98,7 @@ function mobileGuest(state?: MobileState) {
       state: { load: () => saved, save: (s) => (saved = s), remove: () => (saved = undefined) },
       log,
       retryMs: [1, 1],
+      ...extra,
     },
   );
   const channel = new MemoryChannel();
@@ -123,6 +133,19 @@ async function prepareStandby(g: ReturnType<typeof mobileGuest>) {
   setTimeout(() => g.netlink.seedAddress("eth1", `${MOA_B}/64`), 5);
   await g.agent.converge("test");
 }
+
+test("a prepare reads the sites document again, at a random point of the spread after it, not at once", async (t) => {
+  const g = mobileGuest(undefined, { sitesRefreshSpreadMs: 200, random: () => 0.5 });
+  await g.mobile.start(() => g.agent.adoptPrimary());
+  await g.mobile.settled();
+  await new Promise((r) => setTimeout(r, 20));
+  const atStart = g.control.sitesRead;
+  await prepareStandby(g);
+  t.is(g.saved()?.pending?.migration, request.id, "prepared");
+  t.is(g.control.sitesRead, atStart, "not in the prepare's burst");
+  await new Promise((r) => setTimeout(r, 150));
+  t.is(g.control.sitesRead, atStart + 1, "100 ms in (half the spread): read once");
+});
 
 test("mobile node: the HoA on lo, the primary adopted with the HoA as source, the first locator activated", async (t) => {
   const g = mobileGuest();
