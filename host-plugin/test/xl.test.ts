@@ -155,11 +155,15 @@ test.serial(
     t.is(log[1]?.dest, "hostb");
     t.is(log[3]?.arrived, ARRIVED, "the guest's arrival key was there when the domain was unpaused");
     t.is(info.domid, 6);
+    // The arrival's keys are written once the domain is complete, or before, while its memory still arrives,
+    // when receive found it that early (a loaded machine's timing): then there is no "written" after "found".
+    const arrival = info.arrival?.map((m) => m.phase) ?? [];
     t.deepEqual(
-      info.arrival?.map((m) => m.phase),
-      ["found", "written", "ready-sent", "xl-done"],
+      arrival.filter((p) => p !== "written"),
+      ["found", "ready-sent", "xl-done"],
       "the destination's steps between the domain complete and running come back in the report",
     );
+    t.true(arrival.length === 3 || arrival[1] === "written", `written in its place: ${arrival.join(", ")}`);
     t.is(info.host, "hostb");
     t.deepEqual(
       info.vifs.map((v) => v.bridge),
