@@ -175,6 +175,9 @@ export interface FailoverFigure {
   readonly watchFailovers: number;
   /** The longest a correspondent's watch stayed on a killed replica before moving to another. */
   readonly longestWatchMoveMs: number;
+  /** The replicas' own etcd watches going down with a member (`etcd_watch_down`), and the longest. */
+  readonly etcdWatchDowns: number;
+  readonly etcdWatchDownMs: number;
   /** `watch_lost` → `watch_resumed` spells (every replica failing at once), longest. */
   readonly watchDownMs: number;
   readonly catchUps: readonly MemberCatchUp[];
@@ -511,6 +514,15 @@ export function figureOf(
     longestWithoutFaultMs: quiet.length ? Math.max(...quiet) : 0,
     watchFailovers: ofService("xenroam-correspondent", "control_failover").length,
     longestWatchMoveMs: watchMoves.length ? Math.max(...watchMoves) : 0,
+    etcdWatchDowns: during.filter(
+      (e) => e.service.startsWith("xenroam-control") && e.event === "etcd_watch_down",
+    ).length,
+    etcdWatchDownMs: Math.max(
+      0,
+      ...during
+        .filter((e) => e.service.startsWith("xenroam-control") && e.event === "etcd_watch_resumed")
+        .map((e) => Number(e.fields.downMs) || 0),
+    ),
     watchDownMs: resumed.length ? Math.max(...resumed) : 0,
     catchUps,
     replicaStarts,
@@ -547,6 +559,6 @@ export function failoverMarkdown(f: FailoverFigure): string {
     "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ...rows,
     "",
-    `Failover: ${f.activations} activations, ${f.missed.length === 0 ? "none missed" : `${f.missed.length} MISSED (seq ${f.missed.join(", ")})`}; the longest a correspondent waited for one ${f.longestInterruptionMs} ms (${f.longestWithoutFaultMs} ms in migrations without a fault); the watch moved between replicas ${f.watchFailovers} times, at most ${f.longestWatchMoveMs} ms after its replica was killed${f.watchDownMs > 0 ? `, lost every replica for up to ${f.watchDownMs} ms` : ", never without a replica"}; ${catchUp || "no member restarted"}.`,
+    `Failover: ${f.activations} activations, ${f.missed.length === 0 ? "none missed" : `${f.missed.length} MISSED (seq ${f.missed.join(", ")})`}; the longest a correspondent waited for one ${f.longestInterruptionMs} ms (${f.longestWithoutFaultMs} ms in migrations without a fault); the watch moved between replicas ${f.watchFailovers} times, at most ${f.longestWatchMoveMs} ms after its replica was killed${f.watchDownMs > 0 ? `, lost every replica for up to ${f.watchDownMs} ms` : ", never without a replica"}; the replicas' etcd watches went down ${f.etcdWatchDowns} times (longest ${f.etcdWatchDownMs} ms); ${catchUp || "no member restarted"}.`,
   ].join("\n");
 }

@@ -119,6 +119,8 @@ test("the figure: lags per migration, the longest with and without a fault, miss
     [
       out("xenroam-control", 1000, "activated", { hoa: HOA, seq: 2, locator: "2001:db8:b::1" }),
       out("xenroam-correspondent", 1300, "control_failover", { to: "https://[2001:db8:c::1]:7370" }),
+      out("xenroam-control-2", 1310, "etcd_watch_down", { lookMs: 250 }),
+      out("xenroam-control-2", 1500, "etcd_watch_resumed", { downMs: 190 }),
       out("xenroam-correspondent", 1400, "binding_learned", { hoa: HOA, seq: 2, via: "watch" }),
       out("xenroam-control", 2000, "activated", { hoa: HOA, seq: 3, locator: "2001:db8:a::2" }),
       out("xenroam-correspondent", 2020, "binding_learned", { hoa: HOA, seq: 3, via: "watch" }),
@@ -166,6 +168,8 @@ test("the figure: lags per migration, the longest with and without a fault, miss
     "killed at 500 + 780 ms, moved at 1300",
   );
   t.is(f.longestWatchMoveMs, 20);
+  t.is(f.etcdWatchDowns, 1);
+  t.is(f.etcdWatchDownMs, 190);
   t.is(f.replicaStarts, 1);
 });
 
@@ -200,6 +204,8 @@ test("the failover table: a row per fault, and the line that says what was misse
     longestWithoutFaultMs: 5,
     watchFailovers: 1,
     longestWatchMoveMs: 9,
+    etcdWatchDowns: 0,
+    etcdWatchDownMs: 0,
     watchDownMs: 0,
     catchUps: [{ member: "etcd-1", downForMs: 9000, caughtUpMs: 180, behindBy: 0 }],
     replicaStarts: 1,
