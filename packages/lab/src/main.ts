@@ -570,7 +570,7 @@ program
     "also draw them as one SVG figure to FILE (redraw it later from the JSON with plot-scale)",
     outputFile("--svg"),
   )
-  .addOption(labNameOption("scale runs", "xs"))
+  .addOption(labNameOption("scale run", "xs"))
   .addOption(stateRootOption())
   .action(
     async (opts: {
