@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createNft } from "@xenroam/mobility";
+import { type MemberView, memberViewsScript } from "@xenroam/process/etcd-cluster";
 import { findWorkspaceCommand, type LabOptions, labDown, labUp, stateDirOf } from "./lab.js";
 import {
   cnLocators,
@@ -227,22 +228,14 @@ export function failoverTopology(name: string): Topology {
  * Each etcd member's view, asked from inside the router's namespace (their client ports are on its
  * loopback) through their JSON gateway: its member id, the leader it knows, the revision it has applied.
  */
-async function etcdViews(
-  t: Topology,
-): Promise<Array<{ member: number; id?: string; leader?: string; revision?: number }>> {
-  const script = `
-const ports = ${JSON.stringify(Array.from({ length: ETCD_MEMBERS }, (_, i) => etcdClientPort(i)))};
-const post = (port, path, body) => fetch("http://127.0.0.1:" + port + path, { method: "POST", body: JSON.stringify(body), signal: AbortSignal.timeout(1000) }).then((r) => r.json());
-const all = Buffer.from("\\0").toString("base64");
-Promise.all(ports.map(async (port, member) => {
-  try {
-    const s = await post(port, "/v3/maintenance/status", {});
-    const r = await post(port, "/v3/kv/range", { key: all, range_end: all, serializable: true, count_only: true });
-    return { member, id: s.header.member_id, leader: s.leader, revision: Number(r.header.revision) };
-  } catch { return { member }; }
-})).then((v) => console.log(JSON.stringify(v)));`;
-  const out = await netnsExec(netnsName(t, t.router.name), [process.execPath, "-e", script]);
-  return JSON.parse(out) as Array<{ member: number; id?: string; leader?: string; revision?: number }>;
+async function etcdViews(t: Topology): Promise<MemberView[]> {
+  const ports = Array.from({ length: ETCD_MEMBERS }, (_, i) => etcdClientPort(i));
+  const out = await netnsExec(netnsName(t, t.router.name), [
+    process.execPath,
+    "-e",
+    memberViewsScript(ports),
+  ]);
+  return JSON.parse(out) as MemberView[];
 }
 
 /**

@@ -82,6 +82,69 @@ export function etcdMemberArgs(m: EtcdMemberSpec): string[] {
   ];
 }
 
+/** A member as it sees itself: its id, the leader it knows ("0": none), the revision it has applied. */
+export interface MemberView {
+  readonly member: number;
+  readonly id?: string;
+  readonly leader?: string;
+  readonly revision?: number;
+}
+
+async function gatewayPost(port: number, path: string, body: unknown): Promise<unknown> {
+  const res = await fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(5000),
+  });
+  const json: unknown = await res.json();
+  if (!res.ok) throw new Error(`etcd ${path}: ${res.status} ${JSON.stringify(json)}`);
+  return json;
+}
+
+/** The revision the member on `port` has applied (its own view: no quorum read). */
+async function appliedRevisionAt(port: number): Promise<number> {
+  const all = Buffer.from("\0").toString("base64"); // the gateway takes keys in base64; [\0, \0) is every key
+  const res = await gatewayPost(port, "/v3/kv/range", {
+    key: all,
+    range_end: all,
+    serializable: true,
+    count_only: true,
+  });
+  return Number((res as { header: { revision: string } }).header.revision);
+}
+
+/**
+ * Each member's view through its JSON gateway on 127.0.0.1 (`ports`, one a member, in member order); a
+ * member that does not answer has only its index. Also run inside the lab's router namespace, where the
+ * lab's members listen (`memberViewsScript`).
+ */
+export async function memberViews(ports: readonly number[]): Promise<MemberView[]> {
+  return Promise.all(
+    ports.map(async (port, member) => {
+      try {
+        const status = (await gatewayPost(port, "/v3/maintenance/status", {})) as {
+          header: { member_id: string };
+          leader: string;
+        };
+        return {
+          member,
+          id: status.header.member_id,
+          leader: status.leader,
+          revision: await appliedRevisionAt(port),
+        };
+      } catch {
+        return { member };
+      }
+    }),
+  );
+}
+
+/** A `node -e` program that prints memberViews(ports) as JSON: for members in another network namespace. */
+export function memberViewsScript(ports: readonly number[]): string {
+  const self = JSON.stringify(import.meta.url);
+  return `import(${self}).then((m) => m.memberViews(${JSON.stringify(ports)})).then((v) => console.log(JSON.stringify(v)));`;
+}
+
 /** What a process that ends before `stop` (a crash) leaves: its members are killed, their data removed. */
 const running = new Set<ChildProcess>();
 const roots = new Set<string>();
@@ -164,39 +227,18 @@ export class EtcdCluster {
     await this.healthy([m], 20_000);
   }
 
-  /** Which member leads now, as the first running member that knows sees it. */
+  /** Which member leads now, as the running members see it. */
   async leader(): Promise<number> {
-    for (const m of this.members) {
-      if (!m.child) continue;
-      const status = (await this.post(m, "/v3/maintenance/status", {})) as {
-        header: { member_id: string };
-        leader: string;
-      };
-      if (status.leader === "0") continue;
-      const ids = await Promise.all(
-        this.members.map(async (x) =>
-          x.child
-            ? ((await this.post(x, "/v3/maintenance/status", {})) as { header: { member_id: string } }).header
-                .member_id
-            : undefined,
-        ),
-      );
-      const i = ids.indexOf(status.leader);
-      if (i >= 0) return i;
-    }
-    throw new Error("no etcd member knows a leader");
+    const views = await memberViews(this.members.map((m) => (m.child ? m.gatewayPort : 0)));
+    const leader = views.find((v) => v.leader && v.leader !== "0")?.leader;
+    const i = views.findIndex((v) => v.id !== undefined && v.id === leader);
+    if (i < 0) throw new Error("no etcd member knows a leader");
+    return i;
   }
 
   /** The key-value revision member `i` has applied (its own view: no quorum read). */
   async appliedRevision(i: number): Promise<number> {
-    const all = Buffer.from("\0").toString("base64"); // the gateway takes keys in base64; [\0, \0) is every key
-    const res = await this.post(this.member(i), "/v3/kv/range", {
-      key: all,
-      range_end: all,
-      serializable: true,
-      count_only: true,
-    });
-    return Number((res as { header: { revision: string } }).header.revision);
+    return appliedRevisionAt(this.member(i).gatewayPort);
   }
 
   /** Puts a key as any etcd client would (the JSON gateway of a running member). */
@@ -329,14 +371,7 @@ export class EtcdCluster {
     }
   }
 
-  private async post(m: Member, path: string, body: unknown): Promise<unknown> {
-    const res = await fetch(`http://127.0.0.1:${m.gatewayPort}${path}`, {
-      method: "POST",
-      body: JSON.stringify(body),
-      signal: AbortSignal.timeout(5000),
-    });
-    const json: unknown = await res.json();
-    if (!res.ok) throw new Error(`etcd ${path}: ${res.status} ${JSON.stringify(json)}`);
-    return json;
+  private post(m: Member, path: string, body: unknown): Promise<unknown> {
+    return gatewayPost(m.gatewayPort, path, body);
   }
 }
