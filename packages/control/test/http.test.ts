@@ -667,12 +667,13 @@ test("review fixes: an activation asked for long ago is not applied by a late at
   });
 });
 
-test("review fixes: connections are capped per source address before any token", async (t) => {
+/** A server with some of its limits changed, and a way to open raw connections to it. */
+async function limitedServer(t: ExecutionContext, limits: Record<string, number>) {
   const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
   const { DEFAULT_LIMITS } = await import("../src/http.js");
   const srv = createControlServer(service, exportPublicKey(keys.publicKey), () => {}, {
     ...DEFAULT_LIMITS,
-    connectionsPerSource: 3,
+    ...limits,
   });
   await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
   t.teardown(() => {
@@ -683,7 +684,13 @@ test("review fixes: connections are capped per source address before any token",
   const open = () =>
     new Promise<Socket>((resolve) => {
       const s = connect(port, "127.0.0.1", () => resolve(s));
+      s.on("error", () => {});
     });
+  return { open, port };
+}
+
+test("review fixes: connections are capped per source address before any token", async (t) => {
+  const { open, port } = await limitedServer(t, { connectionsPerSource: 3 });
   const idle = await Promise.all([open(), open(), open()]);
   const fourth = await open();
   const closed = await new Promise<boolean>((r) => {
@@ -756,23 +763,7 @@ test("a kept connection: answers are sized, and long polls longer than the keep-
 });
 
 test("three quarters of the connections taken: those kept idle between requests are closed, new ones are not", async (t) => {
-  const service = new ControlService({ store: new MemoryStore(), ...keys, adminTokens: [ADMIN] });
-  const { DEFAULT_LIMITS } = await import("../src/http.js");
-  const srv = createControlServer(service, exportPublicKey(keys.publicKey), () => {}, {
-    ...DEFAULT_LIMITS,
-    maxConnections: 8,
-  });
-  await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
-  t.teardown(() => {
-    srv.closeAllConnections();
-    srv.close();
-  });
-  const port = (srv.address() as AddressInfo).port;
-  const open = () =>
-    new Promise<Socket>((resolve) => {
-      const s = connect(port, "127.0.0.1", () => resolve(s));
-      s.on("error", () => {});
-    });
+  const { open } = await limitedServer(t, { maxConnections: 8 });
   const kept = await Promise.all([open(), open(), open(), open()]);
   for (const s of kept) await roundTrip(s, "GET /v1/health HTTP/1.1\r\nHost: x\r\n\r\n");
   const fresh = [await open(), await open()];
